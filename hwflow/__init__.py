@@ -1,0 +1,6 @@
+"""hwflow: approximate-multiplier hardware/software co-design.
+
+characterize -> train (AGN) -> assign -> retrain -> export -> verify. See README.md.
+"""
+
+__version__ = "0.1.0"

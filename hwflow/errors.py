@@ -1,0 +1,40 @@
+"""Errors a user can fix. The CLI prints `error: <message>` on one line and exits 2."""
+
+from __future__ import annotations
+
+
+class HwflowError(Exception):
+    """A user-facing error: bad input, missing file, failed tool run.
+
+    The message names the file, key or line at fault and, where it helps, what to do.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(HwflowError):
+    """A YAML config or data file has an unknown, missing or mistyped key."""
+
+
+class NetlistError(HwflowError):
+    """A multiplier netlist cannot be simulated or synthesized as an 8x8 multiplier."""
+
+
+class SimulationError(HwflowError):
+    """The simulator failed, or the circuit produced X/Z or inconsistent outputs."""
+
+
+class LibraryError(HwflowError):
+    """The multiplier library is missing, incomplete or lacks a requested entry."""
+
+
+class RunError(HwflowError):
+    """A training run directory lacks a file a stage needs, or holds inconsistent data."""
+
+
+class AssignmentError(HwflowError):
+    """An assignment names an unknown layer or multiplier, or mismatches signedness."""
+
+
+class VerificationError(HwflowError):
+    """Exported RTL disagrees with the emulation (or its tests could not run)."""

@@ -55,7 +55,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
         item = args[0] if args else Any
         out = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
@@ -104,8 +105,7 @@ def load_dataclass(cls: type[T], data: Any, path: str = "") -> T:
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], key)
         elif (
-            field.default is dataclasses.MISSING
-            and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
         ):
             raise ConfigError(f"{key}: required key is missing")
     return cls(**kwargs)

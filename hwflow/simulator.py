@@ -1,0 +1,212 @@
+"""Build and run a cocotb testbench on Icarus Verilog, with errors a user can read.
+
+A thin wrapper over `cocotb_tools.runner` that handles the measured gotchas of
+TOOLCHAIN.md once, for every stage that simulates (multiplier characterization, MAC
+engines, exported tops):
+
+- a default `timescale` (Amaranth emits none, and cocotb's `Timer` needs a precision);
+- one build directory per (top, parameters): the runner otherwise skips recompiling
+  when `sim.vvp` is newer than the sources, even if the top or parameters changed;
+- test modules given as file paths are imported from their absolute folder (the
+  simulator runs inside the build directory);
+- `results.xml` is checked (outside pytest the runner never raises, and `vvp` exits 0
+  even when the test module fails to import); failures become `SimulationError`
+  carrying the simulator's or the test's own message (file and line for syntax errors).
+
+Test arguments travel as a JSON file whose path is in the `HWFLOW_SIM_ARGS` environment
+variable; a testbench reads them with `json.load(open(os.environ["HWFLOW_SIM_ARGS"]))`
+(no hwflow import needed, so exported testbenches run without hwflow installed).
+
+Example::
+
+    run_cocotb(["mul.v"], top="mul", test_module="sim/multiplier_tb.py",
+               build_dir="build/sim/mul", args={"out": "table.npy"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hwflow.errors import SimulationError
+
+ARGS_ENV = "HWFLOW_SIM_ARGS"
+DEFAULT_TIMESCALE = ("1ns", "1ps")
+_ERROR_LINE = re.compile(r"(error|syntax|unknown module|not found|unable to bind)", re.I)
+
+
+def build_dir_for(
+    root: str | os.PathLike[str], top: str, parameters: Mapping[str, object] | None = None
+) -> Path:
+    """A build directory unique to (top, parameters) under `root` (gotcha 2)."""
+    key = json.dumps({"top": top, "parameters": dict(parameters or {})}, sort_keys=True)
+    return Path(root) / f"{top}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def run_cocotb(
+    sources: Sequence[str | os.PathLike[str]],
+    top: str,
+    test_module: str | os.PathLike[str],
+    build_dir: str | os.PathLike[str],
+    *,
+    parameters: Mapping[str, object] | None = None,
+    args: Mapping[str, Any] | None = None,
+    testcase: str | None = None,
+    timescale: tuple[str, str] = DEFAULT_TIMESCALE,
+    extra_env: Mapping[str, str] | None = None,
+    always: bool = True,
+) -> Path:
+    """Compile `sources` with `top` in `build_dir` and run the cocotb `test_module`.
+
+    `test_module` is a path to a `.py` file (imported from its absolute folder) or a
+    dotted module name importable from `sys.path`. `args` (JSON-serialisable) reach the
+    testbench through the file named by `$HWFLOW_SIM_ARGS`. `always=True` recompiles
+    every time (safe when the sources are regenerated in place); pass False only with a
+    `build_dir` unique to the sources, top and parameters (see `build_dir_for`).
+
+    Returns the path of `results.xml`. Raises `SimulationError` naming the compiler's
+    first error lines (file:line) when the build fails, and the failing tests' messages
+    (or the simulator's log tail) when the run fails.
+    """
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir).absolute()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    srcs = [Path(s).absolute() for s in sources]
+    for src in srcs:
+        if not src.is_file():
+            raise SimulationError(f"{src}: file not found")
+    module_name, module_dir = _resolve_test_module(test_module)
+
+    env = dict(extra_env or {})
+    if args is not None:
+        args_file = build_dir / "hwflow_sim_args.json"
+        args_file.write_text(json.dumps(dict(args)))
+        env[ARGS_ENV] = str(args_file)
+
+    runner = get_runner("icarus")
+    build_log = build_dir / "build.log"
+    try:
+        runner.build(
+            sources=srcs,
+            hdl_toplevel=top,
+            parameters=dict(parameters or {}),
+            build_dir=build_dir,
+            always=always,
+            timescale=timescale,
+            log_file=build_log,
+        )
+    except (RuntimeError, SystemExit, ValueError) as exc:
+        raise SimulationError(_compile_message(build_log, top, exc)) from None
+
+    results = build_dir / "results.xml"
+    test_log = build_dir / "test.log"
+    # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
+    # because the simulator runs inside the build directory (gotcha 3). os.environ
+    # overrides extra_env inside the runner, so set our variables there for the call.
+    with _absolute_sys_path(module_dir), _environ(env):
+        try:
+            runner.test(
+                test_module=module_name,
+                hdl_toplevel=top,
+                build_dir=build_dir,
+                results_xml=str(results),
+                testcase=testcase,
+                timescale=timescale,
+                log_file=test_log,
+            )
+        except SystemExit:
+            pass  # simulator exit code != 0 or failures under pytest: results decide below
+        except RuntimeError as exc:
+            raise SimulationError(f"simulation of {top} failed: {exc}") from None
+    _check_results(results, test_log, top)
+    return results
+
+
+def read_args() -> dict[str, Any]:
+    """Inside a testbench: the `args` given to `run_cocotb` (empty when none)."""
+    path = os.environ.get(ARGS_ENV)
+    return json.loads(Path(path).read_text()) if path else {}
+
+
+def _resolve_test_module(test_module: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    text = os.fspath(test_module)
+    if text.endswith(".py") or os.sep in text:
+        path = Path(text).absolute()
+        if not path.is_file():
+            raise SimulationError(f"{path}: test module not found")
+        return path.stem, path.parent
+    return text, None
+
+
+@contextlib.contextmanager
+def _absolute_sys_path(extra: Path | None) -> Iterator[None]:
+    saved = list(sys.path)
+    paths = [str(extra)] if extra is not None else []
+    paths += [os.path.abspath(p) if p else os.getcwd() for p in saved]
+    sys.path[:] = list(dict.fromkeys(paths))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _compile_message(log: Path, top: str, exc: BaseException) -> str:
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    lines = [ln.strip() for ln in text.splitlines() if _ERROR_LINE.search(ln)]
+    if not lines:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()][-3:] or [str(exc)]
+    return f"compiling {top} failed: " + "; ".join(lines[:3])
+
+
+def _check_results(results: Path, log: Path, top: str) -> None:
+    from xml.etree import ElementTree
+
+    from cocotb_tools.check_results import get_results
+
+    try:
+        n_tests, n_failed = get_results(results)
+    except RuntimeError:
+        raise SimulationError(
+            f"simulation of {top} ended without results: {_log_tail(log)}"
+        ) from None
+    if n_tests == 0:
+        raise SimulationError(f"simulation of {top} ran no tests: {_log_tail(log)}")
+    if n_failed:
+        messages = []
+        for case in ElementTree.parse(results).getroot().iter("testcase"):
+            for bad in (*case.findall("failure"), *case.findall("error")):
+                first = (bad.get("message") or "failed").strip().splitlines()[0]
+                messages.append(f"{case.get('name')}: {first}")
+        raise SimulationError(
+            f"simulation of {top}: {n_failed} of {n_tests} tests failed: " + "; ".join(messages)
+        )
+
+
+def _log_tail(log: Path, n: int = 3) -> str:
+    if not log.is_file():
+        return "no log"
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
+    return " | ".join((errors or lines)[-n:])

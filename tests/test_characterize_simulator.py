@@ -15,7 +15,8 @@ TB = FIX / "and_gate_tb.py"
 
 def test_runs_a_passing_test_and_passes_args(tmp_path):
     out = tmp_path / "o.txt"
-    results = run_cocotb([FIX / "and_gate.v"], "and_gate", TB, tmp_path / "b", args={"out": str(out)})
+    args = {"out": str(out)}
+    results = run_cocotb([FIX / "and_gate.v"], "and_gate", TB, tmp_path / "b", args=args)
     assert results.is_file()
     assert out.read_text() == "ok"
 

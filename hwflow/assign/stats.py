@@ -32,6 +32,8 @@ W_OFFSET = 255  # w_hist[v + W_OFFSET] = P(w == v), v in -255..255
 W_BINS = 2 * W_OFFSET + 1
 STATS_FILE = "stats.npz"
 FORMAT_VERSION = 1
+DEFAULT_ROWS = 256  # sampled output rows per layer
+DEFAULT_COLS = 32  # sampled output columns (channels) per layer
 
 
 @dataclass(frozen=True)

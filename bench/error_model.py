@@ -1,0 +1,78 @@
+"""Bench: the error model over a synthetic library of 500 multipliers and 20 layers.
+
+Prints the wall time of each model variant (goal: seed < 10 s on 2 cores). Tables are
+random perturbations of the exact product; layers have conv-like fan-ins and row and
+column samples of the sizes `hwflow assign` records by default.
+
+    .venv/bin/python bench/error_model.py [--multipliers 500] [--layers 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from hwflow.assign.error_model import MODELS, predict
+from hwflow.assign.stats import DEFAULT_COLS, DEFAULT_ROWS, layer_stats_from_arrays
+from hwflow.multipliers.table import exact_table
+
+
+def synthetic_library(
+    n: int, mixed: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    signed = np.arange(n) % 2 == 0 if mixed else np.ones(n, dtype=bool)
+    tables = np.empty((n, 256, 256), dtype=np.int32)
+    for i, s in enumerate(signed):
+        noise = rng.integers(-200, 200, size=(256, 256)) * (rng.random((256, 256)) < 0.3)
+        tables[i] = exact_table(bool(s)) + noise
+    return tables, signed
+
+
+def synthetic_layers(n: int, mixed: bool, rng: np.random.Generator) -> list:
+    layers = []
+    for i in range(n):
+        k = int(rng.choice([27, 144, 288, 576]))
+        signed = i % 2 == 0 if mixed else True
+        x = rng.integers(-128 if signed else 0, 128, size=(1, 2048, k))
+        w = rng.integers(-128, 128, size=(1, k, 64))
+        acc = np.einsum("gmk,gkn->gmn", x[:, :256], w)
+        layers.append(
+            layer_stats_from_arrays(
+                f"l{i}",
+                x,
+                w,
+                acc,
+                signed,
+                ops=x.size * 64,
+                rows=DEFAULT_ROWS,
+                cols=DEFAULT_COLS,
+                rng=rng,
+            )
+        )
+    return layers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--multipliers", type=int, default=500)
+    ap.add_argument("--layers", type=int, default=20)
+    ap.add_argument("--mixed", action="store_true", help="half signed, half unsigned")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    tables, signed = synthetic_library(args.multipliers, args.mixed, rng)
+    layers = synthetic_layers(args.layers, args.mixed, rng)
+    for model in MODELS:
+        t0 = time.perf_counter()
+        p = predict(tables, signed, layers, model)
+        dt = time.perf_counter() - t0
+        pairs = int(np.isfinite(p.std).sum())
+        print(
+            f"{model:8s} {args.multipliers} multipliers x {args.layers} layers "
+            f"({pairs} matching pairs): {dt:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

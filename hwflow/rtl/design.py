@@ -1,0 +1,205 @@
+"""Write a self-contained, verifiable design directory from per-layer traces.
+
+Layout of the directory (`manifest.json` lists every file with its sha256):
+
+  manifest.json      modules, multipliers (+ sha256), layers, schedule, file hashes
+  Makefile           plain `make` reruns the check with cocotb's makefiles (no hwflow)
+  rtl/hwflow_top.v   the MAC array: one engine per layer (Amaranth)
+  rtl/mul_<name>.v   each multiplier module (Amaranth generator, or netlist + wrapper)
+  tb/                harness (Verilog), feeder, cocotb test and its checker
+  vectors/           per layer: operand streams (.hex) and expected accumulators (.txt)
+
+This module knows nothing of runs or libraries: `export.py` gathers those and calls
+`write_design`. Everything is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import numpy as np
+
+from hwflow import io
+from hwflow.errors import VerificationError
+from hwflow.rtl import mac, vectors
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "rtl_templates"
+SIM = REPO / "sim"
+HARNESS_TOP = "hwflow_harness"
+TEST_MODULE = "test_hwflow"
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One approximate layer: its multiplier and the integers the emulation recorded."""
+
+    layer: str
+    multiplier: mac.MultiplierRTL
+    table: np.ndarray  # int32[256, 256] of the multiplier
+    signed: bool
+    x_int: np.ndarray  # (G, M, K)
+    w_int: np.ndarray  # (G, K, Ng)
+    acc: np.ndarray  # (G, M, Ng)
+
+
+def render(template: str, **values: object) -> str:
+    """Fill an `rtl_templates/` file (string.Template `${name}` fields)."""
+    return Template((TEMPLATES / template).read_text()).substitute(values)
+
+
+def check_plan(plan: LayerPlan) -> None:
+    """Refuse inconsistent input: signedness, operand ranges, and sums that disagree with
+    the DESIGN.md table equation (computed here independently of the nn kernels)."""
+    if plan.multiplier.signed != plan.signed:
+        kind = "signed" if plan.multiplier.signed else "unsigned"
+        raise VerificationError(
+            f"layer {plan.layer}: multiplier {plan.multiplier.name} is {kind} but the layer's "
+            f"operands are {'signed' if plan.signed else 'unsigned'}"
+        )
+    try:
+        vectors.check_operands(plan.x_int, plan.w_int, plan.signed, plan.layer)
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
+    ref = vectors.reference_acc(plan.x_int, plan.w_int, plan.table, plan.signed)
+    acc = np.asarray(plan.acc, dtype=np.int64)
+    if ref.shape != acc.shape or not np.array_equal(ref, acc):
+        bad = int((ref != acc).sum()) if ref.shape == acc.shape else acc.size
+        raise VerificationError(
+            f"layer {plan.layer}: the emulation's accumulators disagree with the table "
+            f"equation of {plan.multiplier.name} in {bad} places; not exporting"
+        )
+
+
+def harness_verilog(engines: list[mac.EngineSpec], passes: dict[str, int]) -> str:
+    wires, ports, feeders = [], [], []
+    for e in engines:
+        fields = {
+            "layer": e.layer,
+            "port": e.port,
+            "lanes": e.lanes,
+            "fan_in": e.fan_in,
+            "passes": passes[e.port],
+            "acc_width": e.acc_width,
+            "xw": 8 * e.lanes - 1,
+            "accw": e.acc_width * e.lanes - 1,
+        }
+        wires.append(render("harness_layer.v.tmpl", **fields))
+        feeders.append(render("harness_feeder.v.tmpl", **fields))
+        for member in ("x", "w", "valid", "clear", "last", "acc", "acc_valid"):
+            ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
+    done = " & ".join(f"{e.port}__done" for e in engines)
+    return render(
+        "harness.v.tmpl",
+        top=mac.TOP_MODULE,
+        wires="".join(wires),
+        top_ports="".join(ports),
+        feeders="".join(feeders),
+        done=done,
+    )
+
+
+def makefile(sources: list[str]) -> str:
+    return render(
+        "export.mk.tmpl",
+        sources=" \\\n    ".join(f"$(CURDIR)/{s}" for s in sources),
+        toplevel=HARNESS_TOP,
+        test_module=TEST_MODULE,
+    )
+
+
+def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> dict:
+    """Write the design directory into `out` (an existing, empty directory).
+
+    Returns the manifest. `meta` (run, assignment, images, ...) is recorded as is.
+    """
+    if not plans:
+        raise VerificationError("no approximate layers to export")
+    if lanes < 1:
+        raise VerificationError(f"--lanes must be >= 1, got {lanes}")
+    for plan in plans:
+        check_plan(plan)
+    engines = [
+        mac.engine_spec(p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table) for p in plans
+    ]
+    try:
+        top = mac.top_verilog(engines)
+        mult_files = mac.multiplier_verilog(engines)
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
+
+    files: dict[str, str] = {f"rtl/{mac.TOP_MODULE}.v": top}
+    for module, text in mult_files.items():
+        files[f"rtl/{module}.v"] = text
+    layers, passes = [], {}
+    for plan, eng in zip(plans, engines, strict=True):
+        sched = vectors.schedule(plan.x_int, plan.w_int, plan.acc, lanes)
+        passes[eng.port] = sched.passes
+        files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
+        files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
+        files[f"vectors/{eng.port}_expected.txt"] = vectors.decimal_lines(sched.expected)
+        layers.append(
+            {
+                "layer": plan.layer,
+                "port": eng.port,
+                "multiplier": plan.multiplier.name,
+                "module": plan.multiplier.module,
+                "signed": plan.signed,
+                "lanes": lanes,
+                "fan_in": eng.fan_in,
+                "jobs": sched.jobs,
+                "passes": sched.passes,
+                "shape": list(sched.shape),
+                "acc_width": eng.acc_width,
+                "product_range": [eng.product_min, eng.product_max],
+            }
+        )
+    files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes)
+    files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
+    files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
+    files["tb/hwflow_check.py"] = (SIM / "hwflow_check.py").read_text()
+    sources = [
+        *(f"rtl/{m}.v" for m in mult_files),
+        f"rtl/{mac.TOP_MODULE}.v",
+        "tb/hwflow_feeder.v",
+        f"tb/{HARNESS_TOP}.v",
+    ]
+    files["Makefile"] = makefile(sources)
+
+    for rel, text in files.items():
+        io.write_text(out / rel, text)
+    multipliers = {}
+    for plan in plans:
+        m = plan.multiplier
+        multipliers.setdefault(
+            m.name,
+            {
+                "name": m.name,
+                "module": m.module,
+                "signed": m.signed,
+                "file": f"rtl/{m.module}.v",
+                "sha256": io.sha256_bytes(m.verilog.encode()),
+                **({"source": m.source} if m.source else {}),
+            },
+        )
+    manifest = {
+        "format": 1,
+        **meta,
+        "top": mac.TOP_MODULE,
+        "harness": HARNESS_TOP,
+        "test_module": TEST_MODULE,
+        "latency": mac.LATENCY,
+        "lanes": lanes,
+        "cycles": max(lay["passes"] * lay["fan_in"] for lay in layers) + mac.LATENCY,
+        "accumulations": sum(lay["jobs"] for lay in layers),
+        "macs": sum(lay["jobs"] * lay["fan_in"] for lay in layers),
+        "modules": [mac.TOP_MODULE, *(f"{mac.TOP_MODULE}.{e.port}" for e in engines), *mult_files],
+        "sources": sources,
+        "multipliers": list(multipliers.values()),
+        "layers": layers,
+        "files": {rel: io.sha256_bytes(text.encode()) for rel, text in sorted(files.items())},
+    }
+    io.write_json(out / "manifest.json", manifest)
+    return manifest

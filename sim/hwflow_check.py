@@ -1,0 +1,129 @@
+"""Compare an exported design's accumulator results with the emulation's, exactly.
+
+Plain Python (no numpy, no hwflow): it ships inside every exported directory and runs
+there under cocotb alone. Formats are those of `hwflow.rtl.vectors` and the feeder:
+- `<port>_x.hex` / `<port>_w.hex`: one line per cycle, lane 0 in the low byte;
+- `<port>_expected.txt`: one decimal accumulator per job (job j: lane j % P, pass j // P);
+- `<port>_acc.hex` ($writememh): one line per pass, lane 0 in the low `acc_width` bits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_hex_words(path: Path) -> list[int]:
+    """The words of a $readmemh/$writememh file; X/Z digits raise ValueError naming the line."""
+    words = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.split("//", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            words.append(int(text, 16))
+        except ValueError:
+            raise ValueError(
+                f"{path}:{lineno}: not a hex word (X/Z output?): {text[:40]}"
+            ) from None
+    return words
+
+
+def to_signed(value: int, width: int) -> int:
+    value &= (1 << width) - 1
+    return value - (1 << width) if value >> (width - 1) else value
+
+
+def lane_field(word: int, lane: int, width: int) -> int:
+    return (word >> (lane * width)) & ((1 << width) - 1)
+
+
+def job_operands(layer: dict, vectors: Path, job: int) -> dict:
+    """The K activation and weight values of one job, as the emulation recorded them."""
+    lanes, k = layer["lanes"], layer["fan_in"]
+    q, lane = divmod(job, lanes)
+    port = layer["port"]
+    x_rows = read_hex_words(vectors / f"{port}_x.hex")[q * k : (q + 1) * k]
+    w_rows = read_hex_words(vectors / f"{port}_w.hex")[q * k : (q + 1) * k]
+    x = [lane_field(r, lane, 8) for r in x_rows]
+    if layer["signed"]:
+        x = [to_signed(v, 8) for v in x]
+    w = [to_signed(lane_field(r, lane, 8), 8) for r in w_rows]
+    return {"x": x, "w": w}
+
+
+def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict:
+    """Compare one layer; report counts and the first mismatch (lane, cycle, operands)."""
+    port, lanes, width = layer["port"], layer["lanes"], layer["acc_width"]
+    jobs, k = layer["jobs"], layer["fan_in"]
+    out = {"layer": layer["layer"], "multiplier": layer["multiplier"], "checked": 0}
+    expected = [int(s) for s in (vectors / f"{port}_expected.txt").read_text().split()]
+    if len(expected) != jobs:
+        raise ValueError(f"{port}_expected.txt: {len(expected)} values, manifest says {jobs}")
+    acc_file = results / f"{port}_acc.hex"
+    try:
+        words = read_hex_words(acc_file)
+        if len(words) < layer["passes"]:
+            raise ValueError(f"{acc_file}: {len(words)} passes, expected {layer['passes']}")
+    except (OSError, ValueError) as exc:
+        return {**out, "mismatches": jobs, "error": str(exc), "first_mismatch": None}
+    mismatches = 0
+    first = None
+    for job, want in enumerate(expected):
+        q, lane = divmod(job, lanes)
+        got = to_signed(lane_field(words[q], lane, width), width)
+        if got != want:
+            mismatches += 1
+            if first is None:
+                g_, m_, n_ = layer["shape"]
+                first = {
+                    "layer": layer["layer"],
+                    "lane": lane,
+                    "pass": q,
+                    "cycle": (q + 1) * k - 1 + latency,
+                    "job": job,
+                    "index": [job // (m_ * n_), (job // n_) % m_, job % n_],
+                    "expected": want,
+                    "actual": got,
+                    **job_operands(layer, vectors, job),
+                }
+    return {**out, "checked": jobs, "mismatches": mismatches, "first_mismatch": first}
+
+
+def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
+    """Every layer of the manifest; `ok` only when every accumulator matches."""
+    layers = [
+        check_layer(layer, Path(vectors), Path(results), manifest["latency"])
+        for layer in manifest["layers"]
+    ]
+    first = next((lay["first_mismatch"] for lay in layers if lay["first_mismatch"]), None)
+    errors = [f"{lay['layer']}: {lay['error']}" for lay in layers if lay.get("error")]
+    return {
+        "ok": all(lay["mismatches"] == 0 and not lay.get("error") for lay in layers),
+        "checked": sum(lay["checked"] for lay in layers),
+        "mismatches": sum(lay["mismatches"] for lay in layers),
+        "layers": layers,
+        "first_mismatch": first,
+        "errors": errors,
+    }
+
+
+def describe_mismatch(m: dict) -> str:
+    def short(values: list[int]) -> str:
+        text = ",".join(str(v) for v in values[:12])
+        return f"[{text}{',...' if len(values) > 12 else ''}] ({len(values)})"
+
+    return (
+        f"layer {m['layer']} lane {m['lane']} cycle {m['cycle']} (pass {m['pass']}, "
+        f"acc index {tuple(m['index'])}): expected {m['expected']}, actual {m['actual']}; "
+        f"x={short(m['x'])} w={short(m['w'])}"
+    )
+
+
+def summary(report: dict) -> str:
+    if report["ok"]:
+        return f"all {report['checked']} accumulations match"
+    parts = [f"{report['mismatches']} of {report['checked']} accumulations mismatch"]
+    parts += report["errors"]
+    if report["first_mismatch"]:
+        parts.append("first: " + describe_mismatch(report["first_mismatch"]))
+    return "; ".join(parts)

@@ -18,7 +18,7 @@ libraries without touching the network again.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,101 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
 
 
 def _hist_rows(values: np.ndarray, offset: int, bins: int) -> np.ndarray:
-    """Row-wise histograms of an integer matrix (R, K) -> (R, bins) probabilities."""
+    """Row-wise histograms of an integer matrix (R, K) -> (R, bins) counts."""
     rows = values.shape[0]
     flat = (values + offset) + np.arange(rows)[:, None] * bins
-    counts = np.bincount(flat.ravel(), minlength=rows * bins).reshape(rows, bins)
-    return _normalise(counts)
+    return np.bincount(flat.ravel(), minlength=rows * bins).reshape(rows, bins)
+
+
+class LayerAccumulator:
+    """Builds one layer's LayerStats from successive traced batches.
+
+    Histograms add up over batches; `rows` output rows are sampled spread over the
+    batches (`rows_per_batch` each); `cols` columns are sampled once (weights are fixed).
+    The accumulator reference is the exact sum after zero-point correction; with
+    per-column output scales s_n, its std is taken as the AGN noise sees it,
+    std(s_n * acc) / rms(s_n), in integer accumulator units.
+    """
+
+    def __init__(
+        self, name: str, signed: bool, ops: int, *, rows_per_batch: int, cols: int, seed: int
+    ) -> None:
+        self.name, self.signed, self.ops = name, bool(signed), int(ops)
+        self.rows_per_batch, self.cols = rows_per_batch, cols
+        self.rng = np.random.default_rng(seed)
+        self.k: int | None = None
+        self.x_counts = np.zeros(256, dtype=np.int64)
+        self.w_counts = np.zeros(W_BINS, dtype=np.int64)
+        self.x_rows: list[np.ndarray] = []
+        self.row_groups: list[np.ndarray] = []
+        self.w_cols: np.ndarray | None = None
+        self.col_groups: np.ndarray | None = None
+        self.n = 0
+        self.s1 = 0.0  # sums of s * acc and (s * acc)^2, and of s^2 per element
+        self.s2 = 0.0
+        self.ss = 0.0
+
+    def add(
+        self,
+        x_int: np.ndarray,
+        w_int: np.ndarray,
+        acc_ref: np.ndarray,
+        col_scale: np.ndarray | None = None,
+    ) -> None:
+        """x_int (G, M, K), w_int (G, K, Ng) values; acc_ref (G, M, Ng) exact accumulator
+        (zero-point corrected); col_scale (G, Ng) or None (all columns alike)."""
+        x_int, w_int = np.asarray(x_int, dtype=np.int64), np.asarray(w_int, dtype=np.int64)
+        if x_int.ndim != 3 or w_int.ndim != 3 or x_int.shape[0] != w_int.shape[0]:
+            raise ValueError(f"{self.name}: expected x (G, M, K) and w (G, K, Ng)")
+        g, m, k = x_int.shape
+        ng = w_int.shape[2]
+        if w_int.shape[1] != k or (self.k is not None and self.k != k):
+            raise ValueError(f"{self.name}: inconsistent fan-in ({k}, {w_int.shape[1]})")
+        if x_int.min(initial=0) < -128 or x_int.max(initial=0) > 255:
+            raise ValueError(f"{self.name}: activation values outside -128..255")
+        if np.abs(w_int).max(initial=0) > W_OFFSET:
+            raise ValueError(f"{self.name}: weight values outside -255..255")
+        self.k = k
+        x_codes = x_int & 0xFF
+        self.x_counts += np.bincount(x_codes.ravel(), minlength=256)
+        self.w_counts += np.bincount((w_int + W_OFFSET).ravel(), minlength=W_BINS)
+        take = min(self.rows_per_batch, g * m)
+        row_idx = np.sort(self.rng.choice(g * m, size=take, replace=False))
+        groups, pos = np.divmod(row_idx, m)
+        self.x_rows.append(_hist_rows(x_codes[groups, pos], 0, 256))
+        self.row_groups.append(groups)
+        if self.w_cols is None:
+            col_idx = np.sort(self.rng.choice(g * ng, size=min(self.cols, g * ng), replace=False))
+            cg, cp = np.divmod(col_idx, ng)
+            self.w_cols = _hist_rows(w_int[cg, :, cp], W_OFFSET, W_BINS)
+            self.col_groups = cg
+        scale = np.ones((g, 1, ng)) if col_scale is None else np.asarray(col_scale)[:, None, :]
+        scaled = np.asarray(acc_ref, dtype=np.float64) * scale
+        self.n += scaled.size
+        self.s1 += float(scaled.sum())
+        self.s2 += float((scaled * scaled).sum())
+        self.ss += float(np.broadcast_to(scale * scale, scaled.shape).sum())
+
+    def finish(self) -> LayerStats:
+        if self.k is None or self.w_cols is None or self.col_groups is None:
+            raise ValueError(f"{self.name}: no batches recorded")
+        mean = self.s1 / self.n
+        var = max(self.s2 / self.n - mean * mean, 0.0)
+        rms = np.sqrt(self.ss / self.n)
+        return LayerStats(
+            name=self.name,
+            signed=self.signed,
+            fan_in=self.k,
+            ops=self.ops,
+            acc_std=float(np.sqrt(var) / rms),
+            acc_mean=float(mean / rms),
+            x_hist=_normalise(self.x_counts),
+            w_hist=_normalise(self.w_counts),
+            x_rows=_normalise(np.concatenate(self.x_rows)),
+            w_cols=_normalise(self.w_cols),
+            row_groups=np.concatenate(self.row_groups).astype(np.int64),
+            col_groups=self.col_groups.astype(np.int64),
+        )
 
 
 def layer_stats_from_arrays(
@@ -107,50 +197,52 @@ def layer_stats_from_arrays(
     cols: int,
     rng: np.random.Generator,
 ) -> LayerStats:
-    """Statistics of one layer from its traced operands.
-
-    x_int (G, M, K) activation values, w_int (G, K, Ng) weight values, acc_exact (G, M, Ng);
-    `rows` output rows and `cols` output columns are sampled without replacement
-    (all of them when there are fewer).
-    """
-    x_int, w_int = np.asarray(x_int, dtype=np.int64), np.asarray(w_int, dtype=np.int64)
-    if x_int.ndim != 3 or w_int.ndim != 3 or x_int.shape[0] != w_int.shape[0]:
-        raise ValueError(f"{name}: expected x (G, M, K) and w (G, K, Ng)")
-    g, m, k = x_int.shape
-    if w_int.shape[1] != k:
-        raise ValueError(f"{name}: x has fan-in {k} but w has {w_int.shape[1]}")
-    ng = w_int.shape[2]
-    if x_int.min(initial=0) < -128 or x_int.max(initial=0) > 255:
-        raise ValueError(f"{name}: activation values outside -128..255")
-    if np.abs(w_int).max(initial=0) > W_OFFSET:
-        raise ValueError(f"{name}: weight values outside -255..255")
-    x_codes = x_int & 0xFF
-    x_hist = _normalise(np.bincount(x_codes.ravel(), minlength=256))
-    w_hist = _normalise(np.bincount((w_int + W_OFFSET).ravel(), minlength=W_BINS))
-
-    row_idx = np.sort(rng.choice(g * m, size=min(rows, g * m), replace=False))
-    row_groups, row_pos = np.divmod(row_idx, m)
-    x_rows = _hist_rows(x_codes[row_groups, row_pos], 0, 256)
-
-    col_idx = np.sort(rng.choice(g * ng, size=min(cols, g * ng), replace=False))
-    col_groups, col_pos = np.divmod(col_idx, ng)
-    w_cols = _hist_rows(w_int[col_groups, :, col_pos], W_OFFSET, W_BINS)
-
-    acc = np.asarray(acc_exact, dtype=np.float64)
-    return LayerStats(
-        name=name,
-        signed=bool(signed),
-        fan_in=int(k),
-        ops=int(ops),
-        acc_std=float(acc.std()),
-        acc_mean=float(acc.mean()),
-        x_hist=x_hist,
-        w_hist=w_hist,
-        x_rows=x_rows,
-        w_cols=w_cols,
-        row_groups=row_groups.astype(np.int64),
-        col_groups=col_groups.astype(np.int64),
+    """Statistics of one layer from one batch of traced operands (see LayerAccumulator)."""
+    acc = LayerAccumulator(
+        name, signed, ops, rows_per_batch=rows, cols=cols, seed=int(rng.integers(2**31))
     )
+    acc.add(x_int, w_int, acc_exact)
+    return acc.finish()
+
+
+def record_stats(
+    model: Any,
+    batches: Iterable[Any],
+    ops: Mapping[str, int],
+    *,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    seed: int = 0,
+) -> list[LayerStats]:
+    """Trace `model` (quant mode) over `batches` of inputs and summarise every layer."""
+    import torch
+
+    from hwflow.nn import trace
+
+    batches = list(batches)
+    if not batches:
+        raise RunError("recording operand statistics needs at least one batch")
+    per_batch = max(1, -(-rows // len(batches)))
+    accs: dict[str, LayerAccumulator] = {}
+    for x in batches:
+        traces = trace(model, x)
+        for i, (name, t) in enumerate(traces.items()):
+            if name not in accs:
+                accs[name] = LayerAccumulator(
+                    name,
+                    t.signed,
+                    ops[name],
+                    rows_per_batch=per_batch,
+                    cols=cols,
+                    seed=seed * 1000 + i,
+                )
+            w = t.w_int.numpy()
+            acc_ref = t.acc_exact.numpy() - t.zero_point * w.sum(axis=1, keepdims=True)
+            g, _, ng = w.shape
+            ws = torch.as_tensor(t.w_scale, dtype=torch.float64).reshape(-1).numpy()
+            col_scale = np.broadcast_to(t.x_scale * ws, (g * ng,)).reshape(g, ng)
+            accs[name].add(t.x_int.numpy(), w, acc_ref, col_scale)
+    return [a.finish() for a in accs.values()]
 
 
 _ARRAY_FIELDS = ("x_hist", "w_hist", "x_rows", "w_cols", "row_groups", "col_groups")

@@ -1,0 +1,233 @@
+"""`hwflow assign`: statistics -> error model -> selection -> energy -> assignment.yaml.
+
+Order matters for "nothing half-made": the library is opened and checked first, then the
+run's statistics are loaded (or recorded and saved, once, reused later), and the
+assignment is written atomically at the very end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow.assign import energy as energy_mod
+from hwflow.assign.assignment import library_table, open_library
+from hwflow.assign.error_model import MODELS, predict
+from hwflow.assign.select import choose, tolerances
+from hwflow.assign.stats import (
+    DEFAULT_COLS,
+    DEFAULT_ROWS,
+    STATS_FILE,
+    LayerStats,
+    load_stats,
+    record_stats,
+    save_stats,
+)
+from hwflow.assign.validate import measure_errors, relative_errors, spread
+from hwflow.errors import AssignmentError, LibraryError, RunError
+from hwflow.io import write_yaml
+
+DEFAULT_STATS_BATCHES = 4
+DEFAULT_BATCH = 128
+VALIDATE_OTHERS = 8  # multipliers per layer measured besides the chosen one
+
+
+@dataclass
+class LibraryView:
+    """The library's multipliers as arrays the error model and selection read."""
+
+    library: Any
+    names: list[str]
+    signed: np.ndarray
+    tables: np.ndarray
+    energy: np.ndarray
+
+
+def library_view(library: Any) -> LibraryView:
+    lib = open_library(library)
+    entries = list(lib.entries)
+    if not entries:
+        raise LibraryError(f"library {getattr(lib, 'path', library)} holds no multipliers")
+    tables = np.stack([library_table(lib, e.name) for e in entries]).astype(np.int32)
+    return LibraryView(
+        library=lib,
+        names=[e.name for e in entries],
+        signed=np.array([bool(e.signed) for e in entries]),
+        tables=tables,
+        energy=np.array([energy_mod.uniform_ratio(e) for e in entries]),
+    )
+
+
+def _stats_batches(split: Any, batches: int, batch_size: int, seed: int) -> list[Any]:
+    """Seeded, unaugmented input batches drawn from a data split."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(split), generator=gen)[: batches * batch_size]
+    return [split.x[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
+
+
+def run_stats(
+    run: Any,
+    *,
+    batches: int = DEFAULT_STATS_BATCHES,
+    batch_size: int = DEFAULT_BATCH,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    seed: int = 0,
+    record: bool = True,
+) -> list[LayerStats]:
+    """RUN/stats.npz, recorded (from the training split) when absent or made differently."""
+    path = Path(run.path) / STATS_FILE
+    meta = {"batches": batches, "batch_size": batch_size, "rows": rows, "cols": cols}
+    meta |= {"seed": seed, "split": "train"}
+    if path.is_file():
+        layers, old = load_stats(path)
+        if old == meta:
+            return layers
+    if not record:
+        raise RunError(f"{path}: no operand statistics recorded with these settings; rerun assign")
+    ops = {layer["name"]: int(layer["ops"]) for layer in run.summary["layers"]}
+    xs = _stats_batches(run.data.train, batches, batch_size, seed)
+    layers = record_stats(run.model, xs, ops, rows=rows, cols=cols, seed=seed)
+    save_stats(path, layers, meta)
+    return layers
+
+
+def assign(
+    stats: list[LayerStats],
+    sigmas: dict[str, float],
+    lib: LibraryView,
+    *,
+    scale: float = 1.0,
+    model: str = "seed",
+    hist_energy: energy_mod.HistogramEnergy | None = None,
+) -> dict[str, Any]:
+    """The assignment document (without validation) for one scale."""
+    if model not in MODELS:
+        raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
+    missing = [s.name for s in stats if s.name not in sigmas]
+    if missing:
+        raise RunError(f"stats name layers the run does not have: {', '.join(missing)}")
+    pred = predict(lib.tables, lib.signed, stats, model)
+    acc_std = [s.acc_std for s in stats]
+    tol = tolerances([sigmas[s.name] for s in stats], acc_std, scale)
+    choices = choose([s.name for s in stats], lib.names, pred.mean, pred.std, lib.energy, tol)
+    layers = []
+    for s, c in zip(stats, choices, strict=True):
+        ref = s.acc_std if s.acc_std > 0 else 1.0
+        item: dict[str, Any] = {
+            "name": s.name,
+            "multiplier": lib.names[c.index],
+            "signed": s.signed,
+            "ops": s.ops,
+            "sigma_learned": round(float(sigmas[s.name]), 6),
+            "sigma_tolerated": round(c.tolerated / ref, 6),
+            "sigma_predicted": round(c.predicted / ref, 6),
+            "mean_predicted": round(c.predicted_mean / ref, 6),
+            "energy_rel": round(float(lib.energy[c.index]), 6),
+        }
+        if hist_energy is not None:
+            item["energy_rel_hist"] = round(hist_energy.ratio(s, item["multiplier"]), 6)
+        layers.append(item)
+    hist = [item["energy_rel_hist"] for item in layers] if hist_energy is not None else None
+    return {
+        "library": str(Path(getattr(lib.library, "path", "")).resolve()),
+        "model": model,
+        "scale": scale,
+        "layers": layers,
+        "energy": energy_mod.summary(
+            [s.ops for s in stats], lib.energy[[c.index for c in choices]], hist
+        ),
+        "_predicted_std": pred.std,
+    }
+
+
+def validate(
+    run: Any,
+    stats: list[LayerStats],
+    lib: LibraryView,
+    doc: dict[str, Any],
+    *,
+    batches: int = 2,
+    batch_size: int = DEFAULT_BATCH,
+    others: int = VALIDATE_OTHERS,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Measure chosen + a spread of other multipliers per layer on held-out (val) batches."""
+    pred_std = doc["_predicted_std"]
+    index = {n: i for i, n in enumerate(lib.names)}
+    tables: dict[str, list[tuple[str, np.ndarray, bool]]] = {}
+    for s, item in zip(stats, doc["layers"], strict=True):
+        same = [j for j in np.argsort(lib.energy, kind="stable") if lib.signed[j] == s.signed]
+        picked = {index[item["multiplier"]], *spread(same, others)}
+        tables[s.name] = [
+            (lib.names[j], lib.tables[j], bool(lib.signed[j])) for j in sorted(picked)
+        ]
+    xs = _stats_batches(run.data.val, batches, batch_size, seed)
+    measured = measure_errors(run.model, xs, tables)
+    pairs = []
+    for i, s in enumerate(stats):
+        for name, _, _ in tables[s.name]:
+            m = measured[(s.name, name)]
+            pairs.append(
+                {
+                    "layer": s.name,
+                    "multiplier": name,
+                    "chosen": name == doc["layers"][i]["multiplier"],
+                    "energy_rel": round(float(lib.energy[index[name]]), 6),
+                    "predicted_std": float(pred_std[i, index[name]]),
+                    "measured_std": m.std,
+                    "measured_mean": m.mean,
+                    "acc_std": s.acc_std,
+                }
+            )
+        chosen = measured[(s.name, doc["layers"][i]["multiplier"])]
+        ref = s.acc_std if s.acc_std > 0 else 1.0
+        doc["layers"][i]["sigma_measured"] = round(chosen.std / ref, 6)
+    return {"pairs": pairs, "summary": relative_errors(pairs)}
+
+
+def assign_run(
+    run_dir: str | os.PathLike[str],
+    library: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    scale: float = 1.0,
+    model: str = "seed",
+    do_validate: bool = False,
+    record: bool = True,
+    hist_energy: bool = True,
+    stats_batches: int = DEFAULT_STATS_BATCHES,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """The whole `hwflow assign`: returns the document written to `out`."""
+    from hwflow.nn.train import load_run
+
+    if model not in MODELS:
+        raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
+    lib = library_view(library)
+    run = load_run(run_dir)
+    log("operand statistics ...")
+    stats = run_stats(run, batches=stats_batches, seed=seed, record=record)
+    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    he = energy_mod.HistogramEnergy(lib.library, seed=seed) if hist_energy else None
+    log("error model and selection ...")
+    doc = assign(stats, sigmas, lib, scale=scale, model=model, hist_energy=he)
+    doc["run"] = str(Path(run_dir).resolve())
+    validation = None
+    if do_validate:
+        log("validating against table emulation ...")
+        validation = validate(run, stats, lib, doc)
+        doc["validation"] = validation["summary"]
+    doc.pop("_predicted_std")
+    write_yaml(Path(out) if out is not None else Path(run_dir) / "assignment.yaml", doc)
+    if validation is not None:
+        doc["validation_pairs"] = validation["pairs"]
+    return doc

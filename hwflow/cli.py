@@ -46,6 +46,62 @@ def echo_json(obj: object) -> None:
 
 # ---- export / verify (issue 6) --------------------------------------------------------
 
+
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False, path_type=str))
+@click.option("--assignment", required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--lanes", default=16, show_default=True, help="MAC lanes per layer engine.")
+@click.option("--images", default=16, show_default=True, help="Test images to record.")
+@click.option("--library", default=None, help="Library directory [default: the assignment's].")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
+def export_cmd(run, assignment, out, lanes, images, library, as_json) -> None:
+    """Write the MAC array, its cocotb tests and the recorded layer vectors to OUT."""
+    from hwflow.rtl.export import export_run
+
+    manifest = export_run(run, assignment, out, lanes=lanes, images=images, library=library)
+    summary = {
+        "out": out,
+        "accumulations": manifest["accumulations"],
+        "macs": manifest["macs"],
+        "cycles": manifest["cycles"],
+        "layers": {lay["layer"]: lay["multiplier"] for lay in manifest["layers"]},
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    for lay in manifest["layers"]:
+        click.echo(
+            f"{lay['layer']:<24} {lay['multiplier']:<20} {lay['jobs']:>8,} accumulations "
+            f"x K={lay['fan_in']}, {lay['acc_width']}-bit accumulators"
+        )
+    click.echo(
+        f"wrote {out}: {manifest['accumulations']:,} accumulations, {manifest['cycles']:,} "
+        f"cycles at {lanes} lanes; check with `hwflow verify {out}` or `make -C {out}`"
+    )
+
+
+@cli.command("verify")
+@click.argument("export_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def verify_cmd(export_dir, as_json) -> None:
+    """Simulate an exported design and compare every accumulator with the emulation."""
+    from hwflow.errors import VerificationError
+    from hwflow.rtl.verify import format_report, verify
+
+    report = verify(export_dir)
+    if as_json:
+        echo_json(report)
+    else:
+        for line in format_report(report):
+            click.echo(line)
+    if not report["ok"]:
+        bad = [lay["layer"] for lay in report["layers"] if lay["mismatches"] or lay.get("error")]
+        raise VerificationError(
+            f"{export_dir}: {report['mismatches']:,} of {report['checked']:,} accumulations "
+            f"differ from the emulation (layers: {', '.join(bad)})"
+        )
+
 # ---- demo / report (issue 7) ----------------------------------------------------------
 
 

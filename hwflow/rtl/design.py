@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow import io
 from hwflow.errors import VerificationError
-from hwflow.rtl import mac, vectors
+from hwflow.rtl import check, mac, vectors
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "rtl_templates"
@@ -159,7 +159,7 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
     files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes)
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
-    files["tb/hwflow_check.py"] = (SIM / "hwflow_check.py").read_text()
+    files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
     sources = [
         *(f"rtl/{m}.v" for m in mult_files),
         f"rtl/{mac.TOP_MODULE}.v",

@@ -8,7 +8,8 @@ wide enough that the layer's fan-in can never overflow it.
 Lane arithmetic (DESIGN.md "Operands and tables"):
 - signed multipliers: product = o read as two's complement, acc += product;
 - unsigned multipliers (sign-magnitude weights): the multiplier sees |w| (0..128) and the
-  lane adds or subtracts its output by the weight's sign bit.
+  lane adds or subtracts its output by the weight's sign bit; a zero weight adds 0
+  (sign(0) = 0, as in `hwflow.nn.kernels`), whatever the circuit outputs for b = 0.
 
 Engine timing (all lanes in lockstep, one MAC per lane per cycle):
   cycle c:    x, w, valid, clear, last presented (registered by the driver)
@@ -162,7 +163,8 @@ class MacEngine(wiring.Component):
             if spec.multiplier.signed:
                 m.d.sync += prod.eq(o.as_signed())
             else:
-                m.d.sync += prod.eq(Mux(w[7], -o, o))
+                # sign(0) = 0: a zero weight adds nothing, whatever table[x, 0] holds
+                m.d.sync += prod.eq(Mux(w == 0, 0, Mux(w[7], -o, o)))
             run = Signal(signed(spec.acc_width), name=f"run{lane}")
             total = Signal(signed(spec.acc_width), name=f"sum{lane}")
             out = Signal(signed(spec.acc_width), name=f"acc{lane}")

@@ -85,7 +85,7 @@ def reference_acc(
     """The DESIGN.md accumulation in plain numpy, independent of the nn kernels.
 
     acc[g, m, n] = sum_k table[x & 0xFF, w & 0xFF] (signed) or
-    sum_k sign(w) * table[x, |w|] (unsigned, sign-magnitude weights).
+    sum_k sign(w) * table[x, |w|] (unsigned, sign-magnitude weights, sign(0) = 0).
     """
     x = np.asarray(x_int, dtype=np.int64)
     w = np.asarray(w_int, dtype=np.int64)
@@ -94,7 +94,7 @@ def reference_acc(
     ng = w.shape[2]
     out = np.zeros((g, m, ng), dtype=np.int64)
     w_code = (w & 0xFF) if signed else np.abs(w)
-    sign = np.ones_like(w) if signed else np.where(w < 0, -1, 1)
+    sign = np.ones_like(w) if signed else np.sign(w)  # sign(0) = 0: zero weights add 0
     for gi in range(g):
         for kk in range(k):
             prods = table[(x[gi, :, kk] & 0xFF)[:, None], w_code[gi, kk][None, :]]

@@ -1,7 +1,8 @@
 """Compare an exported design's accumulator results with the emulation's, exactly.
 
-Plain Python (no numpy, no hwflow): it ships inside every exported directory and runs
-there under cocotb alone. Formats are those of `hwflow.rtl.vectors` and the feeder:
+Plain Python (no numpy, no hwflow imports): `hwflow export` copies this file into every
+exported directory as `tb/hwflow_check.py`, where it runs under cocotb alone. Formats
+are those of `hwflow.rtl.vectors` and the feeder:
 - `<port>_x.hex` / `<port>_w.hex`: one line per cycle, lane 0 in the low byte;
 - `<port>_expected.txt`: one decimal accumulator per job (job j: lane j % P, pass j // P);
 - `<port>_acc.hex` ($writememh): one line per pass, lane 0 in the low `acc_width` bits.

@@ -1,0 +1,205 @@
+"""`hwflow export`: a trained run + its assignment -> a verifiable design directory.
+
+The network runs once on N test images in approx mode (every approximate layer with its
+assigned multiplier's table); `hwflow.nn.trace` records each layer's im2col operand rows,
+weights and accumulators, and `design.write_design` turns them into the MAC array, the
+operand streams and the expected sums. Layers the assignment leaves out run on the
+library's exact multiplier of their signedness (recorded as `assigned: false`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow import io
+from hwflow.errors import AssignmentError, LibraryError, RunError, VerificationError
+from hwflow.rtl import design, mac
+
+
+def generator_rtl(name: str, spec: Any, source: dict | None = None) -> mac.MultiplierRTL:
+    """A built-in multiplier as its own Verilog module `mul_<name>` (Amaranth)."""
+    from hwflow.multipliers import generators
+
+    module = f"mul_{mac.port_name(name)}"
+    text = generators.to_verilog(spec, module_name=module)
+    return mac.MultiplierRTL(name, module, spec.signed, text, source)
+
+
+def netlist_rtl(
+    name: str, netlist: str, top: str, ports: list[str], signed: bool, source: dict | None = None
+) -> mac.MultiplierRTL:
+    """A user netlist plus the wrapper that gives its module the lane's a, b, o ports."""
+    if len(ports) != 3:
+        raise LibraryError(f"multiplier {name}: expected 3 port names (a, b, o), got {ports}")
+    module = f"mul_{mac.port_name(name)}"
+    if module == top:
+        raise LibraryError(f"multiplier {name}: netlist module {top} clashes with its wrapper")
+    wrapper = design.render(
+        "mult_wrapper.v.tmpl",
+        module=module,
+        top=top,
+        signedness="signed" if signed else "unsigned",
+        port_a=ports[0],
+        port_b=ports[1],
+        port_o=ports[2],
+    )
+    return mac.MultiplierRTL(name, module, signed, netlist.rstrip() + "\n\n" + wrapper, source)
+
+
+def library_rtl(lib: Any, name: str) -> mac.MultiplierRTL:
+    """The RTL of library entry `name` (generator params or stored netlist)."""
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    entry = lib.get(name)
+    source = dict(entry.source)
+    kind = source.get("kind")
+    if kind == "generator":
+        spec = MultiplierSpec(source["family"], bool(entry.signed), dict(source["params"]))
+        return generator_rtl(name, spec, source)
+    if kind == "netlist":
+        path = Path(lib.netlist_path(name))
+        if not path.is_file():
+            raise LibraryError(f"multiplier {name}: netlist {path} not found")
+        text = path.read_text()
+        if source.get("sha256") and io.sha256_bytes(text.encode()) != source["sha256"]:
+            raise LibraryError(
+                f"multiplier {name}: {path} changed since characterization (sha256 differs); "
+                "rerun `hwflow characterize`"
+            )
+        return netlist_rtl(name, text, source["top"], list(source["ports"]), entry.signed, source)
+    raise LibraryError(f"multiplier {name}: unknown source kind {kind!r}")
+
+
+def check_netlist_modules(rtls: list[mac.MultiplierRTL]) -> None:
+    """Two different netlists may not define the same Verilog module (one design, one
+    namespace)."""
+    owners: dict[str, str] = {}
+    for rtl in rtls:
+        src = rtl.source or {}
+        if src.get("kind") != "netlist":
+            continue
+        top = src["top"]
+        if owners.get(top, rtl.name) != rtl.name:
+            raise VerificationError(
+                f"multipliers {owners[top]} and {rtl.name} both define Verilog module {top}; "
+                "rename one netlist's module and recharacterize it"
+            )
+        owners[top] = rtl.name
+
+
+def trace_plans(
+    model: Any,
+    x: Any,
+    assigned: Mapping[str, tuple[str, np.ndarray, bool]],
+    rtl_for: Callable[[str], mac.MultiplierRTL],
+    exact_for: Callable[[bool], tuple[str, np.ndarray]],
+) -> tuple[list[design.LayerPlan], dict[str, bool]]:
+    """Apply the tables, trace one forward of `x`, and plan every approximate layer.
+
+    Returns the plans (network order) and {layer: assigned?}.
+    """
+    import torch
+
+    from hwflow import nn as hnn
+
+    layers = dict(hnn.approx_layers(model))
+    unknown = sorted(set(assigned) - set(layers))
+    if unknown:
+        raise AssignmentError(f"assignment names layers the network lacks: {unknown}")
+    tables: dict[str, tuple[str, np.ndarray, bool]] = {}
+    for name, layer in layers.items():
+        if name in assigned:
+            tables[name] = assigned[name]
+        else:
+            mult, table = exact_for(bool(layer.signed))
+            tables[name] = (mult, table, bool(layer.signed))
+    hnn.apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+    with torch.no_grad():
+        traces = hnn.trace(model, x)
+    rtls: dict[str, mac.MultiplierRTL] = {}
+    plans = []
+    for name in layers:
+        mult, table, signed = tables[name]
+        if mult not in rtls:
+            rtls[mult] = rtl_for(mult)
+        tr = traces[name]
+        plans.append(
+            design.LayerPlan(
+                layer=name,
+                multiplier=rtls[mult],
+                table=np.asarray(table),
+                signed=bool(tr.signed),
+                x_int=tr.x_int.numpy(),
+                w_int=tr.w_int.numpy(),
+                acc=tr.acc.numpy(),
+            )
+        )
+    check_netlist_modules(list(rtls.values()))
+    return plans, {name: name in assigned for name in layers}
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    assignment: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    lanes: int = 16,
+    images: int = 16,
+    library: str | os.PathLike[str] | None = None,
+    split: str = "test",
+) -> dict:
+    """Export the run's network under `assignment` to `out` (atomically). Returns the
+    manifest."""
+    from hwflow.assign.assignment import load_assignment
+    from hwflow.multipliers.library import Library
+    from hwflow.nn import layer_info
+    from hwflow.nn.train import load_run
+
+    if images < 1:
+        raise VerificationError(f"--images must be >= 1, got {images}")
+    if lanes < 1:
+        raise VerificationError(f"--lanes must be >= 1, got {lanes}")
+    assignment = Path(assignment)
+    lib_path = Path(library) if library is not None else _assignment_library(assignment)
+    lib = Library.open(lib_path)
+    run = load_run(run_dir)
+    signedness = {info.name: bool(info.signed) for info in layer_info(run.model)}
+    assigned = load_assignment(assignment, lib, layers=signedness)
+    data = run.data.split(split)
+    if images > len(data):
+        raise RunError(f"--images {images}: the {split} split has only {len(data)} images")
+    x = data.x[:images]
+
+    def exact_for(signed: bool) -> tuple[str, np.ndarray]:
+        name = lib.exact_name(signed)
+        return name, np.asarray(lib.table(name))
+
+    plans, is_assigned = trace_plans(
+        run.model, x, assigned, lambda n: library_rtl(lib, n), exact_for
+    )
+    meta = {
+        "run": str(Path(run_dir).resolve()),
+        "assignment": str(assignment.resolve()),
+        "library": str(lib_path.resolve()),
+        "split": split,
+        "images": images,
+        "assigned": is_assigned,
+    }
+    with io.atomic_dir(out) as tmp:
+        return design.write_design(tmp, plans, lanes, meta)
+
+
+def _assignment_library(assignment: Path) -> Path:
+    doc = io.read_yaml(assignment)
+    lib = doc.get("library") if isinstance(doc, dict) else None
+    if not isinstance(lib, str):
+        raise AssignmentError(f"{assignment}: no `library:` path; pass --library")
+    path = Path(lib)
+    if not path.is_absolute() and not path.exists():
+        path = assignment.parent / path
+    return path

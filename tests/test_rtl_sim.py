@@ -1,0 +1,199 @@
+"""The exported MAC array in Icarus: verify passes, mutations fail naming the layer,
+the Makefile runs without hwflow, Verilog elaborates as Verilog-2005, yosys synthesizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwflow.cli import cli
+from hwflow.multipliers.generators import MultiplierSpec, reference_table
+from hwflow.rtl import export, vectors
+from hwflow.rtl.design import LayerPlan, write_design
+from hwflow.rtl.verify import verify
+
+FIXTURES = Path(__file__).parent / "fixtures" / "netlists"
+VENV_BIN = Path(sys.executable).parent
+
+
+def evo_style_table() -> np.ndarray:
+    """Independent numpy model of fixtures/netlists/evo_style_u.v (see its comments)."""
+    a = np.arange(256, dtype=np.int64)[:, None]
+    b = np.arange(256, dtype=np.int64)[None, :]
+    rows = [(a * ((b >> i) & 1)) for i in range(8)]  # partial-product row i: A & B[i]
+    hi = sum(((rows[i] << i) & 0xFFF0) for i in range(4))
+    hi = (hi + sum(rows[i] << i for i in range(4, 8))) & 0xFFFF
+    low = 0
+    for col in range(4):
+        bit = 0
+        for i in range(col + 1):
+            bit |= (rows[i] >> (col - i)) & 1
+        low |= bit << col
+    return ((hi & 0xFFF0) | low).astype(np.int32)
+
+
+def _operands(rng, signed, g, m, k, n):
+    x = rng.integers(-128, 128, (g, m, k)) if signed else rng.integers(0, 256, (g, m, k))
+    w = rng.integers(-127, 128, (g, k, n))
+    # extremes: worst-case sums must not overflow, zero weights must add nothing
+    x[0, 0] = -128 if signed else 255
+    w[0, :, 0] = -128 if signed else -127
+    x[0, 1] = 127 if signed else 255
+    w[0, :, 1] = -128 if signed else 127
+    w[-1, :2, -1] = 0
+    return x, w
+
+
+def _plans(rng) -> list[LayerPlan]:
+    trunc = MultiplierSpec("trunc", False, {"k": 6, "comp": True})
+    bam = MultiplierSpec("bam", True, {"hbl": 2, "vbl": 5})
+    evo = export.netlist_rtl(
+        "evo_u",
+        (FIXTURES / "evo_style_u.v").read_text(),
+        "mul8u_evo_hw",
+        ["A", "B", "O"],
+        False,
+        {"kind": "netlist"},
+    )
+    layers = [
+        ("features.0", export.generator_rtl(trunc.name, trunc), reference_table(trunc), False,
+         (1, 24, 9, 6)),
+        ("features.3", export.generator_rtl(bam.name, bam), reference_table(bam), True,
+         (2, 10, 12, 3)),
+        ("classifier", evo, evo_style_table(), False, (1, 4, 40, 5)),
+    ]  # fmt: skip
+    plans = []
+    for name, rtl, table, signed, shape in layers:
+        x, w = _operands(rng, signed, *shape)
+        acc = vectors.reference_acc(x, w, table, signed)
+        plans.append(LayerPlan(name, rtl, table, signed, x, w, acc))
+    return plans
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rtl") / "design"
+    out.mkdir()
+    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta={"images": 0})
+    return out
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "mutant"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_verify_passes_and_counts_every_accumulator(exported):
+    report = verify(exported)
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert report["ok"], report
+    assert report["mismatches"] == 0 and report["modified_files"] == []
+    assert report["checked"] == manifest["accumulations"] == 24 * 6 + 2 * 10 * 3 + 4 * 5
+    assert [lay["checked"] for lay in report["layers"]] == [144, 60, 20]
+
+
+def test_swapped_multiplier_fails_and_names_the_layer(exported, tmp_path):
+    """The classifier engine's lanes instantiate the trunc design instead of the netlist."""
+    mutant = _copy(exported, tmp_path)
+    top = mutant / "rtl" / "hwflow_top.v"
+    text = top.read_text()
+    assert text.count("mul_evo_u ") == 4  # one instance per lane
+    top.write_text(text.replace("mul_evo_u ", "mul_u_trunc_k6_c "))
+    report = verify(mutant)
+    assert not report["ok"]
+    bad = {lay["layer"]: lay["mismatches"] for lay in report["layers"]}
+    assert bad["features.0"] == bad["features.3"] == 0 and bad["classifier"] > 0
+    first = report["first_mismatch"]
+    assert first["layer"] == "classifier" and len(first["x"]) == len(first["w"]) == 40
+    assert report["modified_files"] == ["rtl/hwflow_top.v"]
+
+    result = CliRunner().invoke(cli, ["verify", str(mutant)])
+    assert result.exit_code == 2
+    assert "layers: classifier" in result.output and "first mismatch: layer classifier" in (
+        result.output
+    )
+
+
+def test_corrupted_expected_value_is_reported_exactly(exported, tmp_path):
+    mutant = _copy(exported, tmp_path)
+    path = mutant / "vectors" / "features_3_expected.txt"
+    values = path.read_text().split()
+    job = 37
+    values[job] = str(int(values[job]) + 1)
+    path.write_text("\n".join(values) + "\n")
+    report = verify(mutant)
+    assert not report["ok"] and report["mismatches"] == 1
+    first = report["first_mismatch"]
+    assert first["layer"] == "features.3"
+    assert (first["lane"], first["pass"], first["job"]) == (37 % 4, 37 // 4, 37)
+    assert first["index"] == [1, 2, 1]  # job 37 of (G=2, M=10, Ng=3)
+    assert first["expected"] == first["actual"] + 1
+    assert first["cycle"] == (37 // 4 + 1) * 12 - 1 + 2
+    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output[: result.output.rindex("}") + 1])["mismatches"] == 1
+
+
+def test_verify_rejects_a_directory_that_is_not_an_export(tmp_path):
+    result = CliRunner().invoke(cli, ["verify", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "manifest.json: not found" in result.output
+
+
+def test_rtl_elaborates_as_verilog_2005(exported, tmp_path):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    rtl = [str(exported / s) for s in manifest["sources"] if s.startswith("rtl/")]
+    tb = [str(exported / s) for s in manifest["sources"] if s.startswith("tb/")]
+    for files, top in ((rtl, "hwflow_top"), (rtl + tb, "hwflow_harness")):
+        proc = subprocess.run(
+            ["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.vvp"), *files],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_yosys_synthesizes_top_with_each_engines_multiplier(exported):
+    from hwflow.rtl.synth import synth_top
+
+    stats = synth_top(exported)
+    assert stats["engines"] == {
+        "features.0": {"multiplier": "mul_u_trunc_k6_c", "instances": 4},
+        "features.3": {"multiplier": "mul_s_bam_h2_v5", "instances": 4},
+        "classifier": {"multiplier": "mul_evo_u", "instances": 4},
+    }
+    cells = stats["multiplier_cells"]
+    # whole gate-level circuits (the netlist's submodules flattened into its wrapper)
+    assert min(cells.values()) > 100
+    assert stats["top_cells"] > sum(cells.values())
+
+
+@pytest.mark.slow
+def test_exported_makefile_runs_without_hwflow(exported, tmp_path):
+    """Plain `make` in a copy, with `import hwflow` poisoned: cocotb and Icarus only."""
+    mutant = _copy(exported, tmp_path)
+    poison = tmp_path / "poison" / "hwflow"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
+    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["make"], cwd=mutant, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((mutant / "sim_build" / "hwflow_verify.json").read_text())
+    assert report["ok"] and report["checked"] == 224
+    # and the same Makefile fails on a corrupted expectation
+    exp = mutant / "vectors" / "classifier_expected.txt"
+    values = exp.read_text().split()
+    exp.write_text("\n".join([str(int(values[0]) - 5), *values[1:]]) + "\n")
+    proc = subprocess.run(["make"], cwd=mutant, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "layer classifier lane 0" in proc.stdout + proc.stderr

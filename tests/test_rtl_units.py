@@ -1,0 +1,137 @@
+"""Fast unit tests of the RTL generator's arithmetic, schedule and checker (no simulator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwflow.errors import VerificationError
+from hwflow.multipliers.table import exact_table
+from hwflow.nn.kernels import table_matmul
+from hwflow.rtl import check, mac, vectors
+from hwflow.rtl.design import LayerPlan, check_plan
+
+
+def test_signed_width_is_minimal():
+    for lo, hi in [(0, 0), (-1, 0), (0, 1), (-128, 127), (-129, 0), (0, 128), (-5, 1000)]:
+        w = mac.signed_width(lo, hi)
+        assert -(2 ** (w - 1)) <= lo and hi <= 2 ** (w - 1) - 1
+        assert not (-(2 ** (w - 2)) <= lo and hi <= 2 ** (w - 2) - 1) or w == 1
+
+
+def test_accumulator_width_exact_multipliers():
+    # unsigned exact: |product| <= 255 * 128 = 32640 (|w| <= 128), signed: -16256..16384
+    assert mac.product_range(exact_table(False), False) == (-32640, 32640)
+    assert mac.product_range(exact_table(True), True) == (-16256, 16384)
+    k = 144
+    lo, hi = mac.product_range(exact_table(False), False)
+    width = mac.accumulator_width(lo, hi, k)
+    assert 2 ** (width - 1) - 1 >= k * 32640 > 2 ** (width - 2) - 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 600),
+    st.integers(-(2**15), 2**15 - 1),
+    st.integers(-(2**15), 2**15 - 1),
+    st.booleans(),
+)
+def test_accumulator_never_overflows(fan_in, a, b, signed_mult):
+    """Worst-case sums (every product at the table's extreme) fit the derived width."""
+    table = np.zeros((256, 256), dtype=np.int32)
+    table[3, 5], table[7, 9] = a, b
+    lo, hi = mac.product_range(table, signed_mult)
+    width = mac.accumulator_width(lo, hi, fan_in)
+    extremes = [fan_in * lo, fan_in * hi]
+    if not signed_mult:
+        extremes += [-fan_in * max(abs(a), abs(b)), fan_in * max(abs(a), abs(b))]
+    for total in extremes:
+        assert -(2 ** (width - 1)) <= total <= 2 ** (width - 1) - 1
+
+
+def _random_trace(rng, signed, g=2, m=5, k=7, n=3):
+    x = rng.integers(-128, 128, (g, m, k)) if signed else rng.integers(0, 256, (g, m, k))
+    w = rng.integers(-127, 128, (g, k, n))
+    w[0, 0, 0] = 0
+    return x, w
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_reference_acc_matches_nn_kernel(signed):
+    """Two independent implementations of the DESIGN.md equation agree exactly."""
+    rng = np.random.default_rng(1)
+    table = rng.integers(-30000, 30000, (256, 256)).astype(np.int32)
+    x, w = _random_trace(rng, signed)
+    ref = vectors.reference_acc(x, w, table, signed)
+    for gi in range(x.shape[0]):
+        got = table_matmul(
+            torch.from_numpy(x[gi]), torch.from_numpy(w[gi]), table, sign_magnitude=not signed
+        )
+        np.testing.assert_array_equal(got.numpy().astype(np.int64), ref[gi])
+
+
+def test_schedule_round_trip():
+    rng = np.random.default_rng(2)
+    x, w = _random_trace(rng, True, g=2, m=5, k=7, n=3)  # 30 jobs over 4 lanes: 8 passes
+    acc = vectors.reference_acc(x, w, exact_table(True), True)
+    s = vectors.schedule(x, w, acc, lanes=4)
+    assert (s.jobs, s.passes, s.x_mem.shape) == (30, 8, (56, 4))
+    for job in range(30):
+        q, lane = divmod(job, 4)
+        gi, mi, ni = job // 15, (job // 3) % 5, job % 3
+        rows = slice(q * 7, q * 7 + 7)
+        np.testing.assert_array_equal(s.x_mem[rows, lane], x[gi, mi] & 0xFF)
+        np.testing.assert_array_equal(s.w_mem[rows, lane], w[gi, :, ni] & 0xFF)
+        assert s.expected[job] == acc[gi, mi, ni]
+    assert not s.x_mem[7 * 7 :, 2:].any()  # padding jobs (30, 31) are all-zero operands
+
+
+def test_hex_lines_lane_zero_in_low_byte():
+    mem = np.array([[0x01, 0x02, 0xFF], [0, 0x80, 7]], dtype=np.uint8)
+    assert vectors.hex_lines(mem) == "ff0201\n078000\n"
+    words = [int(line, 16) for line in vectors.hex_lines(mem).split()]
+    assert [check.lane_field(words[0], lane, 8) for lane in range(3)] == [1, 2, 255]
+
+
+def test_checker_reads_writememh_and_rejects_x(tmp_path):
+    p = tmp_path / "r.hex"
+    p.write_text("// 0x00000000\nfff\n001\n")
+    assert check.read_hex_words(p) == [0xFFF, 1]
+    assert check.to_signed(0xFFF, 12) == -1 and check.to_signed(0x7FF, 12) == 2047
+    p.write_text("0x1\nxxxx\n")
+    with pytest.raises(ValueError, match=r"r.hex:2"):
+        check.read_hex_words(p)
+
+
+def _plan(signed_mult=False, signed=False, acc_delta=0, x_hi=255):
+    rng = np.random.default_rng(3)
+    x, w = _random_trace(rng, signed)
+    x = np.minimum(x, x_hi)
+    table = exact_table(signed_mult)
+    acc = vectors.reference_acc(x, w, table, signed) + acc_delta
+    rtl = mac.MultiplierRTL("m", "mul_m", signed_mult, "")
+    return LayerPlan("conv.1", rtl, table, signed, x, w, acc)
+
+
+def test_check_plan_accepts_consistent_and_rejects_bad_input():
+    check_plan(_plan())
+    with pytest.raises(VerificationError, match="unsigned but the layer's operands are signed"):
+        check_plan(_plan(signed_mult=False, signed=True))
+    with pytest.raises(VerificationError, match="disagree with the table equation"):
+        check_plan(_plan(acc_delta=1))
+    bad = _plan()
+    bad.x_int[0, 0, 0] = 256
+    with pytest.raises(VerificationError, match="activations span"):
+        check_plan(bad)
+
+
+def test_port_names_and_collisions():
+    assert mac.port_name("features.0") == "features_0"
+    assert mac.port_name("0") == "l_0"
+    rtl = mac.MultiplierRTL("m", "mul_m", False, "")
+    specs = [mac.engine_spec(n, 2, 3, rtl, exact_table(False)) for n in ("a.b", "a_b")]
+    with pytest.raises(ValueError, match="collide"):
+        mac.MacArray(specs)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwflow.multipliers.table import exact_table
+from hwflow.nn import kernels
 from hwflow.nn.kernels import approx_matmul, table_matmul
 
 
@@ -82,12 +83,30 @@ def case(seed: int, m: int, k: int, n: int, kind: str, sign_magnitude: bool, uns
     return x, w, random_table(rng, kind)
 
 
-def run(x: np.ndarray, w: np.ndarray, table: np.ndarray, sign_magnitude: bool) -> np.ndarray:
+BACKENDS = ["compiled", "torch"]
+
+
+def run(
+    x: np.ndarray, w: np.ndarray, table: np.ndarray, sign_magnitude: bool, backend: str
+) -> np.ndarray:
     out = table_matmul(
-        torch.from_numpy(x), torch.from_numpy(w), table, sign_magnitude=sign_magnitude
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        table,
+        sign_magnitude=sign_magnitude,
+        backend=backend,
     )
     assert out.dtype in (torch.int32, torch.int64)
+    assert out.shape == (x.shape[0], w.shape[1])
     return out.to(torch.int64).numpy()
+
+
+def run_all(x, w, table, sign_magnitude) -> np.ndarray:
+    """Every backend's result, checked identical to each other."""
+    results = [run(x, w, table, sign_magnitude, b) for b in BACKENDS]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    return results[0]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,7 +122,7 @@ def run(x: np.ndarray, w: np.ndarray, table: np.ndarray, sign_magnitude: bool) -
 def test_matches_scalar_loop(seed, m, k, n, kind, sign_magnitude, unsigned_x):
     x, w, table = case(seed, m, k, n, kind, sign_magnitude, unsigned_x)
     np.testing.assert_array_equal(
-        run(x, w, table, sign_magnitude), naive_loop(x, w, table, sign_magnitude)
+        run_all(x, w, table, sign_magnitude), naive_loop(x, w, table, sign_magnitude)
     )
 
 
@@ -120,7 +139,7 @@ def test_matches_scalar_loop(seed, m, k, n, kind, sign_magnitude, unsigned_x):
 def test_matches_numpy_reference(seed, m, k, n, kind, sign_magnitude, unsigned_x):
     x, w, table = case(seed, m, k, n, kind, sign_magnitude, unsigned_x)
     np.testing.assert_array_equal(
-        run(x, w, table, sign_magnitude), naive_numpy(x, w, table, sign_magnitude)
+        run_all(x, w, table, sign_magnitude), naive_numpy(x, w, table, sign_magnitude)
     )
 
 
@@ -133,7 +152,8 @@ def test_exact_table_equals_integer_matmul(signed):
     assert torch.equal(out.to(torch.int64), x @ w)
 
 
-def test_float32_exactness_edge():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_exactness_edge(backend):
     """Partial sums far beyond 2^24: all entries 65025 over K = 4608 (3e8)."""
     table = np.full((256, 256), 65025, dtype=np.int32)
     table[0, 0] = 65024  # odd sums would be rounded away by a float32 accumulator
@@ -142,10 +162,46 @@ def test_float32_exactness_edge():
     x[2, ::2] = 5
     w = torch.zeros(4608, 2, dtype=torch.int64)
     w[:, 1] = 3
-    out = table_matmul(x, w, table).to(torch.int64)
+    out = table_matmul(x, w, table, backend=backend).to(torch.int64)
     expected = torch.tensor(naive_numpy(x.numpy(), w.numpy(), table, False))
     assert torch.equal(out, expected)
     assert int(out[0, 0]) == 4608 * 65024 and int(out[2, 0]) == 2304 * 65024 + 2304 * 65025
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [257, 258, 259, 260, 517])
+def test_float32_block_boundary(backend, k):
+    """K around 2^24 / 65025 = 258: sums just below, at and past 2^24 stay exact."""
+    rng = np.random.default_rng(k)
+    table = rng.choice(np.array([65025, 65023, -65025, 1], dtype=np.int32), (256, 256))
+    table[:, 7] = 65025
+    x = torch.from_numpy(rng.integers(0, 256, (5, k)))
+    w = torch.from_numpy(rng.integers(-128, 128, (k, 3)))
+    w[:, 0] = 7
+    out = table_matmul(x, w, table, backend=backend).to(torch.int64).numpy()
+    np.testing.assert_array_equal(out, naive_numpy(x.numpy(), w.numpy(), table, False))
+    assert out[0, 0] == 65025 * k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("m", "k", "n"), [(600, 50, 64), (300, 20, 130), (257, 9, 200), (5, 3, 1)])
+def test_tiles_and_row_blocks(backend, m, k, n):
+    """Several column tiles, padded tiles and row counts off every block size."""
+    x, w, table = case(m * k * n, m, k, n, "int16", False, False)
+    out = run(x, w, table, False, backend)
+    np.testing.assert_array_equal(out, naive_numpy(x, w, table, False))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["int16", "int32"])
+def test_k_chunks_add_up(backend, kind, monkeypatch):
+    """T built in many K chunks (huge layers) accumulates exactly across chunks."""
+    monkeypatch.setattr(kernels, "_CHUNK_BYTES", 256 * 16 * 4 * 5)
+    x, w, table = case(11, 37, 61, 10, kind, True, True)
+    p = kernels.prepare(torch.from_numpy(w), table, True, backend=backend)
+    assert len(p._chunks) > 3
+    out = p.matmul(torch.from_numpy(x)).to(torch.int64).numpy()
+    np.testing.assert_array_equal(out, naive_numpy(x, w, table, True))
 
 
 def test_int32_overflow_uses_int64():
@@ -253,3 +309,74 @@ def test_approx_matmul_forward_and_straight_through_gradient(sign_magnitude):
     w2 = w.detach().clone().requires_grad_(True)
     (x2 @ w2).backward(g)
     assert torch.equal(x.grad, x2.grad) and torch.equal(w.grad, w2.grad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prepared_weights_reused(backend):
+    rng = np.random.default_rng(5)
+    table = random_table(rng, "noncommutative")
+    w = torch.from_numpy(rng.integers(-128, 128, (40, 12)))
+    p = kernels.prepare(w, table, backend=backend)
+    assert p.backend == backend and p.nbytes > 0
+    for _ in range(3):
+        x = torch.from_numpy(rng.integers(-128, 128, (int(rng.integers(1, 50)), 40)))
+        expected = naive_numpy(x.numpy(), w.numpy(), table, False)
+        np.testing.assert_array_equal(p.matmul(x).to(torch.int64).numpy(), expected)
+    xg = torch.from_numpy(rng.integers(-128, 128, (6, 40))).float().requires_grad_(True)
+    y = approx_matmul(xg, w.float(), table, prepared=p)
+    assert torch.equal(
+        y.detach().long(),
+        torch.from_numpy(naive_numpy(xg.detach().long().numpy(), w.numpy(), table, False)),
+    )
+    with pytest.raises(ValueError, match="inner sizes"):
+        p.matmul(torch.zeros(2, 41, dtype=torch.int64))
+
+
+def test_thread_safe():
+    """Concurrent calls from several Python threads give the single-thread results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    table = random_table(rng, "int16")
+    cases = [
+        (
+            torch.from_numpy(rng.integers(-128, 128, (300, 70))),
+            torch.from_numpy(rng.integers(-128, 128, (70, 20))),
+        )
+        for _ in range(8)
+    ]
+    expected = [naive_numpy(x.numpy(), w.numpy(), table, False) for x, w in cases]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: table_matmul(c[0], c[1], table).long().numpy(), cases * 2))
+    for g, e in zip(got, expected * 2, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_build_failure_falls_back_once(monkeypatch, caplog):
+    """No compiler: one warning naming the reason, then identical results from torch."""
+    from torch.utils import cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++ not found")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(kernels, "_build_state", {})
+    x = torch.tensor([[1, -2], [3, 4]])
+    w = torch.tensor([[5], [-6]])
+    with caplog.at_level("WARNING", logger="hwflow.nn.kernels"):
+        for _ in range(3):
+            assert kernels.prepare(w, exact_table(True)).backend == "torch"
+            assert torch.equal(table_matmul(x, w, exact_table(True)).long(), x @ w)
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "g++ not found" in warnings[0].getMessage()
+    with pytest.raises(RuntimeError, match="compiled backend is unavailable"):
+        table_matmul(x, w, exact_table(True), backend="compiled")
+
+
+def test_env_forces_torch_backend(monkeypatch):
+    monkeypatch.setenv("HWFLOW_KERNEL", "torch")
+    monkeypatch.setattr(kernels, "_build_state", {})
+    assert kernels.compiled_kernel() is None
+    assert (
+        kernels.prepare(torch.ones(2, 2, dtype=torch.int64), exact_table(True)).backend == "torch"
+    )

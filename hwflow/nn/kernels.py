@@ -5,36 +5,66 @@ sign-magnitude weights (`sign_magnitude=True`)
 `acc[m, n] = sum_k sign(w[k, n]) * table[x[m, k] & 0xFF, |w[k, n]|]`, with sign(0) = 0:
 a zero weight contributes nothing whatever table[x, 0] holds (DESIGN.md's equation).
 First table index = activation, never transposed.
+
+Algorithm (chosen by measurement, see bench/kernels.py): the weights are folded into a
+per-weight table `T[k, a, n]` = the contribution of activation code `a` at weight w[k, n],
+so the product becomes `acc[m, n] = sum_k T[k, x[m, k], n]`: one row read per (m, k).
+A compiled loop (`_table_kernel.cpp`, built just in time with torch.utils.cpp_extension,
+cached) reads T in int16 where the values fit (int32 otherwise) and accumulates in int32
+vector registers (int64 when K * max|T| could overflow int32). Without a compiler the
+same T feeds `embedding_bag` in float blocks small enough that every partial sum stays
+an exact integer. Both give identical integers. `prepare()` keeps T for fixed weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
-# A float32 sum of integers is exact while every partial sum stays within 2^24.
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "compiled", "torch")
+# Float sums of integers are exact while every partial sum stays within 2^mantissa.
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
-_INT32_MAX = (1 << 31) - 1
+_INT16 = (-(1 << 15), (1 << 15) - 1)
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+# The kernel's tile widths (output columns per register block).
+_TILE_WIDTHS = (64, 32, 16)
+# T is built in K chunks of at most this many bytes, so huge layers stay in memory.
+_CHUNK_BYTES = 64 << 20
+_KERNEL_SOURCE = Path(__file__).with_name("_table_kernel.cpp")
 
 
+# -- validation ----------------------------------------------------------------------------
 def _as_table(table: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(table) if not isinstance(table, torch.Tensor) else table)
-    if t.shape != (256, 256):
+    """Validate a (256, 256) integer table; return it as a contiguous int32 tensor."""
+    t = table if isinstance(table, torch.Tensor) else torch.as_tensor(np.asarray(table))
+    if tuple(t.shape) != (256, 256):
         raise ValueError(f"table: expected shape (256, 256), got {tuple(t.shape)}")
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"table: expected an integer table, got dtype {t.dtype}")
-    t64 = t.to(torch.int64)
-    if t64.numel() and (int(t64.min()) < -(1 << 31) or int(t64.max()) > _INT32_MAX):
-        raise ValueError("table: values must fit int32")
-    return t64.to(torch.int32).contiguous()
+    t = t.detach().cpu()
+    if t.dtype != torch.int32:
+        t64 = t.to(torch.int64)
+        if int(t64.min()) < _INT32[0] or int(t64.max()) > _INT32[1]:
+            raise ValueError("table: values must fit int32")
+        t = t64.to(torch.int32)
+    return t.contiguous()
 
 
-def _check_operand(name: str, v: torch.Tensor, ndim_shape: str, lo: int, hi: int) -> None:
+def _check_operand(name: str, v: torch.Tensor, shape: str, lo: int, hi: int) -> None:
     if not isinstance(v, torch.Tensor):
         raise ValueError(f"{name}: expected a torch tensor, got {type(v).__name__}")
     if v.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D tensor {ndim_shape}, got shape {tuple(v.shape)}")
+        raise ValueError(f"{name}: expected a 2-D tensor {shape}, got shape {tuple(v.shape)}")
     if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor, got dtype {v.dtype}")
     if v.numel():
@@ -45,63 +75,237 @@ def _check_operand(name: str, v: torch.Tensor, ndim_shape: str, lo: int, hi: int
             )
 
 
-def _check_inputs(x: torch.Tensor, w: torch.Tensor, sign_magnitude: bool) -> None:
-    _check_operand("x", x, "(M, K)", -128, 255)
-    # Sign-magnitude weights feed |w| to the multiplier, so |w| must be an 8-bit code.
-    w_lo = -255 if sign_magnitude else -128
-    _check_operand("w", w, "(K, N)", w_lo, 255)
-    if x.shape[1] != w.shape[0]:
-        raise ValueError(f"x is {tuple(x.shape)} but w is {tuple(w.shape)}: inner sizes differ")
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def weight_table(w: torch.Tensor, table: torch.Tensor, sign_magnitude: bool) -> torch.Tensor:
-    """T[k, a, n] = the signed contribution of activation code `a` times weight w[k, n].
+# -- the compiled kernel ---------------------------------------------------------------------
+_build_lock = threading.Lock()
+_build_state: dict[str, object] = {}
 
-    int64 (K, 256, N). Summing T[k, x[m, k] & 0xFF, n] over k gives the accumulator.
-    """
-    w64 = w.to(torch.int64)
-    codes = w64.abs() if sign_magnitude else w64 & 0xFF
-    t = table.to(torch.int64)[:, codes]  # (256, K, N)
+
+def _cpu_tag() -> str:
+    """Short hash of the CPU's feature flags: a -march=native build cached in a shared home
+    directory must never be loaded on a machine lacking its instructions."""
+    try:
+        flags = next(
+            (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+            "",
+        )
+    except OSError:
+        flags = ""
+    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+
+
+def compiled_kernel():
+    """The compiled accumulation op, building it on first use; None if it cannot be built
+    (logged once, with the reason). HWFLOW_KERNEL=torch disables it."""
+    with _build_lock:
+        if "op" in _build_state:
+            return _build_state["op"]
+        op = None
+        if os.environ.get("HWFLOW_KERNEL", "").lower() == "torch":
+            log.info("table kernel: HWFLOW_KERNEL=torch, using the pure-torch path")
+        else:
+            try:
+                from torch.utils import cpp_extension
+
+                cpp_extension.load(
+                    name=f"hwflow_table_kernel_{_cpu_tag()}",
+                    sources=[str(_KERNEL_SOURCE)],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+                op = torch.ops.hwflow_table_kernel.table_accumulate
+            except Exception as exc:  # any build/load failure: the fallback is exact too
+                log.warning(
+                    "table kernel: compiled kernel unavailable (%s: %s); using the slower "
+                    "pure-torch path (same results)",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else "",
+                )
+        _build_state["op"] = op
+        return op
+
+
+# -- the per-weight table ----------------------------------------------------------------------
+def _weight_codes(
+    w: torch.Tensor, sign_magnitude: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(codes the multiplier sees as its second operand, signs or None), both (K, N) int64."""
+    w64 = w.detach().cpu().to(torch.int64)
     if sign_magnitude:
-        t = t * torch.sign(w64)
-    return t.permute(1, 0, 2).contiguous()
+        return w64.abs(), torch.sign(w64)
+    return w64 & 0xFF, None
 
 
-def _accumulator_dtype(k: int, max_abs: int) -> torch.dtype:
-    return torch.int32 if k * max_abs <= _INT32_MAX else torch.int64
+def _value_range(table: torch.Tensor, codes: torch.Tensor, signs: torch.Tensor | None):
+    """Exact (min, max) over all entries of T, from per-column extremes of the table."""
+    if codes.numel() == 0:
+        return 0, 0
+    col_min, col_max = table.to(torch.int64).aminmax(dim=0)
+    lo, hi = col_min[codes], col_max[codes]
+    if signs is not None:
+        lo, hi = (
+            torch.where(signs > 0, lo, torch.where(signs < 0, -hi, 0)),
+            torch.where(signs > 0, hi, torch.where(signs < 0, -lo, 0)),
+        )
+    return int(lo.min()), int(hi.max())
 
 
-def _embedding_bag_matmul(
-    xb: torch.Tensor, t: torch.Tensor, out_dtype: torch.dtype
+def _tile_width(n: int) -> int:
+    """Widest tile whose column padding is at most 25 % above the least padding."""
+    padded = {nb: -(-n // nb) * nb for nb in _TILE_WIDTHS}
+    least = min(padded.values())
+    return next(nb for nb in _TILE_WIDTHS if padded[nb] * 4 <= least * 5)
+
+
+def _gather(
+    table_t: torch.Tensor, codes: torch.Tensor, signs: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Pure-torch accumulation: one embedding_bag (sum) per block of K.
+    """T laid out (K, N, 256): T[k, n, a] = sign * table[a, code[k, n]]."""
+    g = table_t.to(dtype)[codes]
+    return g * signs.to(dtype).unsqueeze(-1) if signs is not None else g
 
-    xb: uint8 codes (M, K); t: int64 (K, 256, N). Blocks keep every float partial sum
-    exact (float32 below 2^24, else float64 below 2^53); blocks add up in integers.
+
+@dataclass(frozen=True)
+class _Chunk:
+    """T for rows k0:k1 of the weights, in the layout its backend reads."""
+
+    k0: int
+    k1: int
+    data: torch.Tensor
+
+
+class PreparedWeights:
+    """Weights folded with a table into the per-weight table T, reusable across calls.
+
+    `prepare(w, table, sign_magnitude)` once, then `.matmul(x)` per batch: inference with
+    fixed weights does not rebuild T. Immutable after construction, so thread-safe.
     """
-    m, k = xb.shape
-    n = t.shape[2]
-    max_abs = int(t.abs().max()) if t.numel() else 0
-    out = torch.zeros(m, n, dtype=out_dtype)
-    if k == 0 or m == 0 or n == 0 or max_abs == 0:
+
+    def __init__(
+        self,
+        w: torch.Tensor,
+        table: np.ndarray | torch.Tensor,
+        sign_magnitude: bool = False,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        _check_backend(backend)
+        _check_operand("w", w, "(K, N)", -255 if sign_magnitude else -128, 255)
+        table = _as_table(table)
+        codes, signs = _weight_codes(w, sign_magnitude)
+        self.k, self.n = codes.shape
+        self.sign_magnitude = sign_magnitude
+        tmin, tmax = _value_range(table, codes, signs)
+        max_abs = max(-tmin, tmax)
+        # Exact in int32 while no partial sum can leave int32.
+        self.out_dtype = torch.int32 if self.k * max_abs <= _INT32[1] else torch.int64
+        op = compiled_kernel() if backend in ("auto", "compiled") else None
+        if backend == "compiled" and op is None:
+            raise RuntimeError("table kernel: the compiled backend is unavailable (see the log)")
+        fits32 = _INT32[0] <= tmin and tmax <= _INT32[1]
+        if op is not None and fits32:
+            self.backend = "compiled"
+            # int16 T halves the bytes read; int64 accumulators (K > 65,538) pair with int32.
+            small = _INT16[0] <= tmin and tmax <= _INT16[1] and self.out_dtype == torch.int32
+            self._tdtype = torch.int16 if small else torch.int32
+            self._nb = _tile_width(max(self.n, 1))
+        else:
+            # Also where sign-magnitude negation of -2^31 leaves int32: only int64 holds T.
+            self.backend = "torch"
+            # float32 unless its exact blocks would be tiny (huge table values).
+            f32_block = _F32_EXACT // max(max_abs, 1)
+            self._fdtype = torch.float32 if f32_block >= min(self.k, 32) else torch.float64
+            self._fblock = (
+                f32_block if self._fdtype == torch.float32 else _F64_EXACT // max(max_abs, 1)
+            )
+        self._op = op
+        self._chunks = self._build(table.t().contiguous(), codes, signs)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by T."""
+        return sum(c.data.numel() * c.data.element_size() for c in self._chunks)
+
+    def _build(self, table_t, codes, signs) -> list[_Chunk]:
+        k, n = self.k, self.n
+        if k == 0 or n == 0:
+            return []
+        if self.backend == "compiled":
+            nb = self._nb
+            nt = -(-n // nb)
+            pad = nt * nb - n
+            if pad:  # padded columns get code 0 and sign 0: they are computed, then dropped
+                codes = torch.nn.functional.pad(codes, (0, pad))
+                signs = torch.nn.functional.pad(
+                    signs if signs is not None else torch.ones_like(codes[:, :n]), (0, pad)
+                )
+            step = max(1, _CHUNK_BYTES // (256 * nt * nb * self._tdtype.itemsize))
+            chunks = []
+            for k0 in range(0, k, step):
+                k1 = min(k, k0 + step)
+                g = _gather(
+                    table_t, codes[k0:k1], None if signs is None else signs[k0:k1], self._tdtype
+                )
+                # (kc, NT*NB, 256) -> (NT, kc, 256, NB): one tile's rows contiguous per k.
+                data = g.reshape(k1 - k0, nt, nb, 256).permute(1, 0, 3, 2).contiguous()
+                chunks.append(_Chunk(k0, k1, data))
+            return chunks
+        step = max(1, min(self._fblock, _CHUNK_BYTES // (256 * n * self._fdtype.itemsize)))
+        chunks = []
+        for k0 in range(0, k, step):
+            k1 = min(k, k0 + step)
+            g = _gather(table_t, codes[k0:k1], None if signs is None else signs[k0:k1], torch.int64)
+            data = g.transpose(1, 2).reshape((k1 - k0) * 256, n).to(self._fdtype).contiguous()
+            chunks.append(_Chunk(k0, k1, data))
+        return chunks
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact accumulators (M, N) for activation values x (M, K) in [-128, 255]."""
+        _check_operand("x", x, "(M, K)", -128, 255)
+        if x.shape[1] != self.k:
+            raise ValueError(
+                f"x is {tuple(x.shape)} but the weights are ({self.k}, {self.n}): "
+                "inner sizes differ"
+            )
+        xb = (x.detach().cpu().to(torch.int16) & 0xFF).to(torch.uint8)
+        m = xb.shape[0]
+        if self.backend == "compiled":
+            width = -(-self.n // self._nb) * self._nb if self.n else 0
+            out = torch.empty(m, width, dtype=self.out_dtype)
+            if not self._chunks or m == 0:
+                return torch.zeros(m, self.n, dtype=self.out_dtype)
+            for i, c in enumerate(self._chunks):
+                self._op(xb[:, c.k0 : c.k1], c.data, out, i > 0)
+            return out[:, : self.n].contiguous() if width != self.n else out
+        out = torch.zeros(m, self.n, dtype=self.out_dtype)
+        if m == 0:
+            return out
+        # Bound each (rows, chunk) index tensor to ~32 MB.
+        block_m = max(1, (4 << 20) // max((c.k1 - c.k0 for c in self._chunks), default=1))
+        for c in self._chunks:
+            offsets = torch.arange(c.k1 - c.k0, dtype=torch.int64) * 256
+            for m0 in range(0, m, block_m):
+                idx = xb[m0 : m0 + block_m, c.k0 : c.k1].to(torch.int64) + offsets
+                part = torch.nn.functional.embedding_bag(idx, c.data, mode="sum")
+                out[m0 : m0 + block_m] += part.to(self.out_dtype)
         return out
-    # float32 unless its exact blocks would be tiny (huge table values).
-    if _F32_EXACT // max_abs >= min(k, 32):
-        fdtype, block_k = torch.float32, min(k, _F32_EXACT // max_abs)
-    else:
-        fdtype, block_k = torch.float64, min(k, _F64_EXACT // max_abs)
-    # Bound the (rows x block_k) index tensor to ~32 MB.
-    block_m = max(1, min(m, (4 << 20) // block_k))
-    offsets_k = torch.arange(block_k, dtype=torch.int64) * 256
-    for k0 in range(0, k, block_k):
-        k1 = min(k, k0 + block_k)
-        bag = t[k0:k1].reshape((k1 - k0) * 256, n).to(fdtype)
-        for m0 in range(0, m, block_m):
-            m1 = min(m, m0 + block_m)
-            idx = xb[m0:m1, k0:k1].to(torch.int64) + offsets_k[: k1 - k0]
-            part = torch.nn.functional.embedding_bag(idx, bag, mode="sum")
-            out[m0:m1] += part.to(out_dtype)
-    return out
+
+
+def prepare(
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    sign_magnitude: bool = False,
+    *,
+    backend: str = "auto",
+) -> PreparedWeights:
+    """Fold fixed weights w (K, N) and a table into a reusable `PreparedWeights`."""
+    return PreparedWeights(w, table, sign_magnitude, backend=backend)
 
 
 def table_matmul(
@@ -110,21 +314,24 @@ def table_matmul(
     table: np.ndarray | torch.Tensor,
     *,
     sign_magnitude: bool = False,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Exact accumulators (M, N) of x (M, K) times w (K, N) through `table`.
 
     x holds activation values in [-128, 255] (read as `x & 0xFF`); w weight values
     in [-128, 255], or in [-255, 255] with `sign_magnitude` (|w| is the code the
     multiplier sees, so w = -128 reads column 128, negated). Returns int32 when
-    K * max|table| fits int32, else int64.
+    K * max|table entry used| fits int32, else int64. `backend`: "auto" (compiled when
+    available), "compiled" (error if unavailable; T beyond int32 still takes the torch
+    path) or "torch"; all give identical integers.
     """
-    _check_inputs(x, w, sign_magnitude)
-    t = weight_table(w, _as_table(table), sign_magnitude)
-    max_abs = int(t.abs().max()) if t.numel() else 0
-    xb = (x.to(torch.int64) & 0xFF).to(torch.uint8)
-    return _embedding_bag_matmul(xb, t, _accumulator_dtype(x.shape[1], max_abs))
+    _check_operand("x", x, "(M, K)", -128, 255)
+    if isinstance(w, torch.Tensor) and w.dim() == 2 and x.shape[1] != w.shape[0]:
+        raise ValueError(f"x is {tuple(x.shape)} but w is {tuple(w.shape)}: inner sizes differ")
+    return prepare(w, table, sign_magnitude, backend=backend).matmul(x)
 
 
+# -- straight-through autograd -----------------------------------------------------------------
 def _to_int(v: torch.Tensor) -> torch.Tensor:
     v = v.detach()
     return v.round().to(torch.int64) if v.is_floating_point() else v.to(torch.int64)
@@ -134,9 +341,12 @@ class ApproxMatmul(torch.autograd.Function):
     """Forward: table_matmul as float. Backward: the exact product's gradients (STE)."""
 
     @staticmethod
-    def forward(ctx, x, w, table, sign_magnitude):  # type: ignore[override]
+    def forward(ctx, x, w, table, sign_magnitude, prepared=None):  # type: ignore[override]
         ctx.save_for_backward(x, w)
-        acc = table_matmul(_to_int(x), _to_int(w), table, sign_magnitude=sign_magnitude)
+        if prepared is None:
+            acc = table_matmul(_to_int(x), _to_int(w), table, sign_magnitude=sign_magnitude)
+        else:
+            acc = prepared.matmul(_to_int(x))
         return acc.to(x.dtype if x.is_floating_point() else torch.float32)
 
     @staticmethod
@@ -144,7 +354,7 @@ class ApproxMatmul(torch.autograd.Function):
         x, w = ctx.saved_tensors
         grad_x = grad @ w.to(grad.dtype).t() if ctx.needs_input_grad[0] else None
         grad_w = x.to(grad.dtype).t() @ grad if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
 def approx_matmul(
@@ -152,7 +362,13 @@ def approx_matmul(
     w: torch.Tensor,
     table: np.ndarray | torch.Tensor,
     sign_magnitude: bool = False,
+    *,
+    prepared: PreparedWeights | None = None,
 ) -> torch.Tensor:
     """Differentiable table product: x (M, K) and w (K, N) float tensors holding integer
-    operand values. Forward = table_matmul as float; gradients = those of x @ w."""
-    return ApproxMatmul.apply(x, w, table, sign_magnitude)
+    operand values. Forward = table_matmul as float; gradients = those of x @ w.
+
+    `prepared` (from `prepare(w, table, sign_magnitude)` with these same weights) skips
+    rebuilding T, e.g. for inference with fixed weights.
+    """
+    return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared)

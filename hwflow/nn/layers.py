@@ -1,0 +1,488 @@
+"""Quantized approximate layers: drop-in nn.Conv2d / nn.Linear with four modes.
+
+Modes (`layer.mode`):
+- `float`: the plain float layer.
+- `quant`: exact int8 arithmetic (quantization-aware training with STE gradients).
+- `agn`: `quant` plus the learnable Gaussian noise of `hwflow.nn.agn` (training only,
+  unless `agn_eval_noise` is set).
+- `approx`: every product comes from the layer's multiplier table (`set_table`), through
+  `hwflow.nn.kernels.approx_matmul`; gradients are the exact product's (straight-through).
+
+Integer path (identical for conv and linear; what the RTL computes):
+1. quantize the input to codes `q = clamp(round(x / s_x) + z, code range)`; im2col
+   (`F.unfold`) of the quantized input, where padding holds the code `z` (real zero);
+   operand rows `x_int (M, K)`, first table index = activation; weights `w_int (K, N)`.
+2. `acc = table_matmul(x_int, w_int, table)`; unsigned layers use sign-magnitude weights
+   (`sum_k sign(w) * table[x, |w|]`).
+3. subtract the zero-point correction `z * sum_k w_int[k, n]` (padded positions therefore
+   contribute `table[z, w] - z * w`, exactly as in hardware), scale by `s_x * s_w`, then
+   AGN noise (agn mode), then add the bias.
+`quant`/`agn` compute step 2-3 as a float conv of the centered codes `q - z` with the
+integer weights: bit-identical to `approx` with the exact table while accumulators stay
+below 2^24 in magnitude (float32 integers are exact up to there).
+
+Signedness (`layer.signed`): `operands="signed"` (int8 activations and weights),
+`"unsigned"` (uint8 activations, sign-magnitude weights) or `"auto"`: decided at
+calibration, unsigned when the calibrated input is non-negative (after ReLU, images in
+[0, 1]). Conv operand rows are ordered (batch, output position) and columns (input channel
+within the group, kernel row, kernel column), the F.unfold order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hwflow.errors import AssignmentError, HwflowError
+from hwflow.multipliers.table import exact_table
+from hwflow.nn import kernels, quant
+from hwflow.nn.agn import SIGMA_INIT, add_noise
+
+MODES = ("float", "quant", "agn", "approx")
+OPERANDS = ("auto", "signed", "unsigned")
+_SIGNED_CODE = {"auto": -1, "unsigned": 0, "signed": 1}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    fan_in: int
+    ops: int  # multiplications per inference (one input sample)
+    signed: bool | None  # None: "auto" and not calibrated yet
+
+
+@dataclass
+class LayerTrace:
+    """Integer operands and accumulators of one layer for one forward (see `trace`)."""
+
+    x_int: Tensor  # (G, M, K) int64 activation codes (values: int8, or 0..255 unsigned)
+    w_int: Tensor  # (G, K, Ng) int64 weights in [-127, 127]
+    acc: Tensor  # (G, M, Ng) int64 sum of multiplier outputs (sign-magnitude applied)
+    acc_exact: Tensor  # (G, M, Ng) int64 the same with exact products
+    signed: bool
+    zero_point: int  # activation zero-point z (the pad code)
+    x_scale: float
+    w_scale: Tensor  # () or (out_channels,) float32
+    output: Tensor  # the layer's float output in this forward
+
+
+class _ApproxMixin:
+    """State and integer arithmetic shared by ApproxConv2d and ApproxLinear."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    groups: int
+
+    def _init_approx(self, operands: str, per_channel: bool, observer: str) -> None:
+        if operands not in OPERANDS:
+            raise ValueError(f"operands: expected one of {OPERANDS}, got {operands!r}")
+        self.mode = "float"
+        self.operands = operands
+        self.per_channel = per_channel
+        self.calibrating = False
+        self.agn_eval_noise = False
+        self.act_obs = quant.ActObserver(observer)
+        self.sigma = nn.Parameter(torch.tensor(SIGMA_INIT))
+        self.register_buffer("signed_code", torch.tensor(_SIGNED_CODE[operands]))
+        self.table: Tensor | None = None
+        self.table_signed: bool | None = None
+        self._ops: int | None = None
+        self._trace_sink: list[LayerTrace] | None = None
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def signed(self) -> bool | None:
+        code = int(self.signed_code)
+        return None if code < 0 else bool(code)
+
+    @property
+    def fan_in(self) -> int:
+        return self.weight[0].numel()
+
+    @property
+    def ops(self) -> int:
+        if self._ops is None:
+            raise HwflowError("layer ops are unknown until one forward pass has run")
+        return self._ops
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if mode == "approx" and self.table is None:
+            raise AssignmentError("approx mode needs a multiplier table: call set_table first")
+        self.mode = mode
+
+    def set_table(self, table: np.ndarray | Tensor, signed: bool) -> None:
+        """Use `table` (int32[256, 256]) for products and switch to approx mode."""
+        if self.signed is None:
+            raise AssignmentError("layer signedness is not decided yet: calibrate the model")
+        if bool(signed) != self.signed:
+            want = "signed" if self.signed else "unsigned"
+            got = "signed" if signed else "unsigned"
+            raise AssignmentError(
+                f"a {got} multiplier cannot serve a layer with {want} operands "
+                f"(choose a {want} multiplier)"
+            )
+        self.table = kernels._as_table(table)
+        self.table_signed = bool(signed)
+        self.mode = "approx"
+
+    def decide_signedness(self) -> None:
+        """After calibration: auto layers become unsigned iff their input is non-negative."""
+        if self.operands == "auto":
+            if not bool(self.act_obs.seen):
+                raise HwflowError("cannot decide operand signedness: no calibration data seen")
+            self.signed_code.fill_(0 if float(self.act_obs.lo) >= 0.0 else 1)
+
+    # -- quantization -----------------------------------------------------------------
+    def _act_qparams(self) -> tuple[Tensor, int, bool]:
+        signed = self.signed
+        if signed is None or not bool(self.act_obs.seen):
+            raise HwflowError("quantized modes need calibration first (hwflow.nn.calibrate)")
+        scale, zp = self.act_obs.params(signed)
+        return torch.tensor(scale, dtype=torch.float32), zp, signed
+
+    def _out_scale(self, sx: Tensor, sw: Tensor, ndim: int) -> Tensor:
+        """s_x * s_w broadcast over the output's channel dimension (dim 1)."""
+        s = sx * sw
+        if s.dim() == 1 and ndim > 2:
+            s = s.reshape(-1, *([1] * (ndim - 2)))
+        return s
+
+    # -- per-type hooks (conv / linear) -------------------------------------------------
+    def _float_op(self, x: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _rows_to_output(self, acc: Tensor, meta: tuple) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _grouped_weight(self, wq: Tensor) -> Tensor:
+        """(G, K, Ng): column n of group g is output channel g * Ng + n."""
+        g = self.groups
+        return wq.reshape(g, wq.shape[0] // g, -1).transpose(1, 2)
+
+    # -- forward ----------------------------------------------------------------------
+    def _approx_forward(self, x: Tensor) -> Tensor:
+        if self.calibrating:
+            self.act_obs.observe(x)
+        if self.mode == "float" or self.calibrating:
+            y = self._float_op(x, self.weight)
+            self._record_ops(y)
+            return y + self._bias_view(y) if self.bias is not None else y
+        if self.training and self.act_obs.enabled:
+            self.act_obs.observe(x)
+        sx, zp, signed = self._act_qparams()
+        xc = quant.quantize_centered(x, sx, torch.tensor(float(zp)), signed)
+        wq, sw = quant.quantize_weight(self.weight, self.per_channel)
+        if self.mode == "approx":
+            rows, meta = self._operand_rows(xc)  # (G, M, K) centered
+            wg = self._grouped_weight(wq)  # (G, K, Ng)
+            accs = [
+                kernels.approx_matmul(rows[g] + zp, wg[g], self.table, not signed)
+                for g in range(rows.shape[0])
+            ]
+            acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
+            y = self._rows_to_output(acc, meta)
+        else:
+            y = self._float_op(xc, wq)
+        y = y * self._out_scale(sx, sw, y.dim())
+        if self.mode == "agn" and (self.training or self.agn_eval_noise):
+            y = add_noise(y, self.sigma)
+        self._record_ops(y)
+        if self._trace_sink is not None:
+            self._trace_sink.append(self._make_trace(xc, zp, wq, sx, sw, signed, y))
+        return y + self._bias_view(y) if self.bias is not None else y
+
+    def _bias_view(self, y: Tensor) -> Tensor:
+        assert self.bias is not None
+        return self.bias.reshape(-1, *([1] * (y.dim() - 2))) if y.dim() > 2 else self.bias
+
+    def _record_ops(self, y: Tensor) -> None:
+        per_sample = y[0].numel() if y.dim() > 1 else y.numel()
+        self._ops = int(per_sample * self.fan_in)
+
+    @torch.no_grad()
+    def _make_trace(self, xc, zp, wq, sx, sw, signed, y) -> LayerTrace:
+        rows, _ = self._operand_rows(xc.detach())
+        x_int = rows.round().to(torch.int64) + zp
+        w_int = self._grouped_weight(wq.detach()).round().to(torch.int64)
+        acc_exact = torch.matmul(x_int, w_int)
+        table = exact_table(signed) if self.table is None else self.table
+        acc = torch.stack(
+            [
+                kernels.table_matmul(x_int[g], w_int[g], table, sign_magnitude=not signed).to(
+                    torch.int64
+                )
+                for g in range(x_int.shape[0])
+            ]
+        )
+        return LayerTrace(
+            x_int=x_int,
+            w_int=w_int,
+            acc=acc,
+            acc_exact=acc_exact,
+            signed=signed,
+            zero_point=zp,
+            x_scale=float(sx),
+            w_scale=sw.detach().clone(),
+            output=y.detach().clone(),
+        )
+
+
+class ApproxConv2d(_ApproxMixin, nn.Conv2d):
+    """nn.Conv2d with float / quant / agn / approx modes (see the module docstring)."""
+
+    def __init__(
+        self,
+        *args,
+        operands: str = "auto",
+        per_channel: bool = False,
+        observer: str = "ema",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError("ApproxConv2d supports padding_mode='zeros' only")
+        if isinstance(self.padding, str):
+            raise ValueError("ApproxConv2d needs explicit integer padding, not 'same'/'valid'")
+        self._init_approx(operands, per_channel, observer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._approx_forward(x)
+
+    def _float_op(self, x: Tensor, w: Tensor) -> Tensor:
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:
+        n, _, h, w = xc.shape
+        kh, kw = self.kernel_size
+        # Padding zeros of the centered codes are the code z: real zero.
+        cols = F.unfold(xc, (kh, kw), self.dilation, self.padding, self.stride)  # (N, C*kh*kw, L)
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        g = self.groups
+        length = cols.shape[2]
+        rows = cols.reshape(n, g, -1, length).permute(1, 0, 3, 2).reshape(g, n * length, -1)
+        return rows, (n, ho, wo)
+
+    def _rows_to_output(self, acc: Tensor, meta: tuple) -> Tensor:
+        n, ho, wo = meta
+        g, _, ng = acc.shape
+        return acc.reshape(g, n, ho * wo, ng).permute(1, 0, 3, 2).reshape(n, g * ng, ho, wo)
+
+    @classmethod
+    def from_module(cls, m: nn.Conv2d, **opts) -> ApproxConv2d:
+        new = cls(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=m.groups,
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+            **opts,
+        )
+        new.weight = m.weight
+        new.bias = m.bias
+        return new
+
+
+class ApproxLinear(_ApproxMixin, nn.Linear):
+    """nn.Linear with float / quant / agn / approx modes (see the module docstring)."""
+
+    groups = 1
+
+    def __init__(
+        self,
+        *args,
+        operands: str = "auto",
+        per_channel: bool = False,
+        observer: str = "ema",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_approx(operands, per_channel, observer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._approx_forward(x)
+
+    def _bias_view(self, y: Tensor) -> Tensor:
+        assert self.bias is not None
+        return self.bias
+
+    def _out_scale(self, sx: Tensor, sw: Tensor, ndim: int) -> Tensor:
+        return sx * sw  # channels are the last dim: broadcasts as is
+
+    def _float_op(self, x: Tensor, w: Tensor) -> Tensor:
+        return F.linear(x, w)
+
+    def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:
+        return xc.reshape(1, -1, xc.shape[-1]), tuple(xc.shape[:-1])
+
+    def _rows_to_output(self, acc: Tensor, meta: tuple) -> Tensor:
+        return acc[0].reshape(*meta, acc.shape[-1])
+
+    def _record_ops(self, y: Tensor) -> None:
+        # per sample: every leading dim except the batch multiplies the work
+        per_sample = math.prod(y.shape[1:-1]) if y.dim() > 2 else 1
+        self._ops = int(per_sample * self.in_features * self.out_features)
+
+    @classmethod
+    def from_module(cls, m: nn.Linear, **opts) -> ApproxLinear:
+        new = cls(m.in_features, m.out_features, bias=m.bias is not None, **opts)
+        new.weight = m.weight
+        new.bias = m.bias
+        return new
+
+
+ApproxLayer = ApproxConv2d | ApproxLinear
+
+
+# -- model-level helpers ---------------------------------------------------------------
+def approx_layers(model: nn.Module) -> list[tuple[str, ApproxConv2d | ApproxLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _ApproxMixin)]
+
+
+def _find(model: nn.Module, name: str) -> ApproxConv2d | ApproxLinear:
+    layers = dict(approx_layers(model))
+    if name not in layers:
+        raise AssignmentError(
+            f"unknown layer {name!r} (approximate layers: {', '.join(layers) or 'none'})"
+        )
+    return layers[name]
+
+
+def approximate(
+    model: nn.Module,
+    example_input: Tensor | None = None,
+    *,
+    operands: str = "auto",
+    per_channel: bool = False,
+    observer: str = "ema",
+    skip: Iterable[str] = (),
+) -> list[LayerInfo]:
+    """Replace every nn.Conv2d / nn.Linear of `model` in place (parameters are shared).
+
+    `example_input` (one batch) runs once in float mode to count each layer's ops.
+    Returns per-layer info; `signed` stays None for "auto" layers until `calibrate`.
+    """
+    skip = set(skip)
+    opts = {"operands": operands, "per_channel": per_channel, "observer": observer}
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if full in skip or isinstance(child, _ApproxMixin):
+                continue
+            if isinstance(child, nn.Conv2d):
+                setattr(module, child_name, ApproxConv2d.from_module(child, **opts))
+            elif isinstance(child, nn.Linear):
+                setattr(module, child_name, ApproxLinear.from_module(child, **opts))
+    if example_input is not None:
+        set_mode(model, "float")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+        model.train(was_training)
+    return layer_info(model)
+
+
+def layer_info(model: nn.Module) -> list[LayerInfo]:
+    return [
+        LayerInfo(name, layer.fan_in, layer._ops if layer._ops is not None else 0, layer.signed)
+        for name, layer in approx_layers(model)
+    ]
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    for _, layer in approx_layers(model):
+        layer.set_mode(mode)
+
+
+def set_observing(model: nn.Module, enabled: bool) -> None:
+    """Let activation observers keep adapting during training (QAT) or freeze them."""
+    for _, layer in approx_layers(model):
+        layer.act_obs.enabled = enabled
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> list[LayerInfo]:
+    """Observe activation ranges on `batches` (float forward), then fix signedness.
+
+    Resets the observers first. Returns the layer info with `signed` decided.
+    """
+    layers = [layer for _, layer in approx_layers(model)]
+    was_training = model.training
+    model.eval()
+    for layer in layers:
+        layer.act_obs.reset()
+        layer.calibrating = True
+    try:
+        seen = 0
+        for x in batches:
+            model(x)
+            seen += 1
+        if seen == 0:
+            raise HwflowError("calibration needs at least one batch")
+    finally:
+        for layer in layers:
+            layer.calibrating = False
+        model.train(was_training)
+    for layer in layers:
+        layer.decide_signedness()
+    return layer_info(model)
+
+
+def apply_tables(model: nn.Module, tables: Mapping[str, tuple[np.ndarray | Tensor, bool]]) -> None:
+    """Put the named layers in approx mode with their multiplier tables.
+
+    A layer whose operand signedness differs from the table's is an AssignmentError.
+    """
+    for name, (table, signed) in tables.items():
+        try:
+            _find(model, name).set_table(table, signed)
+        except AssignmentError as exc:
+            raise AssignmentError(f"layer {name}: {exc}") from None
+
+
+@torch.no_grad()
+def trace(model: nn.Module, x: Tensor) -> dict[str, LayerTrace]:
+    """One eval-mode forward of `x`, capturing every approximate layer's integer operands.
+
+    Per layer: `x_int (G, M, K)`, `w_int (G, K, Ng)`, `acc (G, M, Ng)` (sum of multiplier
+    outputs, sign-magnitude applied, before zero-point correction, scales and bias, using
+    the layer's table or the exact one), `acc_exact`, `signed`. Column n of group g is
+    output channel g * Ng + n. Layers must be in a quantized mode; AGN noise is off.
+    """
+    layers = approx_layers(model)
+    for name, layer in layers:
+        if layer.mode == "float":
+            raise HwflowError(f"trace: layer {name} is in float mode; use quant or approx")
+    was_training = model.training
+    model.eval()
+    sinks: dict[str, list[LayerTrace]] = {name: [] for name, _ in layers}
+    for name, layer in layers:
+        layer._trace_sink = sinks[name]
+    try:
+        model(x)
+    finally:
+        for _, layer in layers:
+            layer._trace_sink = None
+        model.train(was_training)
+    out = {}
+    for name, captured in sinks.items():
+        if len(captured) != 1:
+            raise HwflowError(f"trace: layer {name} ran {len(captured)} times in one forward")
+        out[name] = captured[0]
+    return out

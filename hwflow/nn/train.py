@@ -1,0 +1,535 @@
+"""`hwflow train`: float baseline -> QAT -> AGN sigma search, checkpointed and resumable.
+
+Run directory `RUN/` (docs/INTERFACES.md):
+- `config.yaml`: the config as run (seed included); `summary.json`: seed, test accuracies
+  `{float, quant, agn, quant_after_agn}` in [0, 1] and per layer `{name, ops, fan_in, sigma,
+  signed}` (sigma = |sigma_l| learned); `metrics.jsonl`: one record per epoch.
+- `checkpoints/<stage>.pt` when a stage is complete, `checkpoints/<stage>.last.pt` after
+  every epoch (model, optimizer, scheduler, RNG states, metrics): `--resume` continues from
+  the last completed epoch and reproduces an uninterrupted run with the same seed.
+Stages:
+- `float`: plain training; the checkpoint with the best validation accuracy is kept.
+- `qat`: calibrate activation observers on training batches (this fixes each layer's
+  operand signedness), then fine-tune in `quant` mode with observers adapting; best by
+  validation accuracy.
+- `agn`: sigmas start at `sigma_init`, observers frozen, the AGN loss trains weights and
+  sigmas together; the *last* epoch is kept (best validation accuracy would simply pick the
+  least noise). Test accuracy is reported for each stage's kept model, never used to choose.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwflow.config import dump_dataclass, load_config, load_dataclass
+from hwflow.errors import ConfigError, RunError
+from hwflow.io import read_json, read_yaml, save_torch, write_json, write_text, write_yaml
+from hwflow.nn import layers as L
+from hwflow.nn.agn import LAMBDA, SIGMA_INIT, SIGMA_MAX, agn_loss
+from hwflow.nn.data import Data, Split, load_data
+from hwflow.nn.models import build_model
+
+STAGES = ("float", "qat", "agn")
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["digits", "mnist", "cifar10", "imagefolder"] = "digits"
+    data_dir: str | None = None
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    augment: bool = True
+    image_size: int = 64
+    max_samples: int | None = None  # truncate every split (smoke runs)
+    batch_size: int = 64
+    eval_batch_size: int = 512
+
+
+@dataclass
+class ModelConfig:
+    name: str = "digits_cnn"
+    bn: bool | None = None
+    operands: Literal["auto", "signed", "unsigned"] = "auto"
+    per_channel: bool = False
+    observer: Literal["ema", "minmax"] = "ema"
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 10
+    lr: float = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    max_steps: int | None = None  # per-epoch cap on training steps (smoke runs)
+
+
+@dataclass
+class QATConfig(StageConfig):
+    lr: float = 0.01
+    calibration_batches: int = 8
+
+
+@dataclass
+class AGNConfig(StageConfig):
+    lr: float = 0.1
+    lam: float = LAMBDA
+    sigma_init: float = SIGMA_INIT
+    sigma_max: float = SIGMA_MAX
+    sigma_lr: float | None = None  # default: lr
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    float: StageConfig = field(default_factory=StageConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    agn: AGNConfig = field(default_factory=AGNConfig)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    cfg = load_config(TrainConfig, path)
+    _validate(cfg, str(path))
+    return cfg
+
+
+def _validate(cfg: TrainConfig, where: str) -> None:
+    for name in STAGES:
+        st = getattr(cfg, name)
+        if st.epochs < 0:
+            raise ConfigError(f"{where}: {name}.epochs: must be >= 0, got {st.epochs}")
+        if st.lr <= 0:
+            raise ConfigError(f"{where}: {name}.lr: must be > 0, got {st.lr}")
+        if st.max_steps is not None and st.max_steps < 1:
+            raise ConfigError(f"{where}: {name}.max_steps: must be >= 1")
+    if cfg.qat.calibration_batches < 1:
+        raise ConfigError(f"{where}: qat.calibration_batches: must be >= 1")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"{where}: data.val_fraction: must lie in (0, 1)")
+    if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
+        raise ConfigError(f"{where}: data.batch_size: must be >= 1")
+
+
+# -- building blocks ------------------------------------------------------------------
+def build_data(cfg: TrainConfig) -> Data:
+    d = cfg.data
+    return load_data(
+        d.dataset,
+        d.data_dir,
+        split_seed=d.split_seed,
+        val_fraction=d.val_fraction,
+        augment=d.augment,
+        image_size=d.image_size,
+        max_samples=d.max_samples,
+    )
+
+
+def build_approx_model(cfg: TrainConfig, data: Data) -> nn.Module:
+    """The configured model, seeded, with approximate layers and ops counted."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.name, data.num_classes, data.in_channels, cfg.model.bn)
+    L.approximate(
+        model,
+        data.train.x[:2],
+        operands=cfg.model.operands,
+        per_channel=cfg.model.per_channel,
+        observer=cfg.model.observer,
+    )
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> float:
+    """Top-1 accuracy in [0, 1] of `model` (in its current modes) on `split`."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in split.batches(batch_size):
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(split))
+
+
+@torch.no_grad()
+def evaluate_noisy(model: nn.Module, split: Split, batch_size: int, seed: int) -> float:
+    """Accuracy with AGN noise drawn in eval mode too (seeded, global RNG untouched)."""
+    noisy = [layer for _, layer in L.approx_layers(model)]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for layer in noisy:
+            layer.agn_eval_noise = True
+        try:
+            return evaluate(model, split, batch_size)
+        finally:
+            for layer in noisy:
+                layer.agn_eval_noise = False
+
+
+def _optimizer(st: StageConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if st.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=st.lr, weight_decay=st.weight_decay)
+    return torch.optim.SGD(groups, lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay)
+
+
+def _scheduler(st: StageConfig, opt: torch.optim.Optimizer):
+    if st.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, st.epochs))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+
+
+def _calibration_batches(data: Data, cfg: TrainConfig):
+    bs = cfg.data.batch_size
+    x = data.train.x
+    for i in range(min(cfg.qat.calibration_batches, -(-len(x) // bs))):
+        yield x[i * bs : (i + 1) * bs]
+
+
+# -- the run ---------------------------------------------------------------------------
+Hook = Callable[[str, int], None]
+
+
+@dataclass
+class _Ctx:
+    cfg: TrainConfig
+    out: Path
+    data: Data
+    quiet: bool
+    on_epoch: Hook | None
+    log: Callable[[str], None]
+    done_metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoints"
+
+    def write_metrics(self, current: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(r) for r in self.done_metrics + current]
+        write_text(self.out / "metrics.jsonl", "".join(line + "\n" for line in lines))
+
+
+def _sigmas(model: nn.Module) -> dict[str, float]:
+    return {name: abs(float(layer.sigma)) for name, layer in L.approx_layers(model)}
+
+
+def _prepare_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
+    """Set modes (and do calibration / sigma init) when a stage starts fresh."""
+    cfg = ctx.cfg
+    if stage == "float":
+        L.set_mode(model, "float")
+    elif stage == "qat":
+        L.calibrate(model, _calibration_batches(ctx.data, cfg))
+        L.set_mode(model, "quant")
+    else:
+        for _, layer in L.approx_layers(model):
+            with torch.no_grad():
+                layer.sigma.fill_(cfg.agn.sigma_init)
+        L.set_mode(model, "agn")
+
+
+def _stage_modes(stage: str, model: nn.Module) -> None:
+    L.set_mode(model, {"float": "float", "qat": "quant", "agn": "agn"}[stage])
+    L.set_observing(model, stage == "qat")
+
+
+def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
+    """Train one stage, checkpointing every epoch; leaves `model` holding the kept state."""
+    cfg = ctx.cfg
+    st: StageConfig = getattr(cfg, stage)
+    stage_idx = STAGES.index(stage)
+    layers = [layer for _, layer in L.approx_layers(model)]
+    sigma_ids = {id(layer.sigma) for layer in layers}
+    weights = [p for p in model.parameters() if id(p) not in sigma_ids]
+    groups: list[dict[str, Any]] = [{"params": weights}]
+    if stage == "agn":
+        sigma_lr = cfg.agn.sigma_lr if cfg.agn.sigma_lr is not None else st.lr
+        groups.append({"params": [layer.sigma for layer in layers], "lr": sigma_lr})
+    opt = _optimizer(st, groups)
+    sched = _scheduler(st, opt)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_idx)
+    last = ctx.ckpt / f"{stage}.last.pt"
+    if last.is_file():
+        state = torch.load(last, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        start, best_val, best_state = state["epoch"], state["best_val"], state["best_state"]
+        metrics = state["metrics"]
+        ctx.log(f"{stage}: resuming after epoch {start}")
+    else:
+        _prepare_stage(stage, model, ctx)
+        torch.manual_seed(cfg.seed * 1000 + 100 + stage_idx)
+        start, best_val, best_state, metrics = 0, -1.0, None, []
+    _stage_modes(stage, model)
+
+    from tqdm import tqdm
+
+    bs = cfg.data.batch_size
+    for epoch in range(start, st.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        n_steps = ctx.data.train.num_batches(bs, st.max_steps)
+        bar = tqdm(
+            ctx.data.train.batches(bs, shuffle=True, generator=gen, max_batches=st.max_steps),
+            total=n_steps,
+            desc=f"{stage} {epoch + 1}/{st.epochs}",
+            disable=ctx.quiet,
+            leave=False,
+        )
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in bar:
+            logits = model(x)
+            if stage == "agn":
+                loss = agn_loss(logits, y, layers, cfg.agn.lam, cfg.agn.sigma_max)
+            else:
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val = evaluate(model, ctx.data.val, cfg.data.eval_batch_size)
+        record: dict[str, Any] = {
+            "stage": stage,
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(1, seen),
+            "train_acc": correct / max(1, seen),
+            "val_acc": val,
+            "lr": lr,
+        }
+        if stage == "agn":
+            record["sigmas"] = _sigmas(model)
+            record["val_acc_noisy"] = evaluate_noisy(
+                model, ctx.data.val, cfg.data.eval_batch_size, cfg.seed
+            )
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        metrics.append(record)
+        if stage == "agn" or val > best_val:
+            best_val, best_state = val, copy.deepcopy(model.state_dict())
+        if not ctx.quiet:
+            extra = f" sigmas {record['sigmas']}" if stage == "agn" else ""
+            ctx.log(
+                f"{stage} epoch {epoch + 1}/{st.epochs}: loss {record['train_loss']:.4f} "
+                f"train {record['train_acc']:.4f} val {val:.4f}{extra}"
+            )
+        save_torch(
+            last,
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": gen.get_state(),
+                "rng": torch.get_rng_state(),
+                "best_val": best_val,
+                "best_state": best_state,
+                "metrics": metrics,
+            },
+        )
+        ctx.write_metrics(metrics)
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(stage, epoch + 1)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    save_torch(
+        ctx.ckpt / f"{stage}.pt",
+        {"model": model.state_dict(), "val_acc": best_val, "metrics": metrics},
+    )
+    last.unlink(missing_ok=True)
+
+
+def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    saved = out / "config.yaml"
+    if not saved.exists():
+        if out.exists() and any(out.iterdir()) and not resume:
+            raise RunError(f"{out}: directory exists and is not empty; choose another --out")
+        return
+    if not resume:
+        raise RunError(f"{out}: a run already exists here; pass --resume or choose another --out")
+    old = read_yaml(saved)
+    if old != dump_dataclass(cfg):
+        raise RunError(
+            f"{saved}: the run was started with a different config (or seed); "
+            "resume with the same config or choose another --out"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    on_epoch: Hook | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run all stages into `out` (resuming finished work with `resume`); return the summary.
+
+    `on_epoch(stage, epoch)` is called after each epoch's checkpoint is written.
+    """
+    out = Path(out)
+    _validate(cfg, "config")
+    _check_out_dir(out, cfg, resume)
+    if resume and (out / "summary.json").is_file():
+        return read_json(out / "summary.json")
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", dump_dataclass(cfg))
+    data = build_data(cfg)
+    model = build_approx_model(cfg, data)
+    ctx = _Ctx(cfg, out, data, quiet, on_epoch, log or (lambda _m: None))
+    kept: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        final = ctx.ckpt / f"{stage}.pt"
+        if final.is_file():
+            kept[stage] = torch.load(final, weights_only=False)
+            ctx.done_metrics += kept[stage]["metrics"]
+            continue
+        if stage != "float":
+            model.load_state_dict(kept[STAGES[STAGES.index(stage) - 1]]["model"])
+        _run_stage(stage, model, ctx)
+        kept[stage] = torch.load(final, weights_only=False)
+        ctx.done_metrics += kept[stage]["metrics"]
+        ctx.write_metrics([])
+    summary = _summarize(cfg, data, model, kept)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _summarize(
+    cfg: TrainConfig, data: Data, model: nn.Module, kept: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    bs = cfg.data.eval_batch_size
+    acc: dict[str, float] = {}
+    model.load_state_dict(kept["float"]["model"])
+    L.set_mode(model, "float")
+    acc["float"] = evaluate(model, data.test, bs)
+    model.load_state_dict(kept["qat"]["model"])
+    L.set_mode(model, "quant")
+    acc["quant"] = evaluate(model, data.test, bs)
+    model.load_state_dict(kept["agn"]["model"])
+    L.set_mode(model, "agn")
+    acc["agn"] = evaluate_noisy(model, data.test, bs, cfg.seed)
+    L.set_mode(model, "quant")
+    acc["quant_after_agn"] = evaluate(model, data.test, bs)
+    return {
+        "seed": cfg.seed,
+        "split_seed": cfg.data.split_seed,
+        "accuracy": acc,
+        "val_accuracy": {s: kept[s]["val_acc"] for s in STAGES},
+        "layers": [
+            {
+                "name": name,
+                "ops": layer.ops,
+                "fan_in": layer.fan_in,
+                "sigma": abs(float(layer.sigma)),
+                "signed": layer.signed,
+            }
+            for name, layer in L.approx_layers(model)
+        ],
+    }
+
+
+# -- loading a finished run ------------------------------------------------------------
+@dataclass
+class Run:
+    """A finished training run: its config, summary, trained model (quant mode) and data."""
+
+    path: Path
+    config: TrainConfig
+    summary: dict[str, Any]
+    model: nn.Module
+    data: Data
+
+    def evaluate(self, model: nn.Module | None = None, split: str = "test") -> float:
+        """Top-1 accuracy of `model` (default: this run's) in its current modes."""
+        return evaluate(
+            self.model if model is None else model,
+            self.data.split(split),
+            self.config.data.eval_batch_size,
+        )
+
+    def fresh_model(self) -> nn.Module:
+        """An independent copy of the trained model (quant mode), for retraining."""
+        return copy.deepcopy(self.model)
+
+
+def load_run(run_dir: str | Path, data_dir: str | None = None) -> Run:
+    """Load a finished run: the AGN-stage model (weights, observers, sigmas) in quant mode.
+
+    `data_dir` overrides the recorded data directory (the data moved).
+    """
+    run_dir = Path(run_dir)
+    for need in ("config.yaml", "summary.json", "checkpoints/agn.pt"):
+        if not (run_dir / need).is_file():
+            raise RunError(
+                f"{run_dir / need}: not found (is {run_dir} a finished hwflow train run?)"
+            )
+    try:
+        cfg = load_dataclass(TrainConfig, read_yaml(run_dir / "config.yaml"))
+    except ConfigError as exc:
+        raise RunError(f"{run_dir / 'config.yaml'}: {exc}") from None
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    data = build_data(cfg)
+    model = build_approx_model(cfg, data)
+    state = torch.load(run_dir / "checkpoints" / "agn.pt", weights_only=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run_dir}/checkpoints/agn.pt does not match the config: {exc}") from None
+    L.set_mode(model, "quant")
+    model.eval()
+    return Run(run_dir, cfg, read_json(run_dir / "summary.json"), model, data)
+
+
+def evaluate_run(
+    run_dir: str | Path, mode: str = "quant", split: str = "test", data_dir: str | None = None
+) -> dict[str, Any]:
+    """Accuracy of a finished run on `split`.
+
+    `quant`: the run's final model (`load_run`, the AGN-stage weights, = summary's
+    `quant_after_agn`); `agn`: the same with its learned noise drawn (seeded); `float`:
+    the float-stage checkpoint.
+    """
+    run = load_run(run_dir, data_dir)
+    model, checkpoint = run.model, "checkpoints/agn.pt"
+    if mode == "float":
+        checkpoint = "checkpoints/float.pt"
+        state = torch.load(run.path / checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        L.set_mode(model, "float")
+    elif mode == "agn":
+        L.set_mode(model, "agn")
+    elif mode != "quant":
+        raise RunError(f"evaluate: unknown mode {mode!r} (float, quant, agn)")
+    bs = run.config.data.eval_batch_size
+    if mode == "agn":
+        acc = evaluate_noisy(model, run.data.split(split), bs, run.config.seed)
+    else:
+        acc = evaluate(model, run.data.split(split), bs)
+    return {
+        "run": str(run_dir),
+        "mode": mode,
+        "split": split,
+        "checkpoint": checkpoint,
+        "accuracy": acc,
+    }

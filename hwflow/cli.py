@@ -42,6 +42,61 @@ def echo_json(obj: object) -> None:
 
 # ---- train / evaluate (issue 4) -------------------------------------------------------
 
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="YAML config.")
+@click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (not digits).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def train(config_path, out, resume, seed, data_dir, quiet) -> None:
+    """Train float -> QAT -> AGN sigma search; writes RUN/summary.json."""
+    from dataclasses import replace
+
+    from hwflow.nn.train import load_train_config
+    from hwflow.nn.train import train as run_training
+
+    cfg = load_train_config(config_path)
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    summary = run_training(cfg, out, resume=resume, quiet=quiet, log=log)
+    if not quiet:
+        acc = summary["accuracy"]
+        click.echo(
+            f"{out}: test accuracy float {acc['float']:.4f} quant {acc['quant']:.4f} "
+            f"agn {acc['agn']:.4f}"
+        )
+        for layer in summary["layers"]:
+            kind = "signed" if layer["signed"] else "unsigned"
+            click.echo(
+                f"  {layer['name']:<24} ops {layer['ops']:>10} fan_in {layer['fan_in']:>5} "
+                f"sigma {layer['sigma']:.4f} {kind}"
+            )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--mode", type=click.Choice(["float", "quant", "agn"]), default="quant", show_default=True
+)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
+@click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder override.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(run_dir, mode, split, data_dir, as_json) -> None:
+    """Accuracy of a trained run (agn: with its learned noise drawn at evaluation)."""
+    from hwflow.nn.train import evaluate_run
+
+    result = evaluate_run(run_dir, mode=mode, split=split, data_dir=data_dir)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"{run_dir}: {mode} {split} accuracy {result['accuracy']:.4f}")
+
+
 # ---- assign / retrain / sweep (issue 5) -----------------------------------------------
 
 # ---- export / verify (issue 6) --------------------------------------------------------

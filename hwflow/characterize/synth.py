@@ -1,0 +1,192 @@
+"""Gate-level synthesis with yosys: gate counts, area estimate, logic depth, gate netlist.
+
+`synth -flatten` then `abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX` maps every
+design to the same small gate set, so counts compare across designs. Area is the CMOS
+transistor count of that gate set (the weights of yosys' `stat -tech cmos`, repeated in
+`TRANSISTORS` so the estimate is documented and checkable). Depth is the longest path in
+gates from an operand bit to a product bit. The yosys JSON of the mapped netlist is kept
+(`load_gates` reads it back for the switching-energy estimate in `energy.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwflow.characterize.netlist import Netlist, run_yosys
+from hwflow.errors import NetlistError
+
+GATE_SET = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
+
+# Static-CMOS transistor counts per gate (yosys kernel/cost.h, `stat -tech cmos`).
+TRANSISTORS: dict[str, int] = {
+    "BUF": 4, "NOT": 2, "AND": 6, "NAND": 4, "OR": 6, "NOR": 4,
+    "ANDNOT": 6, "ORNOT": 6, "XOR": 12, "XNOR": 12, "MUX": 12,
+}  # fmt: skip
+# Input pins of each gate type, in yosys' port names (MUX: Y = S ? B : A).
+GATE_INPUTS: dict[str, tuple[str, ...]] = {
+    "BUF": ("A",), "NOT": ("A",), "MUX": ("A", "B", "S"),
+    **{g: ("A", "B") for g in ("AND", "NAND", "OR", "NOR", "ANDNOT", "ORNOT", "XOR", "XNOR")},
+}  # fmt: skip
+_SEQUENTIAL_MARKS = ("DFF", "DLATCH", "SR_", "FF", "$mem", "$dff", "$dlatch", "$sr")
+CONST0, CONST1 = -1, -2  # net ids of the constant drivers in `Gates`
+
+
+@dataclass(frozen=True)
+class Gates:
+    """A combinational gate netlist in topological order (net ids are yosys bit numbers).
+
+    `gates[i] = (type, input nets, output net)`; constants are the nets CONST0/CONST1
+    (an 'x' constant reads as 0). `a`, `b`, `o` are the operand and product bits, LSB first.
+    """
+
+    top: str
+    a: tuple[int, ...]
+    b: tuple[int, ...]
+    o: tuple[int, ...]
+    gates: tuple[tuple[str, tuple[int, ...], int], ...]
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(g[0] for g in self.gates).items()))
+
+    def depth(self) -> int:
+        """Longest path in gates from an input (or constant) to an output bit."""
+        level: dict[int, int] = {}
+        for _, ins, out in self.gates:
+            level[out] = 1 + max((level.get(n, 0) for n in ins), default=0)
+        return max((level.get(n, 0) for n in self.o), default=0)
+
+    def area(self) -> int:
+        """Estimated area: CMOS transistor count (TRANSISTORS weights)."""
+        return sum(TRANSISTORS[t] * n for t, n in self.counts().items())
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    gates: Gates
+    yosys_json: dict[str, Any]  # the mapped netlist, with an added "hwflow" key (top, ports)
+    yosys_stat: dict[str, Any]
+
+    def cost(self) -> dict[str, Any]:
+        """The synthesis part of a library entry's `cost` (energy is added by the caller)."""
+        return {
+            "cells": len(self.gates.gates),
+            "gates": self.gates.counts(),
+            "area": float(self.gates.area()),
+            "depth": self.gates.depth(),
+        }
+
+
+def synthesize(netlist: Netlist) -> SynthResult:
+    """Map a multiplier netlist to GATE_SET with yosys; reject sequential designs."""
+    with tempfile.TemporaryDirectory(prefix="hwflow-synth-") as tmp:
+        work = Path(tmp)
+        shutil.copyfile(netlist.path, work / "in.v")
+        top = netlist.top
+        run_yosys(
+            [
+                "read_verilog -sv in.v",
+                f"hierarchy -check -top {_yosys_name(top)}",
+                f"synth -flatten -top {_yosys_name(top)}",
+                f"abc -g {GATE_SET}",
+                "opt_clean -purge",
+                "delete t:$scopeinfo",
+                "tee -q -o stat.json stat -json -tech cmos",
+                "write_json gates.json",
+            ],
+            work,
+            str(netlist.path),
+        )
+        design = json.loads((work / "gates.json").read_text())
+        stat = json.loads((work / "stat.json").read_text())
+    design["hwflow"] = {"top": top, "ports": list(netlist.ports)}
+    return SynthResult(parse_gates(design, str(netlist.path)), design, stat)
+
+
+def parse_gates(design: dict[str, Any], where: str = "gate netlist") -> Gates:
+    """Read a yosys JSON netlist (with the "hwflow" key written by `synthesize`)."""
+    try:
+        top = design["hwflow"]["top"]
+        pa, pb, po = design["hwflow"]["ports"]
+        module = design["modules"][top]
+    except (KeyError, ValueError, TypeError):
+        raise NetlistError(f"{where}: not a gate netlist written by hwflow") from None
+    cells = module.get("cells", {})
+    seq = sorted({c["type"] for c in cells.values() if _is_sequential(c["type"])})
+    if seq:
+        raise NetlistError(
+            f"{where}: {top} is a sequential design (yosys finds {', '.join(seq)}); "
+            "hwflow characterizes combinational 8x8 multipliers only"
+        )
+    raw: list[tuple[str, tuple[int, ...], int]] = []
+    for name, cell in cells.items():
+        kind = cell["type"].strip("$_")
+        if kind not in GATE_INPUTS:
+            raise NetlistError(f"{where}: unexpected cell {cell['type']} ({name}) after mapping")
+        conn = cell["connections"]
+        ins = tuple(_net(conn[p][0]) for p in GATE_INPUTS[kind])
+        raw.append((kind, ins, _net(conn["Y"][0])))
+    ports = module["ports"]
+
+    def bits(p: str) -> tuple[int, ...]:
+        return tuple(_net(x) for x in ports[p]["bits"])
+
+    return Gates(top, bits(pa), bits(pb), bits(po), _topological(raw, where, top))
+
+
+def load_gates(path: str | os.PathLike[str]) -> Gates:
+    """Read a stored gate netlist (`gates/<name>.json` of a library)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetlistError(f"{path}: gate netlist not found")
+    return parse_gates(json.loads(path.read_text()), str(path))
+
+
+def _net(bit: int | str) -> int:
+    if isinstance(bit, int):
+        return bit
+    return CONST1 if bit == "1" else CONST0  # "0", "x", "z"
+
+
+def _is_sequential(cell_type: str) -> bool:
+    return any(mark in cell_type for mark in _SEQUENTIAL_MARKS)
+
+
+def _topological(
+    raw: list[tuple[str, tuple[int, ...], int]], where: str, top: str
+) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+    driver = {out: i for i, (_, _, out) in enumerate(raw)}
+    state = [0] * len(raw)  # 0 new, 1 on stack, 2 done
+    order: list[int] = []
+    for root in range(len(raw)):
+        if state[root]:
+            continue
+        stack = [(root, 0)]
+        state[root] = 1
+        while stack:
+            i, k = stack.pop()
+            ins = raw[i][1]
+            if k < len(ins):
+                stack.append((i, k + 1))
+                j = driver.get(ins[k])
+                if j is None or state[j] == 2:
+                    continue
+                if state[j] == 1:
+                    raise NetlistError(f"{where}: {top} has a combinational loop")
+                state[j] = 1
+                stack.append((j, 0))
+            else:
+                state[i] = 2
+                order.append(i)
+    return tuple(raw[i] for i in order)
+
+
+def _yosys_name(name: str) -> str:
+    """Module names with characters outside [A-Za-z0-9_$] need yosys' backslash escape."""
+    return name if all(ch.isalnum() or ch in "_$" for ch in name) else "\\" + name

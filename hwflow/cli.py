@@ -40,6 +40,136 @@ def echo_json(obj: object) -> None:
 
 # ---- characterize / library (issue 3) -------------------------------------------------
 
+_LIB_OPTION = click.option(
+    "--library", "library", default="hwflow-lib", show_default=True, type=click.Path(),
+    help="Multiplier library directory.",
+)  # fmt: skip
+
+
+def _entry_json(lib, entry) -> dict:
+    return {
+        "name": entry.name,
+        "signed": entry.signed,
+        "metrics": entry.metrics,
+        "cost": entry.cost,
+        "table": str(lib.table_path(entry.name)),
+    }
+
+
+def _entry_line(entry, note: str = "") -> str:
+    m, c = entry.metrics, entry.cost
+    rel = c.get("energy_rel")
+    rel_text = f"{rel:6.3f}" if rel is not None else "   n/a"
+    kind = "s" if entry.signed else "u"
+    return (
+        f"{entry.name:<28} {kind} mae {m['mae']:10.3f} wce {m['wce']:8.0f} "
+        f"ep {m['ep_pct']:6.2f}% cells {c['cells']:4d} area {c['area']:6.0f} "
+        f"depth {c['depth']:3d} energy_rel {rel_text}{note}"
+    )
+
+
+@cli.command()
+@click.argument("netlists", nargs=-1, type=click.Path())
+@click.option("--builtin", is_flag=True, help="Characterize the built-in generator library.")
+@click.option("--top", default=None, help="Top module (files with several modules).")
+@click.option("--ports", default=None, help="Port names A,B,O (default: auto-detect).")
+@click.option(
+    "--signed/--unsigned", "signed", default=None,
+    help="Operand signedness (default: whichever reads closer to the exact product).",
+)  # fmt: skip
+@_LIB_OPTION
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel workers.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of entries.")
+@click.option("--costs", type=click.Path(), default=None, help="CSV: name,power,area,delay.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, costs, quiet):
+    """Exhaustively simulate 8x8 multipliers; store tables, metrics, gates, energy."""
+    from tqdm import tqdm
+
+    from hwflow.characterize.pipeline import characterize_builtin, characterize_netlists
+    from hwflow.errors import HwflowError
+    from hwflow.multipliers.library import Library
+
+    if builtin == bool(netlists):
+        raise HwflowError("give netlist files or --builtin (not both, not neither)")
+    if builtin and (top or ports or signed is not None or costs):
+        raise HwflowError("--top, --ports, --signed/--unsigned and --costs apply to netlists")
+    port_names = None
+    if ports is not None:
+        port_names = [p.strip() for p in ports.split(",")]
+        if len(port_names) != 3 or not all(port_names):
+            raise HwflowError(f"--ports needs three names A,B,O; got {ports!r}")
+    if jobs < 1:
+        raise HwflowError(f"--jobs must be at least 1, got {jobs}")
+    bar = tqdm(desc="characterize", unit="design", disable=quiet or as_json, leave=False)
+    try:
+        if builtin:
+            outcomes = characterize_builtin(library, jobs=jobs, progress=bar.update)
+        else:
+            outcomes = characterize_netlists(
+                netlists, library, top=top, ports=port_names, signed=signed, jobs=jobs,
+                costs=costs, progress=bar.update,
+            )  # fmt: skip
+    finally:
+        bar.close()
+    lib = Library.open(library)
+    if as_json:
+        echo_json([_entry_json(lib, o.entry) for o in outcomes])
+    elif not quiet:
+        for o in outcomes:
+            click.echo(_entry_line(o.entry, "  (cached)" if o.cached else ""))
+        click.echo(f"{len(outcomes)} multipliers in {library}")
+
+
+@cli.group()
+def library() -> None:
+    """Inspect the multiplier library."""
+
+
+@library.command("list")
+@_LIB_OPTION
+@click.option("--sort", "sort_key", default="energy", show_default=True,
+              help="energy, area, cells, depth, name, or a metric (mae, wce, ...).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def library_list(library, sort_key, as_json) -> None:
+    """One line per multiplier, sorted."""
+    from hwflow.multipliers.library import Library, sort_entries
+
+    lib = Library.open(library)
+    entries = sort_entries(lib.entries, sort_key)
+    if as_json:
+        echo_json([_entry_json(lib, e) for e in entries])
+    else:
+        for e in entries:
+            click.echo(_entry_line(e))
+
+
+@library.command("show")
+@click.argument("name")
+@_LIB_OPTION
+@click.option("--heatmap", type=click.Path(), default=None, help="Write an error heatmap PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def library_show(name, library, heatmap, as_json) -> None:
+    """Metrics, cost and source of one multiplier; optionally its error heatmap."""
+    from hwflow.multipliers.library import Library, save_error_heatmap
+
+    lib = Library.open(library)
+    entry = lib.get(name)
+    if heatmap:
+        save_error_heatmap(lib, name, heatmap)
+    if as_json:
+        echo_json({**entry.to_dict(), "table": str(lib.table_path(name))})
+        return
+    click.echo(f"{entry.name} ({'signed' if entry.signed else 'unsigned'})")
+    click.echo("source: " + ", ".join(f"{k}={v}" for k, v in entry.source.items()))
+    click.echo("metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in entry.metrics.items()))
+    for key, value in entry.cost.items():
+        click.echo(f"cost.{key}: {value}")
+    click.echo(f"table: {lib.table_path(name)}")
+    if heatmap:
+        click.echo(f"heatmap: {heatmap}")
+
+
 # ---- train / evaluate (issue 4) -------------------------------------------------------
 
 

@@ -248,3 +248,44 @@ def _is_exact(e: LibraryEntry) -> bool:
 
 def _order(e: LibraryEntry) -> tuple[bool, bool, str]:
     return (e.signed, not _is_exact(e), e.name)
+
+
+def save_error_heatmap(lib: Library, name: str, path: str | os.PathLike[str]) -> None:
+    """PNG of the error table E = table - exact, axes in operand values (first operand a
+    down, second operand b across), diverging colours centred on zero, with a colorbar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwflow.io import atomic_path
+    from hwflow.multipliers.table import error_table, operand_values
+
+    entry = lib.get(name)
+    values = operand_values(entry.signed)
+    order = np.argsort(values, kind="stable")  # signed: -128..127 instead of code order
+    err = error_table(lib.table(name), entry.signed)[np.ix_(order, order)]
+    lim = max(1, int(np.abs(err).max()))
+    lo, hi = int(values[order[0]]), int(values[order[-1]])
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=100)
+    im = ax.imshow(
+        err,
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+        origin="lower",
+        extent=(lo - 0.5, hi + 0.5, lo - 0.5, hi + 0.5),
+        interpolation="nearest",
+    )
+    ax.set_xlabel("b (second operand, weight)")
+    ax.set_ylabel("a (first operand, activation)")
+    kind = "signed" if entry.signed else "unsigned"
+    ax.set_title(
+        f"{name} ({kind}): error approx - exact\n"
+        f"MAE {entry.metrics['mae']:.3g}, WCE {entry.metrics['wce']:.0f}"
+    )
+    fig.colorbar(im, ax=ax, label="error (approx - exact)")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

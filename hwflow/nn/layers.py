@@ -187,7 +187,7 @@ class _ApproxMixin:
             rows, meta = self._operand_rows(xc)  # (G, M, K) centered
             wg = self._grouped_weight(wq)  # (G, K, Ng)
             accs = [
-                kernels.approx_matmul(rows[g] + zp, wg[g], self.table, not signed)
+                kernels.approx_matmul((rows[g] + zp).contiguous(), wg[g], self.table, not signed)
                 for g in range(rows.shape[0])
             ]
             acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
@@ -213,7 +213,7 @@ class _ApproxMixin:
     @torch.no_grad()
     def _make_trace(self, xc, zp, wq, sx, sw, signed, y) -> LayerTrace:
         rows, _ = self._operand_rows(xc.detach())
-        x_int = rows.round().to(torch.int64) + zp
+        x_int = (rows.round().to(torch.int64) + zp).contiguous()
         w_int = self._grouped_weight(wq.detach()).round().to(torch.int64)
         acc_exact = torch.matmul(x_int, w_int)
         table = exact_table(signed) if self.table is None else self.table

@@ -431,6 +431,7 @@ _BUILTIN: list[tuple[str, bool, dict[str, int | bool]]] = [
     ("mitchell", _U, {"w": 5}),
     ("mitchell", _U, {"w": 7}),
     ("exact", _S, {}),
+    ("orcol", _S, {"m": 3}),
     ("orcol", _S, {"m": 5}),
     ("orcol", _S, {"m": 7}),
     ("trunc", _S, {"k": 6, "comp": True}),

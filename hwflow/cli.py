@@ -101,7 +101,8 @@ def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, 
             raise HwflowError(f"--ports needs three names A,B,O; got {ports!r}")
     if jobs < 1:
         raise HwflowError(f"--jobs must be at least 1, got {jobs}")
-    bar = tqdm(desc="characterize", unit="design", disable=quiet or as_json, leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs, CI, tests)
+    bar = tqdm(desc="characterize", unit="design", disable=True if quiet or as_json else None)
     try:
         if builtin:
             outcomes = characterize_builtin(library, jobs=jobs, progress=bar.update)

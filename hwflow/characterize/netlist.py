@@ -24,6 +24,10 @@ from hwflow.io import sha256_file
 
 PORT_STYLES: tuple[tuple[str, str, str], ...] = (("a", "b", "o"), ("A", "B", "O"), ("A", "B", "Z"))
 PORT_WIDTHS = (8, 8, 16)
+SEQUENTIAL_CELLS = {
+    "$dff", "$adff", "$sdff", "$dffe", "$adffe", "$sdffe", "$sdffce", "$dffsr", "$dffsre",
+    "$aldff", "$aldffe", "$dlatch", "$adlatch", "$dlatchsr", "$sr", "$mem", "$mem_v2",
+}  # fmt: skip
 CLOCK_NAMES = {"clk", "clock", "clk_i", "rst", "reset", "rst_n", "resetn", "en", "ce"}
 
 
@@ -84,7 +88,8 @@ def read_modules(path: Path) -> dict[str, dict]:
     with tempfile.TemporaryDirectory(prefix="hwflow-yosys-") as tmp:
         work = Path(tmp)
         shutil.copyfile(path, work / "in.v")
-        run_yosys(["read_verilog -sv in.v", "write_json modules.json"], work, str(path))
+        script = ["read_verilog -sv in.v", "proc", "write_json modules.json"]
+        run_yosys(script, work, str(path))
         modules = json.loads((work / "modules.json").read_text())["modules"]
     return modules
 
@@ -190,5 +195,14 @@ def inspect_netlist(
             "does not define; put every cell in the same file"
         )
     top = find_top(modules, path, top)
+    state = sorted(
+        {c["type"] for m in modules.values() for c in m.get("cells", {}).values()}
+        & SEQUENTIAL_CELLS
+    )
+    if state:
+        raise NetlistError(
+            f"{path}: a sequential design (yosys finds {', '.join(state)}); "
+            "hwflow characterizes combinational 8x8 multipliers only"
+        )
     chosen = detect_ports(modules[top], path, top, ports)
     return Netlist(path, top, chosen, frozenset(modules), sha256_file(path))

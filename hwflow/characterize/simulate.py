@@ -10,6 +10,7 @@ launch), as long as their module names do not collide.
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ import numpy as np
 from hwflow.errors import SimulationError
 from hwflow.simulator import run_cocotb
 
-TESTBENCH = Path(__file__).resolve().parents[2] / "sim" / "multiplier_tb.py"
+_ROOT = Path(__file__).resolve().parents[2]
+TESTBENCH = _ROOT / "sim" / "multiplier_tb.py"
+PLAIN_TESTBENCH = _ROOT / "rtl_templates" / "mul_exhaustive_tb.v"
 WRAPPER_TOP = "hwflow_mul_bench"
 DEFAULT_COPIES_LOG2 = 5
 MAX_BATCH = 8
@@ -127,3 +130,21 @@ def simulate_batch(
     # [a_hi, b, design, copy] -> [design, a_hi, copy, b] = [design, a, b] with a = a_hi*C+copy
     lanes = raw.reshape(256 // copies, 256, len(designs), copies).transpose(2, 0, 3, 1)
     return [np.ascontiguousarray(lanes[i]).reshape(256, 256) for i in range(len(designs))]
+
+
+def plain_testbench_table(design: SimDesign, workdir: str | Path) -> np.ndarray:
+    """Raw uint16[256, 256] outputs from the plain-Verilog testbench (iverilog + vvp,
+    `$fwrite`, no cocotb): the independent reference for tests and the speed bench."""
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    pa, pb, po = design.ports
+    defines = [f"-DMUL_TOP={design.top}", f"-DPORT_A={pa}", f"-DPORT_B={pb}", f"-DPORT_O={po}"]
+    compile_cmd = ["iverilog", "-g2012", "-o", "tb.vvp", *defines, str(PLAIN_TESTBENCH)]
+    for cmd in ([*compile_cmd, str(Path(design.source).absolute())], ["vvp", "-n", "tb.vvp"]):
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SimulationError(f"{cmd[0]} failed: {(proc.stderr or proc.stdout).strip()}")
+    text = (work / "products.txt").read_text().split()
+    if len(text) != 65536:
+        raise SimulationError(f"plain testbench wrote {len(text)} products, expected 65536")
+    return np.array([int(t, 16) for t in text], dtype=np.uint16).reshape(256, 256)

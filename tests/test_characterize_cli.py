@@ -1,0 +1,190 @@
+"""`hwflow characterize` / `hwflow library` end to end through the CLI (click's CliRunner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwflow.characterize.simulate import SimDesign, plain_testbench_table
+from hwflow.cli import cli
+from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+from hwflow.multipliers.table import compute_metrics, exact_table, output_to_int
+
+NL = Path(__file__).parent / "fixtures" / "netlists"
+
+
+def evo_reference_model() -> np.ndarray:
+    """Independent numpy model of tests/fixtures/netlists/evo_style_u.v (see its comment)."""
+    a = np.arange(256)[:, None]
+    b = np.arange(256)[None, :]
+    rows = [(a * ((b >> j) & 1)) << j for j in range(8)]
+    hi = sum(r & ~0xF for r in rows[:4]) + sum(rows[4:])
+    col = [0] * 4
+    for j in range(4):
+        for c in range(j, 4):  # row j contributes bit (c - j) of a to column c
+            col[c] = col[c] | ((a >> (c - j)) & ((b >> j) & 1))
+    low = sum(col[c] << c for c in range(4))
+    return ((hi & 0xFFF0) | low).astype(np.int32)
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    if not path.exists():
+        return {}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def evo_lib(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("lib") / "hwflow-lib"
+    result = invoke("characterize", str(NL / "evo_style_u.v"), "--library", str(lib), "--json")
+    assert result.exit_code == 0, result.output
+    return lib, json.loads(result.output)
+
+
+def test_evoapprox_netlist_table_equals_plain_verilog_testbench(evo_lib, tmp_path):
+    lib_dir, listing = evo_lib
+    assert [e["name"] for e in listing] == ["evo_style_u"]
+    entry = listing[0]
+    assert entry["signed"] is False  # auto-detected: unsigned reads closer to a * b
+    table = np.load(entry["table"])
+    design = SimDesign("evo", NL / "evo_style_u.v", "mul8u_evo_hw", ("A", "B", "O"))
+    plain = output_to_int(plain_testbench_table(design, tmp_path), signed=False)
+    assert np.array_equal(table, plain)
+    assert np.array_equal(table, evo_reference_model())
+    assert entry["metrics"] == compute_metrics(plain, signed=False)
+    assert entry["metrics"]["mae"] > 0  # really approximate
+    lib = Library.open(lib_dir)
+    assert lib.exact_name(False) == "u_exact"  # the reference was added first
+    assert np.array_equal(lib.table("u_exact"), exact_table(False))
+    assert lib.get("u_exact").cost["energy_rel"] == 1.0
+    assert 0.5 < entry["cost"]["energy_rel"] < 1.0
+    assert lib.gate_netlist_path("evo_style_u").is_file()
+    assert lib.netlist_path("evo_style_u").read_bytes() == (NL / "evo_style_u.v").read_bytes()
+    src = lib.get("evo_style_u").source
+    assert (src["kind"], src["top"], src["ports"]) == ("netlist", "mul8u_evo_hw", ["A", "B", "O"])
+
+
+def test_unchanged_netlist_is_a_cache_hit(evo_lib, monkeypatch):
+    lib_dir, _ = evo_lib
+    import hwflow.characterize.pipeline as pipeline
+
+    def no_work(*_a, **_k):
+        raise AssertionError("cache hit expected: nothing may be resimulated")
+
+    monkeypatch.setattr(pipeline, "_run_group", no_work)
+    before = snapshot(lib_dir)
+    result = invoke("characterize", str(NL / "evo_style_u.v"), "--library", str(lib_dir))
+    assert result.exit_code == 0, result.output
+    assert "(cached)" in result.output
+    assert snapshot(lib_dir)["tables/evo_style_u.npy"] == before["tables/evo_style_u.npy"]
+
+
+def test_library_list_show_and_heatmap(evo_lib, tmp_path):
+    lib_dir, _ = evo_lib
+    out = invoke("library", "list", "--library", str(lib_dir), "--sort", "mae", "--json")
+    assert out.exit_code == 0
+    assert [e["name"] for e in json.loads(out.output)] == ["u_exact", "evo_style_u"]
+    out = invoke("library", "list", "--library", str(lib_dir), "--sort", "energy")
+    assert out.output.splitlines()[0].startswith("evo_style_u")
+    png = tmp_path / "heat.png"
+    out = invoke("library", "show", "evo_style_u", "--library", str(lib_dir), "--heatmap", str(png))
+    assert out.exit_code == 0
+    assert "mae=3.34375" in out.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    bad = invoke("library", "list", "--library", str(lib_dir), "--sort", "colour")
+    assert bad.exit_code == 2 and "unknown sort key 'colour'" in bad.output
+    bad = invoke("library", "show", "nosuch", "--library", str(lib_dir))
+    assert bad.exit_code == 2 and "no multiplier named 'nosuch'" in bad.output
+    bad = invoke("library", "list", "--library", str(tmp_path / "none"))
+    assert bad.exit_code == 2 and "no multiplier library here" in bad.output
+
+
+@pytest.fixture
+def small_lib(tmp_path):
+    """A library with one entry, made without simulation (for bad-input tests)."""
+    lib = Library.load(tmp_path / "lib")
+    source = {"kind": "generator", "family": "exact"}
+    cost = {"cells": 1, "gates": {}, "area": 1.0, "depth": 1, "energy": 2.0}
+    metrics = compute_metrics(exact_table(False), False)
+    entry = LibraryEntry("u_exact", False, source, metrics, cost)
+    lib.commit([NewEntry(entry, exact_table(False), "// stub\n", "{}")])
+    return tmp_path / "lib"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["syntax_error.v"], r"syntax_error\.v:2: syntax error"),
+        (["missing.v"], r"missing\.v: file not found"),
+        (["two_tops.v"], r"several top-level modules .* --top"),
+        (["two_tops.v", "--top", "nosuch"], r"no module named 'nosuch'"),
+        (["odd_ports.v"], r"cannot tell the multiplier ports .* --ports"),
+        (["odd_ports.v", "--ports", "x,y,q"], r"has no port 'q'"),
+        (["narrow.v"], r"port a of mul_narrow is input \[4\], expected input \[8\]"),
+        (["clocked.v"], r"clocked\.v: a sequential design"),
+        (["latch.v"], r"latch\.v: a sequential design"),
+        (["xz_out.v"], r"xz_out\.v: output o of mul_xz is X or Z for a=0, b=77"),
+        (["exact_u.v", "syntax_error.v"], r"syntax_error\.v:2"),  # all-or-nothing
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_leaves_library_unchanged(small_lib, args, message):
+    import re
+
+    files = [str(NL / a) if a.endswith(".v") else a for a in args]
+    before = snapshot(small_lib)
+    result = CliRunner().invoke(cli, ["characterize", *files, "--library", str(small_lib)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert re.search(message, lines[0]), lines[0]
+    assert snapshot(small_lib) == before
+
+
+def test_failure_does_not_create_a_library(tmp_path):
+    lib = tmp_path / "new-lib"
+    result = CliRunner().invoke(cli, ["characterize", str(NL / "xz_out.v"), "--library", str(lib)])
+    assert result.exit_code == 2
+    assert not lib.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give netlist files or --builtin"),
+        (["--builtin", "x.v"], "give netlist files or --builtin"),
+        (["--builtin", "--top", "t"], "apply to netlists"),
+        (["x.v", "--ports", "A,B"], "--ports needs three names"),
+        (["x.v", "--jobs", "0"], "--jobs must be at least 1"),
+    ],
+)
+def test_bad_options(args, message, tmp_path):
+    result = CliRunner().invoke(cli, ["characterize", *args, "--library", str(tmp_path / "l")])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_costs_csv_attaches_published_figures(evo_lib, tmp_path):
+    lib_dir, _ = evo_lib
+    csv_file = tmp_path / "costs.csv"
+    csv_file.write_text("name,power,area,delay\nevo_style_u,0.31,600.5,1.2\n")
+    args = ["characterize", str(NL / "evo_style_u.v"), "--library", str(lib_dir)]
+    result = invoke(*args, "--costs", str(csv_file), "--json")
+    assert result.exit_code == 0, result.output
+    published = json.loads(result.output)[0]["cost"]["published"]
+    assert published == {"power": 0.31, "area": 600.5, "delay": 1.2}
+    assert Library.open(lib_dir).get("evo_style_u").cost["published"] == published
+    csv_file.write_text("name,power,area\nevo_style_u,0.31,600.5\n")
+    bad = CliRunner().invoke(cli, [*args, "--costs", str(csv_file)])
+    assert bad.exit_code == 2 and "costs.csv:1: costs CSV lacks column(s) delay" in bad.output
+    csv_file.write_text("name,power,area,delay\nevo_style_u,lots,600.5,1\n")
+    bad = CliRunner().invoke(cli, [*args, "--costs", str(csv_file)])
+    assert bad.exit_code == 2 and "costs.csv:2:" in bad.output

@@ -1,0 +1,156 @@
+"""Synthesis costs (gate counts, area, depth) and the switching-energy estimate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwflow.characterize.energy import (
+    OUTPUT_LOAD,
+    PIN_CAP,
+    SELF_CAP,
+    energy_under_histograms,
+    output_codes,
+    switching_energy,
+    uniform_energy,
+)
+from hwflow.characterize.netlist import inspect_netlist
+from hwflow.characterize.synth import CONST0, Gates, load_gates, synthesize
+from hwflow.multipliers.table import exact_table, output_to_int
+
+NL = Path(__file__).parent / "fixtures" / "netlists"
+ALL_A = np.repeat(np.arange(256), 256)
+ALL_B = np.tile(np.arange(256), 256)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return {
+        n: synthesize(inspect_netlist(NL / f"{n}.v")) for n in ("exact_u", "exact_s", "trunc_u")
+    }
+
+
+def test_gate_counts_area_and_depth_match_yosys(synth):
+    for result in synth.values():
+        stat = result.yosys_stat["design"]
+        cost = result.cost()
+        assert cost["cells"] == stat["num_cells"] == sum(cost["gates"].values())
+        assert cost["area"] == int(stat["estimated_num_transistors"])
+        assert 0 < cost["depth"] < cost["cells"]
+    assert synth["exact_u"].cost()["area"] == 2426  # TOOLCHAIN.md: measured exact unsigned
+
+
+def test_gate_netlist_computes_the_product(synth, tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(synth["exact_s"].yosys_json))
+    gates = load_gates(path)  # round trip through the stored form
+    signed = output_to_int(output_codes(gates, ALL_A, ALL_B), signed=True).reshape(256, 256)
+    assert np.array_equal(signed, exact_table(True))
+    unsigned = output_codes(synth["exact_u"].gates, ALL_A, ALL_B).reshape(256, 256)
+    assert np.array_equal(unsigned, exact_table(False))
+
+
+def test_depth_and_evaluation_of_a_hand_built_netlist():
+    a, b = tuple(range(2, 10)), tuple(range(10, 18))
+    # o0 = (a0 & b0) ^ a1 ; o1 = MUX(S=a2, A=b1, B=1); other outputs 0
+    gates = Gates(
+        "t",
+        a,
+        b,
+        (101, 102) + (CONST0,) * 14,
+        (("AND", (2, 10), 100), ("XOR", (100, 3), 101), ("MUX", (11, -2, 4), 102)),
+    )
+    assert gates.depth() == 2
+    assert gates.area() == 6 + 12 + 12
+    codes = output_codes(gates, ALL_A, ALL_B)
+    expect = (((ALL_A & 1) & (ALL_B & 1)) ^ ((ALL_A >> 1) & 1)) | (
+        np.where((ALL_A >> 2) & 1, 1, (ALL_B >> 1) & 1) << 1
+    )
+    assert np.array_equal(codes, expect)
+
+
+def _naive_energy(design: dict, a_codes: np.ndarray, b_codes: np.ndarray) -> float:
+    """Independent check: bool arrays per net, gates evaluated until all are known."""
+    top = design["hwflow"]["top"]
+    pa, pb, po = design["hwflow"]["ports"]
+    mod = design["modules"][top]
+    val: dict = {"0": np.zeros(a_codes.size, bool), "1": np.ones(a_codes.size, bool)}
+    val["x"] = val["0"]
+    for port, codes in ((pa, a_codes), (pb, b_codes)):
+        for i, bit in enumerate(mod["ports"][port]["bits"]):
+            val[bit] = ((codes >> i) & 1).astype(bool)
+    ops = {
+        "$_AND_": lambda c: c["A"] & c["B"], "$_NAND_": lambda c: ~(c["A"] & c["B"]),
+        "$_OR_": lambda c: c["A"] | c["B"], "$_NOR_": lambda c: ~(c["A"] | c["B"]),
+        "$_XOR_": lambda c: c["A"] ^ c["B"], "$_XNOR_": lambda c: ~(c["A"] ^ c["B"]),
+        "$_ANDNOT_": lambda c: c["A"] & ~c["B"], "$_ORNOT_": lambda c: c["A"] | ~c["B"],
+        "$_MUX_": lambda c: np.where(c["S"], c["B"], c["A"]), "$_NOT_": lambda c: ~c["A"],
+    }  # fmt: skip
+    cells = list(mod["cells"].values())
+    load: dict = {}
+    for cell in cells:
+        kind = cell["type"].strip("$_")
+        for port, bits in cell["connections"].items():
+            cap = SELF_CAP[kind] if port == "Y" else PIN_CAP[kind]
+            load[bits[0]] = load.get(bits[0], 0.0) + cap
+    for bit in mod["ports"][po]["bits"]:
+        load[bit] = load.get(bit, 0.0) + OUTPUT_LOAD
+    pending = cells
+    while pending:
+        later = []
+        for cell in pending:
+            conn = {p: b[0] for p, b in cell["connections"].items() if p != "Y"}
+            if all(b in val for b in conn.values()):
+                val[cell["connections"]["Y"][0]] = ops[cell["type"]](
+                    {p: val[b] for p, b in conn.items()}
+                )
+            else:
+                later.append(cell)
+        assert len(later) < len(pending)
+        pending = later
+    total = sum(
+        np.count_nonzero(val[n][1:] != val[n][:-1]) * c
+        for n, c in load.items()
+        if isinstance(n, int)
+    )
+    return total / (a_codes.size - 1)
+
+
+def test_energy_equals_an_independent_bool_array_evaluation(synth):
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 256, 4096), rng.integers(0, 256, 4096)
+    for result in synth.values():
+        fast = switching_energy(result.gates, a, b)
+        assert fast == pytest.approx(_naive_energy(result.yosys_json, a, b), rel=1e-12)
+
+
+def test_energy_ranks_truncation_below_exact_and_is_deterministic(synth):
+    exact = uniform_energy(synth["exact_u"].gates, n=1 << 14, seed=1)
+    trunc = uniform_energy(synth["trunc_u"].gates, n=1 << 14, seed=1)
+    assert trunc < 0.4 * exact
+    assert uniform_energy(synth["exact_u"].gates, n=1 << 14, seed=1) == exact
+    assert uniform_energy(synth["exact_u"].gates, n=1 << 14, seed=2) != exact
+
+
+def test_histogram_driven_energy_differs_from_uniform(synth):
+    gates = synth["exact_s"].gates
+    uniform = np.ones(256)
+    small = np.zeros(256)
+    small[:4] = 1  # first operand 0..3: its upper bits never toggle
+    e_uniform = energy_under_histograms(gates, uniform, uniform, 1 << 14, 0)
+    e_small = energy_under_histograms(gates, small, uniform, 1 << 14, 0)
+    assert e_small < 0.8 * e_uniform
+    assert e_uniform == uniform_energy(gates, n=1 << 14, seed=0)  # same stream, same figure
+
+
+def test_bad_histograms_and_streams_are_rejected(synth):
+    gates = synth["exact_u"].gates
+    with pytest.raises(ValueError, match="p_a must be 256"):
+        energy_under_histograms(gates, np.ones(10), np.ones(256), 256, 0)
+    with pytest.raises(ValueError, match="p_b must be 256"):
+        energy_under_histograms(gates, np.ones(256), -np.ones(256), 256, 0)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        switching_energy(gates, np.zeros(100), np.zeros(100))

@@ -221,7 +221,7 @@ class _Ctx:
 
 
 def _sigmas(model: nn.Module) -> dict[str, float]:
-    return {name: abs(float(layer.sigma)) for name, layer in L.approx_layers(model)}
+    return {name: abs(float(layer.sigma.detach())) for name, layer in L.approx_layers(model)}
 
 
 def _prepare_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
@@ -440,7 +440,7 @@ def _summarize(
                 "name": name,
                 "ops": layer.ops,
                 "fan_in": layer.fan_in,
-                "sigma": abs(float(layer.sigma)),
+                "sigma": abs(float(layer.sigma.detach())),
                 "signed": layer.signed,
             }
             for name, layer in L.approx_layers(model)

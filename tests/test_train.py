@@ -1,0 +1,205 @@
+"""`hwflow train` / `hwflow evaluate`: stages, run directory, resume, load_run, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from test_data import make_cifar, make_mnist  # tests/ is on sys.path under pytest
+
+import hwflow.nn as hn
+from hwflow.cli import cli
+from hwflow.errors import ConfigError, RunError
+from hwflow.nn.train import (
+    AGNConfig,
+    DataConfig,
+    QATConfig,
+    StageConfig,
+    TrainConfig,
+    load_run,
+    load_train_config,
+    train,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def tiny_config(seed: int = 0) -> TrainConfig:
+    return TrainConfig(
+        seed=seed,
+        data=DataConfig(max_samples=160, batch_size=32),
+        float=StageConfig(epochs=2, lr=0.05, max_steps=3),
+        qat=QATConfig(epochs=2, max_steps=3, calibration_batches=2),
+        agn=AGNConfig(epochs=2, lr=0.01, sigma_lr=0.1, max_steps=3),
+    )
+
+
+def write_config(path: Path, cfg: TrainConfig) -> Path:
+    from hwflow.config import dump_dataclass
+
+    path.write_text(yaml.safe_dump(dump_dataclass(cfg)))
+    return path
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _final_states(out: Path) -> dict[str, dict]:
+    return {s: torch.load(out / f"checkpoints/{s}.pt")["model"] for s in ("float", "qat", "agn")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    return out, train(tiny_config(), out, quiet=True)
+
+
+def test_tiny_run_writes_the_run_directory(tiny_run):
+    out, summary = tiny_run
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 0
+    assert set(summary["accuracy"]) >= {"float", "quant", "agn"}
+    assert all(0.0 <= a <= 1.0 for a in summary["accuracy"].values())
+    assert [layer["name"] for layer in summary["layers"]] == ["0", "2", "5", "9"]
+    for layer in summary["layers"]:
+        assert set(layer) == {"name", "ops", "fan_in", "sigma", "signed"}
+        assert layer["signed"] is False and layer["sigma"] >= 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records] == [
+        ("float", 1), ("float", 2), ("qat", 1), ("qat", 2), ("agn", 1), ("agn", 2),
+    ]  # fmt: skip
+    assert "sigmas" in records[-1]
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "agn.pt",
+        "float.pt",
+        "qat.pt",
+    ]
+    assert not [p for p in out.rglob(".*")]  # no temp files left
+
+
+def test_resume_after_interruptions_matches_uninterrupted_run(tiny_run, tmp_path):
+    ref, want = tiny_run
+    out = tmp_path / "run"
+    for stop in (("float", 1), ("qat", 1), ("qat", 2), ("agn", 1)):
+
+        def hook(stage, epoch, stop=stop):
+            if (stage, epoch) == stop:
+                raise Interrupt
+
+        with pytest.raises(Interrupt):
+            train(tiny_config(), out, resume=True, quiet=True, on_epoch=hook)
+        assert not (out / "summary.json").exists()
+    got = train(tiny_config(), out, resume=True, quiet=True)
+    assert got == want
+    assert (out / "metrics.jsonl").read_text().count("\n") == 6
+    for stage, state in _final_states(ref).items():
+        other = _final_states(out)[stage]
+        assert all(torch.equal(state[k], other[k]) for k in state), stage
+
+
+def test_load_run_model_is_quantized_and_reproduces_summary(tiny_run):
+    out, summary = tiny_run
+    run = load_run(out)
+    assert run.summary == summary
+    assert {layer.mode for _, layer in hn.approx_layers(run.model)} == {"quant"}
+    assert run.evaluate() == summary["accuracy"]["quant_after_agn"]
+    assert len(run.data.test) == 160
+    sig = [abs(float(layer.sigma)) for _, layer in hn.approx_layers(run.model)]
+    assert sig == [layer["sigma"] for layer in summary["layers"]]
+    tr = hn.trace(run.model, run.data.test.x[:4])
+    assert set(tr) == {"0", "2", "5", "9"}
+
+
+def test_config_errors_name_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("float:\n  epochs: 2\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: float\.lrr: unknown key"):
+        load_train_config(bad)
+    bad.write_text("qat:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match="qat.lr: must be > 0"):
+        load_train_config(bad)
+    bad.write_text("model:\n  operands: maybe\n")
+    with pytest.raises(ConfigError, match="model.operands: expected one of"):
+        load_train_config(bad)
+
+
+def test_load_run_missing_files(tmp_path):
+    with pytest.raises(RunError, match="config.yaml: not found"):
+        load_run(tmp_path)
+
+
+def test_cli_train_evaluate_and_errors(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config())
+    out = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(out), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert "test accuracy float" in res.output
+    assert json.loads((out / "summary.json").read_text())["seed"] == 3
+    res = runner.invoke(cli, ["evaluate", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output)
+    assert result["mode"] == "quant" and 0.0 <= result["accuracy"] <= 1.0
+    # rerun into the same directory without --resume: refused, nothing changed
+    before = (out / "summary.json").read_bytes()
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert res.exit_code == 2 and "pass --resume" in res.output
+    # --resume with another seed: refused
+    res = runner.invoke(
+        cli, ["train", "--config", str(cfg), "--out", str(out), "--resume", "--seed", "4"]
+    )
+    assert res.exit_code == 2 and "different config" in res.output
+    assert (out / "summary.json").read_bytes() == before
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  dataset: digits\n  batchsize: 3\n")
+    res = runner.invoke(cli, ["train", "--config", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "data.batchsize: unknown key" in res.output
+    assert not (tmp_path / "x").exists()
+    res = runner.invoke(cli, ["evaluate", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def _smoke(example: str, data_dir: Path, tmp_path: Path) -> dict:
+    cfg = load_train_config(EXAMPLES / example)
+    short = {"epochs": 1, "max_steps": 2}
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, data_dir=str(data_dir), batch_size=8, eval_batch_size=16),
+        float=replace(cfg.float, **short),
+        qat=replace(cfg.qat, calibration_batches=1, **short),
+        agn=replace(cfg.agn, **short),
+    )
+    return train(cfg, tmp_path / "run", quiet=True)
+
+
+def test_example_mnist_lenet5_smoke(tmp_path):
+    make_mnist(tmp_path / "mnist", n_train=40, n_test=10)
+    summary = _smoke("mnist_lenet5.yaml", tmp_path / "mnist", tmp_path)
+    assert len(summary["layers"]) == 5
+    assert summary["layers"][0]["signed"] is False  # pixels in [0, 1]
+
+
+@pytest.mark.slow
+def test_example_cifar10_resnet20_smoke(tmp_path):
+    make_cifar(tmp_path / "cifar", per_batch=8)
+    summary = _smoke("cifar10_resnet20.yaml", tmp_path / "cifar", tmp_path)
+    assert len(summary["layers"]) == 22
+    assert summary["layers"][0]["signed"] is True  # mean/std-normalised input
+
+
+@pytest.mark.slow
+def test_digits_example_meets_the_targets(tmp_path):
+    """The default: float >= 97 %, QAT within 0.5 pp of float, sigmas differ per layer."""
+    summary = train(load_train_config(EXAMPLES / "digits.yaml"), tmp_path / "run", quiet=True)
+    acc = summary["accuracy"]
+    assert acc["float"] >= 0.97
+    assert acc["quant"] >= acc["float"] - 0.005
+    sigmas = [layer["sigma"] for layer in summary["layers"]]
+    assert max(sigmas) - min(sigmas) > 0.05

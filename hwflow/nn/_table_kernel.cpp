@@ -11,13 +11,15 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <tuple>
+#include <vector>
 
 namespace {
 
-constexpr int64_t kRowsPerTask = 256;        // rows of x per parallel task
-constexpr int64_t kTileBytesTarget = 512 << 10;  // K block of one T tile: half of L2
 
 // 16 lanes per vector; GCC/Clang vector extensions lower these to the widest SIMD the
 // target has (AVX-512, AVX2, NEON) without intrinsics.
@@ -59,18 +61,19 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
 
 template <typename TV, typename ACC, int NB>
 void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* T, int64_t NT,
-                ACC* out, int64_t ldo, bool add_to_out) {
+                ACC* out, int64_t ldo, bool add_to_out, int64_t rows_per_task,
+                int64_t block_bytes) {
   // Rows per register block: enough independent chains to hide load latency while
   // R * NB / 16 accumulators still fit the vector register file.
   constexpr int R = NB == 16 ? 4 : (NB == 32 ? 2 : 1);
   const int64_t row_bytes = 256 * NB * static_cast<int64_t>(sizeof(TV));
-  const int64_t KB = std::max<int64_t>(1, kTileBytesTarget / row_bytes);
-  const int64_t n_mblocks = (M + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t KB = std::max<int64_t>(1, block_bytes / row_bytes);
+  const int64_t n_mblocks = (M + rows_per_task - 1) / rows_per_task;
   at::parallel_for(0, n_mblocks * NT, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t nt = task % NT;
-      const int64_t m0 = (task / NT) * kRowsPerTask;
-      const int64_t m1 = std::min(M, m0 + kRowsPerTask);
+      const int64_t m0 = (task / NT) * rows_per_task;
+      const int64_t m1 = std::min(M, m0 + rows_per_task);
       const TV* tile = T + nt * K * 256 * NB;
       for (int64_t k0 = 0; k0 < K; k0 += KB) {
         const int64_t kb = std::min(KB, K - k0);
@@ -96,16 +99,17 @@ void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* 
 }
 
 template <typename TV, typename ACC>
-void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out, bool add) {
+void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out, bool add,
+                 int64_t rows, int64_t bytes) {
   const int64_t M = xb.size(0), K = xb.size(1), NT = t.size(0), NB = t.size(3);
   const uint8_t* x = xb.data_ptr<uint8_t>();
   const TV* tp = t.data_ptr<TV>();
   ACC* o = out.data_ptr<ACC>();
   const int64_t ldo = out.size(1), ldx = xb.stride(0);
   switch (NB) {
-    case 16: return accumulate<TV, ACC, 16>(x, ldx, M, K, tp, NT, o, ldo, add);
-    case 32: return accumulate<TV, ACC, 32>(x, ldx, M, K, tp, NT, o, ldo, add);
-    case 64: return accumulate<TV, ACC, 64>(x, ldx, M, K, tp, NT, o, ldo, add);
+    case 16: return accumulate<TV, ACC, 16>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 32: return accumulate<TV, ACC, 32>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 64: return accumulate<TV, ACC, 64>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
     default: TORCH_CHECK(false, "table kernel: tile width must be 16, 32 or 64, got ", NB);
   }
 }
@@ -113,7 +117,8 @@ void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& ou
 // xb: uint8 (M, K), unit column stride; t: int16/int32 (NT, K, 256, NB);
 // out: int32/int64 (M, NT * NB), overwritten, or added to when `add` is true.
 void table_accumulate(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out,
-                      bool add) {
+                      bool add, int64_t rows_per_task, int64_t block_bytes) {
+  TORCH_CHECK(rows_per_task > 0 && block_bytes > 0, "table kernel: bad blocking");
   TORCH_CHECK(xb.scalar_type() == at::kByte && xb.dim() == 2 && xb.stride(1) == 1,
               "table kernel: xb must be uint8 (M, K) with unit column stride");
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.size(1) == xb.size(1) && t.size(2) == 256,
@@ -124,14 +129,129 @@ void table_accumulate(const at::Tensor& xb, const at::Tensor& t, const at::Tenso
   if (xb.size(0) == 0 || xb.size(1) == 0 || t.size(0) == 0) return;
   const auto tv = t.scalar_type();
   const auto acc = out.scalar_type();
-  if (tv == at::kShort && acc == at::kInt) return dispatch_nb<int16_t, int32_t>(xb, t, out, add);
-  if (tv == at::kInt && acc == at::kInt) return dispatch_nb<int32_t, int32_t>(xb, t, out, add);
-  if (tv == at::kInt && acc == at::kLong) return dispatch_nb<int32_t, int64_t>(xb, t, out, add);
+  if (tv == at::kShort && acc == at::kInt) return dispatch_nb<int16_t, int32_t>(xb, t, out, add, rows_per_task, block_bytes);
+  if (tv == at::kInt && acc == at::kInt) return dispatch_nb<int32_t, int32_t>(xb, t, out, add, rows_per_task, block_bytes);
+  if (tv == at::kInt && acc == at::kLong) return dispatch_nb<int32_t, int64_t>(xb, t, out, add, rows_per_task, block_bytes);
   TORCH_CHECK(false, "table kernel: unsupported dtypes ", tv, " -> ", acc);
+}
+
+// T tiles from the table and the weights: out[nt, k, a, j] = sign[k, c] * table_t[code[k, c], a]
+// with c = nt * NB + j (table_t = table transposed: one weight code's column contiguous).
+// Each (nt, k) block is NB strided copies of a contiguous 256-entry column, all in L1.
+template <typename TV>
+void build(const int32_t* table_t, const int64_t* codes, const int64_t* signs, int64_t K,
+           int64_t NT, int64_t NB, TV* out) {
+  const int64_t width = NT * NB;
+  at::parallel_for(0, NT * K, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t nt = blk / K, k = blk % K;
+      TV* o = out + blk * 256 * NB;
+      for (int64_t j = 0; j < NB; ++j) {
+        const int64_t c = k * width + nt * NB + j;
+        const int32_t* col = table_t + codes[c] * 256;
+        const int64_t s = signs ? signs[c] : 1;
+        for (int64_t a = 0; a < 256; ++a) o[a * NB + j] = static_cast<TV>(s * col[a]);
+      }
+    }
+  });
+}
+
+// table_t: int32 (256, 256) contiguous; codes, signs (optional, may be empty): int64 (K, NT*NB);
+// out: int16/int32 (NT, K, 256, NB). The caller checks every value fits out's type.
+void build_tiles(const at::Tensor& table_t, const at::Tensor& codes, const at::Tensor& signs,
+                 const at::Tensor& out) {
+  TORCH_CHECK(table_t.scalar_type() == at::kInt && table_t.is_contiguous() &&
+                  table_t.numel() == 65536,
+              "build_tiles: table_t must be contiguous int32 (256, 256)");
+  TORCH_CHECK(out.dim() == 4 && out.is_contiguous() && out.size(2) == 256,
+              "build_tiles: out must be contiguous (NT, K, 256, NB)");
+  const int64_t NT = out.size(0), K = out.size(1), NB = out.size(3);
+  TORCH_CHECK(codes.scalar_type() == at::kLong && codes.is_contiguous() &&
+                  codes.numel() == K * NT * NB,
+              "build_tiles: codes must be contiguous int64 (K, NT * NB)");
+  const bool has_signs = signs.numel() > 0;
+  TORCH_CHECK(!has_signs || (signs.scalar_type() == at::kLong && signs.is_contiguous() &&
+                             signs.numel() == codes.numel()),
+              "build_tiles: signs must be empty or like codes");
+  const int64_t* cp = codes.data_ptr<int64_t>();
+  for (int64_t i = 0; i < codes.numel(); ++i)
+    TORCH_CHECK(cp[i] >= 0 && cp[i] < 256, "build_tiles: weight code out of range");
+  const int64_t* sp = has_signs ? signs.data_ptr<int64_t>() : nullptr;
+  const int32_t* tp = table_t.data_ptr<int32_t>();
+  if (out.scalar_type() == at::kShort) return build(tp, cp, sp, K, NT, NB, out.data_ptr<int16_t>());
+  if (out.scalar_type() == at::kInt) return build(tp, cp, sp, K, NT, NB, out.data_ptr<int32_t>());
+  TORCH_CHECK(false, "build_tiles: out must be int16 or int32");
+}
+
+// One pass over operand values: out = value & 0xFF (floats rounded half to even, as
+// torch.round), returning (min, max, count of non-finite values) so the caller can
+// reject out-of-range operands without another pass.
+template <typename V>
+std::tuple<int64_t, int64_t, int64_t> codes_of(const V* x, int64_t n, uint8_t* out) {
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<int64_t> lo(chunks, std::numeric_limits<int64_t>::max());
+  std::vector<int64_t> hi(chunks, std::numeric_limits<int64_t>::min());
+  std::vector<int64_t> bad(chunks, 0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t i1 = std::min(n, (c + 1) * kChunk);
+      int64_t mn = lo[c], mx = hi[c], nb = 0;
+      for (int64_t i = c * kChunk; i < i1; ++i) {
+        int64_t v;
+        if constexpr (std::is_floating_point_v<V>) {
+          const V r = std::nearbyint(x[i]);
+          if (!(r >= V(-1e18) && r <= V(1e18))) {  // NaN or huge: reported, not converted
+            ++nb;
+            v = 0;
+          } else {
+            v = static_cast<int64_t>(r);
+          }
+        } else {
+          v = static_cast<int64_t>(x[i]);
+        }
+        mn = std::min(mn, v);
+        mx = std::max(mx, v);
+        out[i] = static_cast<uint8_t>(v & 0xFF);
+      }
+      lo[c] = mn;
+      hi[c] = mx;
+      bad[c] = nb;
+    }
+  });
+  int64_t mn = std::numeric_limits<int64_t>::max(), mx = std::numeric_limits<int64_t>::min(), nb = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    mn = std::min(mn, lo[c]);
+    mx = std::max(mx, hi[c]);
+    nb += bad[c];
+  }
+  return {mn, mx, nb};
+}
+
+std::tuple<int64_t, int64_t, int64_t> to_codes(const at::Tensor& x, const at::Tensor& out) {
+  TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && out.scalar_type() == at::kByte &&
+                  out.numel() == x.numel(),
+              "to_codes: x and out must be contiguous, out uint8 of x's size");
+  const int64_t n = x.numel();
+  uint8_t* o = out.data_ptr<uint8_t>();
+  switch (x.scalar_type()) {
+    case at::kByte: return codes_of(x.data_ptr<uint8_t>(), n, o);
+    case at::kChar: return codes_of(x.data_ptr<int8_t>(), n, o);
+    case at::kShort: return codes_of(x.data_ptr<int16_t>(), n, o);
+    case at::kInt: return codes_of(x.data_ptr<int32_t>(), n, o);
+    case at::kLong: return codes_of(x.data_ptr<int64_t>(), n, o);
+    case at::kFloat: return codes_of(x.data_ptr<float>(), n, o);
+    case at::kDouble: return codes_of(x.data_ptr<double>(), n, o);
+    default: TORCH_CHECK(false, "to_codes: unsupported dtype ", x.scalar_type());
+  }
 }
 
 }  // namespace
 
 TORCH_LIBRARY(hwflow_table_kernel, m) {
-  m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add) -> ()", &table_accumulate);
+  m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add, int rows_per_task, int block_bytes) -> ()",
+        &table_accumulate);
+  m.def("to_codes(Tensor x, Tensor(a!) out) -> (int, int, int)", &to_codes);
+  m.def("build_tiles(Tensor table_t, Tensor codes, Tensor signs, Tensor(a!) out) -> ()",
+        &build_tiles);
 }

@@ -60,19 +60,51 @@ def _as_table(table: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def _check_operand(name: str, v: torch.Tensor, shape: str, lo: int, hi: int) -> None:
+def _check_tensor(name: str, v: torch.Tensor, shape: str, allow_float: bool = False) -> None:
     if not isinstance(v, torch.Tensor):
         raise ValueError(f"{name}: expected a torch tensor, got {type(v).__name__}")
     if v.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D tensor {shape}, got shape {tuple(v.shape)}")
-    if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+    if v.is_complex() or v.dtype == torch.bool or (v.is_floating_point() and not allow_float):
         raise ValueError(f"{name}: expected an integer tensor, got dtype {v.dtype}")
+
+
+def _check_range(name: str, vmin: int, vmax: int, lo: int, hi: int) -> None:
+    if vmin < lo or vmax > hi:
+        raise ValueError(f"{name}: operand values must lie in [{lo}, {hi}], got [{vmin}, {vmax}]")
+
+
+def _check_operand(name: str, v: torch.Tensor, shape: str, lo: int, hi: int) -> None:
+    _check_tensor(name, v, shape)
     if v.numel():
         vmin, vmax = torch.aminmax(v)
-        if int(vmin) < lo or int(vmax) > hi:
-            raise ValueError(
-                f"{name}: operand values must lie in [{lo}, {hi}], got [{int(vmin)}, {int(vmax)}]"
-            )
+        _check_range(name, int(vmin), int(vmax), lo, hi)
+
+
+_CODE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_FLOAT_CODE_DTYPES = (torch.float32, torch.float64)
+
+
+def _activation_codes(x: torch.Tensor, ops, allow_float: bool = False) -> torch.Tensor:
+    """x & 0xFF as contiguous uint8 after checking x (M, K) holds values in [-128, 255].
+
+    Floats (allowed for the autograd path) are rounded half to even first."""
+    _check_tensor("x", x, "(M, K)", allow_float)
+    x = x.detach().cpu()
+    if ops is not None and x.dtype in _CODE_DTYPES + _FLOAT_CODE_DTYPES:
+        x = x.contiguous()
+        codes = torch.empty(x.shape, dtype=torch.uint8)
+        vmin, vmax, nonfinite = ops.to_codes(x, codes)  # one fused pass
+    else:
+        v = x.round().to(torch.int64) if x.is_floating_point() else x.to(torch.int64)
+        nonfinite = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+        vmin, vmax = (int(t) for t in torch.aminmax(v)) if v.numel() else (0, 0)
+        codes = (v & 0xFF).to(torch.uint8)
+    if nonfinite:
+        raise ValueError(f"x: {nonfinite} operand values are not finite")
+    if x.numel():
+        _check_range("x", vmin, vmax, -128, 255)
+    return codes
 
 
 def _check_backend(backend: str) -> None:
@@ -99,8 +131,8 @@ def _cpu_tag() -> str:
 
 
 def compiled_kernel():
-    """The compiled accumulation op, building it on first use; None if it cannot be built
-    (logged once, with the reason). HWFLOW_KERNEL=torch disables it."""
+    """The compiled ops (`table_accumulate`, `to_codes`), built on first use; None if they
+    cannot be built (logged once, with the reason). HWFLOW_KERNEL=torch disables them."""
     with _build_lock:
         if "op" in _build_state:
             return _build_state["op"]
@@ -119,7 +151,7 @@ def compiled_kernel():
                     is_python_module=False,
                     verbose=False,
                 )
-                op = torch.ops.hwflow_table_kernel.table_accumulate
+                op = torch.ops.hwflow_table_kernel
             except Exception as exc:  # any build/load failure: the fallback is exact too
                 log.warning(
                     "table kernel: compiled kernel unavailable (%s: %s); using the slower "
@@ -154,6 +186,17 @@ def _value_range(table: torch.Tensor, codes: torch.Tensor, signs: torch.Tensor |
             torch.where(signs > 0, hi, torch.where(signs < 0, -lo, 0)),
         )
     return int(lo.min()), int(hi.max())
+
+
+def _blocking(m: int) -> tuple[int, int]:
+    """(rows per parallel task, bytes of T per K block) for the compiled loop.
+
+    A K block of T (128 KB) stays in L2 while a task's rows read it; the more rows per
+    task, the more each T line fetched is reused (measured: 256-row tasks re-streamed T
+    from L3 and ran several times slower on K=576, N=64), but every thread needs work.
+    """
+    per_thread = -(-m // max(1, torch.get_num_threads()))
+    return min(4096, max(256, per_thread)), 128 << 10
 
 
 def _tile_width(n: int) -> int:
@@ -249,11 +292,15 @@ class PreparedWeights:
             chunks = []
             for k0 in range(0, k, step):
                 k1 = min(k, k0 + step)
-                g = _gather(
-                    table_t, codes[k0:k1], None if signs is None else signs[k0:k1], self._tdtype
+                # (NT, kc, 256, NB): one tile's rows contiguous per k.
+                data = torch.empty(nt, k1 - k0, 256, nb, dtype=self._tdtype)
+                empty = torch.empty(0, dtype=torch.int64)
+                self._op.build_tiles(
+                    table_t,
+                    codes[k0:k1].contiguous(),
+                    empty if signs is None else signs[k0:k1].contiguous(),
+                    data,
                 )
-                # (kc, NT*NB, 256) -> (NT, kc, 256, NB): one tile's rows contiguous per k.
-                data = g.reshape(k1 - k0, nt, nb, 256).permute(1, 0, 3, 2).contiguous()
                 chunks.append(_Chunk(k0, k1, data))
             return chunks
         step = max(1, min(self._fblock, _CHUNK_BYTES // (256 * n * self._fdtype.itemsize)))
@@ -266,14 +313,16 @@ class PreparedWeights:
         return chunks
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact accumulators (M, N) for activation values x (M, K) in [-128, 255]."""
-        _check_operand("x", x, "(M, K)", -128, 255)
-        if x.shape[1] != self.k:
+        """Exact accumulators (M, N) for integer activation values x (M, K) in [-128, 255]."""
+        return self._matmul(x, allow_float=False)
+
+    def _matmul(self, x: torch.Tensor, allow_float: bool) -> torch.Tensor:
+        xb = _activation_codes(x, self._op, allow_float)
+        if xb.shape[1] != self.k:
             raise ValueError(
                 f"x is {tuple(x.shape)} but the weights are ({self.k}, {self.n}): "
                 "inner sizes differ"
             )
-        xb = (x.detach().cpu().to(torch.int16) & 0xFF).to(torch.uint8)
         m = xb.shape[0]
         if self.backend == "compiled":
             width = -(-self.n // self._nb) * self._nb if self.n else 0
@@ -281,7 +330,7 @@ class PreparedWeights:
             if not self._chunks or m == 0:
                 return torch.zeros(m, self.n, dtype=self.out_dtype)
             for i, c in enumerate(self._chunks):
-                self._op(xb[:, c.k0 : c.k1], c.data, out, i > 0)
+                self._op.table_accumulate(xb[:, c.k0 : c.k1], c.data, out, i > 0, *_blocking(m))
             return out[:, : self.n].contiguous() if width != self.n else out
         out = torch.zeros(m, self.n, dtype=self.out_dtype)
         if m == 0:
@@ -325,8 +374,9 @@ def table_matmul(
     available), "compiled" (error if unavailable; T beyond int32 still takes the torch
     path) or "torch"; all give identical integers.
     """
-    _check_operand("x", x, "(M, K)", -128, 255)
-    if isinstance(w, torch.Tensor) and w.dim() == 2 and x.shape[1] != w.shape[0]:
+    _check_tensor("x", x, "(M, K)")
+    _check_tensor("w", w, "(K, N)")
+    if x.shape[1] != w.shape[0]:
         raise ValueError(f"x is {tuple(x.shape)} but w is {tuple(w.shape)}: inner sizes differ")
     return prepare(w, table, sign_magnitude, backend=backend).matmul(x)
 
@@ -344,9 +394,8 @@ class ApproxMatmul(torch.autograd.Function):
     def forward(ctx, x, w, table, sign_magnitude, prepared=None):  # type: ignore[override]
         ctx.save_for_backward(x, w)
         if prepared is None:
-            acc = table_matmul(_to_int(x), _to_int(w), table, sign_magnitude=sign_magnitude)
-        else:
-            acc = prepared.matmul(_to_int(x))
+            prepared = prepare(_to_int(w), table, sign_magnitude)
+        acc = prepared._matmul(x, allow_float=True)
         return acc.to(x.dtype if x.is_floating_point() else torch.float32)
 
     @staticmethod

@@ -1,0 +1,91 @@
+"""Table-matmul kernels vs a float32 matmul of the same shape (run: python -m bench.kernels).
+
+For each im2col shape, every algorithm runs in the same rounds as torch.mm on float32
+(interleaved, best of several rounds, so machine load hits all alike) and prints its
+time ratio to float32, plus the memory of its prepared per-weight table. Results are
+checked bit-exact against the exact integer product (exact table) before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from hwflow.multipliers.table import exact_table
+from hwflow.nn import kernels
+
+# (label, M, K, N): ResNet-20/CIFAR layers at batch 128 and the digits CNN's widest conv
+# over the 360-image test set.
+SHAPES = [
+    ("resnet20 stage1 conv (batch 128)", 131072, 144, 16),
+    ("resnet20 stage3 conv (batch 128)", 8192, 576, 64),
+    ("digits conv2 (360 images)", 23040, 144, 32),
+]
+
+
+def best_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best wall time of each function over `rounds` interleaved rounds."""
+    for fn in fns.values():
+        fn()  # warm up (and build the compiled kernel)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def bench_shape(
+    m: int, k: int, n: int, rounds: int, seed: int = 0
+) -> list[tuple[str, float, float, int]]:
+    """[(algorithm, seconds, ratio to float32, prepared bytes)] for one shape."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.integers(-128, 128, (m, k)))
+    w = torch.from_numpy(rng.integers(-127, 128, (k, n)))
+    table = exact_table(True)
+    xf, wf = x.float(), w.float()
+    compiled = kernels.prepare(w, table, backend="compiled")
+    fallback = kernels.prepare(w, table, backend="torch")
+    exact = x @ w
+    for p in (compiled, fallback):
+        if not torch.equal(p.matmul(x).to(torch.int64), exact):
+            raise SystemExit(f"bench: {p.backend} kernel is not bit-exact at {(m, k, n)}")
+    fns = {
+        "float32 matmul": lambda: torch.mm(xf, wf),
+        "compiled, prepared": lambda: compiled.matmul(x),
+        "compiled, incl. prepare": lambda: kernels.table_matmul(x, w, table, backend="compiled"),
+        "torch embedding_bag, prepared": lambda: fallback.matmul(x),
+    }
+    times = best_times(fns, rounds)
+    base = times["float32 matmul"]
+    sizes = {
+        "float32 matmul": 0,
+        "compiled, prepared": compiled.nbytes,
+        "compiled, incl. prepare": compiled.nbytes,
+        "torch embedding_bag, prepared": fallback.nbytes,
+    }
+    return [(name, t, t / base, sizes[name]) for name, t in times.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.rounds}")
+    for label, m, k, n in SHAPES:
+        print(f"\n{label}: M={m} K={k} N={n}")
+        print(f"  {'algorithm':32s} {'ms':>9s} {'x float32':>10s} {'table MB':>9s}")
+        for name, t, ratio, nbytes in bench_shape(m, k, n, args.rounds):
+            print(f"  {name:32s} {t * 1e3:9.2f} {ratio:10.2f} {nbytes / 2**20:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwflow.assign.error_model import MODELS, predict, weight_moment_maps
+from hwflow.assign.error_model import MODELS, SAMPLED_PAIRS, predict, weight_moment_maps
 from hwflow.assign.stats import W_OFFSET, layer_stats_from_arrays, load_stats, save_stats
 from hwflow.errors import RunError
 from hwflow.multipliers.table import exact_table
+
+HIST_MODELS = ("seed", "channel")  # the histogram models; `sampled` is checked exactly
 
 
 def _stats(x, w, signed, rows=64, cols=64, seed=0, name="l"):
@@ -54,7 +56,7 @@ def test_constant_offset_gives_known_mean_and_no_spread(model):
     assert p.std[0, 0] == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", HIST_MODELS)
 def test_sign_magnitude_constant_offset(model):
     # Unsigned layer: the product's error is sign(w) * c, and 0 for w == 0.
     k, c = 12, 5
@@ -68,7 +70,7 @@ def test_sign_magnitude_constant_offset(model):
     assert p.std[0, 0] == pytest.approx(np.sqrt(k * var), rel=1e-12)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", HIST_MODELS)
 def test_independent_noise_gives_sqrt_k_std(model):
     # E = +-s in a checkerboard: under uniform even-count operand histograms the error
     # of one product has mean 0 and variance s^2, so the accumulator std is sqrt(K) s.
@@ -135,15 +137,53 @@ def test_channel_model_sees_fixed_column_weights_seed_does_not():
     assert e.std() == pytest.approx(50.0 * k)
     assert chan.std[0, 0] == pytest.approx(e.std(), rel=1e-12)
     assert seed.std[0, 0] == pytest.approx(50.0 * np.sqrt(k), rel=1e-12)
+    sampled = predict(table, [True], [stats], "sampled")
+    assert sampled.std[0, 0] == pytest.approx(e.std(), rel=1e-6)
 
 
-def test_signedness_mismatch_is_nan_and_library_is_vectorised():
+@pytest.mark.parametrize("signed", [True, False])
+def test_sampled_model_is_exact_on_its_samples(signed):
+    # With every (row, column) pair enumerated the sampled model is the exact accumulator
+    # error of those outputs: compare with direct indexing (an independent implementation).
+    rng = np.random.default_rng(8)
+    k = 40
+    lo = -128 if signed else 0
+    x = rng.integers(lo, 128, size=(30, k))
+    x[:, ::3] = 0  # zero activations, skipped when E[0, :] = 0
+    w = rng.integers(-128, 128, size=(k, 20))
+    stats = _stats(x, w, signed, rows=30, cols=20)
+    err = rng.integers(-500, 500, size=(256, 256))
+    err_zero_row = err.copy()
+    err_zero_row[0] = 0
+    for e_tab in (err, err_zero_row):
+        p = predict(exact_table(signed)[None] + e_tab, [signed], [stats], "sampled")
+        e = _measured(x, w, e_tab, signed)
+        assert p.mean[0, 0] == pytest.approx(e.mean(), rel=1e-6)
+        assert p.std[0, 0] == pytest.approx(e.std(), rel=1e-6)
+
+
+def test_sampled_model_subsamples_pairs():
+    rng = np.random.default_rng(9)
+    k, m, n = 32, 200, 64  # 12,800 pairs > SAMPLED_PAIRS
+    x = rng.integers(0, 256, size=(m, k))
+    w = rng.integers(-128, 128, size=(k, n))
+    stats = _stats(x, w, False, rows=m, cols=n)
+    err = rng.integers(-300, 300, size=(256, 256))
+    p = predict(exact_table(False)[None] + err, [False], [stats], "sampled")
+    e = _measured(x, w, err, False)
+    assert m * n > SAMPLED_PAIRS
+    assert p.std[0, 0] == pytest.approx(e.std(), rel=0.05)
+    assert p.mean[0, 0] == pytest.approx(e.mean(), abs=0.05 * e.std())
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_signedness_mismatch_is_nan_and_library_is_vectorised(model):
     rng = np.random.default_rng(5)
     x = rng.integers(0, 128, size=(20, 10))
     w = rng.integers(-128, 128, size=(10, 5))
     layers = [_stats(x, w, True, name="a"), _stats(x, w, False, name="b")]
     tables = np.stack([exact_table(True) + 3, exact_table(False) + 2, exact_table(True)])
-    p = predict(tables, [True, False, True], layers, "seed", chunk=1)
+    p = predict(tables, [True, False, True], layers, model, chunk=1)
     assert np.isnan(p.std[0, 1]) and np.isnan(p.std[1, 0]) and np.isnan(p.std[1, 2])
     assert p.mean[0, 0] == pytest.approx(30.0) and p.mean[0, 2] == 0.0
     # Sign-magnitude constant offset: mean error K * c * (P(w > 0) - P(w < 0)).
@@ -164,6 +204,7 @@ def test_stats_histograms_and_groups():
         "g", x, w, acc, True, ops=210, rows=100, cols=100, rng=np.random.default_rng(0)
     )
     assert s.fan_in == 5 and s.x_rows.shape == (14, 256) and s.w_cols.shape == (6, 511)
+    assert s.x_sample.shape == (14, 5) and s.w_sample.shape == (6, 5)
     np.testing.assert_array_equal(s.x_hist * x.size, np.bincount((x & 0xFF).ravel(), minlength=256))
     np.testing.assert_array_equal(s.w_hist * w.size, np.bincount((w + 255).ravel(), minlength=511))
     # All rows and columns are sampled, sorted: row 3 of group 1 is sample 7 + 3,
@@ -184,6 +225,7 @@ def test_stats_roundtrip_and_missing_file(tmp_path):
     assert meta == {"seed": 3} and [s.name for s in layers] == ["c1", "fc"]
     assert layers[0].signed is False and layers[1].fan_in == 6
     np.testing.assert_array_equal(layers[0].x_rows, a.x_rows)
+    np.testing.assert_array_equal(layers[1].w_sample, b.w_sample)
     with pytest.raises(RunError, match="no operand statistics"):
         load_stats(tmp_path / "nope.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")

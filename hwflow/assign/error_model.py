@@ -6,22 +6,31 @@ the layer's outputs, for every (layer, multiplier) pair at once: the library's e
 tables are stacked and contracted with the histograms by matrix products, so the work is
 a few BLAS calls, not a loop over pairs.
 
-Two variants (`MODELS`), both exact moment computations under their own independence
-assumption:
+Three variants (`MODELS`):
 
 - `seed` (Trommer et al., DESIGN.md): each sampled output row i has its activation
   histogram p_x^i; every product draws its weight independently from the layer-wide
   weight histogram p_w. `mu_i = sum E p_x^i (x) p_w`, `var_i = sum (E - mu_i)^2 p_x^i (x)
   p_w`, pooled over rows: `std = sqrt(K^2 Var_i(mu_i) + K mean_i(var_i))`.
-- `channel` (ours): the same, but each output *column* n has its own weight histogram
-  p_w^n (its actual weights), and rows pair with columns of their group:
-  `mu_in = sum E p_x^i (x) p_w^n`, pooled over (row, column) pairs. An output channel's
-  weights are fixed for every row, so a channel whose weights sit where the multiplier is
-  bad (large weights for truncations, particular bit patterns for broken arrays) errs the
-  same way on every row; the seed's model spreads that over independent draws and
-  averages it away, under-predicting the std wherever the error's dependence on w is
-  strongly structured (biased multipliers in particular: a per-column bias becomes
-  spread across outputs). See README / `hwflow assign --validate` for measurements.
+- `channel`: the same, but each sampled output column n brings its own weight histogram
+  p_w^n, pooled over (row, column) pairs of the same group.
+- `sampled` (default of `hwflow assign`): the exact accumulator errors of a sample of
+  recorded outputs (`SAMPLED_PAIRS` (row, column) pairs, actual activation codes meeting
+  actual weights, position by position), for all multipliers at once as one sparse
+  product `H @ E^T` with H the pairs' signed (activation, weight) counts.
+
+Why (measured on the digits CNN, 58 unsigned multipliers x 4 layers, held-out batches,
+`hwflow assign --validate`): the seed's model under-predicts the std by a median 28 %
+(p90 52 %), worst in the ReLU conv layers (-34 % and -49 %); it is right only for the
+first layer (K = 9, dense inputs). The histograms factorise what is not independent:
+(1) output channels have fixed weights, so a biased multiplier errs alike on every row of
+a channel (column effect; `channel` captures it and helps: median 19 %), and (2) within
+one accumulator, activations and weights at the same position are correlated (75-85 % of
+ReLU activations are zero, and the channels that do fire meet larger-than-typical
+weights), and activity varies per image, so products' errors co-vary across k. No
+product of marginals holds that; the joint sample does (`sampled`: median 1.9 %, p90
+4.1 %). Its cost is a sparse product of ~P*K nonzeros per multiplier and layer, within
+the same vectorised budget (bench/error_model.py).
 
 Unsigned (sign-magnitude) layers: the multiplier sees |w| and the lane applies sign(w),
 so the product's error is sign(w) * E[x, |w|] (zero for w = 0). The weight histogram over
@@ -34,11 +43,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from hwflow.assign.stats import W_BINS, W_OFFSET, LayerStats
 from hwflow.multipliers.table import exact_table
 
-MODELS = ("seed", "channel")
+MODELS = ("seed", "channel", "sampled")
+SAMPLED_PAIRS = 2048  # (row, column) pairs the `sampled` model evaluates per layer
 
 
 def weight_moment_maps(signed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -78,13 +89,77 @@ def _weight_hists(layer: LayerStats, model: str) -> tuple[np.ndarray, np.ndarray
     return layer.w_cols, layer.pair_mask()
 
 
-def _pool(mu: np.ndarray, m2: np.ndarray, weights: np.ndarray, k: int) -> tuple:
-    """Pool per-pair moments (c, N, W) into accumulator mean and std per multiplier (c,)."""
+def _pool(mu: np.ndarray, var: np.ndarray, weights: np.ndarray, k: int) -> tuple:
+    """Pool per-pair mean and per-product variance (c, N, W) into accumulator mean and
+    std per multiplier (c,): K^2 Var_pairs(mu) + K mean_pairs(var)."""
     wsum = weights.sum()
     mean_mu = (mu * weights).sum(axis=(1, 2)) / wsum
     between = (((mu - mean_mu[:, None, None]) ** 2) * weights).sum(axis=(1, 2)) / wsum
-    within = (np.maximum(m2 - mu**2, 0.0) * weights).sum(axis=(1, 2)) / wsum
+    within = (np.maximum(var, 0.0) * weights).sum(axis=(1, 2)) / wsum
     return k * mean_mu, np.sqrt(np.maximum(k * k * between + k * within, 0.0))
+
+
+def _histogram_moments(
+    e_stack: np.ndarray, layers: Sequence[LayerStats], signed: bool, model: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """seed / channel: (mean, std) arrays (c,) per layer for one chunk of error tables."""
+    s1, s2 = weight_moment_maps(signed)
+    hists = [_weight_hists(layer, model) for layer in layers]
+    w_all = np.concatenate([h for h, _ in hists])  # (total, 511)
+    q1, q2 = (w_all @ s1).T, (w_all @ s2).T  # (256, total)
+    bounds = np.cumsum([0] + [len(h) for h, _ in hists])
+    c = len(e_stack)
+    flat = e_stack.reshape(-1, 256)
+    a1 = (flat @ q1).reshape(c, 256, -1)  # (c, x, total)
+    a2 = ((flat * flat) @ q2).reshape(c, 256, -1)
+    out = []
+    for j, layer in enumerate(layers):
+        sl = slice(bounds[j], bounds[j + 1])
+        px = layer.x_rows  # (N, 256)
+        mu = px @ a1[:, :, sl]  # (c, N, W)
+        var = px @ a2[:, :, sl] - mu * mu
+        out.append(_pool(mu, var, hists[j][1], layer.fan_in))
+    return out
+
+
+def pair_matrix(
+    layer: LayerStats, pairs: int = SAMPLED_PAIRS, seed: int = 0, skip_zero_x: bool = False
+) -> sparse.csr_matrix:
+    """(P, 65536) sparse: row p holds, for one sampled (row, column) pair of the same group,
+    the signed count of each (activation code, weight column) product the accumulator sums,
+    so `H @ vec(E)` is that output's exact accumulator error under error table E.
+
+    `skip_zero_x` leaves out products with activation code 0: exact whenever E[0, :] = 0
+    (true of most designs), and ReLU layers hold mostly zeros.
+    """
+    pi, pn = np.nonzero(layer.row_groups[:, None] == layer.col_groups[None, :])
+    if len(pi) > pairs:
+        keep = np.sort(np.random.default_rng(seed).choice(len(pi), size=pairs, replace=False))
+        pi, pn = pi[keep], pn[keep]
+    x = layer.x_sample[pi].astype(np.int64)  # (P, K)
+    w = layer.w_sample[pn].astype(np.int64)
+    if layer.signed:
+        col, val = w & 0xFF, np.ones(w.shape, dtype=np.float32)
+    else:
+        col, val = np.abs(w), np.sign(w).astype(np.float32)
+    nz = (val != 0) & (x != 0) if skip_zero_x else val != 0
+    indptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
+    return sparse.csr_matrix(
+        (val[nz], (x * 256 + col)[nz], indptr), shape=(len(pi), 256 * 256), dtype=np.float32
+    )
+
+
+def _sampled_moments(
+    e_stack: np.ndarray, mats: Sequence[tuple[sparse.csr_matrix, sparse.csr_matrix]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """sampled: exact errors of the sampled outputs for one chunk of error tables."""
+    e_t = np.ascontiguousarray(e_stack.reshape(len(e_stack), -1).T, dtype=np.float32)
+    zero_row_exact = not e_stack[:, 0, :].any()
+    out = []
+    for full, nonzero_x in mats:
+        err = np.asarray((nonzero_x if zero_row_exact else full) @ e_t, dtype=np.float64)
+        out.append((err.mean(axis=0), err.std(axis=0)))
+    return out
 
 
 def predict(
@@ -112,22 +187,20 @@ def predict(
         mi = np.nonzero(table_signed == signed)[0]
         if not li or not len(mi):
             continue
-        s1, s2 = weight_moment_maps(signed)
-        hists = [_weight_hists(layers[i], model) for i in li]
-        w_all = np.concatenate([h for h, _ in hists])  # (total, 511)
-        q1, q2 = (w_all @ s1).T, (w_all @ s2).T  # (256, total)
-        bounds = np.cumsum([0] + [len(h) for h, _ in hists])
+        group = [layers[i] for i in li]
+        mats = (
+            [(pair_matrix(g), pair_matrix(g, skip_zero_x=True)) for g in group]
+            if model == "sampled"
+            else []
+        )
         exact = exact_table(signed).astype(np.float64)
         for c0 in range(0, len(mi), chunk):
             idx = mi[c0 : c0 + chunk]
             e = tables[idx].astype(np.float64) - exact  # (c, 256, 256)
-            flat = e.reshape(-1, 256)
-            a1 = (flat @ q1).reshape(len(idx), 256, -1)  # (c, x, total)
-            a2 = ((flat * flat) @ q2).reshape(len(idx), 256, -1)
-            for j, i in enumerate(li):
-                sl = slice(bounds[j], bounds[j + 1])
-                px = layers[i].x_rows  # (N, 256)
-                mu = px @ a1[:, :, sl]  # (c, N, W)
-                m2 = px @ a2[:, :, sl]
-                mean[i, idx], std[i, idx] = _pool(mu, m2, hists[j][1], layers[i].fan_in)
+            if model == "sampled":
+                moments = _sampled_moments(e, mats)
+            else:
+                moments = _histogram_moments(e, group, signed, model)
+            for i, (m, sd) in zip(li, moments, strict=True):
+                mean[i, idx], std[i, idx] = m, sd
     return Prediction(mean=mean, std=std)

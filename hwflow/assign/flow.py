@@ -87,7 +87,10 @@ def run_stats(
     meta = {"batches": batches, "batch_size": batch_size, "rows": rows, "cols": cols}
     meta |= {"seed": seed, "split": "train"}
     if path.is_file():
-        layers, old = load_stats(path)
+        try:
+            layers, old = load_stats(path)
+        except RunError:
+            old = None  # damaged or from an older format: record afresh
         if old == meta:
             return layers
     if not record:

@@ -5,8 +5,10 @@ Per approximate layer, from a few traced batches (`hwflow.nn.trace`):
 - `w_hist` (511,): weight-*value* histogram over -255..255 (values, not codes, so the
   same record serves signed layers, where the multiplier sees `w & 0xFF`, and
   sign-magnitude layers, where it sees `|w|` and the lane applies the sign);
-- `x_rows` (N, 256): activation histograms of N sampled output rows (im2col rows);
-- `w_cols` (C, 511): weight histograms of C sampled output columns (output channels);
+- `x_sample` (N, K) uint8: the activation codes of N sampled output rows (im2col rows),
+  `x_rows` (N, 256) their histograms;
+- `w_sample` (C, K) int16: the weights of C sampled output columns (output channels),
+  `w_cols` (C, 511) their histograms;
 - `row_groups`, `col_groups`: each sample's group (grouped convolutions pair a row only
   with columns of its own group);
 - `fan_in`, `ops`, `signed`, and the std and mean of the exact integer accumulator.
@@ -17,6 +19,7 @@ libraries without touching the network again.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from hwflow.io import write_npz
 W_OFFSET = 255  # w_hist[v + W_OFFSET] = P(w == v), v in -255..255
 W_BINS = 2 * W_OFFSET + 1
 STATS_FILE = "stats.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_ROWS = 256  # sampled output rows per layer
 DEFAULT_COLS = 32  # sampled output columns (channels) per layer
 
@@ -48,22 +51,33 @@ class LayerStats:
     acc_mean: float
     x_hist: np.ndarray
     w_hist: np.ndarray
-    x_rows: np.ndarray
-    w_cols: np.ndarray
+    x_sample: np.ndarray
+    w_sample: np.ndarray
     row_groups: np.ndarray
     col_groups: np.ndarray
 
     def __post_init__(self) -> None:
         if self.x_hist.shape != (256,) or self.w_hist.shape != (W_BINS,):
             raise ValueError(f"{self.name}: x_hist must be (256,), w_hist ({W_BINS},)")
-        if self.x_rows.ndim != 2 or self.x_rows.shape[1] != 256:
-            raise ValueError(f"{self.name}: x_rows must be (N, 256), got {self.x_rows.shape}")
-        if self.w_cols.ndim != 2 or self.w_cols.shape[1] != W_BINS:
-            raise ValueError(f"{self.name}: w_cols must be (C, {W_BINS}), got {self.w_cols.shape}")
-        if self.row_groups.shape != (len(self.x_rows),):
+        k = self.fan_in
+        if self.x_sample.ndim != 2 or self.x_sample.shape[1] != k:
+            raise ValueError(f"{self.name}: x_sample must be (N, {k}), got {self.x_sample.shape}")
+        if self.w_sample.ndim != 2 or self.w_sample.shape[1] != k:
+            raise ValueError(f"{self.name}: w_sample must be (C, {k}), got {self.w_sample.shape}")
+        if self.row_groups.shape != (len(self.x_sample),):
             raise ValueError(f"{self.name}: row_groups must have one entry per row")
-        if self.col_groups.shape != (len(self.w_cols),):
+        if self.col_groups.shape != (len(self.w_sample),):
             raise ValueError(f"{self.name}: col_groups must have one entry per column")
+
+    @functools.cached_property
+    def x_rows(self) -> np.ndarray:
+        """(N, 256) activation-code histograms of the sampled rows."""
+        return _normalise(_hist_rows(self.x_sample.astype(np.int64), 0, 256))
+
+    @functools.cached_property
+    def w_cols(self) -> np.ndarray:
+        """(C, 511) weight-value histograms of the sampled columns."""
+        return _normalise(_hist_rows(self.w_sample.astype(np.int64), W_OFFSET, W_BINS))
 
     def pair_mask(self) -> np.ndarray:
         """(N, C) 1.0 where sampled row and column belong to the same group."""
@@ -113,9 +127,9 @@ class LayerAccumulator:
         self.k: int | None = None
         self.x_counts = np.zeros(256, dtype=np.int64)
         self.w_counts = np.zeros(W_BINS, dtype=np.int64)
-        self.x_rows: list[np.ndarray] = []
+        self.x_sample: list[np.ndarray] = []
         self.row_groups: list[np.ndarray] = []
-        self.w_cols: np.ndarray | None = None
+        self.w_sample: np.ndarray | None = None
         self.col_groups: np.ndarray | None = None
         self.n = 0
         self.s1 = 0.0  # sums of s * acc and (s * acc)^2, and of s^2 per element
@@ -149,12 +163,12 @@ class LayerAccumulator:
         take = min(self.rows_per_batch, g * m)
         row_idx = np.sort(self.rng.choice(g * m, size=take, replace=False))
         groups, pos = np.divmod(row_idx, m)
-        self.x_rows.append(_hist_rows(x_codes[groups, pos], 0, 256))
+        self.x_sample.append(x_codes[groups, pos].astype(np.uint8))
         self.row_groups.append(groups)
-        if self.w_cols is None:
+        if self.w_sample is None:
             col_idx = np.sort(self.rng.choice(g * ng, size=min(self.cols, g * ng), replace=False))
             cg, cp = np.divmod(col_idx, ng)
-            self.w_cols = _hist_rows(w_int[cg, :, cp], W_OFFSET, W_BINS)
+            self.w_sample = w_int[cg, :, cp].astype(np.int16)
             self.col_groups = cg
         scale = np.ones((g, 1, ng)) if col_scale is None else np.asarray(col_scale)[:, None, :]
         scaled = np.asarray(acc_ref, dtype=np.float64) * scale
@@ -164,7 +178,7 @@ class LayerAccumulator:
         self.ss += float(np.broadcast_to(scale * scale, scaled.shape).sum())
 
     def finish(self) -> LayerStats:
-        if self.k is None or self.w_cols is None or self.col_groups is None:
+        if self.k is None or self.w_sample is None or self.col_groups is None:
             raise ValueError(f"{self.name}: no batches recorded")
         mean = self.s1 / self.n
         var = max(self.s2 / self.n - mean * mean, 0.0)
@@ -178,8 +192,8 @@ class LayerAccumulator:
             acc_mean=float(mean / rms),
             x_hist=_normalise(self.x_counts),
             w_hist=_normalise(self.w_counts),
-            x_rows=_normalise(np.concatenate(self.x_rows)),
-            w_cols=_normalise(self.w_cols),
+            x_sample=np.concatenate(self.x_sample),
+            w_sample=self.w_sample,
             row_groups=np.concatenate(self.row_groups).astype(np.int64),
             col_groups=self.col_groups.astype(np.int64),
         )
@@ -245,7 +259,7 @@ def record_stats(
     return [a.finish() for a in accs.values()]
 
 
-_ARRAY_FIELDS = ("x_hist", "w_hist", "x_rows", "w_cols", "row_groups", "col_groups")
+_ARRAY_FIELDS = ("x_hist", "w_hist", "x_sample", "w_sample", "row_groups", "col_groups")
 _SCALAR_FIELDS = ("signed", "fan_in", "ops", "acc_std", "acc_mean")
 
 

@@ -1,0 +1,91 @@
+"""Cost of one training step per layer mode, side by side (run: python -m bench.train_step).
+
+The AGN surrogate should cost at most 1.15x a quant (QAT) step. For each model, float,
+quant, agn (and approx with the exact table, for scale) steps run interleaved in the same
+rounds, best of several rounds, so machine load hits all alike; the ratios to the quant
+step are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import hwflow.nn as hn
+from hwflow.multipliers.table import exact_table
+from hwflow.nn.models import build_model
+
+CASES = [
+    # (label, model, input shape (C, H, W), batch)
+    ("digits_cnn, batch 32", "digits_cnn", (1, 8, 8), 32),
+    ("lenet5, batch 128", "lenet5", (1, 28, 28), 128),
+    ("resnet20, batch 64", "resnet20", (3, 32, 32), 64),
+]
+
+
+def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor) -> Callable:
+    layers = [layer for _, layer in hn.approx_layers(model)]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        hn.set_mode(model, mode)
+        logits = model(x)
+        if mode == "agn":
+            loss = hn.agn.agn_loss(logits, y, layers)
+        else:
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def best_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--models", nargs="*", default=[c[1] for c in CASES])
+    parser.add_argument("--approx", action="store_true", help="also time approx mode")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'case':<24} {'mode':<7} {'ms/step':>9} {'vs quant':>9}")
+    for label, name, shape, batch in CASES:
+        if name not in args.models:
+            continue
+        model = build_model(name, 10, shape[0])
+        x = torch.randn(batch, *shape)
+        y = torch.randint(0, 10, (batch,))
+        hn.approximate(model, x[:2])
+        hn.calibrate(model, [x])
+        model.train()
+        hn.set_observing(model, False)
+        modes = ["float", "quant", "agn"]
+        if args.approx:
+            for _, layer in hn.approx_layers(model):
+                layer.set_table(exact_table(layer.signed), layer.signed)
+            modes.append("approx")
+        times = best_times({m: step_fn(model, m, x, y) for m in modes}, args.rounds)
+        for m in modes:
+            ratio = times[m] / times["quant"]
+            print(f"{label:<24} {m:<7} {times[m] * 1e3:>9.2f} {ratio:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -230,6 +230,151 @@ def evaluate(run_dir, mode, split, data_dir, as_json) -> None:
 
 # ---- assign / retrain / sweep (issue 5) -----------------------------------------------
 
+
+def _print_assignment(doc: dict) -> None:
+    click.echo(
+        f"{'layer':<16} {'multiplier':<22} {'tolerated':>9} {'predicted':>9} "
+        f"{'measured':>9} {'E_rel':>7} {'E_hist':>7}"
+    )
+    for item in doc["layers"]:
+        meas = item.get("sigma_measured")
+        hist = item.get("energy_rel_hist")
+        click.echo(
+            f"{item['name']:<16} {item['multiplier']:<22} {item['sigma_tolerated']:>9.4f} "
+            f"{item['sigma_predicted']:>9.4f} {'-' if meas is None else f'{meas:.4f}':>9} "
+            f"{item['energy_rel']:>7.3f} {'-' if hist is None else f'{hist:.3f}':>7}"
+        )
+    e = doc["energy"]
+    line = (
+        f"energy: {e['relative']:.4f} of exact ({e['reduction_pct']:.1f} % saved, uniform operands"
+    )
+    if "relative_histogram" in e:
+        line += f"; {e['reduction_pct_histogram']:.1f} % under recorded operands"
+    click.echo(line + "); selection used uniform-operand energy")
+    v = doc.get("validation")
+    if v:
+        click.echo(
+            f"validation: {v['pairs']} layer/multiplier pairs, relative std error "
+            f"median {v['median_pct']:.1f} %, p90 {v['p90_pct']:.1f} %"
+        )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--library",
+    "library_dir",
+    default="hwflow-lib",
+    show_default=True,
+    type=click.Path(),
+    help="Multiplier library directory.",
+)
+@click.option("--out", type=click.Path(), default=None, help="[default: RUN/assignment.yaml]")
+@click.option(
+    "--scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Multiply every layer's tolerated error std.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["seed", "channel", "sampled"]),
+    default="sampled",
+    show_default=True,
+    help="Error model (seed = the paper's histogram model).",
+)
+@click.option(
+    "--validate",
+    "do_validate",
+    is_flag=True,
+    help="Measure predicted vs actual error by table emulation on held-out batches.",
+)
+@click.option("--no-record", is_flag=True, help="Fail if RUN/stats.npz is missing.")
+@click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def assign(
+    run_dir,
+    library_dir,
+    out,
+    scale,
+    model,
+    do_validate,
+    no_record,
+    no_hist_energy,
+    seed,
+    as_json,
+    quiet,
+) -> None:
+    """Choose the cheapest multiplier per layer within its learned error tolerance."""
+    from hwflow.assign.flow import assign_run
+
+    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    doc = assign_run(
+        run_dir,
+        library_dir,
+        out=out,
+        scale=scale,
+        model=model,
+        do_validate=do_validate,
+        record=not no_record,
+        hist_energy=not no_hist_energy,
+        seed=seed,
+        log=log,
+    )
+    if as_json:
+        echo_json(doc)
+    else:
+        _print_assignment(doc)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--assignment", required=True, type=click.Path(), help="assignment.yaml")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--library",
+    "library_dir",
+    default=None,
+    type=click.Path(),
+    help="[default: the assignment's library]",
+)
+@click.option("--out", type=click.Path(), default=None, help="[default: RUN/retrain.json]")
+@click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def retrain(run_dir, assignment, epochs, lr, seed, library_dir, out, as_json, quiet) -> None:
+    """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
+    from hwflow.assign.retrain import retrain_run
+
+    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    result = retrain_run(
+        run_dir,
+        assignment,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        library=library_dir,
+        out=out,
+        quiet=quiet or as_json,
+        log=log,
+    )
+    if as_json:
+        echo_json(result)
+        return
+    a = result["accuracy"]
+    click.echo(
+        f"test accuracy: quant {a['quant']:.4f}, approx before {a['approx_before']:.4f}, "
+        f"after {a['approx_after']:.4f} (best val epoch {result['best_epoch']})"
+    )
+    e = result.get("energy") or {}
+    if "reduction_pct" in e:
+        click.echo(f"multiplication energy saved: {e['reduction_pct']:.1f} % (uniform operands)")
+
+
 # ---- export / verify (issue 6) --------------------------------------------------------
 
 

@@ -202,7 +202,7 @@ def assign_run(
     *,
     out: str | os.PathLike[str] | None = None,
     scale: float = 1.0,
-    model: str = "seed",
+    model: str = "sampled",
     do_validate: bool = False,
     record: bool = True,
     hist_energy: bool = True,

@@ -52,6 +52,10 @@ def random_table(rng: np.random.Generator, kind: str) -> np.ndarray:
         return rng.integers(-32768, 32768, (256, 256)).astype(np.int32)
     if kind == "unsigned_max":
         return rng.integers(0, 65026, (256, 256)).astype(np.int32)
+    if kind == "g4":  # int16 T the kernel sums 4 rows at a time before widening
+        return rng.choice(np.array([-8191, 8191, 0, 1, -1], dtype=np.int32), (256, 256))
+    if kind == "g2":  # ... 2 rows at a time
+        return rng.integers(-16383, 16384, (256, 256)).astype(np.int32)
     if kind == "int32":
         return rng.integers(-(2**31), 2**31, (256, 256), dtype=np.int64).astype(np.int32)
     if kind == "extremes":
@@ -64,7 +68,16 @@ def random_table(rng: np.random.Generator, kind: str) -> np.ndarray:
     raise AssertionError(kind)
 
 
-TABLE_KINDS = ["int16", "unsigned_max", "int32", "extremes", "all_equal", "noncommutative"]
+TABLE_KINDS = [
+    "int16",
+    "g4",
+    "g2",
+    "unsigned_max",
+    "int32",
+    "extremes",
+    "all_equal",
+    "noncommutative",
+]
 
 
 def operands(rng: np.random.Generator, shape, lo: int, hi: int) -> np.ndarray:
@@ -380,3 +393,24 @@ def test_env_forces_torch_backend(monkeypatch):
     assert (
         kernels.prepare(torch.ones(2, 2, dtype=torch.int64), exact_table(True)).backend == "torch"
     )
+
+
+@pytest.mark.parametrize(
+    ("entries", "group"),
+    [((8191, -8191), 4), ((8192, -1), 2), ((16383, -16383), 2), ((-16384, 5), 1), ((32767, 0), 1)],
+)
+@pytest.mark.parametrize("k", [1, 3, 7, 64, 301])
+def test_int16_row_grouping_edges(entries, group, k):
+    """Summing 2 or 4 int16 T rows before widening is exact right up to the int16 edge."""
+    rng = np.random.default_rng(k)
+    table = rng.choice(np.array(entries, dtype=np.int32), (256, 256))
+    table[:, 1] = entries[0]
+    table[:, 2] = entries[1]
+    x = torch.from_numpy(rng.integers(-128, 128, (9, k)))
+    w = torch.from_numpy(rng.integers(-128, 128, (k, 5)))
+    w[:, 0], w[:, 1] = 1, 2
+    p = kernels.prepare(w, table, backend="compiled")
+    assert p._group == group
+    out = p.matmul(x).to(torch.int64).numpy()
+    np.testing.assert_array_equal(out, naive_numpy(x.numpy(), w.numpy(), table, False))
+    assert (out[:, 0] == entries[0] * k).all() and (out[:, 1] == entries[1] * k).all()

@@ -28,13 +28,17 @@ struct Vec16 {
   typedef T type __attribute__((vector_size(16 * sizeof(T))));
 };
 
-// acc[r] += T-row of x byte `code` at k, for R rows x NB columns held in registers.
-template <typename TV, typename ACC, int NB, int R>
+// acc[r] += T row of x[r, k] for each k of the block, for R rows x NB columns held in
+// registers. With G > 1, G rows of int16 T are first summed in int16 (exact because the
+// caller guarantees G * max|T| fits int16; intermediate wrap-around cancels), halving or
+// quartering the widening conversions, the costliest step of the loop.
+template <typename TV, typename ACC, int NB, int R, int G>
 inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, ACC* const* o,
                             bool first) {
   typedef typename Vec16<TV>::type tv_t;
   typedef typename Vec16<ACC>::type acc_t;
   constexpr int NV = NB / 16;
+  constexpr int64_t kStride = 256 * NB;
   acc_t acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) {
@@ -44,8 +48,27 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
         std::memcpy(&acc[r][v], o[r] + 16 * v, sizeof(acc_t));
       }
     }
-  for (int64_t k = 0; k < kb; ++k) {
-    const TV* base = tk + k * 256 * NB;
+  int64_t k = 0;
+  for (; k + G <= kb; k += G) {
+    const TV* base = tk + k * kStride;
+    for (int r = 0; r < R; ++r) {
+      const TV* rows[G];
+      for (int g = 0; g < G; ++g)
+        rows[g] = base + g * kStride + static_cast<int64_t>(xr[r][k + g]) * NB;
+      for (int v = 0; v < NV; ++v) {
+        tv_t t;
+        std::memcpy(&t, rows[0] + 16 * v, sizeof(tv_t));
+        for (int g = 1; g < G; ++g) {
+          tv_t u;
+          std::memcpy(&u, rows[g] + 16 * v, sizeof(tv_t));
+          t += u;
+        }
+        acc[r][v] += __builtin_convertvector(t, acc_t);
+      }
+    }
+  }
+  for (; k < kb; ++k) {
+    const TV* base = tk + k * kStride;
     for (int r = 0; r < R; ++r) {
       const TV* row = base + static_cast<int64_t>(xr[r][k]) * NB;
       for (int v = 0; v < NV; ++v) {
@@ -59,7 +82,7 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
     for (int v = 0; v < NV; ++v) std::memcpy(o[r] + 16 * v, &acc[r][v], sizeof(acc_t));
 }
 
-template <typename TV, typename ACC, int NB>
+template <typename TV, typename ACC, int NB, int G>
 void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* T, int64_t NT,
                 ACC* out, int64_t ldo, bool add_to_out, int64_t rows_per_task,
                 int64_t block_bytes) {
@@ -86,19 +109,19 @@ void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* 
             xr[r] = xb + (m + r) * ldx + k0;
             o[r] = out + (m + r) * ldo + nt * NB;
           }
-          accumulate_rows<TV, ACC, NB, R>(xr, tk, kb, o, k0 == 0 && !add_to_out);
+          accumulate_rows<TV, ACC, NB, R, G>(xr, tk, kb, o, k0 == 0 && !add_to_out);
         }
         for (; m < m1; ++m) {
           const uint8_t* xr[1] = {xb + m * ldx + k0};
           ACC* o[1] = {out + m * ldo + nt * NB};
-          accumulate_rows<TV, ACC, NB, 1>(xr, tk, kb, o, k0 == 0 && !add_to_out);
+          accumulate_rows<TV, ACC, NB, 1, G>(xr, tk, kb, o, k0 == 0 && !add_to_out);
         }
       }
     }
   });
 }
 
-template <typename TV, typename ACC>
+template <typename TV, typename ACC, int G>
 void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out, bool add,
                  int64_t rows, int64_t bytes) {
   const int64_t M = xb.size(0), K = xb.size(1), NT = t.size(0), NB = t.size(3);
@@ -107,18 +130,22 @@ void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& ou
   ACC* o = out.data_ptr<ACC>();
   const int64_t ldo = out.size(1), ldx = xb.stride(0);
   switch (NB) {
-    case 16: return accumulate<TV, ACC, 16>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
-    case 32: return accumulate<TV, ACC, 32>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
-    case 64: return accumulate<TV, ACC, 64>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 16: return accumulate<TV, ACC, 16, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 32: return accumulate<TV, ACC, 32, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 64: return accumulate<TV, ACC, 64, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
     default: TORCH_CHECK(false, "table kernel: tile width must be 16, 32 or 64, got ", NB);
   }
 }
 
 // xb: uint8 (M, K), unit column stride; t: int16/int32 (NT, K, 256, NB);
 // out: int32/int64 (M, NT * NB), overwritten, or added to when `add` is true.
+// group: rows of int16 T summed in int16 before widening (1, 2 or 4; the caller checks
+// group * max|T| fits int16).
 void table_accumulate(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out,
-                      bool add, int64_t rows_per_task, int64_t block_bytes) {
+                      bool add, int64_t rows_per_task, int64_t block_bytes, int64_t group) {
   TORCH_CHECK(rows_per_task > 0 && block_bytes > 0, "table kernel: bad blocking");
+  TORCH_CHECK(group == 1 || (t.scalar_type() == at::kShort && (group == 2 || group == 4)),
+              "table kernel: group must be 1, or 2 or 4 with int16 T");
   TORCH_CHECK(xb.scalar_type() == at::kByte && xb.dim() == 2 && xb.stride(1) == 1,
               "table kernel: xb must be uint8 (M, K) with unit column stride");
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.size(1) == xb.size(1) && t.size(2) == 256,
@@ -129,9 +156,16 @@ void table_accumulate(const at::Tensor& xb, const at::Tensor& t, const at::Tenso
   if (xb.size(0) == 0 || xb.size(1) == 0 || t.size(0) == 0) return;
   const auto tv = t.scalar_type();
   const auto acc = out.scalar_type();
-  if (tv == at::kShort && acc == at::kInt) return dispatch_nb<int16_t, int32_t>(xb, t, out, add, rows_per_task, block_bytes);
-  if (tv == at::kInt && acc == at::kInt) return dispatch_nb<int32_t, int32_t>(xb, t, out, add, rows_per_task, block_bytes);
-  if (tv == at::kInt && acc == at::kLong) return dispatch_nb<int32_t, int64_t>(xb, t, out, add, rows_per_task, block_bytes);
+  const int64_t r = rows_per_task, b = block_bytes;
+  if (tv == at::kShort && acc == at::kInt) {
+    if (group == 4) return dispatch_nb<int16_t, int32_t, 4>(xb, t, out, add, r, b);
+    if (group == 2) return dispatch_nb<int16_t, int32_t, 2>(xb, t, out, add, r, b);
+    return dispatch_nb<int16_t, int32_t, 1>(xb, t, out, add, r, b);
+  }
+  if (tv == at::kInt && acc == at::kInt)
+    return dispatch_nb<int32_t, int32_t, 1>(xb, t, out, add, r, b);
+  if (tv == at::kInt && acc == at::kLong)
+    return dispatch_nb<int32_t, int64_t, 1>(xb, t, out, add, r, b);
   TORCH_CHECK(false, "table kernel: unsupported dtypes ", tv, " -> ", acc);
 }
 
@@ -178,8 +212,10 @@ void build_tiles(const at::Tensor& table_t, const at::Tensor& codes, const at::T
     TORCH_CHECK(cp[i] >= 0 && cp[i] < 256, "build_tiles: weight code out of range");
   const int64_t* sp = has_signs ? signs.data_ptr<int64_t>() : nullptr;
   const int32_t* tp = table_t.data_ptr<int32_t>();
-  if (out.scalar_type() == at::kShort) return build(tp, cp, sp, K, NT, NB, out.data_ptr<int16_t>());
-  if (out.scalar_type() == at::kInt) return build(tp, cp, sp, K, NT, NB, out.data_ptr<int32_t>());
+  if (out.scalar_type() == at::kShort)
+    return build(tp, cp, sp, K, NT, NB, out.data_ptr<int16_t>());
+  if (out.scalar_type() == at::kInt)
+    return build(tp, cp, sp, K, NT, NB, out.data_ptr<int32_t>());
   TORCH_CHECK(false, "build_tiles: out must be int16 or int32");
 }
 
@@ -219,7 +255,8 @@ std::tuple<int64_t, int64_t, int64_t> codes_of(const V* x, int64_t n, uint8_t* o
       bad[c] = nb;
     }
   });
-  int64_t mn = std::numeric_limits<int64_t>::max(), mx = std::numeric_limits<int64_t>::min(), nb = 0;
+  int64_t mn = std::numeric_limits<int64_t>::max();
+  int64_t mx = std::numeric_limits<int64_t>::min(), nb = 0;
   for (int64_t c = 0; c < chunks; ++c) {
     mn = std::min(mn, lo[c]);
     mx = std::max(mx, hi[c]);
@@ -249,7 +286,8 @@ std::tuple<int64_t, int64_t, int64_t> to_codes(const at::Tensor& x, const at::Te
 }  // namespace
 
 TORCH_LIBRARY(hwflow_table_kernel, m) {
-  m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add, int rows_per_task, int block_bytes) -> ()",
+  m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add, int rows_per_task, "
+        "int block_bytes, int group) -> ()",
         &table_accumulate);
   m.def("to_codes(Tensor x, Tensor(a!) out) -> (int, int, int)", &to_codes);
   m.def("build_tiles(Tensor table_t, Tensor codes, Tensor signs, Tensor(a!) out) -> ()",

@@ -257,6 +257,10 @@ class PreparedWeights:
             # int16 T halves the bytes read; int64 accumulators (K > 65,538) pair with int32.
             small = _INT16[0] <= tmin and tmax <= _INT16[1] and self.out_dtype == torch.int32
             self._tdtype = torch.int16 if small else torch.int32
+            # Rows of int16 T the kernel may sum in int16 before widening: exact while
+            # group * (every T value) stays within int16.
+            bound = max(-tmin, tmax, 1)
+            self._group = next((g for g in (4, 2) if small and g * bound <= _INT16[1]), 1)
             self._nb = _tile_width(max(self.n, 1))
         else:
             # Also where sign-magnitude negation of -2^31 leaves int32: only int64 holds T.
@@ -330,7 +334,9 @@ class PreparedWeights:
             if not self._chunks or m == 0:
                 return torch.zeros(m, self.n, dtype=self.out_dtype)
             for i, c in enumerate(self._chunks):
-                self._op.table_accumulate(xb[:, c.k0 : c.k1], c.data, out, i > 0, *_blocking(m))
+                self._op.table_accumulate(
+                    xb[:, c.k0 : c.k1], c.data, out, i > 0, *_blocking(m), self._group
+                )
             return out[:, : self.n].contiguous() if width != self.n else out
         out = torch.zeros(m, self.n, dtype=self.out_dtype)
         if m == 0:

@@ -414,3 +414,27 @@ def test_int16_row_grouping_edges(entries, group, k):
     out = p.matmul(x).to(torch.int64).numpy()
     np.testing.assert_array_equal(out, naive_numpy(x.numpy(), w.numpy(), table, False))
     assert (out[:, 0] == entries[0] * k).all() and (out[:, 1] == entries[1] * k).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_approx_matmul_float_operands(backend):
+    """Float operands are rounded half to even (as torch.round); bad ones are rejected."""
+    table = random_table(np.random.default_rng(2), "noncommutative")
+    w = torch.tensor([[3.0, -2.0], [1.0, 0.0]])
+    p = kernels.prepare(w.long(), table, backend=backend)
+    x = torch.tensor([[2.5, -1.5], [-127.9999, 254.7]])
+    y = approx_matmul(x, w, table, prepared=p)
+    xi = torch.tensor([[2, -2], [-128, 255]])
+    assert torch.equal(y.long(), table_matmul(xi, w.long(), table, backend=backend).long())
+    for bad, match in [
+        (torch.tensor([[0.0, float("nan")]]), "not finite"),
+        (torch.tensor([[0.0, float("inf")]]), "not finite"),
+        (torch.tensor([[255.6, 0.0]]), r"\[-128, 255\]"),
+        (torch.tensor([[-128.6, 0.0]]), r"\[-128, 255\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            approx_matmul(bad, w, table, prepared=p)
+    with pytest.raises(ValueError, match="prepared weights"):
+        approx_matmul(x, w.t().contiguous()[:1], table, prepared=p)
+    with pytest.raises(ValueError, match="prepared weights"):
+        approx_matmul(x, w, table, True, prepared=p)

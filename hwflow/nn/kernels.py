@@ -401,6 +401,14 @@ class ApproxMatmul(torch.autograd.Function):
         ctx.save_for_backward(x, w)
         if prepared is None:
             prepared = prepare(_to_int(w), table, sign_magnitude)
+        elif (prepared.k, prepared.n) != tuple(
+            w.shape
+        ) or prepared.sign_magnitude != sign_magnitude:
+            raise ValueError(
+                f"prepared weights are ({prepared.k}, {prepared.n}), sign_magnitude="
+                f"{prepared.sign_magnitude}; got w {tuple(w.shape)}, "
+                f"sign_magnitude={sign_magnitude}"
+            )
         acc = prepared._matmul(x, allow_float=True)
         return acc.to(x.dtype if x.is_floating_point() else torch.float32)
 

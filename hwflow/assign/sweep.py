@@ -1,0 +1,246 @@
+"""`hwflow sweep`: the accuracy / energy trade-off, heterogeneous vs homogeneous.
+
+Points: one heterogeneous assignment per tolerance scale, and one homogeneous assignment
+per multiplier (the same design in every layer; layers of the other signedness get the
+same family and parameters in that signedness, or the point is skipped). Every point is
+retrained briefly (`epochs`, per seed) and evaluated; points run through
+`hwflow.executor.run_parallel`. Each lives in `RUN/sweep/<point>/` (assignment.yaml,
+retrain-s<seed>.json): a rerun skips finished points. Writes `RUN/sweep/sweep.csv` and
+`RUN/sweep/pareto.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow.assign import energy as energy_mod
+from hwflow.assign.flow import assign, library_view, run_stats
+from hwflow.errors import AssignmentError
+from hwflow.executor import run_parallel
+from hwflow.io import read_json, write_text, write_yaml
+
+CSV_FIELDS = (
+    "point",
+    "kind",
+    "scale",
+    "multipliers",
+    "energy_rel",
+    "reduction_pct",
+    "reduction_pct_hist",
+    "acc_quant",
+    "acc_before",
+    "acc_after_mean",
+    "acc_after_std",
+    "val_after_mean",
+    "seeds",
+)
+
+
+def _variant_key(entry: Any) -> tuple:
+    """Family and parameters without signedness: pairs u_/s_ versions of one design."""
+    src = entry.source or {}
+    if src.get("kind") == "generator":
+        return (src.get("family"), tuple(sorted((src.get("params") or {}).items())))
+    return ("netlist", entry.name)
+
+
+def homogeneous_docs(stats: Sequence[Any], lib: Any, hist: Any) -> dict[str, dict]:
+    """{point name: assignment doc} with one design for every layer."""
+    entries = {e.name: e for e in lib.library.entries}
+    by_key: dict[tuple, dict[bool, str]] = {}
+    for name in lib.names:
+        by_key.setdefault(_variant_key(entries[name]), {})[bool(entries[name].signed)] = name
+    index = {n: i for i, n in enumerate(lib.names)}
+    need = {bool(s.signed) for s in stats}
+    docs = {}
+    for variants in by_key.values():
+        if not need <= set(variants):
+            continue
+        layers = []
+        for s in stats:
+            name = variants[bool(s.signed)]
+            item = {"name": s.name, "multiplier": name, "signed": s.signed, "ops": s.ops}
+            item["energy_rel"] = round(float(lib.energy[index[name]]), 6)
+            if hist is not None:
+                item["energy_rel_hist"] = round(hist.ratio(s, name), 6)
+            layers.append(item)
+        h = [i["energy_rel_hist"] for i in layers] if hist is not None else None
+        label = "+".join(sorted(set(variants.values())))
+        docs[f"homog-{label}"] = {
+            "library": str(Path(lib.library.path).resolve()),
+            "model": "homogeneous",
+            "layers": layers,
+            "energy": energy_mod.summary(
+                [s.ops for s in stats], [i["energy_rel"] for i in layers], h
+            ),
+        }
+    return docs
+
+
+def _retrain_point(item: tuple) -> dict:
+    """Worker: retrain one point for one seed (skipped when its result exists)."""
+    run_dir, point_dir, epochs, lr, seed, threads, max_steps = item
+    out = Path(point_dir) / f"retrain-s{seed}.json"
+    if out.is_file():
+        return read_json(out)
+    import torch
+
+    from hwflow.assign.retrain import retrain_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    return retrain_run(
+        run_dir,
+        Path(point_dir) / "assignment.yaml",
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        out=out,
+        max_steps=max_steps,
+    )
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (higher reduction, higher accuracy)."""
+    front = []
+    for i, (r, a) in enumerate(points):
+        dominated = any(
+            (r2 >= r and a2 >= a) and (r2 > r or a2 > a)
+            for j, (r2, a2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot(rows: list[dict], baseline: float, path: Path) -> None:
+    """Pareto plot: energy saved vs test accuracy after retraining."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind, marker, color in (("homogeneous", "s", "tab:gray"), ("heterogeneous", "o", "C0")):
+        sel = [r for r in rows if r["kind"] == kind]
+        if not sel:
+            continue
+        x = [r["reduction_pct"] for r in sel]
+        y = [100 * r["acc_after_mean"] for r in sel]
+        e = [100 * r["acc_after_std"] for r in sel]
+        ax.errorbar(x, y, yerr=e, fmt=marker, color=color, label=kind, ms=5, capsize=2, alpha=0.8)
+        front = pareto_front(list(zip(x, y, strict=True)))
+        ax.plot([x[i] for i in front], [y[i] for i in front], "-", color=color, lw=1)
+        if kind == "heterogeneous":
+            for r, xi, yi in zip(sel, x, y, strict=True):
+                ax.annotate(
+                    f"x{r['scale']:g}",
+                    (xi, yi),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.axhline(100 * baseline, color="k", lw=0.8, label="int8 (exact) baseline")
+    ax.axhline(100 * baseline - 1, color="k", lw=0.8, ls="--", label="baseline - 1 pp")
+    ax.set_xlabel("multiplication energy saved [%] (uniform-operand estimate)")
+    ax.set_ylabel("test top-1 accuracy after retraining [%]")
+    ax.set_ylim(max(0, 100 * baseline - 15), 100 * baseline + 3)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    from hwflow.io import write_bytes
+
+    write_bytes(path, buf.getvalue())
+
+
+def sweep_run(
+    run_dir: str | os.PathLike[str],
+    library: str | os.PathLike[str],
+    scales: Sequence[float],
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    seeds: Sequence[int] = (0,),
+    model: str = "sampled",
+    homogeneous: bool = True,
+    jobs: int = 1,
+    hist_energy: bool = True,
+    out_dir: str | os.PathLike[str] | None = None,
+    max_steps: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> list[dict]:
+    """Run the sweep; returns the CSV rows (also written with the plot)."""
+    from hwflow.nn.train import load_run
+
+    if not scales:
+        raise AssignmentError("--scales: give at least one scale")
+    if any(s < 0 for s in scales):
+        raise AssignmentError(f"--scales must be >= 0, got {list(scales)}")
+    lib = library_view(library)
+    run = load_run(run_dir)
+    stats = run_stats(run)
+    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    hist = energy_mod.HistogramEnergy(lib.library) if hist_energy else None
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
+    docs: dict[str, dict] = {}
+    for s in scales:
+        doc = assign(stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist)
+        doc.pop("_predicted_std")
+        docs[f"scale-{float(s):g}"] = doc
+    if homogeneous:
+        docs |= homogeneous_docs(stats, lib, hist)
+    for name, doc in docs.items():
+        path = out / name / "assignment.yaml"
+        if not path.is_file():
+            write_yaml(path, doc)
+    threads = 1 if jobs > 1 else 0
+    items = [
+        (str(run_dir), str(out / name), epochs, lr, seed, threads, max_steps)
+        for name in docs
+        for seed in seeds
+    ]
+    log(f"sweep: {len(docs)} points x {len(seeds)} seeds, {epochs} retraining epochs each")
+    results = list(run_parallel(_retrain_point, items, jobs))
+    per_point: dict[str, list[dict]] = {}
+    for item, res in zip(items, results, strict=True):
+        per_point.setdefault(Path(item[1]).name, []).append(res)
+    rows = []
+    for name, doc in docs.items():
+        res = per_point[name]
+        after = np.array([r["accuracy"]["approx_after"] for r in res])
+        e = doc["energy"]
+        rows.append(
+            {
+                "point": name,
+                "kind": "homogeneous" if name.startswith("homog-") else "heterogeneous",
+                "scale": doc.get("scale", ""),
+                "multipliers": " ".join(i["multiplier"] for i in doc["layers"]),
+                "energy_rel": e["relative"],
+                "reduction_pct": e["reduction_pct"],
+                "reduction_pct_hist": e.get("reduction_pct_histogram", ""),
+                "acc_quant": res[0]["accuracy"]["quant"],
+                "acc_before": float(np.mean([r["accuracy"]["approx_before"] for r in res])),
+                "acc_after_mean": float(after.mean()),
+                "acc_after_std": float(after.std()),
+                "val_after_mean": float(np.mean([r["val_accuracy"]["approx_after"] for r in res])),
+                "seeds": len(res),
+            }
+        )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "sweep.csv", buf.getvalue())
+    plot(rows, rows[0]["acc_quant"], out / "pareto.png")
+    return rows

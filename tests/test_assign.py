@@ -1,0 +1,282 @@
+"""hwflow assign / retrain / sweep on a tiny trained run and a small library.
+
+The library here is built from the generators' reference tables with hand-set energies
+(no simulation or synthesis, so it is fast); `test_assign_e2e.py` uses a characterized one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hwflow.assign.assignment import load_assignment
+from hwflow.assign.error_model import predict
+from hwflow.assign.flow import assign_run, library_view, run_stats
+from hwflow.assign.retrain import retrain_run
+from hwflow.assign.select import choose, tolerances
+from hwflow.assign.validate import measure_errors, relative_errors, spread
+from hwflow.cli import cli
+from hwflow.errors import AssignmentError, LibraryError, RunError
+from hwflow.multipliers.generators import MultiplierSpec, reference_table
+from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+
+# (family, params, energy per op): energies are test inputs, not measurements.
+DESIGNS = [
+    ("exact", {}, 1000.0),
+    ("trunc", {"k": 4, "comp": True}, 800.0),
+    ("trunc", {"k": 7, "comp": True}, 550.0),
+    ("bam", {"hbl": 2, "vbl": 8}, 450.0),
+    ("drum", {"k": 4}, 300.0),
+    ("trunc", {"k": 11, "comp": False}, 150.0),
+]
+
+
+def make_library(path: Path) -> Library:
+    lib = Library.create(path)
+    new = []
+    for signed in (False, True):
+        for family, params, energy in DESIGNS:
+            spec = MultiplierSpec(family, signed, params)
+            entry = LibraryEntry(
+                name=spec.name,
+                signed=signed,
+                source={"kind": "generator", "family": family, "params": spec.params},
+                metrics={},
+                cost={"energy": energy},
+            )
+            new.append(NewEntry(entry, reference_table(spec), "// none\n", "{}"))
+    lib.commit(new)
+    return Library.open(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny digits run (few steps per stage) and the small library."""
+    from hwflow.nn.train import AGNConfig, DataConfig, QATConfig, StageConfig, TrainConfig, train
+
+    root = tmp_path_factory.mktemp("assign")
+    cfg = TrainConfig(
+        seed=0,
+        data=DataConfig(max_samples=300, batch_size=32),
+        float=StageConfig(epochs=1, max_steps=8),
+        qat=QATConfig(epochs=1, max_steps=4, calibration_batches=2),
+        agn=AGNConfig(epochs=1, max_steps=4),
+    )
+    train(cfg, root / "run", quiet=True)
+    make_library(root / "lib")
+    return root / "run", root / "lib"
+
+
+@pytest.fixture
+def run_copy(tiny, tmp_path):
+    """A private copy of the run (tests write stats, assignments, checkpoints into it)."""
+    import shutil
+
+    run, lib = tiny
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run", lib
+
+
+def test_selection_is_cheapest_fitting_multiplier(run_copy):
+    run_dir, lib_dir = run_copy
+    doc = assign_run(run_dir, lib_dir, scale=1.0, hist_energy=False)
+    written = yaml.safe_load((run_dir / "assignment.yaml").read_text())
+    assert written["layers"] == doc["layers"] and written["library"] == str(lib_dir.resolve())
+    # Brute force from the model's predictions: lowest energy among those within tolerance.
+    from hwflow.nn.train import load_run
+
+    stats = run_stats(load_run(run_dir))
+    view = library_view(lib_dir)
+    pred = predict(view.tables, view.signed, stats, "sampled")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    sigma = {layer["name"]: layer["sigma"] for layer in summary["layers"]}
+    for i, (s, item) in enumerate(zip(stats, doc["layers"], strict=True)):
+        ok = [
+            j
+            for j in range(len(view.names))
+            if view.signed[j] == s.signed and pred.std[i, j] <= sigma[s.name] * s.acc_std
+        ]
+        best = min(view.energy[j] for j in ok)
+        assert item["energy_rel"] == pytest.approx(best)
+        assert item["sigma_predicted"] <= item["sigma_tolerated"] * (1 + 1e-9)
+    ops = np.array([item["ops"] for item in doc["layers"]], dtype=float)
+    e = np.array([item["energy_rel"] for item in doc["layers"]])
+    assert doc["energy"]["relative"] == pytest.approx((ops * e).sum() / ops.sum(), abs=1e-6)
+
+
+def test_scale_zero_is_exact_and_huge_scale_cheapest(run_copy):
+    run_dir, lib_dir = run_copy
+    exact = assign_run(run_dir, lib_dir, scale=0.0, hist_energy=False, out=run_dir / "a0.yaml")
+    assert {i["multiplier"] for i in exact["layers"]} == {"u_exact"}
+    assert exact["energy"]["reduction_pct"] == 0.0
+    cheap = assign_run(run_dir, lib_dir, scale=1e9, hist_energy=False, out=run_dir / "a1.yaml")
+    assert {i["multiplier"] for i in cheap["layers"]} == {"u_trunc_k11"}
+    assert cheap["energy"]["reduction_pct"] == pytest.approx(85.0)
+
+
+def test_choose_prefers_energy_then_std_and_rejects_nothing_fitting():
+    std = np.array([[0.0, 5.0, 5.0, np.nan], [0.0, 50.0, 50.0, 1.0]])
+    mean = np.zeros_like(std)
+    energy = np.array([1.0, 0.5, 0.5, 0.1])
+    got = choose(["a", "b"], ["ex", "m1", "m2", "other"], mean, std, energy, np.array([10, 10]))
+    assert [c.index for c in got] == [1, 3]
+    with pytest.raises(AssignmentError, match="no multiplier"):
+        choose(["a"], ["m1"], mean[:1, 1:2], std[:1, 1:2], energy[1:2], np.array([1.0]))
+    with pytest.raises(AssignmentError, match="scale"):
+        tolerances([0.1], [1.0], -1.0)
+
+
+def test_validation_measures_against_independent_gather(run_copy):
+    run_dir, lib_dir = run_copy
+    from hwflow.nn import trace
+    from hwflow.nn.train import load_run
+
+    run = load_run(run_dir)
+    x = run.data.val.x[:16]
+    view = library_view(lib_dir)
+    name = "u_drum_k4"
+    table = view.tables[view.names.index(name)]
+    layer = next(iter(trace(run.model, x)))
+    got = measure_errors(run.model, [x], {layer: [(name, table, False)]})[(layer, name)]
+    t = trace(run.model, x)[layer]
+    xi, wi = t.x_int[0].numpy(), t.w_int[0].numpy()
+    approx = (np.sign(wi)[None] * table[xi[:, :, None], np.abs(wi)[None]]).sum(1)
+    err = approx - t.acc_exact[0].numpy()
+    assert got.n == err.size
+    assert got.mean == pytest.approx(err.mean()) and got.std == pytest.approx(err.std())
+    assert spread([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7]
+    summary = relative_errors(
+        [{"predicted_std": 11.0, "measured_std": 10.0}, {"predicted_std": 0.0, "measured_std": 0}]
+    )
+    assert summary["pairs"] == 1 and summary["median_pct"] == pytest.approx(10.0)
+
+
+def test_validate_records_measured_sigma(run_copy):
+    run_dir, lib_dir = run_copy
+    doc = assign_run(run_dir, lib_dir, scale=2.0, hist_energy=False, do_validate=True)
+    assert all("sigma_measured" in item for item in doc["layers"])
+    assert doc["validation"]["pairs"] > 0
+    chosen = [p for p in doc["validation_pairs"] if p["chosen"]]
+    assert len(chosen) == len(doc["layers"])
+
+
+def _write_assignment(path: Path, layers: list[dict], lib_dir: Path) -> Path:
+    path.write_text(yaml.safe_dump({"library": str(lib_dir), "layers": layers}))
+    return path
+
+
+def test_load_assignment_bad_inputs(run_copy, tmp_path):
+    run_dir, lib_dir = run_copy
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = {layer["name"]: layer["signed"] for layer in summary["layers"]}
+    first = next(iter(names))
+    good = [{"name": n, "multiplier": "u_exact"} for n in names]
+    ok = load_assignment(_write_assignment(tmp_path / "ok.yaml", good, lib_dir), lib_dir, names)
+    assert set(ok) == set(names) and ok[first][0] == "u_exact" and ok[first][2] is False
+    cases = {
+        "unknown layer nope": [{"name": "nope", "multiplier": "u_exact"}],
+        "unknown multiplier u_magic": [{"name": first, "multiplier": "u_magic"}],
+        "signed multiplier": [{"name": first, "multiplier": "s_exact"}],
+        "assigned twice": [good[0], good[0]],
+    }
+    for message, layers in cases.items():
+        path = _write_assignment(tmp_path / "bad.yaml", layers, lib_dir)
+        with pytest.raises(AssignmentError, match=message):
+            load_assignment(path, lib_dir, names)
+    (tmp_path / "notalist.yaml").write_text("layers: 3\n")
+    with pytest.raises(AssignmentError, match="layers"):
+        load_assignment(tmp_path / "notalist.yaml", lib_dir, names)
+
+
+def test_library_without_tables_and_run_without_stats(run_copy, tmp_path):
+    run_dir, lib_dir = run_copy
+    import shutil
+
+    broken = tmp_path / "broken-lib"
+    shutil.copytree(lib_dir, broken)
+    (broken / "tables" / "u_drum_k4.npy").unlink()
+    with pytest.raises(LibraryError, match="u_drum_k4"):
+        assign_run(run_dir, broken, hist_energy=False)
+    with pytest.raises(LibraryError, match="no multiplier library"):
+        assign_run(run_dir, tmp_path / "nolib", hist_energy=False)
+    with pytest.raises(RunError, match="stats.npz"):
+        assign_run(run_dir, lib_dir, hist_energy=False, record=False)
+    assert not (run_dir / "assignment.yaml").exists() and not (run_dir / "stats.npz").exists()
+
+
+def test_cli_assign_and_errors(run_copy, tmp_path):
+    run_dir, lib_dir = run_copy
+    runner = CliRunner()
+    res = runner.invoke(cli, ["assign", str(run_dir), "--library", str(tmp_path / "nolib")])
+    assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    res = runner.invoke(
+        cli, ["assign", str(run_dir), "--library", str(lib_dir), "--no-record", "--quiet"]
+    )
+    assert res.exit_code == 2 and "stats.npz" in res.output
+    assert not (run_dir / "assignment.yaml").exists()
+    res = runner.invoke(
+        cli,
+        ["assign", str(run_dir), "--library", str(lib_dir), "--no-hist-energy", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["model"] == "sampled" and (run_dir / "assignment.yaml").is_file()
+    bad = _write_assignment(
+        tmp_path / "bad.yaml", [{"name": "x", "multiplier": "u_exact"}], lib_dir
+    )
+    res = runner.invoke(cli, ["retrain", str(run_dir), "--assignment", str(bad), "--quiet"])
+    assert res.exit_code == 2 and "unknown layer x" in res.output
+    assert not (run_dir / "retrain.json").exists()
+
+
+@pytest.mark.slow
+def test_retrain_resumes_to_the_same_result(run_copy, monkeypatch):
+    run_dir, lib_dir = run_copy
+    assign_run(run_dir, lib_dir, scale=3.0, hist_energy=False)
+    a = run_dir / "assignment.yaml"
+    full = retrain_run(run_dir, a, epochs=2, max_steps=3, out=run_dir / "full.json")
+    assert set(full["accuracy"]) == {"quant", "approx_before", "approx_after"}
+    assert full["energy"]["reduction_pct"] > 0
+    import hwflow.assign.retrain as rt
+
+    real_save, calls = rt.save_torch, []
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        calls.append(path)
+        if str(path).endswith(".last.pt"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rt, "save_torch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        retrain_run(run_dir, a, epochs=2, max_steps=3, out=run_dir / "resumed.json")
+    assert not (run_dir / "resumed.json").exists()
+    monkeypatch.setattr(rt, "save_torch", real_save)
+    logs: list[str] = []
+    resumed = retrain_run(
+        run_dir, a, epochs=2, max_steps=3, out=run_dir / "resumed.json", log=logs.append
+    )
+    assert any("resuming after epoch 1" in m for m in logs)
+    assert resumed["history"] == full["history"] and resumed["accuracy"] == full["accuracy"]
+
+
+@pytest.mark.slow
+def test_sweep_writes_csv_and_plot(run_copy):
+    from hwflow.assign.sweep import pareto_front, sweep_run
+
+    run_dir, lib_dir = run_copy
+    rows = sweep_run(run_dir, lib_dir, [0.0, 4.0], epochs=1, max_steps=2, hist_energy=False)
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("heterogeneous") == 2 and kinds.count("homogeneous") == len(DESIGNS)
+    csv_text = (run_dir / "sweep" / "sweep.csv").read_text().splitlines()
+    assert csv_text[0].startswith("point,kind,scale") and len(csv_text) == len(rows) + 1
+    png = (run_dir / "sweep" / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    exact = next(r for r in rows if r["point"] == "scale-0")
+    assert exact["reduction_pct"] == 0.0
+    assert pareto_front([(0, 90), (50, 95), (60, 80), (40, 94)]) == [1, 2]

@@ -212,16 +212,30 @@ def train(config_path, out, resume, seed, data_dir, quiet) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option(
-    "--mode", type=click.Choice(["float", "quant", "agn"]), default="quant", show_default=True
+    "--mode",
+    type=click.Choice(["float", "quant", "agn", "approx"]),
+    default="quant",
+    show_default=True,
 )
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
 @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder override.")
+@click.option("--assignment", type=click.Path(), default=None, help="approx: assignment.yaml")
+@click.option("--retrained", type=click.Path(), default=None, help="approx: retrain checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def evaluate(run_dir, mode, split, data_dir, as_json) -> None:
+def evaluate(run_dir, mode, split, data_dir, assignment, retrained, as_json) -> None:
     """Accuracy of a trained run (agn: with its learned noise drawn at evaluation)."""
     from hwflow.nn.train import evaluate_run
 
-    result = evaluate_run(run_dir, mode=mode, split=split, data_dir=data_dir)
+    if mode == "approx" or assignment is not None:  # issue 5: approx mode with tables
+        from hwflow.assign.retrain import evaluate_assignment
+
+        if mode != "approx" or assignment is None:
+            raise click.UsageError("--mode approx and --assignment go together")
+        result = evaluate_assignment(
+            run_dir, assignment, split=split, data_dir=data_dir, retrained=retrained
+        )
+    else:
+        result = evaluate_run(run_dir, mode=mode, split=split, data_dir=data_dir)
     if as_json:
         echo_json(result)
     else:
@@ -434,6 +448,50 @@ def verify_cmd(export_dir, as_json) -> None:
         )
 
 # ---- demo / report (issue 7) ----------------------------------------------------------
+
+
+@cli.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Flow directory: every stage's outputs stay here.")  # fmt: skip
+@click.option("--library", default="hwflow-lib", show_default=True, type=click.Path(),
+              help="Multiplier library (built-in designs, cached by sha256).")  # fmt: skip
+@click.option("--config", "train_config", default=None, type=click.Path(dir_okay=False),
+              help="Training config [default: examples/digits.yaml].")  # fmt: skip
+@click.option("--quick", is_flag=True, help="A few steps per stage (tests, smoke runs).")
+@click.option("--scale", default=1.0, show_default=True, help="Tolerance scale for assign.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Parallel workers.")
+@click.option("--seed", default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--force", multiple=True, help="Rerun this step even if its outputs exist.")
+def demo(out, library, train_config, quick, scale, jobs, seed, force) -> None:
+    """The whole flow on the digits default: library, train, assign, retrain, sweep,
+    export, verify, report."""
+    from pathlib import Path
+
+    from hwflow.flow import FlowConfig, run_flow
+
+    cfg = FlowConfig(
+        out=Path(out), library=Path(library), quick=quick, scale=scale, jobs=jobs, seed=seed,
+        force=tuple(force),
+    )  # fmt: skip
+    if train_config is not None:
+        cfg.train_config = Path(train_config)
+    results = run_flow(cfg, log=lambda msg: click.echo(msg, err=True))
+    total = sum(r.seconds for r in results)
+    click.echo(f"flow finished in {total:.0f} s; report: {Path(out) / 'report' / 'report.html'}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--library", default=None, type=click.Path(),
+              help="Library [default: the one the assignment names].")  # fmt: skip
+@click.option("--html/--no-html", default=True, show_default=True,
+              help="Also write a self-contained HTML page.")  # fmt: skip
+def report(run, library, html) -> None:
+    """Write RUN/report/report.md (and report.html) with figures from the stages' files."""
+    from hwflow.report import write_report
+
+    for path in write_report(run, library=library, html=html):
+        click.echo(str(path))
 
 
 def main() -> None:

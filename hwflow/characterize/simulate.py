@@ -1,10 +1,14 @@
 """Exhaustive simulation of 8x8 multipliers with cocotb + Icarus (all 65,536 pairs).
 
-Speed comes from two batching levels (TOOLCHAIN.md: ~0.4 s per simulator launch, and
-Python per vector would cost 5-10x): a generated Verilog wrapper instantiates 2^C copies
-of each design, copy i seeing first operand `{a_hi, i}`, so one `await` in
-`sim/multiplier_tb.py` evaluates 2^C pairs; and several designs share one wrapper (one
-launch), as long as their module names do not collide.
+Speed (TOOLCHAIN.md: ~0.4 s per simulator launch; Python per vector costs 5-10x): a
+generated Verilog wrapper sweeps the second operand itself. For each first operand `a`
+that the cocotb testbench (`sim/multiplier_tb.py`) drives, the wrapper steps `b` through
+0..255 and stores every product in a 4096-bit row register per design; the testbench
+awaits once per row and reads each row in one access: 256 awaits for all 65,536 pairs
+of every design in the launch. Several designs share one wrapper (one launch) as long as
+their module names do not collide. (Measured alternatives: 2^C copies of each design
+behind a wide output bus cost 2-4x more simulator time, because every copy adds work
+to Icarus' event queue and every output toggle re-evaluates the bus.)
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 TESTBENCH = _ROOT / "sim" / "multiplier_tb.py"
 PLAIN_TESTBENCH = _ROOT / "rtl_templates" / "mul_exhaustive_tb.v"
 WRAPPER_TOP = "hwflow_mul_bench"
-DEFAULT_COPIES_LOG2 = 5
 MAX_BATCH = 8
+STEP_NS = 10  # time per operand pair inside the wrapper (zero-delay netlists settle at once)
 
 
 @dataclass(frozen=True)
@@ -40,30 +44,30 @@ class SimDesign:
     modules: frozenset[str] = frozenset()  # every module the file defines (batching)
 
 
-def wrapper_verilog(designs: Sequence[SimDesign], copies_log2: int) -> str:
-    """The bench top: 2^C copies of each design; `o` = all outputs, design-major."""
-    c = copies_log2
-    if not 1 <= c <= 7:
-        raise ValueError(f"copies_log2 must be in 1..7, got {c}")
-    copies = 1 << c
-    lanes = len(designs) * copies
+def wrapper_verilog(designs: Sequence[SimDesign], step_ns: int = STEP_NS) -> str:
+    """The bench top: one instance per design; on each toggle of `go` it sweeps `b`
+    through 0..255 (`step_ns` apart) for the current `a`, storing product b of design d
+    in `row<d>[16 b +: 16]`. A sweep takes 256 * step_ns."""
+    ports = ", ".join(f"row{d}" for d in range(len(designs)))
     lines = [
-        f"module {WRAPPER_TOP}(input [{7 - c}:0] a_hi, input [7:0] b,",
-        f"    output [{lanes * 16 - 1}:0] o);",
-        "  genvar i;",
-        f"  generate for (i = 0; i < {copies}; i = i + 1) begin : lane",
-        f"    localparam [{c - 1}:0] LO = i;",
+        f"module {WRAPPER_TOP}(input [7:0] a, input go, output reg [4095:0] {ports});",
+        "  reg [7:0] b;",
+        "  integer k;",
     ]
     for d, design in enumerate(designs):
         pa, pb, po = design.ports
-        lines.append(f"    wire [15:0] y{d};")
-        lines.append(f"    {design.top} u{d} (.{pa}({{a_hi, LO}}), .{pb}(b), .{po}(y{d}));")
-    lines.append("  end endgenerate")
-    # One concatenation (MSB first): part-select writes into the wide bus cost
-    # O(width) each, which made many copies quadratically slower in Icarus.
-    parts = [f"lane[{i}].y{d}" for d in range(len(designs)) for i in range(copies)]
-    lines.append("  assign o = {" + ", ".join(reversed(parts)) + "};")
-    lines += ["endmodule", ""]
+        lines.append(f"  wire [15:0] y{d};")
+        lines.append(f"  {design.top} u{d} (.{pa}(a), .{pb}(b), .{po}(y{d}));")
+    lines += [
+        "  always @(go) begin",
+        "    for (k = 0; k < 256; k = k + 1) begin",
+        f"      b = k; #{step_ns};",
+        *(f"      row{d}[k * 16 +: 16] = y{d};" for d in range(len(designs))),
+        "    end",
+        "  end",
+        "endmodule",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -85,7 +89,6 @@ def plan_batches(designs: Sequence[SimDesign], max_batch: int = MAX_BATCH) -> li
 def simulate_batch(
     designs: Sequence[SimDesign],
     workdir: str | Path | None = None,
-    copies_log2: int = DEFAULT_COPIES_LOG2,
 ) -> list[np.ndarray]:
     """Simulate designs (disjoint module names) in one launch.
 
@@ -99,7 +102,7 @@ def simulate_batch(
         work = Path(workdir) if workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         wrapper = work / f"{WRAPPER_TOP}.v"
-        wrapper.write_text(wrapper_verilog(designs, copies_log2))
+        wrapper.write_text(wrapper_verilog(designs))
         out, xz_out = work / "raw.bin", work / "xz.json"
         names = [d.name for d in designs]
         run_cocotb(
@@ -109,7 +112,7 @@ def simulate_batch(
             work / "build",
             args={
                 "designs": names,
-                "copies_log2": copies_log2,
+                "sweep_ns": 256 * STEP_NS + STEP_NS,
                 "out": str(out),
                 "xz_out": str(xz_out),
             },
@@ -124,12 +127,10 @@ def simulate_batch(
                     "check for undriven or multiply-driven output bits"
                 )
         raw = np.fromfile(out, dtype="<u2")
-    copies = 1 << copies_log2
     if raw.size != len(designs) * 65536:
         raise SimulationError(f"testbench wrote {raw.size} outputs, expected {len(designs)}x65536")
-    # [a_hi, b, design, copy] -> [design, a_hi, copy, b] = [design, a, b] with a = a_hi*C+copy
-    lanes = raw.reshape(256 // copies, 256, len(designs), copies).transpose(2, 0, 3, 1)
-    return [np.ascontiguousarray(lanes[i]).reshape(256, 256) for i in range(len(designs))]
+    by_design = raw.reshape(256, len(designs), 256).transpose(1, 0, 2)  # [a, d, b] -> [d, a, b]
+    return [np.ascontiguousarray(by_design[i]) for i in range(len(designs))]
 
 
 def plain_testbench_table(design: SimDesign, workdir: str | Path) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""`characterize --builtin`: commits per group, so an interrupted run resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hwflow.characterize.pipeline as pipeline
+from hwflow.multipliers.generators import builtin_specs, reference_table
+from hwflow.multipliers.library import Library
+
+
+@pytest.mark.slow
+def test_interrupted_builtin_run_resumes_without_redoing_finished_designs(tmp_path, monkeypatch):
+    specs = [s for s in builtin_specs() if s.family in ("exact", "trunc")][:3]
+    assert {s.family for s in specs} == {"exact", "trunc"}
+    monkeypatch.setattr(pipeline, "MAX_BATCH", 1)  # one design per group
+    real = pipeline._run_group
+    calls: list[list[str]] = []
+
+    def interrupted(designs):
+        calls.append([d.name for d in designs])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(designs)
+
+    monkeypatch.setattr(pipeline, "_run_group", interrupted)
+    lib_dir = tmp_path / "lib"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.characterize_builtin(lib_dir, specs=specs)
+    done = [e.name for e in Library.open(lib_dir).entries]
+    assert done == [calls[0][0]]
+    first_table = (lib_dir / "tables" / f"{done[0]}.npy").stat().st_mtime_ns
+
+    calls.clear()
+    monkeypatch.setattr(
+        pipeline, "_run_group", lambda ds: (calls.append([d.name for d in ds]), real(ds))[1]
+    )
+    outcomes = pipeline.characterize_builtin(lib_dir, specs=specs)
+    redone = [name for group in calls for name in group]
+    assert done[0] not in redone
+    assert {o.entry.name for o in outcomes if o.cached} == set(done)
+    lib = Library.open(lib_dir)
+    assert (lib_dir / "tables" / f"{done[0]}.npy").stat().st_mtime_ns == first_table
+    for spec in specs:  # cocotb tables equal the generators' independent numpy models
+        assert np.array_equal(lib.table(spec.name), reference_table(spec)), spec.name
+    assert lib.get(lib.exact_name(False)).cost["energy_rel"] == 1.0
+    trunc = [s.name for s in specs if s.family == "trunc"]
+    assert all(lib.get(n).cost["energy_rel"] < 1.0 for n in trunc)
+
+    calls.clear()
+    assert all(o.cached for o in pipeline.characterize_builtin(lib_dir, specs=specs))
+    assert calls == []

@@ -226,6 +226,22 @@ def test_cli_assign_and_errors(run_copy, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["model"] == "sampled" and (run_dir / "assignment.yaml").is_file()
+    a = str(run_dir / "assignment.yaml")
+    res = runner.invoke(
+        cli, ["evaluate", str(run_dir), "--mode", "approx", "--assignment", a, "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run
+
+    run = load_run(run_dir)
+    model = run.fresh_model()
+    apply_tables(model, {n: (t, s) for n, (_, t, s) in load_assignment(a, lib_dir).items()})
+    assert got["accuracy"] == run.evaluate(model, "test")
+    assert set(got["multipliers"].values()) == {i["multiplier"] for i in doc["layers"]}
+    res = runner.invoke(cli, ["evaluate", str(run_dir), "--mode", "approx"])
+    assert res.exit_code == 2
     bad = _write_assignment(
         tmp_path / "bad.yaml", [{"name": "x", "multiplier": "u_exact"}], lib_dir
     )

@@ -154,3 +154,52 @@ def retrain_run(
     write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
     last.unlink(missing_ok=True)
     return result
+
+
+def evaluate_assignment(
+    run_dir: str | os.PathLike[str],
+    assignment: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    data_dir: str | None = None,
+    library: str | os.PathLike[str] | None = None,
+    retrained: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Accuracy in approx mode with an assignment's tables (`hwflow evaluate --mode approx`).
+
+    `retrained`: a retrain checkpoint (`retrain.json`'s `checkpoint`) whose weights to use;
+    by default the run's own (not retrained) weights.
+    """
+    import torch
+
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run
+
+    run = load_run(run_dir, data_dir)
+    doc = read_yaml(assignment)
+    lib_path = library if library is not None else (doc or {}).get("library")
+    if not lib_path:
+        raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
+    layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
+    tables = load_assignment(assignment, lib_path, layers)
+    missing = sorted(set(layers) - set(tables))
+    if missing:
+        raise AssignmentError(f"{assignment}: no multiplier for layers {', '.join(missing)}")
+    model = run.fresh_model()
+    checkpoint = "checkpoints/agn.pt"
+    if retrained is not None:
+        path = Path(retrained)
+        if not path.is_file():
+            raise AssignmentError(f"{path}: retrained checkpoint not found")
+        model.load_state_dict(torch.load(path, weights_only=False)["model"])
+        checkpoint = str(path)
+    apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+    return {
+        "run": str(run_dir),
+        "mode": "approx",
+        "split": split,
+        "assignment": str(assignment),
+        "checkpoint": checkpoint,
+        "accuracy": run.evaluate(model, split),
+        "multipliers": {n: m for n, (m, _, _) in tables.items()},
+    }

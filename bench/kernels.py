@@ -27,21 +27,23 @@ SHAPES = [
 ]
 
 
-def best_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best wall time of each function over `rounds` interleaved rounds."""
+def best_times(
+    fns: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Best time of each function over `rounds` interleaved rounds."""
     for fn in fns.values():
         fn()  # warm up (and build the compiled kernel)
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            best[name] = min(best[name], clock() - t0)
     return best
 
 
 def bench_shape(
-    m: int, k: int, n: int, rounds: int, seed: int = 0
+    m: int, k: int, n: int, rounds: int, clock: Callable[[], float], seed: int = 0
 ) -> list[tuple[str, float, float, int]]:
     """[(algorithm, seconds, ratio to float32, prepared bytes)] for one shape."""
     rng = np.random.default_rng(seed)
@@ -61,7 +63,7 @@ def bench_shape(
         "compiled, incl. prepare": lambda: kernels.table_matmul(x, w, table, backend="compiled"),
         "torch embedding_bag, prepared": lambda: fallback.matmul(x),
     }
-    times = best_times(fns, rounds)
+    times = best_times(fns, rounds, clock)
     base = times["float32 matmul"]
     sizes = {
         "float32 matmul": 0,
@@ -76,14 +78,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time, or process CPU time (robust on a shared machine; sums all threads)",
+    )
     args = ap.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.rounds}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"best {args.clock} time of {args.rounds} rounds"
+    )
     for label, m, k, n in SHAPES:
         print(f"\n{label}: M={m} K={k} N={n}")
         print(f"  {'algorithm':32s} {'ms':>9s} {'x float32':>10s} {'table MB':>9s}")
-        for name, t, ratio, nbytes in bench_shape(m, k, n, args.rounds):
+        for name, t, ratio, nbytes in bench_shape(m, k, n, args.rounds, clock):
             print(f"  {name:32s} {t * 1e3:9.2f} {ratio:10.2f} {nbytes / 2**20:9.2f}")
 
 

@@ -427,8 +427,8 @@ def test_approx_matmul_float_operands(backend):
     xi = torch.tensor([[2, -2], [-128, 255]])
     assert torch.equal(y.long(), table_matmul(xi, w.long(), table, backend=backend).long())
     for bad, match in [
-        (torch.tensor([[0.0, float("nan")]]), "not finite"),
-        (torch.tensor([[0.0, float("inf")]]), "not finite"),
+        (torch.tensor([[0.0, float("nan")]]), "must be finite"),
+        (torch.tensor([[0.0, float("inf")]]), "must be finite"),
         (torch.tensor([[255.6, 0.0]]), r"\[-128, 255\]"),
         (torch.tensor([[-128.6, 0.0]]), r"\[-128, 255\]"),
     ]:
@@ -438,3 +438,19 @@ def test_approx_matmul_float_operands(backend):
         approx_matmul(x, w.t().contiguous()[:1], table, prepared=p)
     with pytest.raises(ValueError, match="prepared weights"):
         approx_matmul(x, w, table, True, prepared=p)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_operands_round_half_to_even(backend, dtype):
+    """The fused conversion rounds exactly as torch.round, at every half and near-half."""
+    grid = torch.arange(-128.5, 255.5, 0.25, dtype=torch.float64)
+    near = torch.tensor([2.4999998, 254.50002, -128.49, 0.49999997, -0.5, 1.5, 2.5])
+    x = torch.cat([grid, near.double()]).to(dtype).reshape(-1, 1)
+    w = torch.ones(1, 1)
+    p = kernels.prepare(
+        w.long(), np.arange(65536, dtype=np.int32).reshape(256, 256), backend=backend
+    )
+    got = approx_matmul(x, w, p and None, prepared=p).long().flatten()
+    expected = (torch.round(x).long().flatten() & 0xFF) * 256 + 1
+    assert torch.equal(got, expected)

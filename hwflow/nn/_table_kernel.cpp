@@ -219,66 +219,73 @@ void build_tiles(const at::Tensor& table_t, const at::Tensor& codes, const at::T
   TORCH_CHECK(false, "build_tiles: out must be int16 or int32");
 }
 
-// One pass over operand values: out = value & 0xFF (floats rounded half to even, as
-// torch.round), returning (min, max, count of non-finite values) so the caller can
-// reject out-of-range operands without another pass.
+// Round half to even (torch.round) in a form compilers vectorize: adding and removing
+// 1.5 * 2^mantissa rounds in the default rounding mode. Larger magnitudes (integers
+// already, or far outside any operand range) pass through unchanged.
 template <typename V>
-std::tuple<int64_t, int64_t, int64_t> codes_of(const V* x, int64_t n, uint8_t* out) {
+inline V round_half_even(V v) {
+  constexpr V magic = std::is_same_v<V, float> ? V(12582912.0) : V(6755399441055744.0);
+  constexpr V limit = std::is_same_v<V, float> ? V(4194304.0) : V(2251799813685248.0);
+  const V r = (v + magic) - magic;
+  return std::abs(v) < limit ? r : v;
+}
+
+// One pass over operand values: out = value & 0xFF (floats rounded half to even, as
+// torch.round), returning how many values lie outside [lo, hi] (NaN included), so the
+// caller can reject bad operands without another pass. Branch-free, count-only bodies
+// let the compiler vectorize (float min/max reductions would not).
+template <typename V>
+int64_t codes_of(const V* x, int64_t n, uint8_t* out, int64_t lo, int64_t hi) {
   constexpr int64_t kChunk = 1 << 16;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<int64_t> lo(chunks, std::numeric_limits<int64_t>::max());
-  std::vector<int64_t> hi(chunks, std::numeric_limits<int64_t>::min());
   std::vector<int64_t> bad(chunks, 0);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      const int64_t i1 = std::min(n, (c + 1) * kChunk);
-      int64_t mn = lo[c], mx = hi[c], nb = 0;
-      for (int64_t i = c * kChunk; i < i1; ++i) {
-        int64_t v;
-        if constexpr (std::is_floating_point_v<V>) {
-          const V r = std::nearbyint(x[i]);
-          if (!(r >= V(-1e18) && r <= V(1e18))) {  // NaN or huge: reported, not converted
-            ++nb;
-            v = 0;
-          } else {
-            v = static_cast<int64_t>(r);
-          }
-        } else {
-          v = static_cast<int64_t>(x[i]);
+      const int64_t i0 = c * kChunk, i1 = std::min(n, (c + 1) * kChunk);
+      // Restrict-qualified locals: byte stores through `out` may otherwise alias anything.
+      const V* __restrict xs = x;
+      uint8_t* __restrict os = out;
+      int64_t nbad = 0;
+      if constexpr (std::is_floating_point_v<V>) {
+        const V vlo = static_cast<V>(lo), vhi = static_cast<V>(hi);
+        for (int64_t i = i0; i < i1; ++i) {
+          const V r = round_half_even(xs[i]);
+          const bool ok = r >= vlo && r <= vhi;  // false for NaN
+          nbad += !ok;
+          os[i] = static_cast<uint8_t>(static_cast<int32_t>(ok ? r : V(0)) & 0xFF);
         }
-        mn = std::min(mn, v);
-        mx = std::max(mx, v);
-        out[i] = static_cast<uint8_t>(v & 0xFF);
+      } else {
+        // Bounds clamped into V's own range, so comparisons stay in V's width.
+        const V vlo = static_cast<V>(std::max<int64_t>(lo, std::numeric_limits<V>::min()));
+        const V vhi = static_cast<V>(std::min<int64_t>(hi, std::numeric_limits<V>::max()));
+        for (int64_t i = i0; i < i1; ++i) {
+          const V v = xs[i];
+          nbad += !(v >= vlo && v <= vhi);
+          os[i] = static_cast<uint8_t>(v);  // modulo 256: v & 0xFF
+        }
       }
-      lo[c] = mn;
-      hi[c] = mx;
-      bad[c] = nb;
+      bad[c] = nbad;
     }
   });
-  int64_t mn = std::numeric_limits<int64_t>::max();
-  int64_t mx = std::numeric_limits<int64_t>::min(), nb = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    mn = std::min(mn, lo[c]);
-    mx = std::max(mx, hi[c]);
-    nb += bad[c];
-  }
-  return {mn, mx, nb};
+  int64_t total = 0;
+  for (int64_t c = 0; c < chunks; ++c) total += bad[c];
+  return total;
 }
 
-std::tuple<int64_t, int64_t, int64_t> to_codes(const at::Tensor& x, const at::Tensor& out) {
+int64_t to_codes(const at::Tensor& x, const at::Tensor& out, int64_t lo, int64_t hi) {
   TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && out.scalar_type() == at::kByte &&
                   out.numel() == x.numel(),
               "to_codes: x and out must be contiguous, out uint8 of x's size");
   const int64_t n = x.numel();
   uint8_t* o = out.data_ptr<uint8_t>();
   switch (x.scalar_type()) {
-    case at::kByte: return codes_of(x.data_ptr<uint8_t>(), n, o);
-    case at::kChar: return codes_of(x.data_ptr<int8_t>(), n, o);
-    case at::kShort: return codes_of(x.data_ptr<int16_t>(), n, o);
-    case at::kInt: return codes_of(x.data_ptr<int32_t>(), n, o);
-    case at::kLong: return codes_of(x.data_ptr<int64_t>(), n, o);
-    case at::kFloat: return codes_of(x.data_ptr<float>(), n, o);
-    case at::kDouble: return codes_of(x.data_ptr<double>(), n, o);
+    case at::kByte: return codes_of(x.data_ptr<uint8_t>(), n, o, lo, hi);
+    case at::kChar: return codes_of(x.data_ptr<int8_t>(), n, o, lo, hi);
+    case at::kShort: return codes_of(x.data_ptr<int16_t>(), n, o, lo, hi);
+    case at::kInt: return codes_of(x.data_ptr<int32_t>(), n, o, lo, hi);
+    case at::kLong: return codes_of(x.data_ptr<int64_t>(), n, o, lo, hi);
+    case at::kFloat: return codes_of(x.data_ptr<float>(), n, o, lo, hi);
+    case at::kDouble: return codes_of(x.data_ptr<double>(), n, o, lo, hi);
     default: TORCH_CHECK(false, "to_codes: unsupported dtype ", x.scalar_type());
   }
 }
@@ -289,7 +296,7 @@ TORCH_LIBRARY(hwflow_table_kernel, m) {
   m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add, int rows_per_task, "
         "int block_bytes, int group) -> ()",
         &table_accumulate);
-  m.def("to_codes(Tensor x, Tensor(a!) out) -> (int, int, int)", &to_codes);
+  m.def("to_codes(Tensor x, Tensor(a!) out, int lo, int hi) -> int", &to_codes);
   m.def("build_tiles(Tensor table_t, Tensor codes, Tensor signs, Tensor(a!) out) -> ()",
         &build_tiles);
 }

@@ -448,9 +448,8 @@ def test_float_operands_round_half_to_even(backend, dtype):
     near = torch.tensor([2.4999998, 254.50002, -128.49, 0.49999997, -0.5, 1.5, 2.5])
     x = torch.cat([grid, near.double()]).to(dtype).reshape(-1, 1)
     w = torch.ones(1, 1)
-    p = kernels.prepare(
-        w.long(), np.arange(65536, dtype=np.int32).reshape(256, 256), backend=backend
-    )
-    got = approx_matmul(x, w, p and None, prepared=p).long().flatten()
+    table = np.arange(65536, dtype=np.int32).reshape(256, 256)  # entry = 256 * a + b
+    p = kernels.prepare(w.long(), table, backend=backend)
+    got = approx_matmul(x, w, table, prepared=p).long().flatten()
     expected = (torch.round(x).long().flatten() & 0xFF) * 256 + 1
     assert torch.equal(got, expected)

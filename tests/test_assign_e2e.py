@@ -1,0 +1,76 @@
+"""End to end through the CLI: characterize a few designs, train tiny, assign --validate,
+retrain, evaluate. Slow (simulation, synthesis, training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hwflow.cli import cli
+
+
+@pytest.mark.slow
+def test_characterize_train_assign_validate_retrain(tmp_path):
+    from hwflow.characterize.pipeline import characterize_builtin
+    from hwflow.multipliers.generators import MultiplierSpec
+    from hwflow.nn.train import AGNConfig, DataConfig, QATConfig, StageConfig, TrainConfig, train
+
+    specs = [
+        MultiplierSpec("trunc", False, {"k": 6, "comp": True}),
+        MultiplierSpec("drum", False, {"k": 4}),
+        MultiplierSpec("bam", False, {"hbl": 2, "vbl": 8}),
+    ]
+    lib = tmp_path / "lib"
+    characterize_builtin(lib, specs=specs)
+    cfg = TrainConfig(
+        data=DataConfig(max_samples=300, batch_size=32),
+        float=StageConfig(epochs=1, max_steps=8),
+        qat=QATConfig(epochs=1, max_steps=4, calibration_batches=2),
+        agn=AGNConfig(epochs=1, max_steps=4),
+    )
+    run = tmp_path / "run"
+    train(cfg, run, quiet=True)
+
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["assign", str(run), "--library", str(lib), "--validate", "--scale", "3", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["energy"]["model"] == "uniform" and "relative_histogram" in doc["energy"]
+    assert all(0 < item["energy_rel_hist"] <= 1.5 for item in doc["layers"])
+    assert all("sigma_measured" in item for item in doc["layers"])
+    v = doc["validation"]
+    assert v["pairs"] >= 3 * len(doc["layers"]) - 1
+    # The sampled model computes the recorded outputs' errors exactly; held-out batches
+    # differ only by sampling, so it must land close.
+    assert v["median_pct"] <= 15.0
+    on_disk = yaml.safe_load((run / "assignment.yaml").read_text())
+    assert on_disk["validation"] == v and "validation_pairs" not in on_disk
+
+    res = runner.invoke(
+        cli,
+        ["retrain", str(run), "--assignment", str(run / "assignment.yaml"), "--epochs", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    result = json.loads((run / "retrain.json").read_text())
+    assert result["energy"] == on_disk["energy"]
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(run),
+            "--mode",
+            "approx",
+            "--assignment",
+            str(run / "assignment.yaml"),
+            "--retrained",
+            result["checkpoint"],
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["accuracy"] == result["accuracy"]["approx_after"]

@@ -389,6 +389,90 @@ def retrain(run_dir, assignment, epochs, lr, seed, library_dir, out, as_json, qu
         click.echo(f"multiplication energy saved: {e['reduction_pct']:.1f} % (uniform operands)")
 
 
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what}: expected numbers like 0.5,1,2, got {text!r}") from None
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--library",
+    "library_dir",
+    default="hwflow-lib",
+    show_default=True,
+    type=click.Path(),
+    help="Multiplier library directory.",
+)
+@click.option(
+    "--scales",
+    default="0.5,1,2,4",
+    show_default=True,
+    help="Comma-separated tolerance scales (heterogeneous points).",
+)
+@click.option("--epochs", type=int, default=1, show_default=True, help="Retraining per point.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="Retraining seeds, e.g. 0,1,2.")
+@click.option(
+    "--model",
+    type=click.Choice(["seed", "channel", "sampled"]),
+    default="sampled",
+    show_default=True,
+)
+@click.option("--no-homogeneous", is_flag=True, help="Skip the one-multiplier baselines.")
+@click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel points.")
+@click.option("--out", type=click.Path(), default=None, help="[default: RUN/sweep]")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def sweep(
+    run_dir,
+    library_dir,
+    scales,
+    epochs,
+    lr,
+    seeds,
+    model,
+    no_homogeneous,
+    no_hist_energy,
+    jobs,
+    out,
+    as_json,
+    quiet,
+) -> None:
+    """Accuracy/energy trade-off: scales x retraining, plus homogeneous baselines."""
+    from hwflow.assign.sweep import sweep_run
+
+    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    rows = sweep_run(
+        run_dir,
+        library_dir,
+        _float_list(scales, "--scales"),
+        epochs=epochs,
+        lr=lr,
+        seeds=[int(v) for v in _float_list(seeds, "--seeds")],
+        model=model,
+        homogeneous=not no_homogeneous,
+        jobs=jobs,
+        hist_energy=not no_hist_energy,
+        out_dir=out,
+        log=log,
+    )
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{'point':<34} {'saved %':>8} {'hist %':>7} {'acc before':>10} {'after':>14}")
+    for r in rows:
+        hist = r["reduction_pct_hist"]
+        click.echo(
+            f"{r['point'][:34]:<34} {r['reduction_pct']:>8.1f} "
+            f"{'-' if hist == '' else f'{hist:.1f}':>7} {r['acc_before']:>10.4f} "
+            f"{r['acc_after_mean']:>7.4f}+-{r['acc_after_std']:.4f}"
+        )
+
+
 # ---- export / verify (issue 6) --------------------------------------------------------
 
 

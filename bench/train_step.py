@@ -3,7 +3,8 @@
 The AGN surrogate should cost at most 1.15x a quant (QAT) step. For each model, float,
 quant, agn (and approx with the exact table, for scale) steps run interleaved in the same
 rounds, best of several rounds, so machine load hits all alike; the ratios to the quant
-step are printed.
+step are printed. Times are process CPU time by default (`--clock cpu`, stable on a shared
+machine; use `--threads 1` to make them comparable to wall time) or wall time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 import hwflow.nn as hn
 from hwflow.multipliers.table import exact_table
+from hwflow.nn.agn import agn_loss
 from hwflow.nn.models import build_model
 
 CASES = [
@@ -34,10 +36,8 @@ def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor)
     def step() -> None:
         hn.set_mode(model, mode)
         logits = model(x)
-        if mode == "agn":
-            loss = hn.agn.agn_loss(logits, y, layers)
-        else:
-            loss = F.cross_entropy(logits, y)
+        agn = mode == "agn"
+        loss = agn_loss(logits, y, layers) if agn else F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -45,15 +45,17 @@ def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor)
     return step
 
 
-def best_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+def best_times(
+    fns: dict[str, Callable[[], None]], rounds: int, clock: Callable[[], float]
+) -> dict[str, float]:
     for fn in fns.values():
         fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            best[name] = min(best[name], clock() - t0)
     return best
 
 
@@ -62,9 +64,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--models", nargs="*", default=[c[1] for c in CASES])
     parser.add_argument("--approx", action="store_true", help="also time approx mode")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time")
     print(f"{'case':<24} {'mode':<7} {'ms/step':>9} {'vs quant':>9}")
     for label, name, shape, batch in CASES:
         if name not in args.models:
@@ -81,7 +88,7 @@ def main() -> None:
             for _, layer in hn.approx_layers(model):
                 layer.set_table(exact_table(layer.signed), layer.signed)
             modes.append("approx")
-        times = best_times({m: step_fn(model, m, x, y) for m in modes}, args.rounds)
+        times = best_times({m: step_fn(model, m, x, y) for m in modes}, args.rounds, clock)
         for m in modes:
             ratio = times[m] / times["quant"]
             print(f"{label:<24} {m:<7} {times[m] * 1e3:>9.2f} {ratio:>8.2f}x")

@@ -15,7 +15,7 @@ def test_affine_params_cover_range_and_zero_is_exact(signed, lo, hi):
     qmin, qmax = quant.act_range(signed)
     assert qmin <= zp <= qmax and isinstance(zp, int)
     x = torch.tensor([min(lo, 0.0), 0.0, max(hi, 0.0)])
-    c = quant.quantize_centered(x, torch.tensor(scale), torch.tensor(float(zp)), signed)
+    c = quant.quantize_centered(x, torch.tensor(scale), zp, signed)
     codes = c + zp
     assert codes.min() >= qmin and codes.max() <= qmax
     assert float(c[1]) == 0.0  # real zero is exactly the zero-point code
@@ -37,7 +37,7 @@ def test_weight_quantization_symmetric_and_per_channel():
 
 def test_straight_through_gradient_zero_outside_range():
     x = torch.tensor([-10.0, 0.3, 0.7, 10.0], requires_grad=True)
-    c = quant.quantize_centered(x, torch.tensor(0.01), torch.tensor(0.0), signed=False)
+    c = quant.quantize_centered(x, torch.tensor(0.01), 0, signed=False)
     c.sum().backward()
     assert x.grad.tolist() == [0.0, 100.0, 100.0, 0.0]
 
@@ -53,3 +53,11 @@ def test_observers():
     assert (float(mm.lo), float(mm.hi)) == (-2.0, 2.0)
     with pytest.raises(ValueError, match="observer"):
         quant.ActObserver("percentile")
+
+
+def test_round_clamp_matches_round_half_even_formula():
+    torch.manual_seed(0)
+    v = torch.cat([torch.randn(10000) * 300, torch.arange(-300, 300) + 0.5])
+    for offset, lo, hi in [(0, 0, 255), (17, 0, 255), (-5, -128, 127), (0, -127, 127)]:
+        expected = torch.clamp(torch.round(v) + offset, lo, hi) - offset
+        assert torch.equal(quant.round_clamp_ste(v, lo, hi, offset), expected)

@@ -111,7 +111,7 @@ def test_load_run_model_is_quantized_and_reproduces_summary(tiny_run):
     assert {layer.mode for _, layer in hn.approx_layers(run.model)} == {"quant"}
     assert run.evaluate() == summary["accuracy"]["quant_after_agn"]
     assert len(run.data.test) == 160
-    sig = [abs(float(layer.sigma)) for _, layer in hn.approx_layers(run.model)]
+    sig = [abs(float(layer.sigma.detach())) for _, layer in hn.approx_layers(run.model)]
     assert sig == [layer["sigma"] for layer in summary["layers"]]
     tr = hn.trace(run.model, run.data.test.x[:4])
     assert set(tr) == {"0", "2", "5", "9"}

@@ -87,6 +87,7 @@ class _ApproxMixin:
         self.per_channel = per_channel
         self.calibrating = False
         self.agn_eval_noise = False
+        self.agn_noise = "pool"  # noise source, see hwflow.nn.agn.standard_noise
         self.act_obs = quant.ActObserver(observer)
         self.sigma = nn.Parameter(torch.tensor(SIGMA_INIT))
         self.register_buffer("signed_code", torch.tensor(_SIGNED_CODE[operands]))
@@ -181,7 +182,7 @@ class _ApproxMixin:
         if self.training and self.act_obs.enabled:
             self.act_obs.observe(x)
         sx, zp, signed = self._act_qparams()
-        xc = quant.quantize_centered(x, sx, torch.tensor(float(zp)), signed)
+        xc = quant.quantize_centered(x, sx, zp, signed)
         wq, sw = quant.quantize_weight(self.weight, self.per_channel)
         if self.mode == "approx":
             rows, meta = self._operand_rows(xc)  # (G, M, K) centered
@@ -196,7 +197,7 @@ class _ApproxMixin:
             y = self._float_op(xc, wq)
         y = y * self._out_scale(sx, sw, y.dim())
         if self.mode == "agn" and (self.training or self.agn_eval_noise):
-            y = add_noise(y, self.sigma)
+            y = add_noise(y, self.sigma, self.agn_noise)
         self._record_ops(y)
         if self._trace_sink is not None:
             self._trace_sink.append(self._make_trace(xc, zp, wq, sx, sw, signed, y))

@@ -30,36 +30,23 @@ def act_range(signed: bool) -> tuple[int, int]:
     return (-128, 127) if signed else (0, 255)
 
 
-class _RoundClamp(torch.autograd.Function):
-    """round(v) clamped to [lo, hi]; gradient 1 inside the range, 0 where clamped (STE)."""
+def round_clamp_ste(v: Tensor, lo: int, hi: int, offset: int = 0) -> Tensor:
+    """`clamp(round(v) + offset, lo, hi) - offset`, gradient 1 where not clamped (STE).
 
-    @staticmethod
-    def forward(ctx, v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:  # type: ignore[override]
-        r = torch.round(v)
-        mask = (r >= lo) & (r <= hi)
-        ctx.save_for_backward(mask)
-        return torch.minimum(torch.maximum(r, lo), hi)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+    One fused ATen op (fake-quantize with scale 1): the QAT step's overhead over a float
+    step is mostly these elementwise passes. Rounding is half-to-even, like torch.round.
+    """
+    return torch.fake_quantize_per_tensor_affine(v, 1.0, offset, lo, hi)
 
 
-def round_clamp_ste(v: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
-    lo_t = torch.as_tensor(lo, dtype=v.dtype, device=v.device)
-    hi_t = torch.as_tensor(hi, dtype=v.dtype, device=v.device)
-    return _RoundClamp.apply(v, lo_t, hi_t)
-
-
-def quantize_centered(x: Tensor, scale: Tensor, zero_point: Tensor, signed: bool) -> Tensor:
+def quantize_centered(x: Tensor, scale: Tensor, zero_point: int, signed: bool) -> Tensor:
     """`q - zero_point` as float, q = clamp(round(x / scale) + zero_point, code range).
 
     Differentiable (STE): d/dx = 1/scale inside the range. `q` itself is the operand code
     the multiplier sees; add `zero_point` back to get it.
     """
     lo, hi = act_range(signed)
-    return round_clamp_ste(x / scale, lo - zero_point, hi - zero_point)
+    return round_clamp_ste(x / scale, lo, hi, zero_point)
 
 
 def weight_scale(w: Tensor, per_channel: bool) -> Tensor:

@@ -88,6 +88,7 @@ class AGNConfig(StageConfig):
     sigma_init: float = SIGMA_INIT
     sigma_max: float = SIGMA_MAX
     sigma_lr: float | None = None  # default: lr
+    noise: Literal["pool", "randn"] = "pool"  # see hwflow.nn.agn.standard_noise
 
 
 @dataclass
@@ -239,9 +240,11 @@ def _prepare_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         L.set_mode(model, "agn")
 
 
-def _stage_modes(stage: str, model: nn.Module) -> None:
+def _stage_modes(stage: str, model: nn.Module, cfg: TrainConfig) -> None:
     L.set_mode(model, {"float": "float", "qat": "quant", "agn": "agn"}[stage])
     L.set_observing(model, stage == "qat")
+    for _, layer in L.approx_layers(model):
+        layer.agn_noise = cfg.agn.noise
 
 
 def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
@@ -274,7 +277,7 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         _prepare_stage(stage, model, ctx)
         torch.manual_seed(cfg.seed * 1000 + 100 + stage_idx)
         start, best_val, best_state, metrics = 0, -1.0, None, []
-    _stage_modes(stage, model)
+    _stage_modes(stage, model, cfg)
 
     from tqdm import tqdm
 

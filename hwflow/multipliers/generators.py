@@ -29,6 +29,7 @@ All other families act on the Baugh-Wooley partial-product matrix (constants 2^8
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -235,7 +236,7 @@ def _expected_dropped(signed: bool, keep_bit, keep_column) -> int:
                 mean += Fraction(3 if nand else 1, 4) * 2 ** (i + j)
     if signed:
         mean += sum(2**c for c in _BW_CONSTANT_COLUMNS if not keep_column(c))
-    return int(mean + Fraction(1, 2)) if mean >= 0 else -int(-mean + Fraction(1, 2))
+    return math.floor(mean + Fraction(1, 2))
 
 
 def _selected_sum(

@@ -296,3 +296,16 @@ def test_sweep_writes_csv_and_plot(run_copy):
     exact = next(r for r in rows if r["point"] == "scale-0")
     assert exact["reduction_pct"] == 0.0
     assert pareto_front([(0, 90), (50, 95), (60, 80), (40, 94)]) == [1, 2]
+
+
+def test_energy_accounting():
+    from hwflow.assign.energy import relative_energy, summary
+
+    assert relative_energy([1, 3], [1.0, 0.2]) == pytest.approx(0.4)
+    s = summary([1, 3], [1.0, 0.2], [1.0, 0.5])
+    assert s["relative"] == pytest.approx(0.4) and s["reduction_pct"] == pytest.approx(60.0)
+    assert s["relative_histogram"] == pytest.approx(0.625)
+    assert s["reduction_pct_histogram"] == pytest.approx(37.5) and s["model"] == "uniform"
+    assert "relative_histogram" not in summary([1], [0.5], None)
+    with pytest.raises(ValueError):
+        relative_energy([0], [1.0])

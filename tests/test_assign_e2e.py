@@ -48,6 +48,13 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
     # The sampled model computes the recorded outputs' errors exactly; held-out batches
     # differ only by sampling, so it must land close.
     assert v["median_pct"] <= 15.0
+    # Known answer of the recorded-operand energy: the exact multiplier is its own reference.
+    from hwflow.assign.energy import HistogramEnergy
+    from hwflow.assign.stats import load_stats
+    from hwflow.multipliers.library import Library
+
+    stats, _ = load_stats(run / "stats.npz")
+    assert HistogramEnergy(Library.open(lib)).ratio(stats[0], "u_exact") == 1.0
     on_disk = yaml.safe_load((run / "assignment.yaml").read_text())
     assert on_disk["validation"] == v and "validation_pairs" not in on_disk
 

@@ -57,7 +57,7 @@ def uniform_ratio(entry: Any) -> float:
 class HistogramEnergy:
     """Per-layer energy ratios under recorded operand histograms, cached per pair."""
 
-    def __init__(self, library: Any, samples: int = 20000, seed: int = 0) -> None:
+    def __init__(self, library: Any, samples: int = 1 << 16, seed: int = 0) -> None:
         self.library = library
         self.samples = samples
         self.seed = seed

@@ -18,6 +18,17 @@
 #include <tuple>
 #include <vector>
 
+// Rows per register block by tile width (overridable for tuning builds).
+#ifndef HWFLOW_R16
+#define HWFLOW_R16 4
+#endif
+#ifndef HWFLOW_R32
+#define HWFLOW_R32 2
+#endif
+#ifndef HWFLOW_R64
+#define HWFLOW_R64 1
+#endif
+
 namespace {
 
 
@@ -88,7 +99,7 @@ void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* 
                 int64_t block_bytes) {
   // Rows per register block: enough independent chains to hide load latency while
   // R * NB / 16 accumulators still fit the vector register file.
-  constexpr int R = NB == 16 ? 4 : (NB == 32 ? 2 : 1);
+  constexpr int R = NB == 16 ? HWFLOW_R16 : (NB == 32 ? HWFLOW_R32 : HWFLOW_R64);
   const int64_t row_bytes = 256 * NB * static_cast<int64_t>(sizeof(TV));
   const int64_t KB = std::max<int64_t>(1, block_bytes / row_bytes);
   const int64_t n_mblocks = (M + rows_per_task - 1) / rows_per_task;

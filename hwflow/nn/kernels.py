@@ -418,7 +418,8 @@ class ApproxMatmul(torch.autograd.Function):
                 f"sign_magnitude={sign_magnitude}"
             )
         acc = prepared._matmul(x, allow_float=True)
-        return acc.to(x.dtype if x.is_floating_point() else torch.float32)
+        # The table runs on the CPU; the result goes back to where x lives.
+        return acc.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]

@@ -170,10 +170,9 @@ def evaluate_assignment(
     `retrained`: a retrain checkpoint (`retrain.json`'s `checkpoint`) whose weights to use;
     by default the run's own (not retrained) weights.
     """
-    import torch
 
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run
+    from hwflow.nn.train import load_run, load_weights
 
     run = load_run(run_dir, data_dir)
     doc = read_yaml(assignment)
@@ -188,11 +187,8 @@ def evaluate_assignment(
     model = run.fresh_model()
     checkpoint = "checkpoints/agn.pt"
     if retrained is not None:
-        path = Path(retrained)
-        if not path.is_file():
-            raise AssignmentError(f"{path}: retrained checkpoint not found")
-        model.load_state_dict(torch.load(path, weights_only=False)["model"])
-        checkpoint = str(path)
+        load_weights(model, retrained)
+        checkpoint = str(retrained)
     apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
     return {
         "run": str(run_dir),

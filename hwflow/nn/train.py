@@ -536,3 +536,14 @@ def evaluate_run(
         "checkpoint": checkpoint,
         "accuracy": acc,
     }
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
+    """Load a checkpoint's `model` state (a stage or retrain checkpoint) into `model`."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise RunError(f"{path}: checkpoint not found")
+    try:
+        model.load_state_dict(torch.load(path, weights_only=False)["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise RunError(f"{path}: not a checkpoint of this model ({exc})") from None

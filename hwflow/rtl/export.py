@@ -152,13 +152,15 @@ def export_run(
     images: int = 16,
     library: str | os.PathLike[str] | None = None,
     split: str = "test",
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Export the run's network under `assignment` to `out` (atomically). Returns the
-    manifest."""
+    manifest. `checkpoint`: weights to deploy instead of the run's (a retrain checkpoint,
+    `retrain.json`'s `checkpoint`)."""
     from hwflow.assign.assignment import load_assignment
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
-    from hwflow.nn.train import load_run
+    from hwflow.nn.train import load_run, load_weights
 
     if images < 1:
         raise VerificationError(f"--images must be >= 1, got {images}")
@@ -168,6 +170,8 @@ def export_run(
     lib_path = Path(library) if library is not None else _assignment_library(assignment)
     lib = Library.open(lib_path)
     run = load_run(run_dir)
+    if checkpoint is not None:
+        load_weights(run.model, checkpoint)
     signedness = {info.name: bool(info.signed) for info in layer_info(run.model)}
     assigned = load_assignment(assignment, lib, layers=signedness)
     data = run.data.split(split)

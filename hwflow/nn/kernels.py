@@ -107,6 +107,7 @@ def _activation_codes(x: torch.Tensor, ops, allow_float: bool = False) -> torch.
             raise ValueError("x: operand values must be finite (found NaN or infinity)")
         vmin, vmax = (float(t) for t in torch.aminmax(v))
         _check_range("x", vmin, vmax, lo, hi)
+        raise ValueError(f"x: {bad} operand values lie outside [{lo}, {hi}]")
     return codes
 
 
@@ -145,6 +146,8 @@ def compiled_kernel():
         else:
             try:
                 from torch.utils import cpp_extension
+
+                log.info("table kernel: building/loading the compiled kernel (first build ~30 s)")
 
                 cpp_extension.load(
                     name=f"hwflow_table_kernel_{_cpu_tag()}",
@@ -401,6 +404,14 @@ def _to_int(v: torch.Tensor) -> torch.Tensor:
     return v.round().to(torch.int64) if v.is_floating_point() else v.to(torch.int64)
 
 
+def _check_prepared(prepared: PreparedWeights, w: torch.Tensor, sign_magnitude: bool) -> None:
+    if (prepared.k, prepared.n) != tuple(w.shape) or prepared.sign_magnitude != sign_magnitude:
+        raise ValueError(
+            f"prepared weights are ({prepared.k}, {prepared.n}), sign_magnitude="
+            f"{prepared.sign_magnitude}; got w {tuple(w.shape)}, sign_magnitude={sign_magnitude}"
+        )
+
+
 class ApproxMatmul(torch.autograd.Function):
     """Forward: table_matmul as float. Backward: the exact product's gradients (STE)."""
 
@@ -409,14 +420,8 @@ class ApproxMatmul(torch.autograd.Function):
         ctx.save_for_backward(x, w)
         if prepared is None:
             prepared = prepare(_to_int(w), table, sign_magnitude)
-        elif (prepared.k, prepared.n) != tuple(
-            w.shape
-        ) or prepared.sign_magnitude != sign_magnitude:
-            raise ValueError(
-                f"prepared weights are ({prepared.k}, {prepared.n}), sign_magnitude="
-                f"{prepared.sign_magnitude}; got w {tuple(w.shape)}, "
-                f"sign_magnitude={sign_magnitude}"
-            )
+        else:
+            _check_prepared(prepared, w, sign_magnitude)
         acc = prepared._matmul(x, allow_float=True)
         # The table runs on the CPU; the result goes back to where x lives.
         return acc.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)

@@ -203,11 +203,12 @@ def _blocking(m: int, tiles: int) -> tuple[int, int]:
     """(rows per parallel task, bytes of T per K block) for the compiled loop.
 
     Each T line fetched into L2 serves about rows / 256 lookups, so tasks take as many
-    rows as keeps every thread busy (measured, one thread, K=576 N=64: 8,192-row tasks
-    ran 2.5x faster than 1,024-row ones); a 256 KB K block of T stays in L2 meanwhile.
+    rows as keeps every thread busy, up to 8,192 (measured, one thread: K=576 N=64 ran
+    2x faster with 8,192-row tasks than with 2,048; M=131072 K=144 N=16 ran 1.5x slower
+    with 65,536 than with 4,096); K blocks of 128-256 KB of T measured best.
     """
     per_task = -(-m * tiles // max(1, torch.get_num_threads()))
-    return min(16384, max(256, per_task)), 256 << 10
+    return min(8192, max(256, per_task)), 256 << 10
 
 
 def _tile_width(n: int) -> int:

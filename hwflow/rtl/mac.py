@@ -159,15 +159,17 @@ class MacEngine(wiring.Component):
                 b = Signal(8, name=f"mag{lane}")
                 m.d.comb += b.eq(Mux(w[7], -w.as_signed(), w))
             m.submodules[f"lane{lane}"] = Instance(spec.multiplier.module, i_a=x, i_b=b, o_o=o)
-            prod = Signal(signed(spec.product_width), name=f"p{lane}")
+            # datapath registers need no reset (`clear` starts every accumulation); only
+            # the control pipeline (v1, clear1, last1, acc_valid) is reset
+            prod = Signal(signed(spec.product_width), name=f"p{lane}", reset_less=True)
             if spec.multiplier.signed:
                 m.d.sync += prod.eq(o.as_signed())
             else:
                 # sign(0) = 0: a zero weight adds nothing, whatever table[x, 0] holds
                 m.d.sync += prod.eq(Mux(w == 0, 0, Mux(w[7], -o, o)))
-            run = Signal(signed(spec.acc_width), name=f"run{lane}")
+            run = Signal(signed(spec.acc_width), name=f"run{lane}", reset_less=True)
             total = Signal(signed(spec.acc_width), name=f"sum{lane}")
-            out = Signal(signed(spec.acc_width), name=f"acc{lane}")
+            out = Signal(signed(spec.acc_width), name=f"acc{lane}", reset_less=True)
             m.d.comb += total.eq(Mux(clear1, 0, run) + prod)
             with m.If(v1):
                 m.d.sync += run.eq(total)

@@ -1,0 +1,137 @@
+"""`hwflow export` + `hwflow verify` on a real (tiny) trained digits run, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hwflow.cli import cli
+from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
+from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+from hwflow.nn.train import TrainConfig, train
+
+SPECS = [
+    MultiplierSpec("exact", False, {}),
+    MultiplierSpec("exact", True, {}),
+    MultiplierSpec("trunc", False, {"k": 5, "comp": True}),
+    MultiplierSpec("drum", False, {"k": 4}),
+    MultiplierSpec("orcol", False, {"m": 5}),
+]
+
+
+def _library(path: Path) -> Library:
+    """A small library committed through the Library API (tables from the numpy models,
+    which tests/test_generators.py checks against simulation of the same circuits)."""
+    lib = Library.create(path)
+    new = []
+    for spec in SPECS:
+        verilog = to_verilog(spec)
+        entry = LibraryEntry(
+            name=spec.name,
+            signed=spec.signed,
+            source={"kind": "generator", "family": spec.family, "params": dict(spec.params)},
+            metrics={},
+            cost={"energy": 1.0},
+        )
+        new.append(NewEntry(entry, reference_table(spec), verilog, "{}"))
+    lib.commit(new)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def run_and_library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    cfg = TrainConfig()
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, max_samples=200, augment=False),
+        float=replace(cfg.float, epochs=1, max_steps=3),
+        qat=replace(cfg.qat, epochs=1, max_steps=2, calibration_batches=2),
+        agn=replace(cfg.agn, epochs=1, max_steps=2),
+    )
+    train(cfg, root / "run", quiet=True)
+    lib = _library(root / "lib")
+    return root, root / "run", lib
+
+
+def _assignment(root: Path, lib: Library, layers: dict[str, str]) -> Path:
+    path = root / "assignment.yaml"
+    doc = {
+        "library": str(lib.path),
+        "layers": [{"name": n, "multiplier": m} for n, m in layers.items()],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.slow
+def test_export_then_verify_heterogeneous_digits(run_and_library):
+    root, run, lib = run_and_library
+    summary = json.loads((run / "summary.json").read_text())
+    names = [layer["name"] for layer in summary["layers"]]
+    assert len(names) == 4 and not any(layer["signed"] for layer in summary["layers"])
+    # three layers on three different approximate designs, the last one left out (exact)
+    chosen = dict(zip(names[:3], ["u_trunc_k5_c", "u_drum_k4", "u_orcol_m5"], strict=True))
+    assignment = _assignment(root, lib, chosen)
+    out = root / "design"
+    args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--lanes", "8", "--images", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [lay["multiplier"] for lay in manifest["layers"]] == [*chosen.values(), "u_exact"]
+    assert manifest["assigned"] == {**dict.fromkeys(names[:3], True), names[3]: False}
+    assert manifest["images"] == 2 and manifest["lanes"] == 8
+
+    result = CliRunner().invoke(cli, ["verify", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] and report["checked"] == manifest["accumulations"] > 1000
+
+    # a library table that disagrees with its circuit at one operand pair the layer really
+    # uses: export trusts the table (emulation and expectation agree), verify must fail
+    # on exactly that layer
+    port = manifest["layers"][1]["port"]
+    x_rows = (out / "vectors" / f"{port}_x.hex").read_text().split()
+    w_rows = (out / "vectors" / f"{port}_w.hex").read_text().split()
+    x_code, w_code = next(
+        (int(x[-2:], 16), int(w[-2:], 16))
+        for x, w in zip(x_rows, w_rows, strict=True)
+        if int(w[-2:], 16)
+    )
+    magnitude = abs(w_code - 256 if w_code >= 128 else w_code)
+    table = lib.table("u_drum_k4")
+    table[x_code, magnitude] += 1
+    np.save(lib.path / "tables" / "u_drum_k4.npy", table)
+    bad = root / "bad"
+    result = CliRunner().invoke(cli, [*args[:-1], str(bad), "--lanes", "8", "--images", "2"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["verify", str(bad)])
+    assert result.exit_code == 2 and f"layers: {names[1]})" in result.output, result.output
+
+
+def test_export_errors_leave_no_directory(run_and_library, tmp_path):
+    root, run, lib = run_and_library
+    out = tmp_path / "design"
+    cases = [
+        (["--lanes", "0"], "--lanes must be >= 1"),
+        (["--images", "100000"], "has only"),
+    ]
+    assignment = _assignment(tmp_path, lib, {})
+    for extra, message in cases:
+        result = CliRunner().invoke(
+            cli, ["export", str(run), "--assignment", str(assignment), "--out", str(out), *extra]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists()
+    bad = _assignment(tmp_path, lib, {"no_such_layer": "u_exact"})
+    result = CliRunner().invoke(
+        cli, ["export", str(run), "--assignment", str(bad), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "no_such_layer" in result.output
+    assert not out.exists() and list(tmp_path.glob(".design*")) == []

@@ -71,7 +71,8 @@ def plot_library_pareto(points: Sequence[dict[str, Any]], chosen: set[str], path
                     color=_CHOSEN,
                 )
         ax.set_xscale("log")
-        ax.set_xlabel("error std over uniform operands (LSB, log)")
+        ax.set_xlim(0.05, std.max() * 4)  # room for the labels of the cheapest designs
+        ax.set_xlabel("error std over uniform operands (LSB, log; exact drawn at 0.1)")
         ax.set_ylabel("energy per multiplication (% of exact)")
         ax.set_title(f"{'signed' if signed else 'unsigned'} multipliers ({len(pts)})")
         ax.grid(alpha=0.3)
@@ -112,8 +113,10 @@ def plot_layer_sigmas(layers: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def plot_predicted_vs_measured(pairs: Sequence[dict[str, Any]], path: Path) -> Path:
     """Scatter of predicted vs measured accumulator error std for validated pairs."""
-    pred = np.array([max(p["predicted"], 1e-3) for p in pairs])
-    meas = np.array([max(p["measured"], 1e-3) for p in pairs])
+    # Exact multipliers (no error, predicted and measured) have no place on log axes.
+    nonzero = [p for p in pairs if p["predicted"] > 0 or p["measured"] > 0]
+    pred = np.array([max(p["predicted"], 1e-3) for p in nonzero])
+    meas = np.array([max(p["measured"], 1e-3) for p in nonzero])
     fig, ax = plt.subplots(figsize=(5.2, 5.0))
     ax.scatter(meas, pred, s=16, alpha=0.7)
     lo, hi = min(pred.min(), meas.min()) / 1.5, max(pred.max(), meas.max()) * 1.5
@@ -132,7 +135,7 @@ def plot_predicted_vs_measured(pairs: Sequence[dict[str, Any]], path: Path) -> P
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured accumulator error std (LSB)")
     ax.set_ylabel("predicted accumulator error std (LSB)")
-    ax.set_title(f"Error model validation ({len(pairs)} layer/multiplier pairs)")
+    ax.set_title(f"Error model validation ({len(nonzero)} layer/multiplier pairs)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -356,9 +359,12 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
         )
         s.text.append("\n(homogeneous: the 8 most accurate single-multiplier baselines)")
         if (run / "sweep" / "pareto.png").is_file():
+            io.write_bytes(
+                fig_dir / "sweep_pareto.png", (run / "sweep" / "pareto.png").read_bytes()
+            )
             s.figures.append(
                 (
-                    run / "sweep" / "pareto.png",
+                    fig_dir / "sweep_pareto.png",
                     "Accuracy vs energy: heterogeneous vs homogeneous assignments",
                 )
             )

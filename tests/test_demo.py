@@ -1,0 +1,49 @@
+"""`hwflow demo --quick`: the whole flow end to end on digits, then the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwflow.cli import cli
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_and_reports(tmp_path: Path) -> None:
+    out, lib = tmp_path / "demo", tmp_path / "lib"
+    args = ["demo", "--quick", "--out", str(out), "--library", str(lib), "--jobs", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    steps = json.loads((out / "flow.json").read_text())
+    assert [s["name"] for s in steps] == [
+        "library", "train", "assign", "retrain", "sweep", "export", "verify", "report",
+    ]  # fmt: skip
+    verify = json.loads((out / "verify.json").read_text())
+    assert verify["ok"] and verify["mismatches"] == 0 and verify["checked"] > 1000
+    html = (out / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # pareto, sigmas, energy, scatter, sweep
+    md = (out / "report" / "report.md").read_text()
+    for heading in (
+        "Accuracy",
+        "Assignment and energy",
+        "Multiplier library",
+        "Error model vs measurement",
+        "Accuracy vs energy",
+        "Hardware verification",
+    ):
+        assert f"## {heading}" in md
+    # A rerun resumes: every step with outputs is skipped, nothing is recomputed.
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    steps = json.loads((out / "flow.json").read_text())
+    assert all(s["skipped"] for s in steps if s["name"] not in ("library", "report"))
+
+
+def test_demo_rejects_unknown_forced_step(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--force", "nope"])
+    assert result.exit_code == 2
+    assert "unknown steps" in result.output
+    assert not (tmp_path / "flow.json").exists()

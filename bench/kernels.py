@@ -61,6 +61,9 @@ def bench_shape(
         "float32 matmul": lambda: torch.mm(xf, wf),
         "compiled, prepared": lambda: compiled.matmul(x),
         "compiled, incl. prepare": lambda: kernels.table_matmul(x, w, table, backend="compiled"),
+        "approx_matmul fwd, float32 x": lambda: kernels.approx_matmul(
+            xf, wf, table, prepared=compiled
+        ),
         "torch embedding_bag, prepared": lambda: fallback.matmul(x),
     }
     times = best_times(fns, rounds, clock)
@@ -69,6 +72,7 @@ def bench_shape(
         "float32 matmul": 0,
         "compiled, prepared": compiled.nbytes,
         "compiled, incl. prepare": compiled.nbytes,
+        "approx_matmul fwd, float32 x": compiled.nbytes,
         "torch embedding_bag, prepared": fallback.nbytes,
     }
     return [(name, t, t / base, sizes[name]) for name, t in times.items()]

@@ -453,3 +453,16 @@ def test_float_operands_round_half_to_even(backend, dtype):
     got = approx_matmul(x, w, table, prepared=p).long().flatten()
     expected = (torch.round(x).long().flatten() & 0xFF) * 256 + 1
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("rows", "block_bytes"), [(1, 1), (3, 3 * 8192), (5, 2 * 8192), (7, 5 * 8192), (64, 64 << 10)]
+)
+@pytest.mark.parametrize("kind", ["g4", "g2", "int16", "int32"])
+def test_compiled_blocking_boundaries(monkeypatch, rows, block_bytes, kind):
+    """Tiny tasks and K blocks (odd against the 2- and 4-row int16 groups and the 4-row
+    register blocks) still cover every row, column and k exactly once."""
+    monkeypatch.setattr(kernels, "_blocking", lambda m, tiles: (rows, block_bytes))
+    x, w, table = case(rows * 31 + block_bytes, 23, 37, 21, kind, False, False)
+    out = run(x, w, table, False, "compiled")
+    np.testing.assert_array_equal(out, naive_numpy(x, w, table, False))

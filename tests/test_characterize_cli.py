@@ -188,3 +188,20 @@ def test_costs_csv_attaches_published_figures(evo_lib, tmp_path):
     csv_file.write_text("name,power,area,delay\nevo_style_u,lots,600.5,1\n")
     bad = CliRunner().invoke(cli, [*args, "--costs", str(csv_file)])
     assert bad.exit_code == 2 and "costs.csv:2:" in bad.output
+
+
+def test_signedness_is_detected_or_forced(tmp_path):
+    lib_dir = tmp_path / "lib"
+    out = invoke("characterize", str(NL / "exact_s.v"), "--library", str(lib_dir), "--json")
+    assert out.exit_code == 0, out.output
+    entry = json.loads(out.output)[0]
+    assert entry["signed"] is True and entry["metrics"]["wce"] == 0
+    lib = Library.open(lib_dir)
+    assert lib.exact_name(True) == "s_exact"  # the signed reference was added
+    assert "u_exact" not in lib  # no unsigned design, so no unsigned reference
+    forced = invoke(
+        "characterize", str(NL / "exact_s.v"), "--unsigned", "--library", str(lib_dir), "--json"
+    )
+    entry = json.loads(forced.output)[0]
+    assert entry["signed"] is False and entry["metrics"]["wce"] > 0  # read the wrong way
+    assert Library.open(lib_dir).exact_name(False) == "u_exact"

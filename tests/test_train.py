@@ -32,6 +32,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def tiny_config(seed: int = 0) -> TrainConfig:
     return TrainConfig(
         seed=seed,
+        threads=1,
         data=DataConfig(max_samples=160, batch_size=32),
         float=StageConfig(epochs=2, lr=0.05, max_steps=3),
         qat=QATConfig(epochs=2, max_steps=3, calibration_batches=2),

@@ -466,3 +466,36 @@ def test_compiled_blocking_boundaries(monkeypatch, rows, block_bytes, kind):
     x, w, table = case(rows * 31 + block_bytes, 23, 37, 21, kind, False, False)
     out = run(x, w, table, False, "compiled")
     np.testing.assert_array_equal(out, naive_numpy(x, w, table, False))
+
+
+def test_prepared_cache_reuses_only_unchanged_weights():
+    rng = np.random.default_rng(12)
+    table = random_table(rng, "noncommutative")
+    other = random_table(rng, "int16")
+    cache = kernels.PreparedCache(max_entries=2)
+    w = torch.from_numpy(rng.integers(-127, 128, (30, 6))).float()
+    x = torch.from_numpy(rng.integers(-128, 128, (9, 30))).float()
+
+    def check(w, table, sign_magnitude=False):
+        xv = x.abs() if sign_magnitude else x
+        y = approx_matmul(xv, w, table, sign_magnitude, cache=cache)
+        expected = naive_numpy(xv.long().numpy(), w.long().numpy(), table, sign_magnitude)
+        np.testing.assert_array_equal(y.long().numpy(), expected)
+
+    check(w, table)
+    check(w, table)
+    assert (cache.hits, cache.misses) == (1, 1)
+    w2 = w.clone()
+    w2[3, 2] += 1  # an in-place weight update must not be served stale
+    check(w2, table)
+    check(w, other)
+    check(w, table, sign_magnitude=True)
+    assert (cache.hits, cache.misses) == (1, 4)
+    assert len(cache._entries) == 2  # max_entries evicts the least recently used
+    check(w, table, sign_magnitude=True)
+    assert cache.hits == 2
+    tiny = kernels.PreparedCache(max_bytes=1)  # T larger than the budget is not kept
+    tiny.get(w.long(), table)
+    assert tiny._entries == []
+    with pytest.raises(ValueError, match="not both"):
+        approx_matmul(x, w, table, prepared=kernels.prepare(w.long(), table), cache=cache)

@@ -388,6 +388,58 @@ def prepare(
     return PreparedWeights(w, table, sign_magnitude, backend=backend)
 
 
+class PreparedCache:
+    """Reuses `PreparedWeights` while weights, table and sign mode are unchanged.
+
+    For layers evaluated batch after batch with fixed weights (inference, evaluation):
+    keep one cache per layer and pass it to `approx_matmul(..., cache=...)`. Entries are
+    matched by value (the weights are small next to the activations), so a weight update
+    is never served stale. Holds at most `max_entries` entries (e.g. one per conv group)
+    and `max_bytes` of T; larger Ts are built per call and not kept. Thread-safe.
+    """
+
+    def __init__(self, max_entries: int = 64, max_bytes: int = 256 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: list[tuple[torch.Tensor, torch.Tensor, bool, PreparedWeights]] = []
+        self.hits = 0
+        self.misses = 0
+
+    def get(
+        self, w: torch.Tensor, table: np.ndarray | torch.Tensor, sign_magnitude: bool = False
+    ) -> PreparedWeights:
+        """The prepared form of integer weights w (K, N) with `table`."""
+        w_int = w.detach().cpu()
+        table_t = _as_table(table)
+        with self._lock:
+            for i, (ew, et, esm, prepared) in enumerate(self._entries):
+                same = (
+                    esm == sign_magnitude
+                    and ew.shape == w_int.shape
+                    and torch.equal(ew, w_int.to(ew.dtype))
+                    and torch.equal(et, table_t)
+                )
+                if same:
+                    self._entries.append(self._entries.pop(i))  # most recently used last
+                    self.hits += 1
+                    return prepared
+            self.misses += 1
+        prepared = prepare(w_int, table_t, sign_magnitude)
+        with self._lock:
+            kept = sum(e[3].nbytes for e in self._entries)
+            if prepared.nbytes <= self.max_bytes:
+                self._entries.append(
+                    (w_int.to(torch.int64).clone(), table_t, sign_magnitude, prepared)
+                )
+                kept += prepared.nbytes
+                while self._entries and (
+                    len(self._entries) > self.max_entries or kept > self.max_bytes
+                ):
+                    kept -= self._entries.pop(0)[3].nbytes
+        return prepared
+
+
 def table_matmul(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -434,8 +486,7 @@ class ApproxMatmul(torch.autograd.Function):
         ctx.save_for_backward(x, w)
         if prepared is None:
             prepared = prepare(_to_int(w), table, sign_magnitude)
-        else:
-            _check_prepared(prepared, w, sign_magnitude)
+        _check_prepared(prepared, w, sign_magnitude)
         acc = prepared._matmul(x, allow_float=True)
         # The table runs on the CPU; the result goes back to where x lives.
         return acc.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
@@ -455,11 +506,17 @@ def approx_matmul(
     sign_magnitude: bool = False,
     *,
     prepared: PreparedWeights | None = None,
+    cache: PreparedCache | None = None,
 ) -> torch.Tensor:
     """Differentiable table product: x (M, K) and w (K, N) float tensors holding integer
     operand values. Forward = table_matmul as float; gradients = those of x @ w.
 
     `prepared` (from `prepare(w, table, sign_magnitude)` with these same weights) skips
-    rebuilding T, e.g. for inference with fixed weights.
+    rebuilding T, e.g. for inference with fixed weights; `cache` (a layer's
+    `PreparedCache`) does the same automatically while the weights stay unchanged.
     """
+    if prepared is not None and cache is not None:
+        raise ValueError("approx_matmul: pass prepared or cache, not both")
+    if cache is not None:
+        prepared = cache.get(_to_int(w), table, sign_magnitude)
     return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared)

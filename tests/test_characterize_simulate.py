@@ -58,3 +58,8 @@ def test_wrapper_connects_each_design_by_its_port_names():
     assert "mul8u_evo_hw u0 (.A(a), .B(b), .O(y0));" in text
     assert "mul8u_exact u1 (.a(a), .b(b), .o(y1));" in text
     assert "row1[k * 16 +: 16] = y1;" in text
+
+
+def test_plain_testbench_reports_xz_too(tmp_path):
+    with pytest.raises(SimulationError, match=r"plain testbench output is X or Z for a=0, b=77"):
+        plain_testbench_table(XZ, tmp_path)

@@ -148,4 +148,10 @@ def plain_testbench_table(design: SimDesign, workdir: str | Path) -> np.ndarray:
     text = (work / "products.txt").read_text().split()
     if len(text) != 65536:
         raise SimulationError(f"plain testbench wrote {len(text)} products, expected 65536")
-    return np.array([int(t, 16) for t in text], dtype=np.uint16).reshape(256, 256)
+    try:
+        return np.array([int(t, 16) for t in text], dtype=np.uint16).reshape(256, 256)
+    except ValueError:
+        first = next(i for i, t in enumerate(text) if not all(c in "0123456789abcdef" for c in t))
+        raise SimulationError(
+            f"{design.source}: plain testbench output is X or Z for a={first >> 8}, b={first & 255}"
+        ) from None

@@ -207,14 +207,19 @@ def test_tiles_and_row_blocks(backend, m, k, n):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["int16", "int32"])
-def test_k_chunks_add_up(backend, kind, monkeypatch):
-    """T built in many K chunks (huge layers) accumulates exactly across chunks."""
+@pytest.mark.parametrize("keep", [True, False])
+def test_k_chunks_add_up(backend, kind, keep, monkeypatch):
+    """T built in many K chunks (huge layers) accumulates exactly across chunks, whether
+    the chunks are kept or (over the memory budget) rebuilt in every call."""
     monkeypatch.setattr(kernels, "_CHUNK_BYTES", 256 * 16 * 4 * 5)
+    monkeypatch.setattr(kernels, "_KEEP_BYTES", 1 << 30 if keep else 0)
     x, w, table = case(11, 37, 61, 10, kind, True, True)
     p = kernels.prepare(torch.from_numpy(w), table, True, backend=backend)
-    assert len(p._chunks) > 3
-    out = p.matmul(torch.from_numpy(x)).to(torch.int64).numpy()
-    np.testing.assert_array_equal(out, naive_numpy(x, w, table, True))
+    assert len(p._ranges) > 3
+    assert (p.nbytes == p.table_bytes > 0) if keep else (p.nbytes == 0 < p.table_bytes)
+    for _ in range(2):
+        out = p.matmul(torch.from_numpy(x)).to(torch.int64).numpy()
+        np.testing.assert_array_equal(out, naive_numpy(x, w, table, True))
 
 
 def test_int32_overflow_uses_int64():

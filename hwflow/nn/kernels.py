@@ -47,6 +47,8 @@ _INT32 = (-(1 << 31), (1 << 31) - 1)
 _TILE_WIDTHS = (64, 32, 16)
 # T is built in K chunks of at most this many bytes, so huge layers stay in memory.
 _CHUNK_BYTES = 64 << 20
+# A prepared T up to this size is kept between calls; larger ones are rebuilt per call.
+_KEEP_BYTES = 512 << 20
 _KERNEL_SOURCE = Path(__file__).with_name("_table_kernel.cpp")
 
 
@@ -291,49 +293,75 @@ class PreparedWeights:
                 f32_block if self._fdtype == torch.float32 else _F64_EXACT // max(max_abs, 1)
             )
         self._op = op
-        self._chunks = self._build(table.t().contiguous(), codes, signs)
+        self._table_t = table.t().contiguous()
+        self._codes, self._signs = self._padded(codes, signs)
+        self._ranges = self._chunk_ranges()
+        # Keep T when it fits the budget (the point of preparing); a larger T is rebuilt
+        # chunk by chunk in each matmul, so peak memory stays at one chunk.
+        self._chunks = (
+            [self._chunk(k0, k1) for k0, k1 in self._ranges]
+            if self.table_bytes <= _KEEP_BYTES
+            else None
+        )
+
+    @property
+    def table_bytes(self) -> int:
+        """Size of the whole per-weight table T."""
+        return sum(k1 - k0 for k0, k1 in self._ranges) * 256 * self._row_width() * self._itemsize()
 
     @property
     def nbytes(self) -> int:
-        """Memory held by T."""
-        return sum(c.data.numel() * c.data.element_size() for c in self._chunks)
+        """Memory held between calls by T (0 when T is rebuilt per call)."""
+        return self.table_bytes if self._chunks is not None else 0
 
-    def _build(self, table_t, codes, signs) -> list[_Chunk]:
-        k, n = self.k, self.n
-        if k == 0 or n == 0:
+    def _row_width(self) -> int:
+        return self._codes.shape[1]
+
+    def _itemsize(self) -> int:
+        return (self._tdtype if self.backend == "compiled" else self._fdtype).itemsize
+
+    def _padded(self, codes, signs):
+        """Pad the columns to whole kernel tiles: padded columns get code 0 and sign 0, so
+        they hold zeros; they are computed, then dropped."""
+        if self.backend != "compiled" or self.n == 0:
+            return codes, signs
+        pad = -(-self.n // self._nb) * self._nb - self.n
+        if pad:
+            codes = torch.nn.functional.pad(codes, (0, pad))
+            signs = torch.nn.functional.pad(
+                signs if signs is not None else torch.ones_like(codes[:, : self.n]), (0, pad)
+            )
+        return codes, signs
+
+    def _chunk_ranges(self) -> list[tuple[int, int]]:
+        if self.k == 0 or self.n == 0:
             return []
+        step = max(1, _CHUNK_BYTES // (256 * self._row_width() * self._itemsize()))
+        if self.backend == "torch":
+            step = min(step, self._fblock)  # float partial sums stay exact
+        return [(k0, min(self.k, k0 + step)) for k0 in range(0, self.k, step)]
+
+    def _chunk(self, k0: int, k1: int) -> _Chunk:
+        """T for weight rows k0:k1, in the layout the backend reads."""
+        codes = self._codes[k0:k1].contiguous()
+        signs = None if self._signs is None else self._signs[k0:k1].contiguous()
         if self.backend == "compiled":
             nb = self._nb
-            nt = -(-n // nb)
-            pad = nt * nb - n
-            if pad:  # padded columns get code 0 and sign 0: they are computed, then dropped
-                codes = torch.nn.functional.pad(codes, (0, pad))
-                signs = torch.nn.functional.pad(
-                    signs if signs is not None else torch.ones_like(codes[:, :n]), (0, pad)
-                )
-            step = max(1, _CHUNK_BYTES // (256 * nt * nb * self._tdtype.itemsize))
-            chunks = []
-            for k0 in range(0, k, step):
-                k1 = min(k, k0 + step)
-                # (NT, kc, 256, NB): one tile's rows contiguous per k.
-                data = torch.empty(nt, k1 - k0, 256, nb, dtype=self._tdtype)
-                empty = torch.empty(0, dtype=torch.int64)
-                self._op.build_tiles(
-                    table_t,
-                    codes[k0:k1].contiguous(),
-                    empty if signs is None else signs[k0:k1].contiguous(),
-                    data,
-                )
-                chunks.append(_Chunk(k0, k1, data))
-            return chunks
-        step = max(1, min(self._fblock, _CHUNK_BYTES // (256 * n * self._fdtype.itemsize)))
-        chunks = []
-        for k0 in range(0, k, step):
-            k1 = min(k, k0 + step)
-            g = _gather(table_t, codes[k0:k1], None if signs is None else signs[k0:k1], torch.int64)
-            data = g.transpose(1, 2).reshape((k1 - k0) * 256, n).to(self._fdtype).contiguous()
-            chunks.append(_Chunk(k0, k1, data))
-        return chunks
+            # (NT, kc, 256, NB): one tile's rows contiguous per k.
+            data = torch.empty(self._row_width() // nb, k1 - k0, 256, nb, dtype=self._tdtype)
+            empty = torch.empty(0, dtype=torch.int64)
+            self._op.build_tiles(self._table_t, codes, empty if signs is None else signs, data)
+            return _Chunk(k0, k1, data)
+        g = _gather(self._table_t, codes, signs, torch.int64)
+        data = g.transpose(1, 2).reshape((k1 - k0) * 256, self.n).to(self._fdtype).contiguous()
+        return _Chunk(k0, k1, data)
+
+    def _iter_chunks(self):
+        if self._chunks is not None:
+            yield from self._chunks
+        else:
+            for k0, k1 in self._ranges:
+                yield self._chunk(k0, k1)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """Exact accumulators (M, N) for integer activation values x (M, K) in [-128, 255]."""
@@ -350,9 +378,9 @@ class PreparedWeights:
         if self.backend == "compiled":
             width = -(-self.n // self._nb) * self._nb if self.n else 0
             out = torch.empty(m, width, dtype=self.out_dtype)
-            if not self._chunks or m == 0:
+            if not self._ranges or m == 0:
                 return torch.zeros(m, self.n, dtype=self.out_dtype)
-            for i, c in enumerate(self._chunks):
+            for i, c in enumerate(self._iter_chunks()):
                 self._op.table_accumulate(
                     xb[:, c.k0 : c.k1],
                     c.data,
@@ -366,8 +394,8 @@ class PreparedWeights:
         if m == 0:
             return out
         # Bound each (rows, chunk) index tensor to ~32 MB.
-        block_m = max(1, (4 << 20) // max((c.k1 - c.k0 for c in self._chunks), default=1))
-        for c in self._chunks:
+        block_m = max(1, (4 << 20) // max((k1 - k0 for k0, k1 in self._ranges), default=1))
+        for c in self._iter_chunks():
             # int32 indices: half the bytes of int64, measured 1.8x faster.
             offsets = torch.arange(c.k1 - c.k0, dtype=torch.int32) * 256
             for m0 in range(0, m, block_m):

@@ -63,6 +63,9 @@ def test_evoapprox_netlist_table_equals_plain_verilog_testbench(evo_lib, tmp_pat
     assert np.array_equal(table, evo_reference_model())
     assert entry["metrics"] == compute_metrics(plain, signed=False)
     assert entry["metrics"]["mae"] > 0  # really approximate
+    # OR-ing column bits and dropping their carries never overshoots: every error <= 0
+    assert entry["metrics"]["bias"] == -entry["metrics"]["mae"]
+    assert entry["metrics"]["wce"] == np.abs(evo_reference_model() - exact_table(False)).max()
     lib = Library.open(lib_dir)
     assert lib.exact_name(False) == "u_exact"  # the reference was added first
     assert np.array_equal(lib.table("u_exact"), exact_table(False))

@@ -208,3 +208,10 @@ def test_signedness_is_detected_or_forced(tmp_path):
     entry = json.loads(forced.output)[0]
     assert entry["signed"] is False and entry["metrics"]["wce"] > 0  # read the wrong way
     assert Library.open(lib_dir).exact_name(False) == "u_exact"
+
+
+def test_builtin_reference_names_are_reserved(tmp_path):
+    clash = tmp_path / "u_exact.v"
+    clash.write_bytes((NL / "exact_u.v").read_bytes())
+    result = CliRunner().invoke(cli, ["characterize", str(clash), "--library", str(tmp_path / "l")])
+    assert result.exit_code == 2 and "name 'u_exact' is taken by a built-in" in result.output

@@ -105,7 +105,8 @@ def characterize_netlists(
             )
         seen[name] = nl.path
         existing = lib.get(name) if name in lib else None
-        if existing is not None and existing.source.get("kind") != "netlist":
+        builtin = existing is not None and existing.source.get("kind") != "netlist"
+        if builtin or name in {_exact_design(s).name for s in (False, True)}:
             raise NetlistError(
                 f"{nl.path}: name {name!r} is taken by a built-in multiplier; rename the file"
             )

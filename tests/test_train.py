@@ -204,3 +204,33 @@ def test_digits_example_meets_the_targets(tmp_path):
     assert acc["quant"] >= acc["float"] - 0.005
     sigmas = [layer["sigma"] for layer in summary["layers"]]
     assert max(sigmas) - min(sigmas) > 0.05
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_run, tmp_path):
+    """A real kill -9 of `hwflow train` mid-stage; --resume finishes with the same result."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref, want = tiny_run
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config())
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hwflow.cli", "train", "--config", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = out / "checkpoints" / "qat.last.pt"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    res = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text()) == want
+    for stage, state in _final_states(ref).items():
+        other = _final_states(out)[stage]
+        assert all(torch.equal(state[k], other[k]) for k in state), stage

@@ -127,7 +127,8 @@ def characterize_netlists(
     for item in new:
         outcomes.setdefault(item.entry.name, Outcome(item.entry, cached=False))
     _attach_published(new, outcomes, published)
-    lib.commit(new)
+    if new:  # a run of cache hits writes nothing
+        lib.commit(new)
     if published:
         lib.update([o.entry for o in outcomes.values() if o.cached and o.entry.name in published])
     return [Outcome(lib.get(d.name), outcomes[d.name].cached) for d in designs]

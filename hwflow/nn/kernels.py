@@ -212,12 +212,16 @@ def _blocking(m: int, tiles: int) -> tuple[int, int]:
     """(rows per parallel task, bytes of T per K block) for the compiled loop.
 
     Each T line fetched into L2 serves about rows / 256 lookups, so tasks take as many
-    rows as keeps every thread busy, up to 8,192 (measured, one thread: K=576 N=64 ran
+    rows as keeps every thread equally busy, up to 8,192 (measured, one thread: K=576 N=64 ran
     2x faster with 8,192-row tasks than with 2,048; M=131072 K=144 N=16 ran 1.5x slower
     with 65,536 than with 4,096); K blocks of 128-256 KB of T measured best.
     """
-    per_task = -(-m * tiles // max(1, torch.get_num_threads()))
-    return min(8192, max(256, per_task)), 256 << 10
+    threads = max(1, torch.get_num_threads())
+    row_blocks = max(1, -(-m // 8192))
+    # Tasks (row blocks x column tiles) in a multiple of the threads, so none idles.
+    while (row_blocks * tiles) % threads:
+        row_blocks += 1
+    return max(256, -(-m // row_blocks)), 256 << 10
 
 
 def _tile_width(n: int) -> int:

@@ -135,9 +135,10 @@ _build_lock = threading.Lock()
 _build_state: dict[str, object] = {}
 
 
-def _cpu_tag() -> str:
-    """Short hash of the CPU's feature flags: a -march=native build cached in a shared home
-    directory must never be loaded on a machine lacking its instructions."""
+def _build_tag() -> str:
+    """Short hash of the CPU's feature flags and the torch version: a -march=native build
+    cached in a shared home directory must never be loaded on a machine lacking its
+    instructions, nor against another torch's ABI."""
     try:
         flags = next(
             (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
@@ -145,7 +146,7 @@ def _cpu_tag() -> str:
         )
     except OSError:
         flags = ""
-    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+    return hashlib.sha256(f"{flags}|{torch.__version__}".encode()).hexdigest()[:10]
 
 
 def compiled_kernel():
@@ -164,7 +165,7 @@ def compiled_kernel():
                 log.info("table kernel: building/loading the compiled kernel (first build ~30 s)")
 
                 cpp_extension.load(
-                    name=f"hwflow_table_kernel_{_cpu_tag()}",
+                    name=f"hwflow_table_kernel_{_build_tag()}",
                     sources=[str(_KERNEL_SOURCE)],
                     extra_cflags=["-O3", "-march=native", "-fopenmp"],
                     extra_ldflags=["-fopenmp"],

@@ -172,6 +172,7 @@ def _smoke(example: str, data_dir: Path, tmp_path: Path) -> dict:
     short = {"epochs": 1, "max_steps": 2}
     cfg = replace(
         cfg,
+        threads=1,
         data=replace(cfg.data, data_dir=str(data_dir), batch_size=8, eval_batch_size=16),
         float=replace(cfg.float, **short),
         qat=replace(cfg.qat, calibration_batches=1, **short),
@@ -234,3 +235,20 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_run, tmp_path):
     for stage, state in _final_states(ref).items():
         other = _final_states(out)[stage]
         assert all(torch.equal(state[k], other[k]) for k in state), stage
+
+
+def test_load_weights_errors(tiny_run, tmp_path):
+    from hwflow.nn.train import load_weights
+
+    out, _ = tiny_run
+    run = load_run(out)
+    load_weights(run.model, out / "checkpoints" / "qat.pt")
+    with pytest.raises(RunError, match="checkpoint not found"):
+        load_weights(run.model, tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="not a checkpoint of this model"):
+        load_weights(run.model, bad)
+    torch.save({"model": {"weird": torch.zeros(1)}}, bad)
+    with pytest.raises(RunError, match="not a checkpoint of this model"):
+        load_weights(run.model, bad)

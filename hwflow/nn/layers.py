@@ -95,6 +95,7 @@ class _ApproxMixin:
         self.table_signed: bool | None = None
         self._ops: int | None = None
         self._trace_sink: list[LayerTrace] | None = None
+        self._cache: kernels.PreparedCache | None = None
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -187,8 +188,12 @@ class _ApproxMixin:
         if self.mode == "approx":
             rows, meta = self._operand_rows(xc)  # (G, M, K) centered
             wg = self._grouped_weight(wq)  # (G, K, Ng)
+            # eval: weights are fixed batch after batch, so reuse their prepared tables
+            cache = None if self.training else self._prepared_cache()
             accs = [
-                kernels.approx_matmul((rows[g] + zp).contiguous(), wg[g], self.table, not signed)
+                kernels.approx_matmul(
+                    (rows[g] + zp).contiguous(), wg[g], self.table, not signed, cache=cache
+                )
                 for g in range(rows.shape[0])
             ]
             acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
@@ -202,6 +207,11 @@ class _ApproxMixin:
         if self._trace_sink is not None:
             self._trace_sink.append(self._make_trace(xc, zp, wq, sx, sw, signed, y))
         return y + self._bias_view(y) if self.bias is not None else y
+
+    def _prepared_cache(self) -> kernels.PreparedCache:
+        if self._cache is None:
+            self._cache = kernels.PreparedCache(max_entries=max(4, 2 * self.groups))
+        return self._cache
 
     def _bias_view(self, y: Tensor) -> Tensor:
         assert self.bias is not None

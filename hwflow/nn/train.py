@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -532,8 +533,7 @@ def evaluate_run(
     model, checkpoint = run.model, "checkpoints/agn.pt"
     if mode == "float":
         checkpoint = "checkpoints/float.pt"
-        state = torch.load(run.path / checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
+        load_weights(model, run.path / checkpoint)
         L.set_mode(model, "float")
     elif mode == "agn":
         L.set_mode(model, "agn")
@@ -560,5 +560,5 @@ def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
         raise RunError(f"{path}: checkpoint not found")
     try:
         model.load_state_dict(torch.load(path, weights_only=False)["model"])
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise RunError(f"{path}: not a checkpoint of this model ({exc})") from None

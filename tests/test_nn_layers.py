@@ -262,3 +262,37 @@ def test_agn_mode_noise_only_while_training():
     model.train()
     hn.set_observing(model, False)
     assert not torch.equal(model(x), y_quant)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_per_channel_weights_integer_path(signed):
+    torch.manual_seed(6)
+    conv = nn.Conv2d(3, 4, 3, padding=1, groups=1)
+    with torch.no_grad():
+        conv.weight.mul_(torch.tensor([1.0, 0.01, 5.0, 0.3]).reshape(4, 1, 1, 1))
+    x = _conv_input(signed, (2, 3, 5, 5))
+    model = nn.Sequential(conv)
+    hn.approximate(model, x, per_channel=True)
+    hn.calibrate(model, [x])
+    hn.set_mode(model, "quant")
+    model.eval()
+    y_quant = model(x)
+    tr = hn.trace(model, x)["0"]
+    assert tr.w_scale.shape == (4,)
+    # every output channel uses its full int8 range
+    assert tr.w_int.abs().amax(dim=(0, 1)).tolist() == [127, 127, 127, 127]
+    corrected = tr.acc_exact - tr.zero_point * tr.w_int.sum(dim=1, keepdim=True)
+    rebuilt = corrected[0].reshape(2, 25, 4).permute(0, 2, 1).reshape(2, 4, 5, 5)
+    rebuilt = rebuilt.float() * (tr.x_scale * tr.w_scale).reshape(1, 4, 1, 1)
+    rebuilt = rebuilt + conv.bias.detach().reshape(1, 4, 1, 1)
+    torch.testing.assert_close(rebuilt, y_quant, rtol=1e-5, atol=1e-5)
+    hn.apply_tables(model, {"0": (exact_table(signed), signed)})
+    assert torch.equal(model(x), y_quant)
+
+
+def test_approximate_skips_named_layers_and_shares_parameters():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    weight = model[0].weight
+    info = hn.approximate(model, torch.rand(1, 1, 4, 4), skip=["2"])
+    assert [i.name for i in info] == ["0"]
+    assert type(model[2]) is nn.Linear and model[0].weight is weight

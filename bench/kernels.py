@@ -66,9 +66,12 @@ def bench_shape(
     xf, wf = x.float(), w.float()
     compiled = kernels.prepare(w, table, backend="compiled")
     fallback = kernels.prepare(w, table, backend="torch")
-    exact = x @ w
-    for p in (compiled, fallback):
-        if not torch.equal(p.matmul(x).to(torch.int64), exact):
+    # Unsigned multiplier: uint8 activations, sign-magnitude weights.
+    xu = x + 128
+    unsigned = kernels.prepare(w, exact_table(False), True, backend="compiled")
+    checks = [(compiled, x, x @ w), (fallback, x, x @ w), (unsigned, xu, xu @ w)]
+    for p, xs, exact in checks:
+        if not torch.equal(p.matmul(xs).to(torch.int64), exact):
             raise SystemExit(f"bench: {p.backend} kernel is not bit-exact at {(m, k, n)}")
     fns = {
         "float32 matmul": lambda: torch.mm(xf, wf),
@@ -77,6 +80,7 @@ def bench_shape(
         "approx_matmul fwd, float32 x": lambda: kernels.approx_matmul(
             xf, wf, table, prepared=compiled
         ),
+        "compiled, unsigned sign-magn.": lambda: unsigned.matmul(xu),
         "torch embedding_bag, prepared": lambda: fallback.matmul(x),
     }
     times = best_times(fns, rounds, clock)
@@ -86,6 +90,7 @@ def bench_shape(
         "compiled, prepared": compiled.nbytes,
         "compiled, incl. prepare": compiled.nbytes,
         "approx_matmul fwd, float32 x": compiled.nbytes,
+        "compiled, unsigned sign-magn.": unsigned.nbytes,
         "torch embedding_bag, prepared": fallback.nbytes,
     }
     return [(name, t, t / base, sizes[name]) for name, t in times.items()]

@@ -69,7 +69,7 @@ class LayerTrace:
     zero_point: int  # activation zero-point z (the pad code)
     x_scale: float
     w_scale: Tensor  # () or (out_channels,) float32
-    output: Tensor  # the layer's float output in this forward
+    output: Tensor  # the layer's float output in this forward, before the bias is added
 
 
 class _ApproxMixin:

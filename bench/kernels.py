@@ -6,17 +6,19 @@ time ratio to float32, plus the memory of its prepared per-weight table. Results
 checked bit-exact against the exact integer product (exact table) before timing.
 
 Measured 2026-11-25 on the 2-core AMD EPYC (Zen 4, AVX-512) dev VM, shared with other
-jobs (load ~10), so with `--threads 1 --clock cpu` (CPU time is robust to that load):
+jobs, so primarily with `--threads 1 --clock cpu` (CPU time is robust to that load):
 
     ratio to float32 matmul           M=131072,K=144,N=16  M=8192,K=576,N=64  M=23040,K=144,N=32
-    compiled, prepared                       1.18                2.33               1.81
-    compiled, incl. prepare                  1.20                2.86               2.01
-    torch embedding_bag (fallback)           4.66               11.55               3.47
+    float32 matmul (ms)                     17.6                9.0                4.1
+    compiled, prepared (int64 x)             1.27               2.32               1.67
+    compiled, incl. prepare                  1.26               2.84               1.73
+    approx_matmul fwd, float32 x             1.19               2.15               1.47
+    compiled, unsigned sign-magnitude        1.49               3.03               2.10
+    torch embedding_bag (fallback)           4.32              10.76               3.03
     prepared table (compiled / fallback)   1.1 / 2.3 MB       18 / 36 MB        2.3 / 4.5 MB
 
-(float32 matmul 18.9 / 9.6 / 4.4 ms). The compiled rows include converting the int64
-operands to bytes (~8 ms of the first shape); the kernel loop alone measured 0.8x, 1.9x
-and 1.1x. Wall-clock ratios with 2 threads on that loaded VM scattered widely.
+Default (2 threads, wall clock, load ~3): compiled prepared 0.97 / 1.75 / 1.07, incl.
+prepare 1.22 / 2.42 / 1.60, fallback 5.7 / 11.2 / 4.3; these scatter with the load.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ same T feeds `embedding_bag` in float blocks small enough that every partial sum
 an exact integer. Both give identical integers. `prepare()` keeps T for fixed weights.
 
 Measured (bench/kernels.py, one thread, CPU time; ratio to a float32 matmul of the same
-shape): compiled 1.2x / 2.3x / 1.8x and embedding_bag 4.7x / 11.6x / 3.5x for
+shape): compiled 1.3x / 2.3x / 1.7x and embedding_bag 4.3x / 10.8x / 3.0x for
 (M, K, N) = (131072, 144, 16) / (8192, 576, 64) / (23040, 144, 32); T takes 512 bytes per
 weight in int16. Summing table rows in float32 without K blocks is wrong past 2^24;
 an exact matmul plus a low-rank error term is exact only for tables whose error has

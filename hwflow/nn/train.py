@@ -264,7 +264,10 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
     groups: list[dict[str, Any]] = [{"params": weights}]
     if stage == "agn":
         sigma_lr = cfg.agn.sigma_lr if cfg.agn.sigma_lr is not None else st.lr
-        groups.append({"params": [layer.sigma for layer in layers], "lr": sigma_lr})
+        # no weight decay on the noise scales: decay would bias the sigma search to 0
+        groups.append(
+            {"params": [layer.sigma for layer in layers], "lr": sigma_lr, "weight_decay": 0.0}
+        )
     opt = _optimizer(st, groups)
     sched = _scheduler(st, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_idx)
@@ -335,7 +338,8 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         if stage == "agn" or val > best_val:
             best_val, best_state = val, copy.deepcopy(model.state_dict())
         if not ctx.quiet:
-            extra = f" sigmas {record['sigmas']}" if stage == "agn" else ""
+            sig = ", ".join(f"{k} {v:.3f}" for k, v in record.get("sigmas", {}).items())
+            extra = f" sigmas: {sig}" if sig else ""
             ctx.log(
                 f"{stage} epoch {epoch + 1}/{st.epochs}: loss {record['train_loss']:.4f} "
                 f"train {record['train_acc']:.4f} val {val:.4f}{extra}"

@@ -8,7 +8,7 @@ from torch import nn
 
 import hwflow.nn as hn
 from hwflow.errors import ConfigError
-from hwflow.nn.models import MODELS, build_model
+from hwflow.nn.models import MODELS, build_model, fold_batchnorm
 
 SHAPES = {
     "digits_cnn": (1, 8, 8),
@@ -53,3 +53,22 @@ def test_resnet_depths_and_digits_layers():
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown model 'resnet7'.*digits_cnn"):
         build_model("resnet7")
+
+
+def test_fold_batchnorm_preserves_eval_output():
+    torch.manual_seed(1)
+    model = build_model("digits_cnn", bn=True)
+    x = torch.rand(16, 1, 8, 8)
+    model.train()
+    for _ in range(3):  # non-trivial running statistics
+        model(x)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    before = model(x)
+    assert fold_batchnorm(model) == 3
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from hwflow.errors import ConfigError
@@ -147,3 +148,34 @@ def build_model(
     if bn is not None:
         kwargs["bn"] = bn
     return MODELS[name](**kwargs)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d inside an nn.Sequential into
+    that conv (weights scaled per output channel, bias absorbs the shift); the BN becomes
+    nn.Identity. For a float model in eval use, before `approximate`. Returns the count.
+
+    After folding, the conv's integer accumulator is followed only by a per-channel
+    scale and bias, the simplest integer-inference form (the digits CNN with `bn: true`).
+    """
+    folded = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        children = list(seq.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if bn.running_mean is None or bn.running_var is None:
+                continue
+            scale = (
+                bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                if bn.affine
+                else (1.0 / torch.sqrt(bn.running_var + bn.eps))
+            )
+            shift = bn.bias if bn.affine else torch.zeros_like(scale)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
+            setattr(seq, bn_name, nn.Identity())
+            folded += 1
+    return folded

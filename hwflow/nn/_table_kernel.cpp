@@ -1,10 +1,11 @@
 // Compiled accumulation loop of hwflow.nn.kernels (see that module for the contract).
 //
-// out[m, n] = sum_k T[k, xb[m, k], n], with T the per-weight table that Python builds:
+// out[m, n] = sum_k T[k, xb[m, k], n], with T the per-weight table (build_tiles below)
 // laid out (NT, K, 256, NB) so one tile of NB output columns over a block of K is a
-// contiguous run that stays in L2 while every row of an M block reads it. Accumulators
-// are a fixed-size local array the compiler keeps in vector registers.
-// Registered as a plain torch op (no pybind11) to keep the JIT build light.
+// contiguous run that stays in L2 while every row of a task's M block reads it.
+// Accumulators are fixed-size local vectors the compiler keeps in registers.
+// The Python side chooses dtypes so that no sum can overflow (no wrap-around anywhere).
+// Registered as plain torch ops (no pybind11) to keep the JIT build light.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -31,7 +32,6 @@
 
 namespace {
 
-
 // 16 lanes per vector; GCC/Clang vector extensions lower these to the widest SIMD the
 // target has (AVX-512, AVX2, NEON) without intrinsics.
 template <typename T>
@@ -40,9 +40,9 @@ struct Vec16 {
 };
 
 // acc[r] += T row of x[r, k] for each k of the block, for R rows x NB columns held in
-// registers. With G > 1, G rows of int16 T are first summed in int16 (exact because the
-// caller guarantees G * max|T| fits int16; intermediate wrap-around cancels), halving or
-// quartering the widening conversions, the costliest step of the loop.
+// registers. With G > 1, G rows of int16 T are first summed in int16 (exact: the caller
+// guarantees G * max|T| fits int16, so no partial sum leaves it), halving or quartering
+// the widening conversions, the costliest step of the loop.
 template <typename TV, typename ACC, int NB, int R, int G>
 inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, ACC* const* o,
                             bool first) {

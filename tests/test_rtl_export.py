@@ -135,3 +135,30 @@ def test_export_errors_leave_no_directory(run_and_library, tmp_path):
     )
     assert result.exit_code == 2 and "no_such_layer" in result.output
     assert not out.exists() and list(tmp_path.glob(".design*")) == []
+
+
+def test_integer_inference_matches_the_emulation(run_and_library):
+    """Integer-only inference: layer 0's sums equal the trace's; every layer's t is its
+    sums minus the zero-point correction plus the integer bias; classes mostly agree."""
+    import torch
+
+    from hwflow.nn import apply_tables, trace
+    from hwflow.nn.train import load_run
+    from hwflow.rtl.intinfer import integer_accuracy, integer_inference
+
+    _, run_dir, lib = run_and_library
+    run = load_run(run_dir)
+    names = [layer["name"] for layer in run.summary["layers"]]
+    apply_tables(run.model, {names[0]: (lib.table("u_trunc_k5_c"), False)})
+    x = run.data.test.x[:16]
+    result = integer_inference(run.model, x)
+    traced = trace(run.model, x)
+    assert torch.equal(result.tensors[f"{names[0]}.acc"], traced[names[0]].acc)
+    for name in names:
+        acc = result.tensors[f"{name}.acc"]
+        assert acc.dtype == torch.int64 and result.tensors[f"{name}.t"].dtype == torch.int64
+    with torch.no_grad():
+        fake = run.model(x).argmax(dim=1)
+    assert (fake == result.classes).float().mean() >= 0.75
+    acc = integer_accuracy(run.model, run.data.test.x, run.data.test.y)
+    assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1

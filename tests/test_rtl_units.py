@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,18 @@ def test_port_names_and_collisions():
     specs = [mac.engine_spec(n, 2, 3, rtl, exact_table(False)) for n in ("a.b", "a_b")]
     with pytest.raises(ValueError, match="collide"):
         mac.MacArray(specs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1e-6, 0.9), st.integers(-(2**24), 2**24), st.sampled_from([0, 3, 128]))
+def test_requantize_matches_exact_rational_rounding(m, t, zp):
+    """Fixed-point requantization = round-half-up of t * M0 / 2^shift, clamped (Fraction)."""
+    from fractions import Fraction
+
+    from hwflow.rtl.intinfer import fixed_point, requantize
+
+    m0, shift = fixed_point(m)
+    assert 2**14 <= m0 < 2**15 and abs(m0 / 2**shift - m) <= m * 2**-14
+    rounded = math.floor(Fraction(t * m0, 2**shift) + Fraction(1, 2))  # half up
+    got = requantize(torch.tensor([t]), m0, shift, zp, signed=False)
+    assert int(got[0]) == min(max(rounded + zp, 0), 255)

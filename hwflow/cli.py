@@ -87,7 +87,6 @@ def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, 
     from tqdm import tqdm
 
     from hwflow.characterize.pipeline import characterize_builtin, characterize_netlists
-    from hwflow.errors import HwflowError
     from hwflow.multipliers.library import Library
 
     if builtin == bool(netlists):

@@ -7,7 +7,8 @@ drift. Adam at lr 1e-3 by default (the seed fine-tunes ResNets 10 epochs at 1e-3
 
 Every epoch writes `RUN/checkpoints/retrain-<key>.last.pt` (model, optimizer, RNG state,
 best-so-far); a rerun resumes from it. The kept model is the epoch with the best
-validation accuracy (epoch 0 = before retraining counts), never chosen by test accuracy.
+validation accuracy, ties broken by validation loss (epoch 0 = before retraining counts),
+never chosen by test accuracy.
 Outputs: `RUN/checkpoints/retrain-<key>.pt` and `RUN/retrain.json` (or `--out`).
 """
 
@@ -25,6 +26,25 @@ from hwflow.io import read_yaml, save_torch, sha256_bytes, write_json
 
 DEFAULT_EPOCHS = 3
 DEFAULT_LR = 1e-3
+
+
+def _val_score(run: Any, model: Any) -> tuple[float, float]:
+    """(validation accuracy, -validation loss): checkpoints are chosen by accuracy, ties
+    (small validation sets saturate at 100 %) by the lower cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    correct, loss, n = 0, 0.0, 0
+    with torch.no_grad():
+        for x, y in run.data.val.batches(run.config.data.eval_batch_size):
+            logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            n += len(y)
+    model.train(was_training)
+    return correct / max(n, 1), -loss / max(n, 1)
 
 
 def retrain_key(assignment_text: bytes, epochs: int, lr: float, seed: int) -> str:
@@ -81,7 +101,8 @@ def retrain_run(
     apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
     set_observing(model, False)
     acc["approx_before"] = run.evaluate(model, "test")
-    val["approx_before"] = run.evaluate(model, "val")
+    before = _val_score(run, model)
+    val["approx_before"] = before[0]
 
     key = retrain_key(assignment.read_bytes(), epochs, lr, seed)
     ckpt_dir = run_dir / "checkpoints"
@@ -90,7 +111,7 @@ def retrain_run(
     params = [p for p in model.parameters() if id(p) not in sigma_ids]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    start, best_val, best_epoch = 0, val["approx_before"], 0
+    start, best_val, best_epoch = 0, before, 0
     best_state, history = copy.deepcopy(model.state_dict()), []
     if last.is_file():
         state = torch.load(last, weights_only=False)
@@ -112,9 +133,18 @@ def retrain_run(
             opt.step()
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
-        v = run.evaluate(model, "val")
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_acc": v})
-        log(f"retrain epoch {epoch + 1}/{epochs}: loss {loss_sum / max(seen, 1):.4f} val {v:.4f}")
+        v = _val_score(run, model)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "val_acc": v[0],
+                "val_loss": -v[1],
+            }
+        )
+        log(
+            f"retrain epoch {epoch + 1}/{epochs}: loss {loss_sum / max(seen, 1):.4f} val {v[0]:.4f}"
+        )
         if v > best_val:
             best_val, best_epoch, best_state = v, epoch + 1, copy.deepcopy(model.state_dict())
         save_torch(
@@ -132,11 +162,11 @@ def retrain_run(
         )
     model.load_state_dict(best_state)
     acc["approx_after"] = run.evaluate(model, "test")
-    val["approx_after"] = best_val
+    val["approx_after"] = best_val[0]
     assigned = {n: m for n, (m, _, _) in tables.items()}
     save_torch(
         ckpt_dir / f"retrain-{key}.pt",
-        {"model": model.state_dict(), "assignment": assigned, "val_acc": best_val},
+        {"model": model.state_dict(), "assignment": assigned, "val_acc": best_val[0]},
     )
     result = {
         "assignment": str(assignment.resolve()),

@@ -8,6 +8,7 @@ from torch import nn
 
 import hwflow.nn as hn
 from hwflow.errors import ConfigError
+from hwflow.multipliers.table import exact_table
 from hwflow.nn.models import MODELS, build_model, fold_batchnorm
 
 SHAPES = {
@@ -32,7 +33,13 @@ def test_model_forward_and_approximate(name):
     assert all(i.ops > 0 and i.fan_in > 0 for i in info)
     hn.calibrate(model, [x])
     hn.set_mode(model, "quant")
-    assert model.eval()(x).shape == (2, 7)
+    with torch.no_grad():
+        y_quant = model.eval()(x)
+        assert y_quant.shape == (2, 7)
+        # the whole network in approx mode with exact tables is quant mode, bit for bit
+        tables = {n: (exact_table(l.signed), l.signed) for n, l in hn.approx_layers(model)}
+        hn.apply_tables(model, tables)
+        assert torch.equal(model(x), y_quant)
 
 
 def test_resnet_depths_and_digits_layers():

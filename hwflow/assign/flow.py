@@ -17,7 +17,7 @@ import numpy as np
 
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.assignment import library_table, open_library
-from hwflow.assign.error_model import MODELS, predict
+from hwflow.assign.error_model import MODELS, Prediction, predict
 from hwflow.assign.select import choose, tolerances
 from hwflow.assign.stats import (
     DEFAULT_COLS,
@@ -108,10 +108,10 @@ def assign(
     lib: LibraryView,
     *,
     scale: float = 1.0,
-    model: str = "seed",
+    model: str = "sampled",
     hist_energy: energy_mod.HistogramEnergy | None = None,
-) -> dict[str, Any]:
-    """The assignment document (without validation) for one scale."""
+) -> tuple[dict[str, Any], Prediction]:
+    """The assignment document (without validation) for one scale, and the predictions."""
     if model not in MODELS:
         raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
     missing = [s.name for s in stats if s.name not in sigmas]
@@ -139,7 +139,7 @@ def assign(
             item["energy_rel_hist"] = round(hist_energy.ratio(s, item["multiplier"]), 6)
         layers.append(item)
     hist = [item["energy_rel_hist"] for item in layers] if hist_energy is not None else None
-    return {
+    doc = {
         "library": str(Path(getattr(lib.library, "path", "")).resolve()),
         "model": model,
         "scale": scale,
@@ -147,8 +147,8 @@ def assign(
         "energy": energy_mod.summary(
             [s.ops for s in stats], lib.energy[[c.index for c in choices]], hist
         ),
-        "_predicted_std": pred.std,
     }
+    return doc, pred
 
 
 def validate(
@@ -156,6 +156,7 @@ def validate(
     stats: list[LayerStats],
     lib: LibraryView,
     doc: dict[str, Any],
+    pred: Prediction,
     *,
     batches: int = 2,
     batch_size: int = DEFAULT_BATCH,
@@ -163,7 +164,7 @@ def validate(
     seed: int = 1,
 ) -> dict[str, Any]:
     """Measure chosen + a spread of other multipliers per layer on held-out (val) batches."""
-    pred_std = doc["_predicted_std"]
+    pred_std = pred.std
     index = {n: i for i, n in enumerate(lib.names)}
     tables: dict[str, list[tuple[str, np.ndarray, bool]]] = {}
     for s, item in zip(stats, doc["layers"], strict=True):
@@ -222,14 +223,13 @@ def assign_run(
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
     he = energy_mod.HistogramEnergy(lib.library, seed=seed) if hist_energy else None
     log("error model and selection ...")
-    doc = assign(stats, sigmas, lib, scale=scale, model=model, hist_energy=he)
+    doc, pred = assign(stats, sigmas, lib, scale=scale, model=model, hist_energy=he)
     doc["run"] = str(Path(run_dir).resolve())
     validation = None
     if do_validate:
         log("validating against table emulation ...")
-        validation = validate(run, stats, lib, doc)
+        validation = validate(run, stats, lib, doc, pred)
         doc["validation"] = validation["summary"]
-    doc.pop("_predicted_std")
     write_yaml(Path(out) if out is not None else Path(run_dir) / "assignment.yaml", doc)
     if validation is not None:
         doc["validation_pairs"] = validation["pairs"]

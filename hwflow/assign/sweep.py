@@ -195,8 +195,7 @@ def sweep_run(
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
     docs: dict[str, dict] = {}
     for s in scales:
-        doc = assign(stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist)
-        doc.pop("_predicted_std")
+        doc, _ = assign(stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist)
         docs[f"scale-{float(s):g}"] = doc
     if homogeneous:
         docs |= homogeneous_docs(stats, lib, hist)

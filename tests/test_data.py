@@ -143,6 +143,8 @@ def test_imagefolder_pngs(tmp_path):
     assert len(data.train) + len(data.val) == 6 and len(data.test) == 6
     assert data.test.x.shape == (6, 3, 8, 8)
     assert sorted(data.test.y.tolist()) == [0, 0, 0, 1, 1, 1]
+    small = load_data("imagefolder", tmp_path, image_size=8, max_samples=2)
+    assert sorted(small.test.y.tolist()) == [0, 1]  # a truncated split keeps both classes
     (tmp_path / "test" / "dog" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(HwflowError, match="broken.png: cannot read image"):
         load_data("imagefolder", tmp_path, image_size=8)

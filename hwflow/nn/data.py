@@ -125,9 +125,11 @@ def _with_val(
 
 
 def _limit(split: Split, max_samples: int | None) -> Split:
+    """Evenly spaced samples (class-sorted folders keep every class)."""
     if max_samples is None or len(split) <= max_samples:
         return split
-    return Split(split.x[:max_samples], split.y[:max_samples], split.augment, split.pad)
+    idx = torch.arange(max_samples) * len(split) // max_samples
+    return Split(split.x[idx], split.y[idx], split.augment, split.pad)
 
 
 # -- digits ----------------------------------------------------------------------------

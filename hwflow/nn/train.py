@@ -8,7 +8,8 @@ Run directory `RUN/` (docs/INTERFACES.md):
   every epoch (model, optimizer, scheduler, RNG states, metrics): `--resume` continues from
   the last completed epoch and reproduces an uninterrupted run with the same seed.
 Stages:
-- `float`: plain training; the checkpoint with the best validation accuracy is kept.
+- `float`: plain training; the checkpoint with the best validation accuracy is kept
+  (the latest of equals).
 - `qat`: calibrate activation observers on training batches (this fixes each layer's
   operand signedness), then fine-tune in `quant` mode with observers adapting; best by
   validation accuracy.
@@ -335,7 +336,9 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
             )
         record["seconds"] = round(time.perf_counter() - t0, 3)
         metrics.append(record)
-        if stage == "agn" or val > best_val:
+        # ties go to the later epoch: small validation sets saturate, and a later epoch
+        # of the same validation accuracy has trained longer at a lower learning rate
+        if stage == "agn" or val >= best_val:
             best_val, best_state = val, copy.deepcopy(model.state_dict())
         if not ctx.quiet:
             sig = ", ".join(f"{k} {v:.3f}" for k, v in record.get("sigmas", {}).items())

@@ -122,6 +122,8 @@ def test_cifar_batches_normalised_and_augmented(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, _ = next(data.train.batches(30, generator=g))
     assert x.shape == (30, 3, 32, 32) and not torch.equal(x, data.train.x)
+    x, _ = next(data.train.batches(30, augment=False))
+    assert torch.equal(x, data.train.x)  # evaluation never augments
     # the data dir may also point straight at the batches folder
     assert len(load_data("cifar10", folder).test) == 8
 

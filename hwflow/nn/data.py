@@ -56,8 +56,12 @@ class Split:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
+        augment: bool | None = None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Mini-batches; shuffling and augmentation draw only from `generator`."""
+        """Mini-batches; shuffling and augmentation draw only from `generator`.
+
+        `augment`: None follows the split's setting (training augmentation)."""
+        augment = self.augment if augment is None else augment
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i, start in enumerate(range(0, n, batch_size)):
@@ -65,7 +69,7 @@ class Split:
                 return
             idx = order[start : start + batch_size]
             x = self.x[idx]
-            if self.augment:
+            if augment:
                 x = random_crop_flip(x, self.pad, generator)
             yield x, self.y[idx]
 

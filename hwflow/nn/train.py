@@ -165,7 +165,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     was_training = model.training
     model.eval()
     correct = 0
-    for x, y in split.batches(batch_size):
+    for x, y in split.batches(batch_size, augment=False):
         correct += int((model(x).argmax(1) == y).sum())
     model.train(was_training)
     return correct / max(1, len(split))

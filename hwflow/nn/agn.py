@@ -109,19 +109,20 @@ class _AddNoise(torch.autograd.Function):
     def forward(ctx, y: Tensor, sigma: Tensor, source: str) -> Tensor:  # type: ignore[override]
         n, sign = standard_noise(y, source)
         std, mean = _std_mean(y)
-        ctx.save_for_backward(y, n, sigma)
-        ctx.stats = (std, mean, y.numel(), sign)
-        return torch.add(y, n, alpha=sign * std * float(sigma))
+        sig = sigma.detach().item()
+        ctx.save_for_backward(y, n)
+        ctx.stats = (std, mean, y.numel(), sign, sig)
+        return torch.add(y, n, alpha=sign * std * sig)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        y, n, sigma = ctx.saved_tensors
-        std, mean, count, sign = ctx.stats
+        y, n = ctx.saved_tensors
+        std, mean, count, sign, sig = ctx.stats
         # d loss / d (std * sigma)
         g_c = sign * float(torch.dot(grad.reshape(-1), n.reshape(-1)))
-        grad_sigma = torch.full_like(sigma, g_c * std)
+        grad_sigma = torch.tensor(g_c * std, dtype=grad.dtype)
         # d std / d y = (y - mean) / ((count - 1) * std): the seed does not detach std(y)
-        k = g_c * float(sigma) / (max(count - 1, 1) * std) if std > 0 else 0.0
+        k = g_c * sig / (max(count - 1, 1) * std) if std > 0 else 0.0
         grad_y = torch.add(grad, y, alpha=k).sub_(k * mean) if k else grad
         return grad_y, grad_sigma, None
 

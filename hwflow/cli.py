@@ -524,11 +524,17 @@ def verify_cmd(export_dir, as_json) -> None:
         for line in format_report(report):
             click.echo(line)
     if not report["ok"]:
-        bad = [lay["layer"] for lay in report["layers"] if lay["mismatches"] or lay.get("error")]
+        bad = [
+            lay["layer"]
+            for lay in report["layers"]
+            if lay["mismatches"] or lay.get("code_mismatches") or lay.get("error")
+        ]
         raise VerificationError(
             f"{export_dir}: {report['mismatches']:,} of {report['checked']:,} accumulations "
-            f"differ from the emulation (layers: {', '.join(bad)})"
+            f"and {report.get('code_mismatches', 0):,} output codes differ from the emulation "
+            f"(layers: {', '.join(bad)})"
         )
+
 
 # ---- demo / report (issue 7) ----------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,24 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 3000
+    # the integer-only output stage of every layer but the last, checked code by code
+    assert [lay["requant"] is not None for lay in manifest["layers"]] == [True] * 3 + [False]
+    assert report["codes_checked"] == sum(lay["jobs"] for lay in manifest["layers"][:3])
+    assert report["code_mismatches"] == 0
+    _codes_match_integer_reference(run, out, manifest, names)
+
+    # one corrupted expected code: verify fails on that layer's codes only
+    mutant = root / "mutant"
+    shutil.copytree(out, mutant)
+    path = mutant / "vectors" / f"{manifest['layers'][2]['port']}_expected_code.txt"
+    codes = path.read_text().split()
+    codes[5] = str((int(codes[5]) + 1) % 256)
+    path.write_text("\n".join(codes) + "\n")
+    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
+    assert result.exit_code == 2 and f"(layers: {names[2]})" in result.output, result.output
+    bad = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert (bad["mismatches"], bad["code_mismatches"]) == (0, 1)
+    assert bad["layers"][2]["first_code_mismatch"]["job"] == 5
 
     # a library table that disagrees with its circuit at one operand pair the layer really
     # uses: export trusts the table (emulation and expectation agree), verify must fail
@@ -162,3 +181,25 @@ def test_integer_inference_matches_the_emulation(run_and_library):
     assert (fake == result.classes).float().mean() >= 0.75
     acc = integer_accuracy(run.model, run.data.test.x, run.data.test.y)
     assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1
+
+
+def _codes_match_integer_reference(run_dir, out, manifest, names):
+    """The exported codes of layer 0 are the integer-only reference's input codes of the
+    next layer (no pooling between them), position by position."""
+    import torch
+
+    from hwflow.assign.assignment import load_assignment
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run
+    from hwflow.rtl.intinfer import integer_inference
+
+    run = load_run(run_dir)
+    assigned = load_assignment(manifest["assignment"], manifest["library"])
+    apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
+    ref = integer_inference(run.model, run.data.test.x[: manifest["images"]])
+    first = manifest["layers"][0]
+    g, m, ng = first["shape"]
+    codes = np.loadtxt(out / "vectors" / f"{first['port']}_expected_code.txt", dtype=np.int64)
+    nxt = ref.tensors[f"{names[1]}.input"]  # (N, C, H, W) codes
+    want = nxt.permute(0, 2, 3, 1).reshape(g, m, ng)
+    assert torch.equal(torch.from_numpy(codes.reshape(g, m, ng)), want)

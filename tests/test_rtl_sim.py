@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table
 from hwflow.rtl import export, vectors
 from hwflow.rtl.design import LayerPlan, write_design
+from hwflow.rtl.mac import Requant
 from hwflow.rtl.verify import verify
 
 FIXTURES = Path(__file__).parent / "fixtures" / "netlists"
@@ -75,6 +77,20 @@ def _plans(rng) -> list[LayerPlan]:
         x, w = _operands(rng, signed, *shape)
         acc = vectors.reference_acc(x, w, table, signed)
         plans.append(LayerPlan(name, rtl, table, signed, x, w, acc))
+    # integer output stages: unsigned codes with ReLU, and signed codes with a negative
+    # zero point and no ReLU (both clamp ends are reached)
+    offsets0 = rng.integers(-3000, 3000, (1, 6))
+    plans[0] = replace(
+        plans[0],
+        requant=Requant(30000, 22, 0, False, True, int(offsets0.min()), int(offsets0.max())),
+        offsets=offsets0,
+    )
+    offsets1 = rng.integers(-70000, 70000, (2, 3))
+    plans[1] = replace(
+        plans[1],
+        requant=Requant(16777, 24, -5, True, False, int(offsets1.min()), int(offsets1.max())),
+        offsets=offsets1,
+    )
     return plans
 
 
@@ -99,6 +115,13 @@ def test_verify_passes_and_counts_every_accumulator(exported):
     assert report["mismatches"] == 0 and report["modified_files"] == []
     assert report["checked"] == manifest["accumulations"] == 24 * 6 + 2 * 10 * 3 + 4 * 5
     assert [lay["checked"] for lay in report["layers"]] == [144, 60, 20]
+    assert report["codes_checked"] == 144 + 60 and report["code_mismatches"] == 0
+    codes = [
+        np.loadtxt(exported / "vectors" / f"{port}_expected_code.txt", dtype=np.int64)
+        for port in ("features_0", "features_3")
+    ]
+    assert {0, 255} <= set(codes[0]) and len(set(codes[0])) > 10
+    assert {-128, 127} <= set(codes[1]) and len(set(codes[1])) > 10
 
 
 def test_swapped_multiplier_fails_and_names_the_layer(exported, tmp_path):

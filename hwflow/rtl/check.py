@@ -87,7 +87,32 @@ def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict
                     "actual": got,
                     **job_operands(layer, vectors, job),
                 }
-    return {**out, "checked": jobs, "mismatches": mismatches, "first_mismatch": first}
+    out = {**out, "checked": jobs, "mismatches": mismatches, "first_mismatch": first}
+    if layer.get("requant"):
+        out.update(check_codes(layer, vectors, results))
+    return out
+
+
+def check_codes(layer: dict, vectors: Path, results: Path) -> dict:
+    """The integer-only output stage: every job's 8-bit code, exactly."""
+    port, lanes = layer["port"], layer["lanes"]
+    signed = layer["requant"]["signed"]
+    expected = [int(s) for s in (vectors / f"{port}_expected_code.txt").read_text().split()]
+    code_file = results / f"{port}_code.hex"
+    try:
+        words = read_hex_words(code_file)
+    except (OSError, ValueError) as exc:
+        return {"codes_checked": 0, "code_mismatches": len(expected), "error": str(exc)}
+    bad, first = 0, None
+    for job, want in enumerate(expected):
+        q, lane = divmod(job, lanes)
+        got = lane_field(words[q], lane, 8)
+        got = to_signed(got, 8) if signed else got
+        if got != want:
+            bad += 1
+            if first is None:
+                first = {"lane": lane, "pass": q, "job": job, "expected": want, "actual": got}
+    return {"codes_checked": len(expected), "code_mismatches": bad, "first_code_mismatch": first}
 
 
 def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
@@ -99,7 +124,12 @@ def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
     first = next((lay["first_mismatch"] for lay in layers if lay["first_mismatch"]), None)
     errors = [f"{lay['layer']}: {lay['error']}" for lay in layers if lay.get("error")]
     return {
-        "ok": all(lay["mismatches"] == 0 and not lay.get("error") for lay in layers),
+        "ok": all(
+            lay["mismatches"] == 0 and not lay.get("code_mismatches") and not lay.get("error")
+            for lay in layers
+        ),
+        "codes_checked": sum(lay.get("codes_checked", 0) for lay in layers),
+        "code_mismatches": sum(lay.get("code_mismatches", 0) for lay in layers),
         "checked": sum(lay["checked"] for lay in layers),
         "mismatches": sum(lay["mismatches"] for lay in layers),
         "layers": layers,
@@ -124,6 +154,9 @@ def summary(report: dict) -> str:
     if report["ok"]:
         return f"all {report['checked']} accumulations match"
     parts = [f"{report['mismatches']} of {report['checked']} accumulations mismatch"]
+    if report.get("code_mismatches"):
+        bad = [lay["layer"] for lay in report["layers"] if lay.get("code_mismatches")]
+        parts.append(f"{report['code_mismatches']} requantized codes mismatch (layers {bad})")
     parts += report["errors"]
     if report["first_mismatch"]:
         parts.append("first: " + describe_mismatch(report["first_mismatch"]))

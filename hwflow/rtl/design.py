@@ -43,6 +43,9 @@ class LayerPlan:
     x_int: np.ndarray  # (G, M, K)
     w_int: np.ndarray  # (G, K, Ng)
     acc: np.ndarray  # (G, M, Ng)
+    # integer-only output stage: parameters and per-channel offsets (G, Ng) int64
+    requant: mac.Requant | None = None
+    offsets: np.ndarray | None = None
 
 
 def render(template: str, **values: object) -> str:
@@ -85,10 +88,16 @@ def harness_verilog(engines: list[mac.EngineSpec], passes: dict[str, int]) -> st
             "acc_width": e.acc_width,
             "xw": 8 * e.lanes - 1,
             "accw": e.acc_width * e.lanes - 1,
+            "requant": int(e.requant is not None),
+            "offset_width": e.requant.offset_width if e.requant else 1,
+            "offw": (e.requant.offset_width if e.requant else 1) * e.lanes - 1,
+            "codew": 8 * e.lanes - 1,
+            "code_tie": "" if e.requant else f"\n    assign {e.port}__code = 0;",
         }
         wires.append(render("harness_layer.v.tmpl", **fields))
         feeders.append(render("harness_feeder.v.tmpl", **fields))
-        for member in ("x", "w", "valid", "clear", "last", "acc", "acc_valid"):
+        members = ["x", "w", "valid", "clear", "last", "acc", "acc_valid"]
+        for member in members + (["offset", "code"] if e.requant else []):
             ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
     done = " & ".join(f"{e.port}__done" for e in engines)
     return render(
@@ -122,7 +131,8 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
     for plan in plans:
         check_plan(plan)
     engines = [
-        mac.engine_spec(p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table) for p in plans
+        mac.engine_spec(p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table, p.requant)
+        for p in plans
     ]
     try:
         top = mac.top_verilog(engines)
@@ -140,6 +150,12 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
         files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
         files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
         files[f"vectors/{eng.port}_expected.txt"] = vectors.decimal_lines(sched.expected)
+        if plan.requant is not None:
+            offsets, codes = vectors.requant_vectors(sched, plan.offsets, plan.requant)
+            files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
+                offsets, plan.requant.offset_width
+            )
+            files[f"vectors/{eng.port}_expected_code.txt"] = vectors.decimal_lines(codes)
         layers.append(
             {
                 "layer": plan.layer,
@@ -154,6 +170,16 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
                 "shape": list(sched.shape),
                 "acc_width": eng.acc_width,
                 "product_range": [eng.product_min, eng.product_max],
+                "requant": None
+                if plan.requant is None
+                else {
+                    "m0": plan.requant.m0,
+                    "shift": plan.requant.shift,
+                    "zero_point": plan.requant.zero_point,
+                    "signed": plan.requant.signed,
+                    "relu": plan.requant.relu,
+                    "offset_width": plan.requant.offset_width,
+                },
             }
         )
     files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes)

@@ -98,14 +98,18 @@ def trace_plans(
     assigned: Mapping[str, tuple[str, np.ndarray, bool]],
     rtl_for: Callable[[str], mac.MultiplierRTL],
     exact_for: Callable[[bool], tuple[str, np.ndarray]],
+    requant: bool = True,
 ) -> tuple[list[design.LayerPlan], dict[str, bool]]:
     """Apply the tables, trace one forward of `x`, and plan every approximate layer.
 
-    Returns the plans (network order) and {layer: assigned?}.
+    Returns the plans (network order) and {layer: assigned?}. With `requant`, layers
+    followed by another approximate layer get the integer-only output stage
+    (`hwflow.rtl.intinfer`) whose codes verify checks too.
     """
     import torch
 
     from hwflow import nn as hnn
+    from hwflow.rtl.intinfer import requant_stages
 
     layers = dict(hnn.approx_layers(model))
     unknown = sorted(set(assigned) - set(layers))
@@ -121,6 +125,7 @@ def trace_plans(
     hnn.apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
     with torch.no_grad():
         traces = hnn.trace(model, x)
+    stages = requant_stages(model) if requant else {}
     rtls: dict[str, mac.MultiplierRTL] = {}
     plans = []
     for name in layers:
@@ -128,6 +133,21 @@ def trace_plans(
         if mult not in rtls:
             rtls[mult] = rtl_for(mult)
         tr = traces[name]
+        requant, offsets = None, None
+        if name in stages:
+            st = stages[name]
+            w_int = tr.w_int.numpy()
+            g, _, ng = w_int.shape
+            offsets = st.bias_int.numpy().reshape(g, ng) - st.input_zero_point * w_int.sum(1)
+            requant = mac.Requant(
+                st.m0,
+                st.shift,
+                st.zero_point,
+                st.signed,
+                st.relu,
+                int(offsets.min()),
+                int(offsets.max()),
+            )
         plans.append(
             design.LayerPlan(
                 layer=name,
@@ -137,6 +157,8 @@ def trace_plans(
                 x_int=tr.x_int.numpy(),
                 w_int=tr.w_int.numpy(),
                 acc=tr.acc.numpy(),
+                requant=requant,
+                offsets=offsets,
             )
         )
     check_netlist_modules(list(rtls.values()))

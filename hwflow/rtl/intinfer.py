@@ -160,3 +160,41 @@ def integer_accuracy(model: nn.Sequential, x: Tensor, y: Tensor, batch: int = 51
             (integer_inference(model, x[i : i + batch]).classes == y[i : i + batch]).sum()
         )
     return correct / max(len(y), 1)
+
+
+@dataclass
+class Stage:
+    """Requantization after one approximate layer, into the next one's input codes."""
+
+    m0: int
+    shift: int
+    zero_point: int  # of the next layer's codes
+    signed: bool  # of the next layer's codes
+    relu: bool
+    bias_int: Tensor  # (out,) int64 of this layer
+    input_zero_point: int  # z of this layer's own input (the zero-point correction)
+
+
+def requant_stages(model: nn.Module) -> dict[str, Stage]:
+    """Per approximate layer followed (through ReLU / max-pool / flatten only) by another
+    approximate layer: the integer stage between them. Other layers get none."""
+    if not isinstance(model, nn.Sequential):
+        return {}
+    params = _int_layers(model)
+    out: dict[str, Stage] = {}
+    prev: IntLayer | None = None
+    relu = False
+    for name, mod in model.named_children():
+        if name in params:
+            p = params[name]
+            if prev is not None:
+                m0, shift = fixed_point(prev.scale / p.x_scale)
+                out[prev.name] = Stage(
+                    m0, shift, p.zero_point, p.signed, relu, prev.bias_int, prev.zero_point
+                )
+            prev, relu = p, False
+        elif isinstance(mod, nn.ReLU):
+            relu = True
+        elif not isinstance(mod, nn.MaxPool2d | nn.Flatten):
+            prev = None  # something non-integer in between: no stage across it
+    return out

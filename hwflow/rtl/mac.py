@@ -48,6 +48,28 @@ class MultiplierRTL:
 
 
 @dataclass(frozen=True)
+class Requant:
+    """Integer-only output stage of an engine (hwflow.rtl.intinfer's arithmetic).
+
+    Per lane: t = sum + offset (offset = integer bias - z * sum_k w of the lane's output
+    channel, streamed with the operands and latched with `last`), ReLU if `relu`, then
+    code = clamp(((t * m0 + 2^(shift-1)) >> shift) + zero_point, lo, hi), 8 bits.
+    """
+
+    m0: int
+    shift: int
+    zero_point: int
+    signed: bool  # code range of the next layer: int8 or uint8
+    relu: bool
+    offset_min: int
+    offset_max: int
+
+    @property
+    def offset_width(self) -> int:
+        return signed_width(self.offset_min, self.offset_max)
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """One layer's engine: `lanes` parallel MACs of `fan_in` products each."""
 
@@ -57,6 +79,7 @@ class EngineSpec:
     multiplier: MultiplierRTL
     product_min: int  # smallest product a lane can add (sign-magnitude applied)
     product_max: int  # largest
+    requant: Requant | None = None  # integer-only output stage (codes of the next layer)
 
     @property
     def port(self) -> str:
@@ -104,14 +127,19 @@ def accumulator_width(product_min: int, product_max: int, fan_in: int) -> int:
 
 
 def engine_spec(
-    layer: str, lanes: int, fan_in: int, multiplier: MultiplierRTL, table: np.ndarray
+    layer: str,
+    lanes: int,
+    fan_in: int,
+    multiplier: MultiplierRTL,
+    table: np.ndarray,
+    requant: Requant | None = None,
 ) -> EngineSpec:
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
     if fan_in < 1:
         raise ValueError(f"layer {layer}: fan-in must be >= 1, got {fan_in}")
     lo, hi = product_range(table, multiplier.signed)
-    return EngineSpec(layer, lanes, fan_in, multiplier, lo, hi)
+    return EngineSpec(layer, lanes, fan_in, multiplier, lo, hi, requant)
 
 
 class MacEngine(wiring.Component):
@@ -129,17 +157,19 @@ class MacEngine(wiring.Component):
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
         p, aw = spec.lanes, spec.acc_width
-        super().__init__(
-            {
-                "x": In(8 * p),
-                "w": In(8 * p),
-                "valid": In(1),
-                "clear": In(1),
-                "last": In(1),
-                "acc": Out(aw * p),
-                "acc_valid": Out(1),
-            }
-        )
+        members = {
+            "x": In(8 * p),
+            "w": In(8 * p),
+            "valid": In(1),
+            "clear": In(1),
+            "last": In(1),
+            "acc": Out(aw * p),
+            "acc_valid": Out(1),
+        }
+        if spec.requant is not None:
+            members["offset"] = In(spec.requant.offset_width * p)
+            members["code"] = Out(8 * p)
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         spec = self.spec
@@ -147,7 +177,7 @@ class MacEngine(wiring.Component):
         v1, clear1, last1 = Signal(name="v1"), Signal(name="clear1"), Signal(name="last1")
         m.d.sync += [v1.eq(self.valid), clear1.eq(self.clear), last1.eq(self.last)]
         m.d.sync += self.acc_valid.eq(v1 & last1)
-        sums = []
+        sums, codes = [], []
         for lane in range(spec.lanes):
             x = self.x[lane * 8 : lane * 8 + 8]
             w = self.w[lane * 8 : lane * 8 + 8]
@@ -176,8 +206,32 @@ class MacEngine(wiring.Component):
                 with m.If(last1):
                     m.d.sync += out.eq(total)
             sums.append(out)
+            if spec.requant is not None:
+                codes.append(self._requant(m, lane, total, v1 & last1))
         m.d.comb += self.acc.eq(Cat(*sums))
+        if spec.requant is not None:
+            m.d.comb += self.code.eq(Cat(*codes))
         return m
+
+    def _requant(self, m: Module, lane: int, total, done) -> Signal:
+        """t = sum + offset registered with the sum; the code is combinational from t."""
+        rq = self.spec.requant
+        ow = rq.offset_width
+        off = self.offset[lane * ow : lane * ow + ow].as_signed()
+        off1 = Signal(signed(ow), name=f"off{lane}", reset_less=True)
+        m.d.sync += off1.eq(off)
+        t = Signal(signed(max(self.spec.acc_width, ow) + 1), name=f"t{lane}", reset_less=True)
+        with m.If(done):
+            m.d.sync += t.eq(total + off1)
+        r = Mux(t < 0, 0, t) if rq.relu else t
+        scaled = Signal(signed(len(t) + 17), name=f"scaled{lane}")
+        m.d.comb += scaled.eq((r * rq.m0 + (1 << (rq.shift - 1))) >> rq.shift)
+        q = Signal(signed(len(scaled) + 9), name=f"q{lane}")
+        m.d.comb += q.eq(scaled + rq.zero_point)
+        lo, hi = (-128, 127) if rq.signed else (0, 255)
+        code = Signal(8, name=f"code{lane}")
+        m.d.comb += code.eq(Mux(q < lo, lo, Mux(q > hi, hi, q))[:8])
+        return code
 
 
 class MacArray(wiring.Component):
@@ -243,6 +297,7 @@ __all__ = [
     "LATENCY",
     "TOP_MODULE",
     "EngineSpec",
+    "Requant",
     "MacArray",
     "MacEngine",
     "MultiplierRTL",

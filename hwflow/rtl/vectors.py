@@ -113,3 +113,40 @@ def hex_lines(mem: np.ndarray) -> str:
 
 def decimal_lines(values: np.ndarray) -> str:
     return "".join(f"{int(v)}\n" for v in np.asarray(values).reshape(-1))
+
+
+def requant_vectors(
+    sched: LayerVectors, offsets: np.ndarray, rq: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pass and lane the offset of the job's output channel (passes, P), and the
+    expected code of every job: intinfer's requantization of relu?(acc + offset)."""
+    import torch
+
+    from hwflow.rtl.intinfer import requantize
+
+    g, m, ng = sched.shape
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.shape != (g, ng):
+        raise ValueError(f"offsets: expected shape {(g, ng)}, got {offsets.shape}")
+    per_job = np.broadcast_to(offsets[:, None, :], (g, m, ng)).reshape(-1)
+    padded = np.zeros(sched.passes * sched.lanes, dtype=np.int64)
+    padded[: sched.jobs] = per_job
+    t = sched.expected + per_job
+    if rq.relu:
+        t = np.maximum(t, 0)
+    codes = requantize(torch.from_numpy(t), rq.m0, rq.shift, rq.zero_point, rq.signed).numpy()
+    return padded.reshape(sched.passes, sched.lanes), codes
+
+
+def wide_hex_lines(values: np.ndarray, width: int) -> str:
+    """`$readmemh` text of (rows, lanes) signed integers, `width` bits per lane, lane 0
+    in the low bits."""
+    mask = (1 << width) - 1
+    digits = -(-width * values.shape[1] // 4)
+    lines = []
+    for row in np.asarray(values, dtype=np.int64).tolist():
+        word = 0
+        for lane, v in enumerate(row):
+            word |= (v & mask) << (lane * width)
+        lines.append(f"{word:0{digits}x}\n")
+    return "".join(lines)

@@ -87,19 +87,37 @@ def format_report(report: dict) -> list[str]:
 
     lines = []
     for lay in report["layers"]:
-        status = "ok" if lay["mismatches"] == 0 and not lay.get("error") else "MISMATCH"
+        bad = lay["mismatches"] or lay.get("code_mismatches") or lay.get("error")
+        codes = (
+            f"  codes {lay['codes_checked']:>9,} / mismatches {lay['code_mismatches']:>7,}"
+            if "codes_checked" in lay
+            else ""
+        )
         lines.append(
             f"{lay['layer']:<24} {lay['multiplier']:<20} checked {lay['checked']:>9,}  "
-            f"mismatches {lay['mismatches']:>7,}  {status}"
+            f"mismatches {lay['mismatches']:>7,}{codes}  {'MISMATCH' if bad else 'ok'}"
         )
     lines.append(
         f"{report['checked']:,} accumulations checked in {report['seconds']:.1f} s "
         f"({report['accumulations_per_second']:,.0f}/s), {report['mismatches']:,} mismatches"
     )
+    if report.get("codes_checked"):
+        lines.append(
+            f"{report['codes_checked']:,} requantized output codes checked, "
+            f"{report['code_mismatches']:,} mismatches"
+        )
     for err in report.get("errors", []):
         lines.append(f"error: {err}")
     if report.get("first_mismatch"):
         lines.append("first mismatch: " + describe_mismatch(report["first_mismatch"]))
+    for lay in report["layers"]:
+        m = lay.get("first_code_mismatch")
+        if m:
+            lines.append(
+                f"first code mismatch: layer {lay['layer']} lane {m['lane']} pass {m['pass']}: "
+                f"expected {m['expected']}, actual {m['actual']}"
+            )
+            break
     if report.get("modified_files"):
         lines.append("files changed since export: " + ", ".join(report["modified_files"]))
     return lines

@@ -426,6 +426,7 @@ def _train(cfg: TrainConfig, out: Path, quiet: bool, on_epoch, log) -> dict[str,
     for stage in STAGES:
         final = ctx.ckpt / f"{stage}.pt"
         if final.is_file():
+            (ctx.ckpt / f"{stage}.last.pt").unlink(missing_ok=True)  # killed before cleanup
             kept[stage] = torch.load(final, weights_only=False)
             ctx.done_metrics += kept[stage]["metrics"]
             continue

@@ -66,12 +66,16 @@ def main() -> None:
     parser.add_argument("--approx", action="store_true", help="also time approx mode")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--noise", choices=["pool", "randn"], default="pool", help="AGN noise")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, "
+        f"AGN noise {args.noise}"
+    )
     print(f"{'case':<24} {'mode':<7} {'ms/step':>9} {'vs quant':>9}")
     for label, name, shape, batch in CASES:
         if name not in args.models:
@@ -83,6 +87,8 @@ def main() -> None:
         hn.calibrate(model, [x])
         model.train()
         hn.set_observing(model, False)
+        for _, layer in hn.approx_layers(model):
+            layer.agn_noise = args.noise
         modes = ["float", "quant", "agn"]
         if args.approx:
             for _, layer in hn.approx_layers(model):

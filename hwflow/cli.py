@@ -494,6 +494,7 @@ def export_cmd(run, assignment, out, lanes, images, library, as_json) -> None:
         "macs": manifest["macs"],
         "cycles": manifest["cycles"],
         "layers": {lay["layer"]: lay["multiplier"] for lay in manifest["layers"]},
+        "accuracy": manifest["accuracy"],
     }
     if as_json:
         echo_json(summary)
@@ -502,6 +503,12 @@ def export_cmd(run, assignment, out, lanes, images, library, as_json) -> None:
         click.echo(
             f"{lay['layer']:<24} {lay['multiplier']:<20} {lay['jobs']:>8,} accumulations "
             f"x K={lay['fan_in']}, {lay['acc_width']}-bit accumulators"
+        )
+    acc = manifest["accuracy"]
+    if acc["integer_only"] is not None:
+        click.echo(
+            f"{manifest['split']} accuracy with these multipliers: fake-quant "
+            f"{acc['fake_quant']:.2%}, integer-only pipeline {acc['integer_only']:.2%}"
         )
     click.echo(
         f"wrote {out}: {manifest['accumulations']:,} accumulations, {manifest['cycles']:,} "
@@ -512,11 +519,23 @@ def export_cmd(run, assignment, out, lanes, images, library, as_json) -> None:
 @cli.command("verify")
 @click.argument("export_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def verify_cmd(export_dir, as_json) -> None:
-    """Simulate an exported design and compare every accumulator with the emulation."""
-    from hwflow.errors import VerificationError
-    from hwflow.rtl.verify import format_report, verify
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def verify_cmd(export_dir, as_json, quiet) -> None:
+    """Simulate an exported design and compare every accumulator with the emulation.
 
+    The report is also written to EXPORT_DIR/verify.json."""
+    from pathlib import Path
+
+    from hwflow.errors import VerificationError
+    from hwflow.rtl.verify import format_report, load_manifest, verify
+
+    if not (quiet or as_json):
+        manifest = load_manifest(Path(export_dir))
+        click.echo(
+            f"simulating {manifest.get('macs', 0):,} MACs ({manifest.get('cycles', 0):,} "
+            "cycles) in Icarus ...",
+            err=True,
+        )
     report = verify(export_dir)
     if as_json:
         echo_json(report)

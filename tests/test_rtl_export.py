@@ -88,6 +88,11 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert [lay["multiplier"] for lay in manifest["layers"]] == [*chosen.values(), "u_exact"]
     assert manifest["assigned"] == {**dict.fromkeys(names[:3], True), names[3]: False}
     assert manifest["images"] == 1 and manifest["lanes"] == 8
+    accuracy = manifest["accuracy"]  # whole test split, fake-quant vs integer-only
+    assert (
+        0 <= accuracy["integer_only"] <= 1
+        and abs(accuracy["integer_only"] - accuracy["fake_quant"]) < 0.1
+    )
 
     result = CliRunner().invoke(cli, ["verify", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -97,6 +102,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert [lay["requant"] is not None for lay in manifest["layers"]] == [True] * 3 + [False]
     assert report["codes_checked"] == sum(lay["jobs"] for lay in manifest["layers"][:3])
     assert report["code_mismatches"] == 0
+    assert json.loads((out / "verify.json").read_text())["ok"]
     _codes_match_integer_reference(run, out, manifest, names)
 
     # one corrupted expected code: verify fails on that layer's codes only

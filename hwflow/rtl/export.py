@@ -215,9 +215,26 @@ def export_run(
         "split": split,
         "images": images,
         "assigned": is_assigned,
+        "accuracy": split_accuracy(run, data),
     }
     with io.atomic_dir(out) as tmp:
         return design.write_design(tmp, plans, lanes, meta)
+
+
+def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:
+    """Top-1 on the whole split with the exported tables: the fake-quant emulation and the
+    integer-only pipeline (`hwflow.rtl.intinfer`; None where the network has no integer
+    form, e.g. not a plain conv/ReLU/pool/linear stack)."""
+    from hwflow.errors import HwflowError
+    from hwflow.nn.train import evaluate
+    from hwflow.rtl.intinfer import integer_accuracy
+
+    fake = evaluate(run.model, data, run.config.data.eval_batch_size)
+    try:
+        integer = integer_accuracy(run.model, data.x, data.y)
+    except HwflowError:
+        integer = None
+    return {"fake_quant": fake, "integer_only": integer}
 
 
 def _assignment_library(assignment: Path) -> Path:

@@ -44,10 +44,13 @@ def modified_files(export_dir: Path, manifest: dict) -> list[str]:
     return out
 
 
-def verify(export_dir: str | os.PathLike[str], build_dir: str | None = None) -> dict:
+def verify(
+    export_dir: str | os.PathLike[str], build_dir: str | None = None, record: bool = True
+) -> dict:
     """Simulate and compare every accumulator. Returns the report (`ok`, `checked`,
-    `mismatches`, `layers`, `first_mismatch`, timing); raises VerificationError only when
-    the check could not run at all."""
+    `mismatches`, `layers`, `first_mismatch`, code checks, timing), also written to
+    `DIR/verify.json` when `record`; raises VerificationError only when the check could
+    not run at all."""
     from hwflow.simulator import run_cocotb
 
     export_dir = Path(export_dir).resolve()
@@ -78,6 +81,8 @@ def verify(export_dir: str | os.PathLike[str], build_dir: str | None = None) -> 
     if failure and report["ok"]:  # the test failed for a reason the checker did not see
         report["ok"] = False
         report["errors"] = [*report.get("errors", []), failure]
+    if record:
+        io.write_json(export_dir / "verify.json", report)
     return report
 
 

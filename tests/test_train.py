@@ -252,3 +252,10 @@ def test_load_weights_errors(tiny_run, tmp_path):
     torch.save({"model": {"weird": torch.zeros(1)}}, bad)
     with pytest.raises(RunError, match="not a checkpoint of this model"):
         load_weights(run.model, bad)
+
+
+def test_zero_epoch_qat_is_post_training_quantization(tmp_path):
+    cfg = replace(tiny_config(), qat=QATConfig(epochs=0, calibration_batches=2))
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    assert 0.0 <= summary["val_accuracy"]["qat"] <= 1.0
+    assert all(layer["signed"] is False for layer in summary["layers"])  # calibrated

@@ -366,6 +366,8 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
             ctx.on_epoch(stage, epoch + 1)
     if best_state is not None:
         model.load_state_dict(best_state)
+    else:  # epochs: 0 keeps the stage's starting point (e.g. PTQ: calibration, no QAT)
+        best_val = evaluate(model, ctx.data.val, cfg.data.eval_batch_size)
     save_torch(
         ctx.ckpt / f"{stage}.pt",
         {"model": model.state_dict(), "val_acc": best_val, "metrics": metrics},

@@ -215,6 +215,7 @@ def export_run(
         "split": split,
         "images": images,
         "assigned": is_assigned,
+        "weights": str(Path(checkpoint).resolve()) if checkpoint else "checkpoints/agn.pt",
         "accuracy": split_accuracy(run, data),
     }
     with io.atomic_dir(out) as tmp:

@@ -9,12 +9,13 @@ Decisions (the RTL and the error model rely on them):
   int8 codes in [-128, 127]; an *unsigned* layer uses uint8 codes in [0, 255]. The
   calibrated range always contains 0, so real 0 is exactly the code `zero_point` (the
   value conv padding must hold); after ReLU the range starts at 0 and zero_point = 0.
-- Rounding is round-half-to-even (`torch.round`) of `x / scale`, in one place
-  (`quantize_centered`) so the float path, the integer path and the trace agree exactly.
+- Rounding is round-half-to-even of `x / scale` (as torch.round), in one place
+  (`round_clamp_ste`) so the float path, the integer path and the trace agree exactly.
 
 The float-valued "centered" code `q - zero_point` is what the fast QAT path convolves:
-products of integers below 2^24 are exact in float32, so the QAT forward equals the
-integer accumulator path bit for bit while partial sums stay below 2^24 in magnitude.
+sums of integer products are exact in float32 while every partial sum stays below 2^24 in
+magnitude, so the QAT forward equals the integer accumulator path bit for bit (largest
+|accumulator| seen on random-input ResNet-20, small VGG and LeNet-5: 1.6e5 to 7.2e5).
 """
 
 from __future__ import annotations

@@ -17,16 +17,15 @@ Prints, measured side by side in one run:
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench._common import Clock, Row
 from hwflow.characterize.netlist import inspect_netlist
 from hwflow.characterize.simulate import (
     SimDesign,
@@ -34,26 +33,6 @@ from hwflow.characterize.simulate import (
     plan_batches,
     simulate_batch,
 )
-
-
-class Clock:
-    """Wall and CPU seconds (this process + finished children: simulators, yosys, workers).
-
-    The machine is shared: CPU seconds are the load-independent figure to compare."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), self._cpu()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
-
-    @staticmethod
-    def _cpu() -> float:
-        own, kids = (
-            resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-        )
-        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def sample_netlists(work: Path, n: int) -> list[SimDesign]:
@@ -71,7 +50,9 @@ def sample_netlists(work: Path, n: int) -> list[SimDesign]:
     return designs
 
 
-def bench_per_netlist(designs: list[SimDesign], work: Path) -> None:
+def bench_per_netlist(designs: list[SimDesign], work: Path) -> dict[str, Clock]:
+    """Time the plain testbench, the cocotb simulation and full `characterize` per netlist;
+    prints them and returns the clocks."""
     n = len(designs)
     with Clock() as plain_clock:
         plain = [plain_testbench_table(d, work / "plain" / d.name) for d in designs]
@@ -80,6 +61,8 @@ def bench_per_netlist(designs: list[SimDesign], work: Path) -> None:
         for batch in plan_batches(designs):
             tables += zip(batch, simulate_batch([designs[i] for i in batch]), strict=True)
     same = all(np.array_equal(t, plain[i]) for i, t in tables)
+    if not same:
+        raise SystemExit("bench: cocotb tables differ from the plain testbench's")
     lib = work / "lib-sample"
     from hwflow.characterize.pipeline import characterize_builtin
     from hwflow.multipliers.generators import MultiplierSpec
@@ -90,18 +73,22 @@ def bench_per_netlist(designs: list[SimDesign], work: Path) -> None:
     with Clock() as full_clock:
         subprocess.run([*cmd, *(str(d.source) for d in designs)], check=True)
 
+    clocks = {"plain": plain_clock, "cocotb": sim_clock, "full": full_clock}
     print(f"per netlist over {n} built-in designs (tables identical: {same}):")
     print(f"  {'':<37} {'wall s':>8} {'cpu s':>8} {'ratio (cpu)':>12}")
-    for label, clock in (
-        ("plain Icarus testbench ($fwrite)", plain_clock),
-        ("cocotb exhaustive (as characterize)", sim_clock),
-        ("full characterize (synth+sim+energy)", full_clock),
+    for label, key in (
+        ("plain Icarus testbench ($fwrite)", "plain"),
+        ("cocotb exhaustive (as characterize)", "cocotb"),
+        ("full characterize (synth+sim+energy)", "full"),
     ):
+        clock = clocks[key]
         ratio = clock.cpu / plain_clock.cpu
         print(f"  {label:<37} {clock.wall / n:8.3f} {clock.cpu / n:8.3f} {ratio:11.2f}x")
+    return clocks
 
 
-def bench_library(work: Path, jobs: int) -> None:
+def bench_library(work: Path, jobs: int) -> tuple[int, Clock, Clock]:
+    """`characterize --builtin` fresh then cached; prints and returns (designs, clocks)."""
     lib = work / "lib-builtin"
     cmd = [sys.executable, "-m", "hwflow.cli", "characterize", "--builtin", "--quiet"]
     cmd += ["--jobs", str(jobs), "--library", str(lib)]
@@ -119,6 +106,32 @@ def bench_library(work: Path, jobs: int) -> None:
         print(
             f"  {label:<7} wall {clock.wall:7.1f} s  cpu {clock.cpu:7.1f} s   (target < {target} s)"
         )
+    return n, clocks[0], clocks[1]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The `make bench` lines: per-netlist ratios (CPU time) and library wall times."""
+    work = Path(tempfile.mkdtemp(prefix="hwflow-bench-"))
+    try:
+        c = bench_per_netlist(sample_netlists(work, 4 if quick else 8), work)
+        sim = c["cocotb"].cpu / c["plain"].cpu
+        full = c["full"].cpu / c["plain"].cpu
+        out = [
+            Row("characterize", "cocotb exhaustive sim vs plain Icarus tb (CPU)", sim, "x",
+                "<= 1.5x", sim <= 1.5),
+            Row("characterize", "full characterize (+yosys, energy) vs plain tb", full, "x", ""),
+        ]  # fmt: skip
+        if not quick:
+            n, fresh, cached = bench_library(work, 2)
+            out += [
+                Row("characterize", f"built-in library, {n} designs, --jobs 2, fresh",
+                    fresh.wall, "s", "< 120 s", fresh.wall < 120),
+                Row("characterize", "built-in library, cached rerun", cached.wall, "s",
+                    "< 5 s", cached.wall < 5),
+            ]  # fmt: skip
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_ranking(costs: Path, netlists: Path, work: Path, jobs: int) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bench._common import Row, best_times
 from hwflow.multipliers.table import exact_table
 from hwflow.nn import kernels
 
@@ -40,21 +41,6 @@ SHAPES = [
     ("resnet20 stage3 conv (batch 128)", 8192, 576, 64),
     ("digits conv2 (360 images)", 23040, 144, 32),
 ]
-
-
-def best_times(
-    fns: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
-) -> dict[str, float]:
-    """Best time of each function over `rounds` interleaved rounds."""
-    for fn in fns.values():
-        fn()  # warm up (and build the compiled kernel)
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = clock()
-            fn()
-            best[name] = min(best[name], clock() - t0)
-    return best
 
 
 def bench_shape(
@@ -96,6 +82,17 @@ def bench_shape(
         "torch embedding_bag, prepared": fallback.nbytes,
     }
     return [(name, t, t / base, sizes[name]) for name, t in times.items()]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The `make bench` lines: compiled kernel (prepared weights) vs float32 matmul."""
+    out = []
+    for label, m, k, n in SHAPES[-1:] if quick else SHAPES:
+        ratios = {name: ratio for name, _, ratio, _ in bench_shape(m, k, n, 3, time.perf_counter)}
+        for name in ("compiled, prepared", "compiled, unsigned sign-magn."):
+            r = ratios[name]
+            out.append(Row("kernel", f"{name}: {label}", r, "x", "<= 3x", r <= 3))
+    return out
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import hwflow.nn as hn
+from bench._common import Row, best_times
 from hwflow.multipliers.table import exact_table
 from hwflow.nn.agn import agn_loss
 from hwflow.nn.models import build_model
@@ -45,20 +46,6 @@ def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor)
     return step
 
 
-def best_times(
-    fns: dict[str, Callable[[], None]], rounds: int, clock: Callable[[], float]
-) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = clock()
-            fn()
-            best[name] = min(best[name], clock() - t0)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)
@@ -80,24 +67,48 @@ def main() -> None:
     for label, name, shape, batch in CASES:
         if name not in args.models:
             continue
-        model = build_model(name, 10, shape[0])
-        x = torch.randn(batch, *shape)
-        y = torch.randint(0, 10, (batch,))
-        hn.approximate(model, x[:2])
-        hn.calibrate(model, [x])
-        model.train()
-        hn.set_observing(model, False)
+        times = case_times(name, shape, batch, args.rounds, clock, args.approx, args.noise)
+        for m, t in times.items():
+            print(f"{label:<24} {m:<7} {t * 1e3:>9.2f} {t / times['quant']:>8.2f}x")
+
+
+def case_times(
+    name: str,
+    shape: tuple[int, ...],
+    batch: int,
+    rounds: int,
+    clock: Callable[[], float],
+    approx: bool = False,
+    noise: str = "pool",
+) -> dict[str, float]:
+    """Best step time per mode for one model, modes interleaved in the same rounds."""
+    model = build_model(name, 10, shape[0])
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, 10, (batch,))
+    hn.approximate(model, x[:2])
+    hn.calibrate(model, [x])
+    model.train()
+    hn.set_observing(model, False)
+    for _, layer in hn.approx_layers(model):
+        layer.agn_noise = noise
+    modes = ["float", "quant", "agn"]
+    if approx:
         for _, layer in hn.approx_layers(model):
-            layer.agn_noise = args.noise
-        modes = ["float", "quant", "agn"]
-        if args.approx:
-            for _, layer in hn.approx_layers(model):
-                layer.set_table(exact_table(layer.signed), layer.signed)
-            modes.append("approx")
-        times = best_times({m: step_fn(model, m, x, y) for m in modes}, args.rounds, clock)
-        for m in modes:
-            ratio = times[m] / times["quant"]
-            print(f"{label:<24} {m:<7} {times[m] * 1e3:>9.2f} {ratio:>8.2f}x")
+            layer.set_table(exact_table(layer.signed), layer.signed)
+        modes.append("approx")
+    return best_times({m: step_fn(model, m, x, y) for m in modes}, rounds, clock)
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The `make bench` lines: AGN step / QAT step per model (one thread, CPU time)."""
+    torch.manual_seed(0)
+    out = []
+    for label, name, shape, batch in CASES[:1] if quick else CASES:
+        t = case_times(name, shape, batch, 5, time.process_time)
+        r = t["agn"] / t["quant"]
+        out.append(Row("train step", f"AGN step vs QAT step: {label}", r, "x", "<= 1.15x",
+                       r <= 1.15))  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from hwflow.multipliers.library import Library
 from hwflow.nn.kernels import table_matmul
+from hwflow.rtl.vectors import job_slots
 from hwflow.rtl.verify import verify
 
 
@@ -38,9 +39,11 @@ def layer_operands(export_dir: Path, layer: dict) -> tuple[np.ndarray, np.ndarra
     g, m, ng = layer["shape"]
     jobs = g * m * ng
 
+    slots = job_slots(jobs, lanes, ng if layer.get("row_aligned") else None)
+
     def per_job(name: str) -> np.ndarray:
         mem = _mem(export_dir / "vectors" / f"{layer['port']}_{name}.hex", lanes)
-        return mem.reshape(-1, k, lanes).transpose(0, 2, 1).reshape(-1, k)[:jobs]
+        return mem.reshape(-1, k, lanes).transpose(0, 2, 1).reshape(-1, k)[slots]
 
     x_jobs, w_jobs = per_job("x"), per_job("w")
     x = x_jobs.reshape(g, m, ng, k)[:, :, 0, :].astype(np.int64)

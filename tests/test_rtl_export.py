@@ -82,12 +82,12 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assignment = _assignment(root, lib, chosen)
     out = root / "design"
     args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--lanes", "8", "--images", "1", "--json"])
+    result = CliRunner().invoke(cli, [*args, "--lanes", "10", "--images", "1", "--json"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert [lay["multiplier"] for lay in manifest["layers"]] == [*chosen.values(), "u_exact"]
     assert manifest["assigned"] == {**dict.fromkeys(names[:3], True), names[3]: False}
-    assert manifest["images"] == 1 and manifest["lanes"] == 8
+    assert manifest["images"] == 1 and manifest["lanes"] == 10
     accuracy = manifest["accuracy"]  # whole test split, fake-quant vs integer-only
     assert (
         0 <= accuracy["integer_only"] <= 1
@@ -102,6 +102,9 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert [lay["requant"] is not None for lay in manifest["layers"]] == [True] * 3 + [False]
     assert report["codes_checked"] == sum(lay["jobs"] for lay in manifest["layers"][:3])
     assert report["code_mismatches"] == 0
+    # and the classifier stage of the last layer: the image's class, in RTL
+    assert [lay["argmax"] is not None for lay in manifest["layers"]] == [False] * 3 + [True]
+    assert (report["classes_checked"], report["class_mismatches"]) == (1, 0)
     assert json.loads((out / "verify.json").read_text())["ok"]
     _codes_match_integer_reference(run, out, manifest, names)
 
@@ -134,7 +137,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     table[x_code, magnitude] += 1
     np.save(lib.path / "tables" / "u_optrunc_a3_b3.npy", table)
     bad = root / "bad"
-    result = CliRunner().invoke(cli, [*args[:-1], str(bad), "--lanes", "8", "--images", "1"])
+    result = CliRunner().invoke(cli, [*args[:-1], str(bad), "--lanes", "10", "--images", "1"])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["verify", str(bad)])
     assert result.exit_code == 2 and f"layers: {names[1]})" in result.output, result.output

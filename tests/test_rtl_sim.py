@@ -19,7 +19,7 @@ from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table
 from hwflow.rtl import export, vectors
 from hwflow.rtl.design import LayerPlan, write_design
-from hwflow.rtl.mac import Requant
+from hwflow.rtl.mac import Argmax, Requant
 from hwflow.rtl.verify import verify
 
 FIXTURES = Path(__file__).parent / "fixtures" / "netlists"
@@ -70,7 +70,7 @@ def _plans(rng) -> list[LayerPlan]:
          (1, 24, 9, 6)),
         ("features.3", export.generator_rtl(bam.name, bam), reference_table(bam), True,
          (2, 10, 12, 3)),
-        ("classifier", evo, evo_style_table(), False, (1, 4, 40, 5)),
+        ("classifier", evo, evo_style_table(), False, (1, 4, 40, 4)),
     ]  # fmt: skip
     plans = []
     for name, rtl, table, signed, shape in layers:
@@ -90,6 +90,12 @@ def _plans(rng) -> list[LayerPlan]:
         plans[1],
         requant=Requant(16777, 24, -5, True, False, int(offsets1.min()), int(offsets1.max())),
         offsets=offsets1,
+    )
+    offsets2 = rng.integers(-100000, 100000, (1, 4))
+    plans[2] = replace(
+        plans[2],
+        argmax=Argmax(4, int(offsets2.min()), int(offsets2.max())),
+        offsets=offsets2,
     )
     return plans
 
@@ -113,8 +119,14 @@ def test_verify_passes_and_counts_every_accumulator(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
     assert report["ok"], report
     assert report["mismatches"] == 0 and report["modified_files"] == []
-    assert report["checked"] == manifest["accumulations"] == 24 * 6 + 2 * 10 * 3 + 4 * 5
-    assert [lay["checked"] for lay in report["layers"]] == [144, 60, 20]
+    assert report["checked"] == manifest["accumulations"] == 24 * 6 + 2 * 10 * 3 + 4 * 4
+    assert [lay["checked"] for lay in report["layers"]] == [144, 60, 16]
+    # the classifier stage: one class per row, the first largest acc + offset
+    cls = report["layers"][2]
+    assert cls["classes_checked"] == 4 and cls["class_mismatches"] == 0
+    plan = _plans(np.random.default_rng(0))[2]
+    t = plan.acc[0] + plan.offsets[0]
+    assert cls["classes"] == [int(np.argmax(row)) for row in t]
     assert report["codes_checked"] == 144 + 60 and report["code_mismatches"] == 0
     codes = [
         np.loadtxt(exported / "vectors" / f"{port}_expected_code.txt", dtype=np.int64)
@@ -212,7 +224,7 @@ def test_exported_makefile_runs_without_hwflow(exported, tmp_path):
     proc = subprocess.run(["make"], cwd=mutant, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((mutant / "sim_build" / "hwflow_verify.json").read_text())
-    assert report["ok"] and report["checked"] == 224
+    assert report["ok"] and report["checked"] == 220
     # and the same Makefile fails on a corrupted expectation
     exp = mutant / "vectors" / "classifier_expected.txt"
     values = exp.read_text().split()

@@ -38,10 +38,17 @@ def lane_field(word: int, lane: int, width: int) -> int:
     return (word >> (lane * width)) & ((1 << width) - 1)
 
 
+def slot(layer: dict, job: int) -> tuple[int, int]:
+    """(pass, lane) of a job: round-robin, or row by row for row-aligned layers."""
+    if layer.get("row_aligned"):
+        return divmod(job, layer["shape"][2])
+    return divmod(job, layer["lanes"])
+
+
 def job_operands(layer: dict, vectors: Path, job: int) -> dict:
     """The K activation and weight values of one job, as the emulation recorded them."""
-    lanes, k = layer["lanes"], layer["fan_in"]
-    q, lane = divmod(job, lanes)
+    k = layer["fan_in"]
+    q, lane = slot(layer, job)
     port = layer["port"]
     x_rows = read_hex_words(vectors / f"{port}_x.hex")[q * k : (q + 1) * k]
     w_rows = read_hex_words(vectors / f"{port}_w.hex")[q * k : (q + 1) * k]
@@ -54,7 +61,7 @@ def job_operands(layer: dict, vectors: Path, job: int) -> dict:
 
 def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict:
     """Compare one layer; report counts and the first mismatch (lane, cycle, operands)."""
-    port, lanes, width = layer["port"], layer["lanes"], layer["acc_width"]
+    port, width = layer["port"], layer["acc_width"]
     jobs, k = layer["jobs"], layer["fan_in"]
     out = {"layer": layer["layer"], "multiplier": layer["multiplier"], "checked": 0}
     expected = [int(s) for s in (vectors / f"{port}_expected.txt").read_text().split()]
@@ -70,7 +77,7 @@ def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict
     mismatches = 0
     first = None
     for job, want in enumerate(expected):
-        q, lane = divmod(job, lanes)
+        q, lane = slot(layer, job)
         got = to_signed(lane_field(words[q], lane, width), width)
         if got != want:
             mismatches += 1
@@ -90,12 +97,33 @@ def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict
     out = {**out, "checked": jobs, "mismatches": mismatches, "first_mismatch": first}
     if layer.get("requant"):
         out.update(check_codes(layer, vectors, results))
+    if layer.get("argmax"):
+        out.update(check_classes(layer, vectors, results))
     return out
+
+
+def check_classes(layer: dict, vectors: Path, results: Path) -> dict:
+    """The classifier stage: one class per row (lane 0 of the code bus of its pass)."""
+    port = layer["port"]
+    expected = [int(s) for s in (vectors / f"{port}_expected_class.txt").read_text().split()]
+    try:
+        words = read_hex_words(results / f"{port}_code.hex")
+    except (OSError, ValueError) as exc:
+        return {"classes_checked": 0, "class_mismatches": len(expected), "error": str(exc)}
+    actual = [lane_field(words[row], 0, 8) for row in range(len(expected))]
+    bad = [row for row, (a, b) in enumerate(zip(actual, expected, strict=True)) if a != b]
+    first = {"row": bad[0], "expected": expected[bad[0]], "actual": actual[bad[0]]} if bad else None
+    return {
+        "classes_checked": len(expected),
+        "class_mismatches": len(bad),
+        "first_class_mismatch": first,
+        "classes": actual,
+    }
 
 
 def check_codes(layer: dict, vectors: Path, results: Path) -> dict:
     """The integer-only output stage: every job's 8-bit code, exactly."""
-    port, lanes = layer["port"], layer["lanes"]
+    port = layer["port"]
     signed = layer["requant"]["signed"]
     expected = [int(s) for s in (vectors / f"{port}_expected_code.txt").read_text().split()]
     code_file = results / f"{port}_code.hex"
@@ -105,7 +133,7 @@ def check_codes(layer: dict, vectors: Path, results: Path) -> dict:
         return {"codes_checked": 0, "code_mismatches": len(expected), "error": str(exc)}
     bad, first = 0, None
     for job, want in enumerate(expected):
-        q, lane = divmod(job, lanes)
+        q, lane = slot(layer, job)
         got = lane_field(words[q], lane, 8)
         got = to_signed(got, 8) if signed else got
         if got != want:
@@ -125,9 +153,14 @@ def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
     errors = [f"{lay['layer']}: {lay['error']}" for lay in layers if lay.get("error")]
     return {
         "ok": all(
-            lay["mismatches"] == 0 and not lay.get("code_mismatches") and not lay.get("error")
+            lay["mismatches"] == 0
+            and not lay.get("code_mismatches")
+            and not lay.get("class_mismatches")
+            and not lay.get("error")
             for lay in layers
         ),
+        "classes_checked": sum(lay.get("classes_checked", 0) for lay in layers),
+        "class_mismatches": sum(lay.get("class_mismatches", 0) for lay in layers),
         "codes_checked": sum(lay.get("codes_checked", 0) for lay in layers),
         "code_mismatches": sum(lay.get("code_mismatches", 0) for lay in layers),
         "checked": sum(lay["checked"] for lay in layers),
@@ -157,6 +190,8 @@ def summary(report: dict) -> str:
     if report.get("code_mismatches"):
         bad = [lay["layer"] for lay in report["layers"] if lay.get("code_mismatches")]
         parts.append(f"{report['code_mismatches']} requantized codes mismatch (layers {bad})")
+    if report.get("class_mismatches"):
+        parts.append(f"{report['class_mismatches']} classes mismatch")
     parts += report["errors"]
     if report["first_mismatch"]:
         parts.append("first: " + describe_mismatch(report["first_mismatch"]))

@@ -15,7 +15,7 @@ This module knows nothing of runs or libraries: `export.py` gathers those and ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Template
 
@@ -46,6 +46,7 @@ class LayerPlan:
     # integer-only output stage: parameters and per-channel offsets (G, Ng) int64
     requant: mac.Requant | None = None
     offsets: np.ndarray | None = None
+    argmax: mac.Argmax | None = None  # the classifier's stage (offsets as for requant)
 
 
 def render(template: str, **values: object) -> str:
@@ -88,16 +89,16 @@ def harness_verilog(engines: list[mac.EngineSpec], passes: dict[str, int]) -> st
             "acc_width": e.acc_width,
             "xw": 8 * e.lanes - 1,
             "accw": e.acc_width * e.lanes - 1,
-            "requant": int(e.requant is not None),
-            "offset_width": e.requant.offset_width if e.requant else 1,
-            "offw": (e.requant.offset_width if e.requant else 1) * e.lanes - 1,
+            "requant": int(e.stage is not None),
+            "offset_width": e.stage.offset_width if e.stage else 1,
+            "offw": (e.stage.offset_width if e.stage else 1) * e.lanes - 1,
             "codew": 8 * e.lanes - 1,
-            "code_tie": "" if e.requant else f"\n    assign {e.port}__code = 0;",
+            "code_tie": "" if e.stage else f"\n    assign {e.port}__code = 0;",
         }
         wires.append(render("harness_layer.v.tmpl", **fields))
         feeders.append(render("harness_feeder.v.tmpl", **fields))
         members = ["x", "w", "valid", "clear", "last", "acc", "acc_valid"]
-        for member in members + (["offset", "code"] if e.requant else []):
+        for member in members + (["offset", "code"] if e.stage else []):
             ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
     done = " & ".join(f"{e.port}__done" for e in engines)
     return render(
@@ -130,8 +131,17 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
         raise VerificationError(f"--lanes must be >= 1, got {lanes}")
     for plan in plans:
         check_plan(plan)
+    # the classifier stage needs one row (all classes) per pass
+    plans = [
+        replace(p, argmax=None)
+        if p.argmax and (p.w_int.shape[0] != 1 or p.argmax.classes > lanes)
+        else p
+        for p in plans
+    ]
     engines = [
-        mac.engine_spec(p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table, p.requant)
+        mac.engine_spec(
+            p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table, p.requant, p.argmax
+        )
         for p in plans
     ]
     try:
@@ -145,7 +155,9 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
         files[f"rtl/{module}.v"] = text
     layers, passes = [], {}
     for plan, eng in zip(plans, engines, strict=True):
-        sched = vectors.schedule(plan.x_int, plan.w_int, plan.acc, lanes)
+        sched = vectors.schedule(
+            plan.x_int, plan.w_int, plan.acc, lanes, row_aligned=plan.argmax is not None
+        )
         passes[eng.port] = sched.passes
         files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
         files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
@@ -156,6 +168,12 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
                 offsets, plan.requant.offset_width
             )
             files[f"vectors/{eng.port}_expected_code.txt"] = vectors.decimal_lines(codes)
+        if plan.argmax is not None:
+            offsets, classes = vectors.argmax_vectors(sched, plan.offsets)
+            files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
+                offsets, plan.argmax.offset_width
+            )
+            files[f"vectors/{eng.port}_expected_class.txt"] = vectors.decimal_lines(classes)
         layers.append(
             {
                 "layer": plan.layer,
@@ -180,6 +198,10 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
                     "relu": plan.requant.relu,
                     "offset_width": plan.requant.offset_width,
                 },
+                "argmax": None
+                if plan.argmax is None
+                else {"classes": plan.argmax.classes, "offset_width": plan.argmax.offset_width},
+                "row_aligned": sched.row_aligned,
             }
         )
     files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes)

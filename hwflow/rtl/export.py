@@ -133,12 +133,15 @@ def trace_plans(
         if mult not in rtls:
             rtls[mult] = rtl_for(mult)
         tr = traces[name]
-        requant, offsets = None, None
+        requant, offsets, argmax = None, None, None
         if name in stages:
             st = stages[name]
             w_int = tr.w_int.numpy()
             g, _, ng = w_int.shape
             offsets = st.bias_int.numpy().reshape(g, ng) - st.input_zero_point * w_int.sum(1)
+        if name in stages and st.classes:
+            argmax = mac.Argmax(st.classes, int(offsets.min()), int(offsets.max()))
+        elif name in stages:
             requant = mac.Requant(
                 st.m0,
                 st.shift,
@@ -159,6 +162,7 @@ def trace_plans(
                 acc=tr.acc.numpy(),
                 requant=requant,
                 offsets=offsets,
+                argmax=argmax,
             )
         )
     check_netlist_modules(list(rtls.values()))

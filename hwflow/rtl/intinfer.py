@@ -173,11 +173,13 @@ class Stage:
     relu: bool
     bias_int: Tensor  # (out,) int64 of this layer
     input_zero_point: int  # z of this layer's own input (the zero-point correction)
+    classes: int = 0  # > 0: the network's last layer, whose argmax is the class
 
 
 def requant_stages(model: nn.Module) -> dict[str, Stage]:
     """Per approximate layer followed (through ReLU / max-pool / flatten only) by another
-    approximate layer: the integer stage between them. Other layers get none."""
+    approximate layer: the integer stage between them; the last module, when it is an
+    approximate layer, gets the argmax stage (`classes` > 0). Other layers get none."""
     if not isinstance(model, nn.Sequential):
         return {}
     params = _int_layers(model)
@@ -197,4 +199,8 @@ def requant_stages(model: nn.Module) -> dict[str, Stage]:
             relu = True
         elif not isinstance(mod, nn.MaxPool2d | nn.Flatten):
             prev = None  # something non-integer in between: no stage across it
+    last = list(model.named_children())[-1][0] if len(model) else None
+    if prev is not None and prev.name == last:
+        classes = int(prev.bias_int.numel())
+        out[last] = Stage(0, 1, 0, False, False, prev.bias_int, prev.zero_point, classes)
     return out

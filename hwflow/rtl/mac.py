@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -70,6 +70,21 @@ class Requant:
 
 
 @dataclass(frozen=True)
+class Argmax:
+    """Classifier output stage of the last layer: one pass = one row (image), lane n =
+    class n; t_n = sum_n + offset_n and the class is the first n with the largest t_n
+    (torch.argmax's rule), on lane 0 of `code` when `acc_valid` pulses."""
+
+    classes: int
+    offset_min: int
+    offset_max: int
+
+    @property
+    def offset_width(self) -> int:
+        return signed_width(self.offset_min, self.offset_max)
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """One layer's engine: `lanes` parallel MACs of `fan_in` products each."""
 
@@ -80,6 +95,11 @@ class EngineSpec:
     product_min: int  # smallest product a lane can add (sign-magnitude applied)
     product_max: int  # largest
     requant: Requant | None = None  # integer-only output stage (codes of the next layer)
+    argmax: Argmax | None = None  # classifier output stage (the last layer)
+
+    @property
+    def stage(self) -> Requant | Argmax | None:
+        return self.requant or self.argmax
 
     @property
     def port(self) -> str:
@@ -133,13 +153,16 @@ def engine_spec(
     multiplier: MultiplierRTL,
     table: np.ndarray,
     requant: Requant | None = None,
+    argmax: Argmax | None = None,
 ) -> EngineSpec:
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
     if fan_in < 1:
         raise ValueError(f"layer {layer}: fan-in must be >= 1, got {fan_in}")
     lo, hi = product_range(table, multiplier.signed)
-    return EngineSpec(layer, lanes, fan_in, multiplier, lo, hi, requant)
+    if argmax is not None and argmax.classes > lanes:
+        raise ValueError(f"layer {layer}: argmax over {argmax.classes} classes needs as many lanes")
+    return EngineSpec(layer, lanes, fan_in, multiplier, lo, hi, requant, argmax)
 
 
 class MacEngine(wiring.Component):
@@ -166,8 +189,8 @@ class MacEngine(wiring.Component):
             "acc": Out(aw * p),
             "acc_valid": Out(1),
         }
-        if spec.requant is not None:
-            members["offset"] = In(spec.requant.offset_width * p)
+        if spec.stage is not None:
+            members["offset"] = In(spec.stage.offset_width * p)
             members["code"] = Out(8 * p)
         super().__init__(members)
 
@@ -177,7 +200,7 @@ class MacEngine(wiring.Component):
         v1, clear1, last1 = Signal(name="v1"), Signal(name="clear1"), Signal(name="last1")
         m.d.sync += [v1.eq(self.valid), clear1.eq(self.clear), last1.eq(self.last)]
         m.d.sync += self.acc_valid.eq(v1 & last1)
-        sums, codes = [], []
+        sums, codes, ts = [], [], []
         for lane in range(spec.lanes):
             x = self.x[lane * 8 : lane * 8 + 8]
             w = self.w[lane * 8 : lane * 8 + 8]
@@ -206,23 +229,43 @@ class MacEngine(wiring.Component):
                 with m.If(last1):
                     m.d.sync += out.eq(total)
             sums.append(out)
+            if spec.stage is not None:
+                ts.append(self._offset_sum(m, lane, total, v1 & last1))
             if spec.requant is not None:
-                codes.append(self._requant(m, lane, total, v1 & last1))
+                codes.append(self._requant(m, lane, ts[-1]))
         m.d.comb += self.acc.eq(Cat(*sums))
-        if spec.requant is not None:
+        if spec.argmax is not None:
+            codes = [self._argmax(m, ts[: spec.argmax.classes])]
+        if spec.stage is not None:
             m.d.comb += self.code.eq(Cat(*codes))
         return m
 
-    def _requant(self, m: Module, lane: int, total, done) -> Signal:
-        """t = sum + offset registered with the sum; the code is combinational from t."""
-        rq = self.spec.requant
-        ow = rq.offset_width
+    def _offset_sum(self, m: Module, lane: int, total, done) -> Signal:
+        """t = sum + offset (the offset presented with `last`), registered with the sum."""
+        ow = self.spec.stage.offset_width
         off = self.offset[lane * ow : lane * ow + ow].as_signed()
         off1 = Signal(signed(ow), name=f"off{lane}", reset_less=True)
         m.d.sync += off1.eq(off)
         t = Signal(signed(max(self.spec.acc_width, ow) + 1), name=f"t{lane}", reset_less=True)
         with m.If(done):
             m.d.sync += t.eq(total + off1)
+        return t
+
+    def _argmax(self, m: Module, ts: list) -> Signal:
+        """Index of the first largest t (combinational compare chain over the classes)."""
+        best, index = ts[0], Const(0, 8)
+        for n, t in enumerate(ts[1:], 1):
+            better = Signal(name=f"gt{n}")
+            m.d.comb += better.eq(t > best)
+            best = Mux(better, t, best)
+            index = Mux(better, n, index)
+        cls = Signal(8, name="cls")
+        m.d.comb += cls.eq(index)
+        return cls
+
+    def _requant(self, m: Module, lane: int, t: Signal) -> Signal:
+        """The next layer's code, combinational from the registered t."""
+        rq = self.spec.requant
         r = Mux(t < 0, 0, t) if rq.relu else t
         scaled = Signal(signed(len(t) + 17), name=f"scaled{lane}")
         m.d.comb += scaled.eq((r * rq.m0 + (1 << (rq.shift - 1))) >> rq.shift)
@@ -296,6 +339,7 @@ def multiplier_verilog(engines: list[EngineSpec]) -> dict[str, str]:
 __all__ = [
     "LATENCY",
     "TOP_MODULE",
+    "Argmax",
     "EngineSpec",
     "Requant",
     "MacArray",

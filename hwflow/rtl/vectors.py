@@ -29,6 +29,7 @@ class LayerVectors:
     shape: tuple[int, int, int]  # (G, M, Ng) of the trace's acc
     fan_in: int
     lanes: int
+    row_aligned: bool = False
 
     @property
     def jobs(self) -> int:
@@ -50,7 +51,16 @@ def check_operands(x_int: np.ndarray, w_int: np.ndarray, signed: bool, layer: st
             )
 
 
-def schedule(x_int: np.ndarray, w_int: np.ndarray, acc: np.ndarray, lanes: int) -> LayerVectors:
+def job_slots(jobs: int, lanes: int, row: int | None) -> np.ndarray:
+    """Slot (pass * lanes + lane) of every job: dense round-robin, or, with `row` = Ng
+    (row-aligned layers, e.g. the classifier's argmax), row m in pass m, column n on lane n."""
+    j = np.arange(jobs)
+    return j if row is None else (j // row) * lanes + j % row
+
+
+def schedule(
+    x_int: np.ndarray, w_int: np.ndarray, acc: np.ndarray, lanes: int, row_aligned: bool = False
+) -> LayerVectors:
     """Lay a traced layer's jobs out over `lanes` lanes (see the module docstring)."""
     x_int, w_int, acc = (np.asarray(a, dtype=np.int64) for a in (x_int, w_int, acc))
     g, m, k = x_int.shape
@@ -60,12 +70,15 @@ def schedule(x_int: np.ndarray, w_int: np.ndarray, acc: np.ndarray, lanes: int) 
             f"inconsistent trace shapes: x {x_int.shape}, w {w_int.shape}, acc {acc.shape}"
         )
     jobs = g * m * ng
-    passes = -(-jobs // lanes)
+    if row_aligned and ng > lanes:
+        raise ValueError(f"a row of {ng} columns does not fit {lanes} lanes")
+    slots = job_slots(jobs, lanes, ng if row_aligned else None)
+    passes = g * m if row_aligned else -(-jobs // lanes)
     x_jobs = np.zeros((passes * lanes, k), dtype=np.uint8)
     w_jobs = np.zeros((passes * lanes, k), dtype=np.uint8)
-    x_jobs[:jobs] = np.broadcast_to(x_int[:, :, None, :], (g, m, ng, k)).reshape(jobs, k) & 0xFF
+    x_jobs[slots] = np.broadcast_to(x_int[:, :, None, :], (g, m, ng, k)).reshape(jobs, k) & 0xFF
     w_cols = np.transpose(w_int, (0, 2, 1))[:, None, :, :]
-    w_jobs[:jobs] = np.broadcast_to(w_cols, (g, m, ng, k)).reshape(jobs, k) & 0xFF
+    w_jobs[slots] = np.broadcast_to(w_cols, (g, m, ng, k)).reshape(jobs, k) & 0xFF
     # (pass, lane, k) -> (pass, k, lane): row t = pass*K + k holds every lane's operands
     x_mem = x_jobs.reshape(passes, lanes, k).transpose(0, 2, 1).reshape(passes * k, lanes)
     w_mem = w_jobs.reshape(passes, lanes, k).transpose(0, 2, 1).reshape(passes * k, lanes)
@@ -76,6 +89,7 @@ def schedule(x_int: np.ndarray, w_int: np.ndarray, acc: np.ndarray, lanes: int) 
         (g, m, ng),
         k,
         lanes,
+        row_aligned,
     )
 
 
@@ -124,18 +138,33 @@ def requant_vectors(
 
     from hwflow.rtl.intinfer import requantize
 
+    per_job, padded = _offsets(sched, offsets)
+    t = sched.expected + per_job
+    if rq.relu:
+        t = np.maximum(t, 0)
+    codes = requantize(torch.from_numpy(t), rq.m0, rq.shift, rq.zero_point, rq.signed).numpy()
+    return padded, codes
+
+
+def _offsets(sched: LayerVectors, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-job offsets (of the job's output channel) and their (passes, lanes) layout."""
     g, m, ng = sched.shape
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.shape != (g, ng):
         raise ValueError(f"offsets: expected shape {(g, ng)}, got {offsets.shape}")
     per_job = np.broadcast_to(offsets[:, None, :], (g, m, ng)).reshape(-1)
     padded = np.zeros(sched.passes * sched.lanes, dtype=np.int64)
-    padded[: sched.jobs] = per_job
-    t = sched.expected + per_job
-    if rq.relu:
-        t = np.maximum(t, 0)
-    codes = requantize(torch.from_numpy(t), rq.m0, rq.shift, rq.zero_point, rq.signed).numpy()
-    return padded.reshape(sched.passes, sched.lanes), codes
+    padded[job_slots(sched.jobs, sched.lanes, ng if sched.row_aligned else None)] = per_job
+    return per_job, padded.reshape(sched.passes, sched.lanes)
+
+
+def argmax_vectors(sched: LayerVectors, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets per pass and lane, and the expected class of every row: the first n with
+    the largest acc + offset (np.argmax's and torch.argmax's rule)."""
+    per_job, padded = _offsets(sched, offsets)
+    g, m, ng = sched.shape
+    t = (sched.expected + per_job).reshape(g * m, ng)
+    return padded, t.argmax(axis=1)
 
 
 def wide_hex_lines(values: np.ndarray, width: int) -> str:

@@ -130,6 +130,7 @@ def test_check_plan_accepts_consistent_and_rejects_bad_input():
         check_plan(bad)
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_port_names_and_collisions():
     assert mac.port_name("features.0") == "features_0"
     assert mac.port_name("0") == "l_0"

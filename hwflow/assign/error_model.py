@@ -19,18 +19,20 @@ Three variants (`MODELS`):
   actual weights, position by position), for all multipliers at once as one sparse
   product `H @ E^T` with H the pairs' signed (activation, weight) counts.
 
-Why (measured on the digits CNN, 58 unsigned multipliers x 4 layers, held-out batches,
-`hwflow assign --validate`): the seed's model under-predicts the std by a median 28 %
-(p90 52 %), worst in the ReLU conv layers (-34 % and -49 %); it is right only for the
-first layer (K = 9, dense inputs). The histograms factorise what is not independent:
-(1) output channels have fixed weights, so a biased multiplier errs alike on every row of
-a channel (column effect; `channel` captures it and helps: median 19 %), and (2) within
-one accumulator, activations and weights at the same position are correlated (75-85 % of
-ReLU activations are zero, and the channels that do fire meet larger-than-typical
+Why (measured with `hwflow assign --validate` on the digits CNN of examples/digits.yaml,
+3 training seeds, the built-in unsigned library, 31-32 (layer, multiplier) pairs each):
+the seed's model misses the measured std by a median 14-24 % (p90 27-37 %), mostly by
+under-predicting in the ReLU conv layers; it is right for the first layer (K = 9, dense
+inputs). The histograms factorise what is not independent: (1) an output channel's
+weights are fixed for every row, so a biased multiplier errs alike on every row of a
+channel (`channel` models that, but alone it does not help: median 18-21 %); (2) inside
+one accumulator, activations and weights at the same position are correlated (75-85 %
+of ReLU activations are zero, and the channels that fire meet larger-than-typical
 weights), and activity varies per image, so products' errors co-vary across k. No
-product of marginals holds that; the joint sample does (`sampled`: median 1.9 %, p90
-4.1 %). Its cost is a sparse product of ~P*K nonzeros per multiplier and layer, within
-the same vectorised budget (bench/error_model.py).
+product of marginal histograms holds that; the joint sample does (`sampled`: median
+1.1-2.0 %, p90 4.5-5.0 %). Its cost is a sparse product with ~P*K nonzeros per
+multiplier and layer (bench/error_model.py: 500 multipliers x 20 layers, seed 2.1 s,
+sampled 3.6 s, channel 39 s on 2 shared cores).
 
 Unsigned (sign-magnitude) layers: the multiplier sees |w| and the lane applies sign(w),
 so the product's error is sign(w) * E[x, |w|] (zero for w = 0). The weight histogram over

@@ -111,6 +111,11 @@ def format_report(report: dict) -> list[str]:
             f"{report['codes_checked']:,} requantized output codes checked, "
             f"{report['code_mismatches']:,} mismatches"
         )
+    if report.get("classes_checked"):
+        lines.append(
+            f"{report['classes_checked']:,} classes checked, "
+            f"{report['class_mismatches']:,} mismatches"
+        )
     for err in report.get("errors", []):
         lines.append(f"error: {err}")
     if report.get("first_mismatch"):

@@ -263,7 +263,7 @@ def _print_assignment(doc: dict) -> None:
     )
     if "relative_histogram" in e:
         line += f"; {e['reduction_pct_histogram']:.1f} % under recorded operands"
-    click.echo(line + "); selection used uniform-operand energy")
+    click.echo(line + f"); selection minimised the {e['model']} energy")
     v = doc.get("validation")
     if v:
         click.echo(
@@ -305,6 +305,14 @@ def _print_assignment(doc: dict) -> None:
 )
 @click.option("--no-record", is_flag=True, help="Fail if RUN/stats.npz is missing.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
+@click.option(
+    "--energy",
+    "energy_model",
+    type=click.Choice(["uniform", "histogram"]),
+    default="uniform",
+    show_default=True,
+    help="Energy the selection minimises: library (uniform operands) or recorded operands.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -317,6 +325,7 @@ def assign(
     do_validate,
     no_record,
     no_hist_energy,
+    energy_model,
     seed,
     as_json,
     quiet,
@@ -334,6 +343,7 @@ def assign(
         do_validate=do_validate,
         record=not no_record,
         hist_energy=not no_hist_energy,
+        energy_model=energy_model,
         seed=seed,
         log=log,
     )
@@ -513,6 +523,11 @@ def export_cmd(run, assignment, out, lanes, images, library, retrained, as_json)
             f"{manifest['split']} accuracy with these multipliers: fake-quant "
             f"{acc['fake_quant']:.2%}, integer-only pipeline {acc['integer_only']:.2%}"
         )
+    if manifest.get("net"):
+        click.echo(
+            f"whole network in RTL ({manifest['net']['module']}): {manifest['net']['images']} "
+            f"images, {manifest['net']['macs_per_image']:,} MACs each"
+        )
     click.echo(
         f"wrote {out}: {manifest['accumulations']:,} accumulations, {manifest['cycles']:,} "
         f"cycles at {lanes} lanes; check with `hwflow verify {out}` or `make -C {out}`"
@@ -551,6 +566,8 @@ def verify_cmd(export_dir, as_json, quiet) -> None:
             for lay in report["layers"]
             if lay["mismatches"] or lay.get("code_mismatches") or lay.get("error")
         ]
+        if report.get("net") and not report["net"]["ok"]:
+            bad.append("network")
         raise VerificationError(
             f"{export_dir}: {report['mismatches']:,} of {report['checked']:,} accumulations "
             f"and {report.get('code_mismatches', 0):,} output codes differ from the emulation "

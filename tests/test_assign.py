@@ -125,6 +125,9 @@ def test_choose_prefers_energy_then_std_and_rejects_nothing_fitting():
     energy = np.array([1.0, 0.5, 0.5, 0.1])
     got = choose(["a", "b"], ["ex", "m1", "m2", "other"], mean, std, energy, np.array([10, 10]))
     assert [c.index for c in got] == [1, 3]
+    per_layer = np.array([[1.0, 0.6, 0.5, 0.1], [1.0, 0.5, 0.5, 0.9]])  # (layers, multipliers)
+    got = choose(["a", "b"], ["ex", "m1", "m2", "other"], mean, std, per_layer, np.array([10, 60]))
+    assert [c.index for c in got] == [2, 1]
     with pytest.raises(AssignmentError, match="no multiplier"):
         choose(["a"], ["m1"], mean[:1, 1:2], std[:1, 1:2], energy[1:2], np.array([1.0]))
     with pytest.raises(AssignmentError, match="scale"):

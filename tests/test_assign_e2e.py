@@ -55,6 +55,33 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
 
     stats, _ = load_stats(run / "stats.npz")
     assert HistogramEnergy(Library.open(lib)).ratio(stats[0], "u_exact") == 1.0
+    # --energy histogram: each layer gets the fitting multiplier that is cheapest under its
+    # recorded operands (brute force over the model's predictions).
+    from hwflow.assign.error_model import predict
+    from hwflow.assign.flow import library_view
+
+    hist_out = tmp_path / "hist.yaml"
+    argv = ["assign", str(run), "--library", str(lib), "--scale", "3", "--energy", "histogram"]
+    res = runner.invoke(cli, [*argv, "--out", str(hist_out), "--json"])
+    assert res.exit_code == 0, res.output
+    hdoc = json.loads(res.output)
+    assert hdoc["energy"]["model"] == "histogram"
+    view = library_view(lib)
+    pred = predict(view.tables, view.signed, stats, "sampled")
+    he = HistogramEnergy(Library.open(lib))
+    sigma = {
+        item["name"]: item["sigma"]
+        for item in json.loads((run / "summary.json").read_text())["layers"]
+    }
+    for i, (s, item) in enumerate(zip(stats, hdoc["layers"], strict=True)):
+        fit = [
+            j
+            for j, name in enumerate(view.names)
+            if view.signed[j] == s.signed and pred.std[i, j] <= 3 * sigma[s.name] * s.acc_std
+        ]
+        assert item["energy_rel_hist"] == pytest.approx(
+            min(he.ratio(s, view.names[j]) for j in fit), abs=1e-6
+        )
     on_disk = yaml.safe_load((run / "assignment.yaml").read_text())
     assert on_disk["validation"] == v and "validation_pairs" not in on_disk
 

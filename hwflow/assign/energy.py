@@ -30,14 +30,20 @@ def relative_energy(ops: Sequence[int], ratios: Sequence[float]) -> float:
     return float((ops_a * np.asarray(ratios, dtype=np.float64)).sum() / ops_a.sum())
 
 
-def summary(ops: Sequence[int], uniform: Sequence[float], hist: Sequence[float] | None) -> dict:
-    """The `energy:` block of assignment.yaml / retrain.json."""
+def summary(
+    ops: Sequence[int],
+    uniform: Sequence[float],
+    hist: Sequence[float] | None,
+    model: str = "uniform",
+) -> dict:
+    """The `energy:` block of assignment.yaml / retrain.json; `model`: what selected."""
     rel = relative_energy(ops, uniform)
     out: dict[str, Any] = {
         "relative": round(rel, 6),
         "reduction_pct": round(100.0 * (1.0 - rel), 3),
-        "model": "uniform",
-        "model_note": "selection and `relative` use the library's uniform-operand energy_rel",
+        "model": model,
+        "model_note": f"the selection minimised the {model} energy; `relative` is the "
+        "library's uniform-operand figure, `relative_histogram` the recorded-operand one",
     }
     if hist is not None:
         rel_h = relative_energy(ops, hist)

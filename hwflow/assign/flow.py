@@ -110,8 +110,19 @@ def assign(
     scale: float = 1.0,
     model: str = "sampled",
     hist_energy: energy_mod.HistogramEnergy | None = None,
+    energy_model: str = "uniform",
 ) -> tuple[dict[str, Any], Prediction]:
-    """The assignment document (without validation) for one scale, and the predictions."""
+    """The assignment document (without validation) for one scale, and the predictions.
+
+    `energy_model`: minimise the library's uniform-operand energy, or (`histogram`) each
+    layer's energy under its recorded operands (needs `hist_energy`).
+    """
+    if energy_model not in energy_mod.ENERGY_MODELS:
+        raise AssignmentError(
+            f"unknown --energy {energy_model!r} (choose from {', '.join(energy_mod.ENERGY_MODELS)})"
+        )
+    if energy_model == "histogram" and hist_energy is None:
+        raise AssignmentError("--energy histogram needs the recorded-operand energy model")
     if model not in MODELS:
         raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
     missing = [s.name for s in stats if s.name not in sigmas]
@@ -120,7 +131,15 @@ def assign(
     pred = predict(lib.tables, lib.signed, stats, model)
     acc_std = [s.acc_std for s in stats]
     tol = tolerances([sigmas[s.name] for s in stats], acc_std, scale)
-    choices = choose([s.name for s in stats], lib.names, pred.mean, pred.std, lib.energy, tol)
+    energy: np.ndarray = lib.energy
+    if energy_model == "histogram":
+        assert hist_energy is not None
+        # Only fitting candidates compete, so only their energies are simulated.
+        fits = np.isfinite(pred.std) & (pred.std <= tol[:, None] * (1 + 1e-12))
+        energy = np.full(pred.std.shape, np.inf)
+        for i, j in zip(*np.nonzero(fits), strict=True):
+            energy[i, j] = hist_energy.ratio(stats[i], lib.names[j])
+    choices = choose([s.name for s in stats], lib.names, pred.mean, pred.std, energy, tol)
     layers = []
     for s, c in zip(stats, choices, strict=True):
         ref = s.acc_std if s.acc_std > 0 else 1.0
@@ -145,7 +164,7 @@ def assign(
         "scale": scale,
         "layers": layers,
         "energy": energy_mod.summary(
-            [s.ops for s in stats], lib.energy[[c.index for c in choices]], hist
+            [s.ops for s in stats], lib.energy[[c.index for c in choices]], hist, energy_model
         ),
     }
     return doc, pred
@@ -207,6 +226,7 @@ def assign_run(
     do_validate: bool = False,
     record: bool = True,
     hist_energy: bool = True,
+    energy_model: str = "uniform",
     stats_batches: int = DEFAULT_STATS_BATCHES,
     seed: int = 0,
     log: Callable[[str], None] = lambda _m: None,
@@ -216,6 +236,8 @@ def assign_run(
 
     if model not in MODELS:
         raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
+    if energy_model == "histogram" and not hist_energy:
+        raise AssignmentError("--energy histogram needs the recorded-operand energy figure")
     lib = library_view(library)
     run = load_run(run_dir)
     log("operand statistics ...")
@@ -223,7 +245,9 @@ def assign_run(
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
     he = energy_mod.HistogramEnergy(lib.library, seed=seed) if hist_energy else None
     log("error model and selection ...")
-    doc, pred = assign(stats, sigmas, lib, scale=scale, model=model, hist_energy=he)
+    doc, pred = assign(
+        stats, sigmas, lib, scale=scale, model=model, hist_energy=he, energy_model=energy_model
+    )
     doc["run"] = str(Path(run_dir).resolve())
     validation = None
     if do_validate:

@@ -41,11 +41,15 @@ def choose(
     energy: np.ndarray,
     tolerated: np.ndarray,
 ) -> list[Choice]:
-    """One choice per layer from (layers, multipliers) predictions; NaN = not eligible."""
+    """One choice per layer from (layers, multipliers) predictions; NaN = not eligible.
+
+    `energy`: per multiplier (M,), or per layer and multiplier (layers, M).
+    """
     energy = np.asarray(energy, dtype=np.float64)
     choices = []
     for i, layer in enumerate(layer_names):
         std = pred_std[i]
+        e = energy[i] if energy.ndim == 2 else energy
         fits = np.isfinite(std) & (std <= tolerated[i] * (1 + 1e-12))
         if not fits.any():
             raise AssignmentError(
@@ -53,7 +57,7 @@ def choose(
                 f"(tolerated std {tolerated[i]:.4g}); add the exact multiplier to the library"
             )
         cand = np.nonzero(fits)[0]
-        best = min(cand, key=lambda j: (energy[j], std[j], multiplier_names[j]))
+        best = min(cand, key=lambda j: (e[j], std[j], multiplier_names[j]))
         choices.append(
             Choice(
                 layer=layer,

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from bench._common import Row
 from hwflow.assign.error_model import MODELS, predict
 from hwflow.assign.stats import DEFAULT_COLS, DEFAULT_ROWS, layer_stats_from_arrays
 from hwflow.multipliers.table import exact_table
@@ -55,24 +56,44 @@ def synthetic_layers(n: int, mixed: bool, rng: np.random.Generator) -> list:
     return layers
 
 
+def timings(multipliers: int, layers: int, mixed: bool) -> dict[str, float]:
+    """Wall seconds of each model variant over a synthetic library; prints them."""
+    rng = np.random.default_rng(0)
+    tables, signed = synthetic_library(multipliers, mixed, rng)
+    stats = synthetic_layers(layers, mixed, rng)
+    out = {}
+    for model in MODELS:
+        t0, c0 = time.perf_counter(), time.process_time()
+        p = predict(tables, signed, stats, model)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        pairs = int(np.isfinite(p.std).sum())
+        print(
+            f"{model:8s} {multipliers} multipliers x {layers} layers "
+            f"({pairs} matching pairs): {dt:.2f} s wall, {cpu:.2f} s CPU"
+        )
+        out[model] = dt
+    return out
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The `make bench` lines: 500 multipliers x 20 layers per model variant."""
+    n = 100 if quick else 500
+    out = []
+    for model, t in timings(n, 20, False).items():
+        fast = model != "channel"  # the per-channel variant is kept only for comparison
+        target, met = ("< 10 s", t < 10) if fast else ("(comparison)", None)
+        out.append(Row("error model", f"{model} model, {n} multipliers x 20 layers", t, "s",
+                       target, met))  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--multipliers", type=int, default=500)
     ap.add_argument("--layers", type=int, default=20)
     ap.add_argument("--mixed", action="store_true", help="half signed, half unsigned")
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
-    tables, signed = synthetic_library(args.multipliers, args.mixed, rng)
-    layers = synthetic_layers(args.layers, args.mixed, rng)
-    for model in MODELS:
-        t0, c0 = time.perf_counter(), time.process_time()
-        p = predict(tables, signed, layers, model)
-        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        pairs = int(np.isfinite(p.std).sum())
-        print(
-            f"{model:8s} {args.multipliers} multipliers x {args.layers} layers "
-            f"({pairs} matching pairs): {dt:.2f} s wall, {cpu:.2f} s CPU"
-        )
+    timings(args.multipliers, args.layers, args.mixed)
 
 
 if __name__ == "__main__":

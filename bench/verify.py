@@ -15,12 +15,16 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench._common import Row
+from hwflow.flow import FlowConfig, run_flow
 from hwflow.multipliers.library import Library
 from hwflow.nn.kernels import table_matmul
 from hwflow.rtl.vectors import job_slots
@@ -71,11 +75,9 @@ def emulation_check(export_dir: Path, manifest: dict) -> tuple[float, int]:
     return time.perf_counter() - start, mismatches
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export_dir", type=Path)
-    args = parser.parse_args()
-    manifest = json.loads((args.export_dir / "manifest.json").read_text())
+def measure(export_dir: Path) -> dict:
+    """Run the RTL check and the emulation's check on the same operands; print both."""
+    manifest = json.loads((export_dir / "manifest.json").read_text())
     accs, macs = manifest["accumulations"], manifest["macs"]
     print(
         f"design: {len(manifest['layers'])} layers, {manifest['images']} images, "
@@ -83,7 +85,7 @@ def main() -> None:
         f"{manifest['cycles']:,} cycles; {os.cpu_count()} CPUs"
     )
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    report = verify(args.export_dir)
+    report = verify(export_dir)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     sim_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     rtl_s = report["seconds"]
@@ -92,7 +94,7 @@ def main() -> None:
         f"{sim_cpu:.1f} s CPU in iverilog+vvp), {accs / rtl_s:,.0f} accumulations/s, "
         f"{macs / rtl_s:,.0f} MACs/s, ok={report['ok']}"
     )
-    emu_s, bad = emulation_check(args.export_dir, manifest)
+    emu_s, bad = emulation_check(export_dir, manifest)
     print(
         f"emulation (table_matmul): {emu_s:.3f} s, {accs / emu_s:,.0f} accumulations/s, "
         f"{macs / emu_s:,.0f} MACs/s, mismatches vs expected {bad}"
@@ -101,6 +103,37 @@ def main() -> None:
         f"ratio: the RTL check is {rtl_s / emu_s:,.0f}x slower than the emulation's "
         f"({sim_cpu / emu_s:,.0f}x in CPU time); load average {os.getloadavg()[0]:.1f}"
     )
+    return {"manifest": manifest, "rtl_s": rtl_s, "emu_s": emu_s, "ok": report["ok"]}
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The `make bench` lines, on `make demo`'s export (or a quick flow's, made here)."""
+    export = Path("runs/demo/rtl")
+    work = None
+    if not (export / "manifest.json").is_file():
+        work = Path(tempfile.mkdtemp(prefix="hwflow-bench-verify-"))
+        run_flow(FlowConfig(out=work, library=work / "lib", quick=True), log=print)
+        export = work / "rtl"
+    try:
+        m = measure(export)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    images, accs = m["manifest"]["images"], m["manifest"]["accumulations"]
+    return [
+        Row("verify", f"RTL check, {images} images: accumulations per second",
+            accs / m["rtl_s"], "/s", ""),
+        Row("verify", f"RTL check vs emulation check, {accs:,} accumulations",
+            m["rtl_s"] / m["emu_s"], "x", ""),
+        Row("verify", f"RTL check wall time, {images} images", m["rtl_s"], "s",
+            "< 60 s" if images == 16 else "", m["rtl_s"] < 60 if images == 16 else None),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", type=Path)
+    measure(parser.parse_args().export_dir)
 
 
 if __name__ == "__main__":

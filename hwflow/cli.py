@@ -38,6 +38,11 @@ def echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
+def stderr_log(quiet: bool = False):
+    """Progress messages for a stage's `log=` callback: stderr, or nothing when quiet."""
+    return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+
+
 # ---- characterize / library (issue 3) -------------------------------------------------
 
 _LIB_OPTION = click.option(
@@ -192,7 +197,7 @@ def train(config_path, out, resume, seed, data_dir, quiet) -> None:
         cfg = replace(cfg, seed=seed)
     if data_dir is not None:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    log = stderr_log(quiet)
     summary = run_training(cfg, out, resume=resume, quiet=quiet, log=log)
     if not quiet:
         acc = summary["accuracy"]
@@ -333,7 +338,7 @@ def assign(
     """Choose the cheapest multiplier per layer within its learned error tolerance."""
     from hwflow.assign.flow import assign_run
 
-    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    log = stderr_log(quiet or as_json)
     doc = assign_run(
         run_dir,
         library_dir,
@@ -373,7 +378,7 @@ def retrain(run_dir, assignment, epochs, lr, seed, library_dir, out, as_json, qu
     """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
     from hwflow.assign.retrain import retrain_run
 
-    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    log = stderr_log(quiet or as_json)
     result = retrain_run(
         run_dir,
         assignment,
@@ -454,7 +459,7 @@ def sweep(
     """Accuracy/energy trade-off: scales x retraining, plus homogeneous baselines."""
     from hwflow.assign.sweep import sweep_run
 
-    log = (lambda _m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
+    log = stderr_log(quiet or as_json)
     rows = sweep_run(
         run_dir,
         library_dir,
@@ -603,7 +608,7 @@ def demo(out, library, train_config, quick, scale, jobs, seed, force) -> None:
     )  # fmt: skip
     if train_config is not None:
         cfg.train_config = Path(train_config)
-    results = run_flow(cfg, log=lambda msg: click.echo(msg, err=True))
+    results = run_flow(cfg, log=stderr_log())
     total = sum(r.seconds for r in results)
     click.echo(f"flow finished in {total:.0f} s; report: {Path(out) / 'report' / 'report.html'}")
 

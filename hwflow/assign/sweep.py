@@ -152,7 +152,24 @@ def plot(rows: list[dict], baseline: float, path: Path) -> None:
     ax.axhline(100 * baseline - 1, color="k", lw=0.8, ls="--", label="baseline - 1 pp")
     ax.set_xlabel("multiplication energy saved [%] (uniform-operand estimate)")
     ax.set_ylabel("test top-1 accuracy after retraining [%]")
-    ax.set_ylim(max(0, 100 * baseline - 15), 100 * baseline + 3)
+    # Zoom on the interesting band; points far below it are marked at its bottom edge so
+    # that one broken design doesn't flatten every other point into a line.
+    ys = [100 * r["acc_after_mean"] for r in rows]
+    floor = 100 * baseline - 15
+    lo = max(0.0, min([100 * baseline - 3, *(y for y in ys if y >= floor)]) - 1)
+    hi = max([100 * baseline, *ys]) + 1
+    below = [r for r, y in zip(rows, ys, strict=True) if y < lo]
+    if below:
+        ax.scatter(
+            [r["reduction_pct"] for r in below],
+            [lo + 0.15] * len(below),
+            marker="v",
+            color="tab:red",
+            s=30,
+            label=f"below {lo:.0f} % ({len(below)})",
+            zorder=3,
+        )
+    ax.set_ylim(lo, hi)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()

@@ -377,6 +377,20 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
             f"**{verdict}**: {verify['checked']:,} accumulations checked, "
             f"{verify['mismatches']:,} mismatches, {verify['seconds']:.1f} s."
         )
+        if verify.get("codes_checked"):
+            s.text.append(
+                f"Integer-only output stages: {verify['codes_checked']:,} requantized codes "
+                f"({verify['code_mismatches']:,} mismatches) and {verify['classes_checked']:,} "
+                f"classes ({verify['class_mismatches']:,} mismatches) checked."
+            )
+        manifest = _optional(out / "rtl" / "manifest.json", io.read_json)
+        accuracy = (manifest or {}).get("accuracy", {})
+        if accuracy:
+            s.text.append(
+                "Test accuracy with the assigned multipliers: "
+                + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in accuracy.items())
+                + "."
+            )
         s.text.append("")
         s.text += _table(
             ["layer", "multiplier", "checked", "mismatches"],

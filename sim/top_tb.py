@@ -4,7 +4,9 @@ Needs cocotb and Icarus only (no numpy, no hwflow). The harness streams every la
 recorded operands through its MAC engine at one MAC per lane per cycle, all layers at
 once, on its own clock; this test hands it the vectors and results directories, starts
 it, waits for `done` and compares every accumulator with the emulation's
-(`hwflow_check`). The report goes to `$HWFLOW_RESULTS_DIR/hwflow_verify.json` (default:
+(`hwflow_check`); where the export has the whole network (`hwflow_net`), the harness
+also runs the recorded images through it and the check covers its every intermediate
+tensor and class. The report goes to `$HWFLOW_RESULTS_DIR/hwflow_verify.json` (default:
 the working directory).
 """
 
@@ -40,6 +42,7 @@ async def accumulators_match_emulation(dut):
     results.mkdir(parents=True, exist_ok=True)
     for layer in manifest["layers"]:  # stale results must never pass for fresh ones
         (results / f"{layer['port']}_acc.hex").unlink(missing_ok=True)
+    (results / "net_trace.txt").unlink(missing_ok=True)
 
     dut.vdir.value = verilog_string(str(vectors))
     dut.rdir.value = verilog_string(str(results))

@@ -107,6 +107,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert (report["classes_checked"], report["class_mismatches"]) == (1, 0)
     assert json.loads((out / "verify.json").read_text())["ok"]
     _codes_match_integer_reference(run, out, manifest, names)
+    _whole_network_checked(run, out, manifest, report, names)
 
     # one corrupted expected code: verify fails on that layer's codes only
     mutant = root / "mutant"
@@ -140,7 +141,22 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     result = CliRunner().invoke(cli, [*args[:-1], str(bad), "--lanes", "10", "--images", "1"])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["verify", str(bad)])
-    assert result.exit_code == 2 and f"layers: {names[1]})" in result.output, result.output
+    # (the whole-network design computes with the same wrong circuit)
+    assert result.exit_code == 2 and f"layers: {names[1]}, network)" in result.output, result.output
+
+    # the network's engine of layer 0 instantiates another multiplier: only the network
+    # fails, and its first mismatch is in that layer's sums
+    mutant = root / "net_mutant"
+    shutil.copytree(out, mutant)
+    path = mutant / "rtl" / "hwflow_net.v"
+    text = path.read_text()
+    assert text.count("mul_u_trunc_k5_c ") == manifest["net"]["stages"][0]["lanes"] == 16
+    path.write_text(text.replace("mul_u_trunc_k5_c ", "mul_u_optrunc_a3_b3 "))
+    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
+    assert result.exit_code == 2 and "(layers: network)" in result.output, result.output
+    bad = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert bad["mismatches"] == bad["code_mismatches"] == 0
+    assert bad["net"]["first_mismatch"]["tensor"] == f"{names[0]}.acc"
 
 
 def test_export_errors_leave_no_directory(run_and_library, tmp_path):
@@ -190,6 +206,41 @@ def test_integer_inference_matches_the_emulation(run_and_library):
     assert (fake == result.classes).float().mean() >= 0.75
     acc = integer_accuracy(run.model, run.data.test.x, run.data.test.y)
     assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1
+
+
+def _whole_network_checked(run_dir, out, manifest, report, names):
+    """hwflow_net ran the image from its input codes to its class; every buffer and every
+    engine's sums were compared, and the class is the integer reference's."""
+    import torch
+
+    from hwflow.assign.assignment import load_assignment
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run
+    from hwflow.rtl.intinfer import integer_inference
+
+    net = manifest["net"]
+    assert [s["kind"] for s in net["stages"]] == ["mac", "mac", "pool", "mac", "pool", "mac"]
+    assert [b["tensor"] for b in net["buffers"]] == [
+        "input", f"{names[0]}.codes", f"{names[1]}.codes", "4.pool", f"{names[2]}.codes",
+        "7.pool",
+    ]  # fmt: skip
+    assert [(b["channels"], b["height"], b["width"]) for b in net["buffers"]] == [
+        (1, 8, 8), (16, 8, 8), (32, 8, 8), (32, 4, 4), (32, 4, 4), (32, 2, 2),
+    ]  # fmt: skip
+    result = report["net"]
+    assert result["ok"] and result["mismatches"] == 0 and result["class_mismatches"] == 0
+    sizes = {t["tensor"]: t["checked"] for t in result["tensors"]}
+    assert sizes["input"] == 64 and sizes["4.pool"] == sizes[f"{names[2]}.codes"] == 512
+    assert result["accumulations"] == report["checked"] == 3594  # same sums, other design
+    run = load_run(run_dir)
+    assigned = load_assignment(manifest["assignment"], manifest["library"])
+    apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
+    ref = integer_inference(run.model, run.data.test.x[:1])
+    assert result["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
+    expected = json.loads((out / "vectors" / "net_expected.json").read_text())
+    pooled = torch.tensor(expected["buffers"][5])  # (1, 4 positions, 32 channels)
+    want = ref.tensors[f"{names[3]}.input"].reshape(1, 32, 4).permute(0, 2, 1)
+    assert torch.equal(pooled, want)  # PyTorch's flatten order, position-major buffer
 
 
 def _codes_match_integer_reference(run_dir, out, manifest, names):

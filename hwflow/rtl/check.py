@@ -6,10 +6,13 @@ are those of `hwflow.rtl.vectors` and the feeder:
 - `<port>_x.hex` / `<port>_w.hex`: one line per cycle, lane 0 in the low byte;
 - `<port>_expected.txt`: one decimal accumulator per job (job j: lane j % P, pass j // P);
 - `<port>_acc.hex` ($writememh): one line per pass, lane 0 in the low `acc_width` bits.
+The whole-network design (`hwflow_net`, when exported) is checked by `check_net` from its
+tap log `net_trace.txt` (see `tb/hwflow_net_feeder.v`) against `net_expected.json`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -143,6 +146,112 @@ def check_codes(layer: dict, vectors: Path, results: Path) -> dict:
     return {"codes_checked": len(expected), "code_mismatches": bad, "first_code_mismatch": first}
 
 
+def read_net_trace(path: Path) -> tuple[dict, dict, dict]:
+    """The tap log: {(image, stage): [sum words]}, {(image, buffer, address): word}
+    (the last write), {image: class}. X/Z digits raise ValueError naming the line."""
+    sums: dict = {}
+    words: dict = {}
+    classes: dict = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        try:
+            if parts[0] == "A":
+                sums.setdefault((int(parts[1]), int(parts[2])), []).append(int(parts[3], 16))
+            elif parts[0] == "B":
+                words[(int(parts[1]), int(parts[2]), int(parts[3]))] = int(parts[4], 16)
+            elif parts[0] == "C":
+                classes[int(parts[1])] = int(parts[2])
+            else:
+                raise ValueError(parts[0])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}:{lineno}: unreadable tap line: {line[:60]}") from None
+    return sums, words, classes
+
+
+def _compare_tensor(name: str, want: list, word_of, width: int, signed: bool) -> dict:
+    """want[image][position][channel] against lane `channel` of word_of(image, position)
+    (None: never written)."""
+    checked = bad = 0
+    first = None
+    for image, positions in enumerate(want):
+        for pos, channels in enumerate(positions):
+            word = word_of(image, pos)
+            for ch, value in enumerate(channels):
+                got = None
+                if word is not None:
+                    got = lane_field(word, ch, width)
+                    got = to_signed(got, width) if signed else got
+                checked += 1
+                if got != value:
+                    bad += 1
+                    if first is None:
+                        first = {"tensor": name, "image": image, "position": pos,
+                                 "channel": ch, "expected": value, "actual": got}  # fmt: skip
+    return {"tensor": name, "checked": checked, "mismatches": bad, "first_mismatch": first}
+
+
+def _nth(items: list, n: int):
+    return items[n] if n < len(items) else None
+
+
+def check_net(net: dict, vectors: Path, results: Path) -> dict:
+    """The whole network: every buffer's codes (input, each layer's codes, each pooled
+    map, position by position), every engine's sums, and the classes, exactly."""
+    expected = json.loads((Path(vectors) / "net_expected.json").read_text())
+    out = {"images": net["images"], "tensors": [], "checked": 0, "mismatches": 0}
+    try:
+        sums, words, classes = read_net_trace(Path(results) / "net_trace.txt")
+    except (OSError, ValueError) as exc:
+        return {**out, "ok": False, "error": str(exc), "class_mismatches": net["images"]}
+
+    def buffer(b: int) -> dict:
+        return _compare_tensor(
+            net["buffers"][b]["tensor"],
+            expected["buffers"][b],
+            lambda image, pos: words.get((image, b, pos)),
+            8,
+            net["buffers"][b]["signed"],
+        )
+
+    # dataflow order: the input, then per stage its sums (engines) and its output map
+    out["tensors"].append(buffer(0))
+    sums_expected = iter(expected["acc"])
+    for i, stage in enumerate(net["stages"]):
+        if stage["kind"] == "mac":
+            out["tensors"].append(
+                _compare_tensor(
+                    f"{stage['name']}.acc",
+                    next(sums_expected),
+                    lambda image, pos, i=i: _nth(sums.get((image, i), []), pos),
+                    stage["acc_width"],
+                    True,
+                )
+            )
+        if i + 1 < len(net["buffers"]):
+            out["tensors"].append(buffer(i + 1))
+    actual = [classes.get(image) for image in range(net["images"])]
+    bad = [i for i, (a, b) in enumerate(zip(actual, expected["classes"], strict=True)) if a != b]
+    out.update(
+        checked=sum(t["checked"] for t in out["tensors"]),
+        mismatches=sum(t["mismatches"] for t in out["tensors"]),
+        accumulations=sum(t["checked"] for t in out["tensors"] if t["tensor"].endswith(".acc")),
+        classes=actual,
+        expected_classes=expected["classes"],
+        class_mismatches=len(bad),
+        first_class_mismatch={
+            "image": bad[0],
+            "expected": expected["classes"][bad[0]],
+            "actual": actual[bad[0]],
+        }
+        if bad
+        else None,  # fmt: skip
+    )
+    firsts = [t["first_mismatch"] for t in out["tensors"] if t["first_mismatch"]]
+    out["first_mismatch"] = firsts[0] if firsts else None
+    out["ok"] = not out["mismatches"] and not bad
+    return out
+
+
 def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
     """Every layer of the manifest; `ok` only when every accumulator matches."""
     layers = [
@@ -151,8 +260,14 @@ def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
     ]
     first = next((lay["first_mismatch"] for lay in layers if lay["first_mismatch"]), None)
     errors = [f"{lay['layer']}: {lay['error']}" for lay in layers if lay.get("error")]
+    network = None
+    if manifest.get("net"):
+        network = check_net(manifest["net"], Path(vectors), Path(results))
+        if network.get("error"):
+            errors.append(f"network: {network['error']}")
     return {
-        "ok": all(
+        "ok": (network is None or network["ok"])
+        and all(
             lay["mismatches"] == 0
             and not lay.get("code_mismatches")
             and not lay.get("class_mismatches")
@@ -168,7 +283,27 @@ def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
         "layers": layers,
         "first_mismatch": first,
         "errors": errors,
+        "net": network,
     }
+
+
+def describe_net(net: dict) -> str:
+    """One line on the whole-network check."""
+    text = (
+        f"network: {net['images']} images, {net['checked']} integers in "
+        f"{len(net['tensors'])} tensors, {net['mismatches']} mismatches, "
+        f"{net['class_mismatches']} class mismatches"
+    )
+    m = net.get("first_mismatch")
+    if m:
+        text += (
+            f"; first: {m['tensor']} image {m['image']} position {m['position']} "
+            f"channel {m['channel']}: expected {m['expected']}, actual {m['actual']}"
+        )
+    c = net.get("first_class_mismatch")
+    if c:
+        text += f"; image {c['image']}: class {c['actual']}, expected {c['expected']}"
+    return text
 
 
 def describe_mismatch(m: dict) -> str:
@@ -192,6 +327,8 @@ def summary(report: dict) -> str:
         parts.append(f"{report['code_mismatches']} requantized codes mismatch (layers {bad})")
     if report.get("class_mismatches"):
         parts.append(f"{report['class_mismatches']} classes mismatch")
+    if report.get("net") and not report["net"]["ok"]:
+        parts.append(describe_net(report["net"]))
     parts += report["errors"]
     if report["first_mismatch"]:
         parts.append("first: " + describe_mismatch(report["first_mismatch"]))

@@ -15,6 +15,7 @@ This module knows nothing of runs or libraries: `export.py` gathers those and ca
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Template
@@ -23,7 +24,7 @@ import numpy as np
 
 from hwflow import io
 from hwflow.errors import VerificationError
-from hwflow.rtl import check, mac, vectors
+from hwflow.rtl import check, mac, net, vectors
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "rtl_templates"
@@ -77,7 +78,11 @@ def check_plan(plan: LayerPlan) -> None:
         )
 
 
-def harness_verilog(engines: list[mac.EngineSpec], passes: dict[str, int]) -> str:
+def harness_verilog(
+    engines: list[mac.EngineSpec], passes: dict[str, int], network: dict | None = None
+) -> str:
+    """The cocotb toplevel: every engine with its feeder, and (`network`: the manifest's
+    `net` entry) the whole network with its image feeder."""
     wires, ports, feeders = [], [], []
     for e in engines:
         fields = {
@@ -100,13 +105,28 @@ def harness_verilog(engines: list[mac.EngineSpec], passes: dict[str, int]) -> st
         members = ["x", "w", "valid", "clear", "last", "acc", "acc_valid"]
         for member in members + (["offset", "code"] if e.stage else []):
             ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
-    done = " & ".join(f"{e.port}__done" for e in engines)
+    done = " & ".join([f"{e.port}__done" for e in engines] + (["net_done"] if network else []))
+    net_block = ""
+    if network:
+        net_block = render(
+            "harness_net.v.tmpl",
+            module=network["module"],
+            images=network["images"],
+            pixels=network["pixels"],
+            acc_bits=network["acc_bits"],
+            word_bits=network["word_bits"],
+            addr_bits=network["addr_bits"],
+            acc_msb=network["acc_bits"] - 1,
+            word_msb=network["word_bits"] - 1,
+            addr_msb=network["addr_bits"] - 1,
+        )
     return render(
         "harness.v.tmpl",
         top=mac.TOP_MODULE,
         wires="".join(wires),
         top_ports="".join(ports),
         feeders="".join(feeders),
+        net=net_block,
         done=done,
     )
 
@@ -120,10 +140,19 @@ def makefile(sources: list[str]) -> str:
     )
 
 
-def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> dict:
+def write_design(
+    out: Path,
+    plans: list[LayerPlan],
+    lanes: int,
+    meta: dict,
+    network: tuple[net.NetSpec, dict] | None = None,
+) -> dict:
     """Write the design directory into `out` (an existing, empty directory).
 
     Returns the manifest. `meta` (run, assignment, images, ...) is recorded as is.
+    `network`: the whole-network design (`hwflow.rtl.net`) and its expected tensors
+    (`net.expected_tensors`), exported beside the per-layer engines and checked by the
+    same test.
     """
     if not plans:
         raise VerificationError("no approximate layers to export")
@@ -204,13 +233,26 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
                 "row_aligned": sched.row_aligned,
             }
         )
-    files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes)
+    net_entry = None
+    if network is not None:
+        spec, expected = network
+        net_entry = net.manifest_entry(spec, expected["images"])
+        try:
+            files[f"rtl/{net.NET_MODULE}.v"] = net.net_verilog(spec)
+        except ValueError as exc:
+            raise VerificationError(str(exc)) from None
+        files["tb/hwflow_net_feeder.v"] = (TEMPLATES / "hwflow_net_feeder.v").read_text()
+        image = np.transpose(np.asarray(expected["buffers"][0]), (0, 2, 1)).reshape(-1)
+        files["vectors/net_image.hex"] = "".join(f"{int(v) & 0xFF:02x}\n" for v in image)
+        files["vectors/net_expected.json"] = json.dumps(expected, separators=(",", ":"))
+    files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes, net_entry)
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
     files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
     sources = [
         *(f"rtl/{m}.v" for m in mult_files),
         f"rtl/{mac.TOP_MODULE}.v",
+        *([f"rtl/{net.NET_MODULE}.v", "tb/hwflow_net_feeder.v"] if net_entry else []),
         "tb/hwflow_feeder.v",
         f"tb/{HARNESS_TOP}.v",
     ]
@@ -240,13 +282,22 @@ def write_design(out: Path, plans: list[LayerPlan], lanes: int, meta: dict) -> d
         "test_module": TEST_MODULE,
         "latency": mac.LATENCY,
         "lanes": lanes,
-        "cycles": max(lay["passes"] * lay["fan_in"] for lay in layers) + mac.LATENCY,
+        "cycles": max(
+            [lay["passes"] * lay["fan_in"] + mac.LATENCY for lay in layers]
+            + ([net_entry["cycles"]] if net_entry else [])
+        ),
         "accumulations": sum(lay["jobs"] for lay in layers),
         "macs": sum(lay["jobs"] * lay["fan_in"] for lay in layers),
-        "modules": [mac.TOP_MODULE, *(f"{mac.TOP_MODULE}.{e.port}" for e in engines), *mult_files],
+        "modules": [
+            mac.TOP_MODULE,
+            *(f"{mac.TOP_MODULE}.{e.port}" for e in engines),
+            *([net.NET_MODULE] if net_entry else []),
+            *mult_files,
+        ],
         "sources": sources,
         "multipliers": list(multipliers.values()),
         "layers": layers,
+        "net": net_entry,
         "files": {rel: io.sha256_bytes(text.encode()) for rel, text in sorted(files.items())},
     }
     io.write_json(out / "manifest.json", manifest)

@@ -18,7 +18,7 @@ import numpy as np
 
 from hwflow import io
 from hwflow.errors import AssignmentError, LibraryError, RunError, VerificationError
-from hwflow.rtl import design, mac
+from hwflow.rtl import design, mac, net
 
 
 def generator_rtl(name: str, spec: Any, source: dict | None = None) -> mac.MultiplierRTL:
@@ -222,8 +222,12 @@ def export_run(
         "weights": str(Path(checkpoint).resolve()) if checkpoint else "checkpoints/agn.pt",
         "accuracy": split_accuracy(run, data),
     }
+    network = None
+    spec = net.plan_network(run.model, x, plans)
+    if spec is not None:  # a plain stack: the whole network in RTL too
+        network = (spec, net.expected_tensors(run.model, x, spec))
     with io.atomic_dir(out) as tmp:
-        return design.write_design(tmp, plans, lanes, meta)
+        return design.write_design(tmp, plans, lanes, meta, network)
 
 
 def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:

@@ -116,6 +116,10 @@ def format_report(report: dict) -> list[str]:
             f"{report['classes_checked']:,} classes checked, "
             f"{report['class_mismatches']:,} mismatches"
         )
+    if report.get("net"):
+        from hwflow.rtl.check import describe_net
+
+        lines.append(describe_net(report["net"]) + ("" if report["net"]["ok"] else "  MISMATCH"))
     for err in report.get("errors", []):
         lines.append(f"error: {err}")
     if report.get("first_mismatch"):

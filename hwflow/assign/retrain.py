@@ -66,13 +66,38 @@ def retrain_run(
     log: Callable[[str], None] = lambda _m: None,
     run: Any = None,
 ) -> dict[str, Any]:
-    """Retrain and return (and write) the retrain.json document."""
+    """Retrain and return (and write) the retrain.json document.
+
+    Runs on the run config's torch thread count, as `hwflow train` does."""
+    from hwflow.nn.train import load_run, torch_threads
+
+    run = run if run is not None else load_run(run_dir)
+    with torch_threads(run.config.threads):
+        return _retrain(
+            run_dir, assignment, epochs=epochs, lr=lr, seed=seed, library=library, out=out,
+            max_steps=max_steps, quiet=quiet, log=log, run=run,
+        )  # fmt: skip
+
+
+def _retrain(
+    run_dir: str | os.PathLike[str],
+    assignment: str | os.PathLike[str],
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    library: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    max_steps: int | None = None,
+    quiet: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    run: Any,
+) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
-    from hwflow.nn.train import load_run
 
     if epochs < 0:
         raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
@@ -86,7 +111,6 @@ def retrain_run(
     lib_path = library if library is not None else doc.get("library")
     if not lib_path:
         raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
-    run = run if run is not None else load_run(run_dir)
     layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
     tables = load_assignment(assignment, lib_path, layers)
     missing = sorted(set(layers) - set(tables))

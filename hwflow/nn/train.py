@@ -20,11 +20,12 @@ Stages:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -409,13 +410,24 @@ def train(
     _check_out_dir(out, cfg, resume)
     if resume and (out / "summary.json").is_file():
         return read_json(out / "summary.json")
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, out, quiet, on_epoch, log)
-    finally:
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block on `threads` intra-op threads (None: leave torch's setting), then restore.
+
+    Small models train several times faster on one thread: OpenMP threads spin and thrash
+    on a busy machine. Stages that train a run's model (train, retrain) use its config's.
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train(cfg: TrainConfig, out: Path, quiet: bool, on_epoch, log) -> dict[str, Any]:

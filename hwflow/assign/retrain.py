@@ -66,38 +66,13 @@ def retrain_run(
     log: Callable[[str], None] = lambda _m: None,
     run: Any = None,
 ) -> dict[str, Any]:
-    """Retrain and return (and write) the retrain.json document.
-
-    Runs on the run config's torch thread count, as `hwflow train` does."""
-    from hwflow.nn.train import load_run, torch_threads
-
-    run = run if run is not None else load_run(run_dir)
-    with torch_threads(run.config.threads):
-        return _retrain(
-            run_dir, assignment, epochs=epochs, lr=lr, seed=seed, library=library, out=out,
-            max_steps=max_steps, quiet=quiet, log=log, run=run,
-        )  # fmt: skip
-
-
-def _retrain(
-    run_dir: str | os.PathLike[str],
-    assignment: str | os.PathLike[str],
-    *,
-    epochs: int = DEFAULT_EPOCHS,
-    lr: float = DEFAULT_LR,
-    seed: int = 0,
-    library: str | os.PathLike[str] | None = None,
-    out: str | os.PathLike[str] | None = None,
-    max_steps: int | None = None,
-    quiet: bool = True,
-    log: Callable[[str], None] = lambda _m: None,
-    run: Any,
-) -> dict[str, Any]:
+    """Retrain and return (and write) the retrain.json document."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
+    from hwflow.nn.train import load_run, torch_threads
 
     if epochs < 0:
         raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
@@ -111,103 +86,104 @@ def _retrain(
     lib_path = library if library is not None else doc.get("library")
     if not lib_path:
         raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
-    layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
-    tables = load_assignment(assignment, lib_path, layers)
-    missing = sorted(set(layers) - set(tables))
-    if missing:
-        raise AssignmentError(f"{assignment}: no multiplier for layers {', '.join(missing)}")
+    run = run if run is not None else load_run(run_dir)
+    with torch_threads(run.config.threads):  # as `hwflow train` does
+        layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
+        tables = load_assignment(assignment, lib_path, layers)
+        missing = sorted(set(layers) - set(tables))
+        if missing:
+            raise AssignmentError(f"{assignment}: no multiplier for layers {', '.join(missing)}")
 
-    cfg = run.config
-    bs = cfg.data.batch_size
-    model = run.fresh_model()
-    acc = {"quant": run.evaluate(model, "test")}
-    val = {"quant": run.evaluate(model, "val")}
-    apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
-    set_observing(model, False)
-    acc["approx_before"] = run.evaluate(model, "test")
-    before = _val_score(run, model)
-    val["approx_before"] = before[0]
+        cfg = run.config
+        bs = cfg.data.batch_size
+        model = run.fresh_model()
+        acc = {"quant": run.evaluate(model, "test")}
+        val = {"quant": run.evaluate(model, "val")}
+        apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+        set_observing(model, False)
+        acc["approx_before"] = run.evaluate(model, "test")
+        before = _val_score(run, model)
+        val["approx_before"] = before[0]
 
-    key = retrain_key(assignment.read_bytes(), epochs, lr, seed)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / f"retrain-{key}.last.pt"
-    sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
-    params = [p for p in model.parameters() if id(p) not in sigma_ids]
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    start, best_val, best_epoch = 0, before, 0
-    best_state, history = copy.deepcopy(model.state_dict()), []
-    if last.is_file():
-        state = torch.load(last, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start, best_val, best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
-        best_state, history = state["best_state"], state["history"]
-        log(f"retrain: resuming after epoch {start}")
-    for epoch in range(start, epochs):
-        model.train()
-        seen = loss_sum = 0.0
-        batches = run.data.train.batches(bs, shuffle=True, generator=gen, max_batches=max_steps)
-        n = run.data.train.num_batches(bs, max_steps)
-        for x, y in tqdm(batches, total=n, desc=f"retrain {epoch + 1}/{epochs}", disable=quiet):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(y)
-            seen += len(y)
-        v = _val_score(run, model)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / max(seen, 1),
-                "val_acc": v[0],
-                "val_loss": -v[1],
-            }
-        )
-        log(
-            f"retrain epoch {epoch + 1}/{epochs}: loss {loss_sum / max(seen, 1):.4f} val {v[0]:.4f}"
-        )
-        if v > best_val:
-            best_val, best_epoch, best_state = v, epoch + 1, copy.deepcopy(model.state_dict())
+        key = retrain_key(assignment.read_bytes(), epochs, lr, seed)
+        ckpt_dir = run_dir / "checkpoints"
+        last = ckpt_dir / f"retrain-{key}.last.pt"
+        sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
+        params = [p for p in model.parameters() if id(p) not in sigma_ids]
+        opt = torch.optim.Adam(params, lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        start, best_val, best_epoch = 0, before, 0
+        best_state, history = copy.deepcopy(model.state_dict()), []
+        if last.is_file():
+            state = torch.load(last, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            start, best_val, best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
+            best_state, history = state["best_state"], state["history"]
+            log(f"retrain: resuming after epoch {start}")
+        for epoch in range(start, epochs):
+            model.train()
+            seen = loss_sum = 0.0
+            batches = run.data.train.batches(bs, shuffle=True, generator=gen, max_batches=max_steps)
+            n = run.data.train.num_batches(bs, max_steps)
+            for x, y in tqdm(batches, total=n, desc=f"retrain {epoch + 1}/{epochs}", disable=quiet):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * len(y)
+                seen += len(y)
+            v = _val_score(run, model)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss_sum / max(seen, 1),
+                    "val_acc": v[0],
+                    "val_loss": -v[1],
+                }
+            )
+            mean_loss = loss_sum / max(seen, 1)
+            log(f"retrain epoch {epoch + 1}/{epochs}: loss {mean_loss:.4f} val {v[0]:.4f}")
+            if v > best_val:
+                best_val, best_epoch, best_state = v, epoch + 1, copy.deepcopy(model.state_dict())
+            save_torch(
+                last,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(),
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "history": history,
+                },
+            )
+        model.load_state_dict(best_state)
+        acc["approx_after"] = run.evaluate(model, "test")
+        val["approx_after"] = best_val[0]
+        assigned = {n: m for n, (m, _, _) in tables.items()}
         save_torch(
-            last,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "best_val": best_val,
-                "best_epoch": best_epoch,
-                "best_state": best_state,
-                "history": history,
-            },
+            ckpt_dir / f"retrain-{key}.pt",
+            {"model": model.state_dict(), "assignment": assigned, "val_acc": best_val[0]},
         )
-    model.load_state_dict(best_state)
-    acc["approx_after"] = run.evaluate(model, "test")
-    val["approx_after"] = best_val[0]
-    assigned = {n: m for n, (m, _, _) in tables.items()}
-    save_torch(
-        ckpt_dir / f"retrain-{key}.pt",
-        {"model": model.state_dict(), "assignment": assigned, "val_acc": best_val[0]},
-    )
-    result = {
-        "assignment": str(assignment.resolve()),
-        "checkpoint": str((ckpt_dir / f"retrain-{key}.pt").resolve()),
-        "epochs": epochs,
-        "best_epoch": best_epoch,
-        "lr": lr,
-        "seed": seed,
-        "accuracy": acc,
-        "val_accuracy": val,
-        "energy": doc.get("energy", {}),
-        "layers": assigned,
-        "history": history,
-    }
-    write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
-    last.unlink(missing_ok=True)
-    return result
+        result = {
+            "assignment": str(assignment.resolve()),
+            "checkpoint": str((ckpt_dir / f"retrain-{key}.pt").resolve()),
+            "epochs": epochs,
+            "best_epoch": best_epoch,
+            "lr": lr,
+            "seed": seed,
+            "accuracy": acc,
+            "val_accuracy": val,
+            "energy": doc.get("energy", {}),
+            "layers": assigned,
+            "history": history,
+        }
+        write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
+        last.unlink(missing_ok=True)
+        return result
 
 
 def evaluate_assignment(

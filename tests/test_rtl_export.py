@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,6 +111,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert json.loads((out / "verify.json").read_text())["ok"]
     _codes_match_integer_reference(run, out, manifest, names)
     _whole_network_checked(run, out, manifest, report, names)
+    _makefile_runs_the_network_without_hwflow(out, root)
 
     # one corrupted expected code: verify fails on that layer's codes only
     mutant = root / "mutant"
@@ -206,6 +210,96 @@ def test_integer_inference_matches_the_emulation(run_and_library):
     assert (fake == result.classes).float().mean() >= 0.75
     acc = integer_accuracy(run.model, run.data.test.x, run.data.test.y)
     assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1
+
+
+def _makefile_runs_the_network_without_hwflow(out: Path, root: Path) -> None:
+    """Plain `make` in a copy, `import hwflow` poisoned: the network check runs too."""
+    copy = root / "make_copy"
+    shutil.copytree(out, copy)
+    poison = root / "poison" / "hwflow"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
+    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["make"], cwd=copy, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((copy / "sim_build" / "hwflow_verify.json").read_text())
+    assert report["ok"] and report["net"]["ok"] and report["net"]["checked"] == 7882
+
+
+@pytest.mark.slow
+def test_whole_network_classifies_sixteen_images(run_and_library):
+    """Every layer on an approximate design; 16 images through hwflow_net and the
+    per-layer engines: over 100,000 accumulations, every intermediate tensor and class
+    equal to the integer reference's."""
+    import torch
+
+    from hwflow.assign.assignment import load_assignment
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run
+    from hwflow.rtl.intinfer import integer_inference
+
+    root, run, lib = run_and_library
+    summary = json.loads((run / "summary.json").read_text())
+    names = [layer["name"] for layer in summary["layers"]]
+    # (not u_optrunc_a3_b3: test_export_then_verify_heterogeneous_digits corrupts its table)
+    designs = ["u_bam_h2_v8", "u_trunc_k5_c", "u_bam_h2_v8", "u_trunc_k5_c"]
+    assignment = _assignment(root, lib, dict(zip(names, designs, strict=True)))
+    out = root / "design16"
+    args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--images", "16"])
+    assert result.exit_code == 0 and "whole network in RTL" in result.output, result.output
+    result = CliRunner().invoke(cli, ["verify", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    net = report["net"]
+    assert report["ok"] and net["ok"] and net["images"] == 16
+    assert report["checked"] + net["accumulations"] == 2 * 16 * 3594 >= 100_000
+    assert net["checked"] == 16 * (64 * (1 + 16 + 32) + 16 * 64 + 4 * 32 + 3594)
+    assignment_tables = load_assignment(assignment, lib)
+    model = load_run(run).model
+    apply_tables(model, {n: (t, s) for n, (_, t, s) in assignment_tables.items()})
+    ref = integer_inference(model, load_run(run).data.test.x[:16])
+    assert net["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
+    assert torch.equal(ref.classes, torch.tensor(net["expected_classes"]))
+
+
+def test_network_design_only_for_plain_stacks(run_and_library):
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from hwflow.nn.train import load_run
+    from hwflow.rtl import export, net
+
+    _, run_dir, lib = run_and_library
+    model = load_run(run_dir).model
+    x = load_run(run_dir).data.test.x[:2]
+
+    def plans_of(model, x, requant=True):
+        def exact(signed):
+            name = lib.exact_name(signed)
+            return name, np.asarray(lib.table(name))
+
+        rtl = lambda name: export.library_rtl(lib, name)  # noqa: E731
+        return export.trace_plans(model, x, {}, rtl, exact, requant=requant)[0]
+
+    spec = net.plan_network(model, x, plans_of(model, x))
+    assert [type(s).__name__ for s in spec.stages] == ["MacStage"] * 2 + [
+        "PoolStage", "MacStage", "PoolStage", "MacStage",
+    ]  # fmt: skip
+    conv = spec.stages[1]
+    assert conv.window == net.Window((3, 3), (1, 1), (1, 1), (1, 1))
+    assert (conv.engine.lanes, conv.engine.fan_in, conv.positions) == (32, 144, 64)
+    linear = spec.stages[-1]  # over the flattened 32 x 2 x 2 map
+    assert linear.window.kernel == (2, 2) and linear.engine.fan_in == 128
+    assert linear.engine.argmax is not None and linear.out is None
+    # not plain stacks: no integer stages, a module without an integer form, flat input
+    assert net.plan_network(model, x, plans_of(model, x, requant=False)) is None
+    children = list(model.named_children())
+    odd = nn.Sequential(OrderedDict([*children[:2], ("tanh", nn.Tanh()), *children[2:]]))
+    assert net.plan_network(odd, x, plans_of(model, x)) is None
+    assert net.plan_network(model, x.flatten(1), plans_of(model, x)) is None
 
 
 def _whole_network_checked(run_dir, out, manifest, report, names):

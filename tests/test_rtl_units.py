@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -153,3 +154,79 @@ def test_requantize_matches_exact_rational_rounding(m, t, zp):
     rounded = math.floor(Fraction(t * m0, 2**shift) + Fraction(1, 2))  # half up
     got = requantize(torch.tensor([t]), m0, shift, zp, signed=False)
     assert int(got[0]) == min(max(rounded + zp, 0), 255)
+
+
+def _net_case():
+    """A two-engine network's manifest entry, expectations and a correct tap log."""
+    net = {
+        "images": 2,
+        "buffers": [
+            {"tensor": "input", "channels": 2, "signed": True},
+            {"tensor": "a.codes", "channels": 1, "signed": False},
+        ],
+        "stages": [
+            {"kind": "mac", "name": "a", "acc_width": 12},
+            {"kind": "mac", "name": "b", "acc_width": 10},
+        ],
+    }
+    expected = {
+        "buffers": [
+            [[[-128, 127], [0, -1]], [[5, -6], [7, 8]]],
+            [[[255], [0]], [[17], [3]]],
+        ],
+        "acc": [[[[-2048], [2047]], [[1], [-1]]], [[[-512, 511]], [[0, 9]]]],
+        "classes": [1, 0],
+    }
+
+    def word(values, width):
+        return f"{sum((v & ((1 << width) - 1)) << (i * width) for i, v in enumerate(values)):x}"
+
+    lines = []
+    for image in range(2):
+        for b, width in ((0, 8), (1, 8)):
+            for pos, values in enumerate(expected["buffers"][b][image]):
+                lines.append(f"B {image} {b} {pos} {word(values, width)}")
+        for stage, width in ((0, 12), (1, 10)):
+            for values in expected["acc"][stage][image]:
+                lines.append(f"A {image} {stage} {word(values, width)}")
+        lines.append(f"C {image} {expected['classes'][image]}")
+    return net, expected, lines
+
+
+def _check_net(tmp_path, net, expected, lines):
+    (tmp_path / "net_expected.json").write_text(json.dumps(expected))
+    (tmp_path / "net_trace.txt").write_text("\n".join(lines) + "\n")
+    return check.check_net(net, tmp_path, tmp_path)
+
+
+def test_check_net_compares_every_tensor_in_dataflow_order(tmp_path):
+    net, expected, lines = _net_case()
+    report = _check_net(tmp_path, net, expected, lines)
+    assert report["ok"] and report["classes"] == [1, 0]
+    assert [t["tensor"] for t in report["tensors"]] == ["input", "a.acc", "a.codes", "b.acc"]
+    assert [t["checked"] for t in report["tensors"]] == [8, 4, 4, 4]
+    assert report["accumulations"] == 8 and report["mismatches"] == 0
+    # one lane of one pooled/code word wrong: named exactly
+    bad = [line.replace("B 1 1 1 3", "B 1 1 1 4") for line in lines]
+    report = _check_net(tmp_path, net, expected, bad)
+    assert not report["ok"] and report["mismatches"] == 1
+    assert report["first_mismatch"] == {
+        "tensor": "a.codes", "image": 1, "position": 1, "channel": 0, "expected": 3,
+        "actual": 4,
+    }  # fmt: skip
+    # a missing engine result and a wrong class
+    bad = [line for line in lines if not line.startswith("A 0 1")]
+    bad = [line.replace("C 1 0", "C 1 3") for line in bad]
+    report = _check_net(tmp_path, net, expected, bad)
+    assert report["mismatches"] == 2 and report["first_mismatch"]["actual"] is None
+    assert report["first_class_mismatch"] == {"image": 1, "expected": 0, "actual": 3}
+    assert "1 class mismatches" in check.describe_net(report)
+
+
+def test_check_net_reports_unreadable_output(tmp_path):
+    net, expected, lines = _net_case()
+    report = _check_net(tmp_path, net, expected, [*lines[:3], "A 0 0 xxx"])
+    assert not report["ok"] and "net_trace.txt:4" in report["error"]
+    (tmp_path / "net_trace.txt").unlink()
+    report = check.check_net(net, tmp_path, tmp_path)
+    assert not report["ok"] and "net_trace.txt" in report["error"]

@@ -26,11 +26,11 @@ class Row:
             if self.unit == "x"
             else (f"{self.measured:,.1f} {self.unit}")
         )
-        return f"{self.area:<13} {self.what:<52} {value:>14}  {self.target:<12} {verdict}"
+        return f"{self.area:<13} {self.what:<64} {value:>14}  {self.target:<12} {verdict}"
 
 
 def print_rows(rows: list[Row]) -> None:
-    print(f"{'area':<13} {'measured':<52} {'value':>14}  {'target':<12}")
+    print(f"{'area':<13} {'measured':<64} {'value':>14}  {'target':<12}")
     for row in rows:
         print(row.line())
 

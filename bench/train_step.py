@@ -21,6 +21,7 @@ from bench._common import Row, best_times
 from hwflow.multipliers.table import exact_table
 from hwflow.nn.agn import agn_loss
 from hwflow.nn.models import build_model
+from hwflow.nn.train import torch_threads
 
 CASES = [
     # (label, model, input shape (C, H, W), batch)
@@ -104,7 +105,8 @@ def rows(quick: bool = False) -> list[Row]:
     torch.manual_seed(0)
     out = []
     for label, name, shape, batch in CASES[:1] if quick else CASES:
-        t = case_times(name, shape, batch, 5, time.process_time)
+        with torch_threads(1):  # CPU time on one thread: robust to a loaded machine
+            t = case_times(name, shape, batch, 5, time.process_time)
         r = t["agn"] / t["quant"]
         out.append(Row("train step", f"AGN step vs QAT step: {label}", r, "x", "<= 1.15x",
                        r <= 1.15))  # fmt: skip

@@ -498,13 +498,22 @@ def sweep(
 @click.option("--images", default=16, show_default=True, help="Test images to record.")
 @click.option("--library", default=None, help="Library directory [default: the assignment's].")
 @click.option("--retrained", default=None, help="Retrain checkpoint whose weights to deploy.")
+@click.option("--network/--no-network", default=True, show_default=True,
+              help="Also the whole network in RTL (hwflow_net), image codes to class.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
-def export_cmd(run, assignment, out, lanes, images, library, retrained, as_json) -> None:
+def export_cmd(run, assignment, out, lanes, images, library, retrained, network, as_json) -> None:
     """Write the MAC array, its cocotb tests and the recorded layer vectors to OUT."""
     from hwflow.rtl.export import export_run
 
     manifest = export_run(
-        run, assignment, out, lanes=lanes, images=images, library=library, checkpoint=retrained
+        run,
+        assignment,
+        out,
+        lanes=lanes,
+        images=images,
+        library=library,
+        checkpoint=retrained,
+        network=network,
     )
     summary = {
         "out": out,

@@ -228,10 +228,12 @@ def _makefile_runs_the_network_without_hwflow(out: Path, root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_whole_network_classifies_sixteen_images(run_and_library):
-    """Every layer on an approximate design; 16 images through hwflow_net and the
-    per-layer engines: over 100,000 accumulations, every intermediate tensor and class
-    equal to the integer reference's."""
+def test_whole_network_classifies_several_images(run_and_library):
+    """Every layer on an approximate design; images one after the other through hwflow_net
+    (and the per-layer engines): every intermediate tensor and class equal to the integer
+    reference's. (16 images, >100,000 accumulations, take 175-300 s here on this barely
+    trained fixture's dense activations, 88 s on the trained digits run: too slow for the
+    suite; 2 images exercise the same image-to-image sequencing.)"""
     import torch
 
     from hwflow.assign.assignment import load_assignment
@@ -245,23 +247,36 @@ def test_whole_network_classifies_sixteen_images(run_and_library):
     # (not u_optrunc_a3_b3: test_export_then_verify_heterogeneous_digits corrupts its table)
     designs = ["u_bam_h2_v8", "u_trunc_k5_c", "u_bam_h2_v8", "u_trunc_k5_c"]
     assignment = _assignment(root, lib, dict(zip(names, designs, strict=True)))
-    out = root / "design16"
+    images = 2
+    out = root / "design_images"
     args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--images", "16"])
+    result = CliRunner().invoke(cli, [*args, "--images", str(images)])
     assert result.exit_code == 0 and "whole network in RTL" in result.output, result.output
     result = CliRunner().invoke(cli, ["verify", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     net = report["net"]
-    assert report["ok"] and net["ok"] and net["images"] == 16
-    assert report["checked"] + net["accumulations"] == 2 * 16 * 3594 >= 100_000
-    assert net["checked"] == 16 * (64 * (1 + 16 + 32) + 16 * 64 + 4 * 32 + 3594)
+    assert report["ok"] and net["ok"] and net["images"] == images
+    assert report["checked"] == net["accumulations"] == images * 3594
+    assert net["checked"] == images * (64 * (1 + 16 + 32) + 16 * 64 + 4 * 32 + 3594)
     assignment_tables = load_assignment(assignment, lib)
     model = load_run(run).model
     apply_tables(model, {n: (t, s) for n, (_, t, s) in assignment_tables.items()})
-    ref = integer_inference(model, load_run(run).data.test.x[:16])
+    ref = integer_inference(model, load_run(run).data.test.x[:images])
     assert net["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
     assert torch.equal(ref.classes, torch.tensor(net["expected_classes"]))
+
+
+def test_export_without_the_network(run_and_library, tmp_path):
+    _, run, lib = run_and_library
+    out = tmp_path / "design"
+    assignment = _assignment(tmp_path, lib, {})
+    args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--images", "1", "--no-network"])
+    assert result.exit_code == 0 and "whole network" not in result.output, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["net"] is None and not (out / "rtl" / "hwflow_net.v").exists()
+    assert "hwflow_net" not in (out / "tb" / "hwflow_harness.v").read_text()
 
 
 def test_network_design_only_for_plain_stacks(run_and_library):

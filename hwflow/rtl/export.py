@@ -179,10 +179,12 @@ def export_run(
     library: str | os.PathLike[str] | None = None,
     split: str = "test",
     checkpoint: str | os.PathLike[str] | None = None,
+    network: bool = True,
 ) -> dict:
     """Export the run's network under `assignment` to `out` (atomically). Returns the
     manifest. `checkpoint`: weights to deploy instead of the run's (a retrain checkpoint,
-    `retrain.json`'s `checkpoint`)."""
+    `retrain.json`'s `checkpoint`). `network`: also export the whole network
+    (`hwflow.rtl.net`, plain conv/ReLU/max-pool/flatten/linear stacks only)."""
     from hwflow.assign.assignment import load_assignment
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
@@ -222,12 +224,12 @@ def export_run(
         "weights": str(Path(checkpoint).resolve()) if checkpoint else "checkpoints/agn.pt",
         "accuracy": split_accuracy(run, data),
     }
-    network = None
-    spec = net.plan_network(run.model, x, plans)
+    whole = None
+    spec = net.plan_network(run.model, x, plans) if network else None
     if spec is not None:  # a plain stack: the whole network in RTL too
-        network = (spec, net.expected_tensors(run.model, x, spec))
+        whole = (spec, net.expected_tensors(run.model, x, spec))
     with io.atomic_dir(out) as tmp:
-        return design.write_design(tmp, plans, lanes, meta, network)
+        return design.write_design(tmp, plans, lanes, meta, whole)
 
 
 def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:

@@ -377,7 +377,15 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
             f"**{verdict}**: {verify['checked']:,} accumulations checked, "
             f"{verify['mismatches']:,} mismatches, {verify['seconds']:.1f} s."
         )
-        if verify.get("codes_checked"):
+        net = verify.get("net")
+        if net:
+            s.text.append(
+                f"End-to-end network in RTL (`hwflow_net`, input codes in, class out): "
+                f"{net['images']} images, {net['checked']:,} integers over "
+                f"{len(net['tensors'])} intermediate tensors ({net['mismatches']:,} mismatches), "
+                f"{len(net['classes'])} classes ({net['class_mismatches']} mismatches)."
+            )
+        if verify.get("classes_checked"):
             s.text.append(
                 f"Integer-only output stages: {verify['codes_checked']:,} requantized codes "
                 f"({verify['code_mismatches']:,} mismatches) and {verify['classes_checked']:,} "

@@ -385,11 +385,10 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
                 f"{len(net['tensors'])} intermediate tensors ({net['mismatches']:,} mismatches), "
                 f"{len(net['classes'])} classes ({net['class_mismatches']} mismatches)."
             )
-        if verify.get("classes_checked"):
+        if verify.get("codes_checked"):
             s.text.append(
-                f"Integer-only output stages: {verify['codes_checked']:,} requantized codes "
-                f"({verify['code_mismatches']:,} mismatches) and {verify['classes_checked']:,} "
-                f"classes ({verify['class_mismatches']:,} mismatches) checked."
+                f"Per-layer integer output stages: {verify['codes_checked']:,} requantized codes "
+                f"({verify['code_mismatches']:,} mismatches) checked."
             )
         manifest = _optional(out / "rtl" / "manifest.json", io.read_json)
         accuracy = (manifest or {}).get("accuracy", {})

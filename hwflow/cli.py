@@ -279,14 +279,7 @@ def _print_assignment(doc: dict) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option(
-    "--library",
-    "library_dir",
-    default="hwflow-lib",
-    show_default=True,
-    type=click.Path(),
-    help="Multiplier library directory.",
-)
+@_LIB_OPTION
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/assignment.yaml]")
 @click.option(
     "--scale",
@@ -323,7 +316,7 @@ def _print_assignment(doc: dict) -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def assign(
     run_dir,
-    library_dir,
+    library,
     out,
     scale,
     model,
@@ -341,7 +334,7 @@ def assign(
     log = stderr_log(quiet or as_json)
     doc = assign_run(
         run_dir,
-        library_dir,
+        library,
         out=out,
         scale=scale,
         model=model,
@@ -366,7 +359,7 @@ def assign(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--library",
-    "library_dir",
+    "library",
     default=None,
     type=click.Path(),
     help="[default: the assignment's library]",
@@ -374,7 +367,7 @@ def assign(
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/retrain.json]")
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def retrain(run_dir, assignment, epochs, lr, seed, library_dir, out, as_json, quiet) -> None:
+def retrain(run_dir, assignment, epochs, lr, seed, library, out, as_json, quiet) -> None:
     """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
     from hwflow.assign.retrain import retrain_run
 
@@ -385,7 +378,7 @@ def retrain(run_dir, assignment, epochs, lr, seed, library_dir, out, as_json, qu
         epochs=epochs,
         lr=lr,
         seed=seed,
-        library=library_dir,
+        library=library,
         out=out,
         quiet=quiet or as_json,
         log=log,
@@ -412,14 +405,7 @@ def _float_list(text: str, what: str) -> list[float]:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option(
-    "--library",
-    "library_dir",
-    default="hwflow-lib",
-    show_default=True,
-    type=click.Path(),
-    help="Multiplier library directory.",
-)
+@_LIB_OPTION
 @click.option(
     "--scales",
     default="0.5,1,2,4",
@@ -443,7 +429,7 @@ def _float_list(text: str, what: str) -> list[float]:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def sweep(
     run_dir,
-    library_dir,
+    library,
     scales,
     epochs,
     lr,
@@ -462,7 +448,7 @@ def sweep(
     log = stderr_log(quiet or as_json)
     rows = sweep_run(
         run_dir,
-        library_dir,
+        library,
         _float_list(scales, "--scales"),
         epochs=epochs,
         lr=lr,

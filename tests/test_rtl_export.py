@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,7 +72,7 @@ def _assignment(root: Path, lib: Library, layers: dict[str, str]) -> Path:
 
 
 @pytest.mark.slow
-def test_export_then_verify_heterogeneous_digits(run_and_library):
+def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_hwflow):
     root, run, lib = run_and_library
     summary = json.loads((run / "summary.json").read_text())
     names = [layer["name"] for layer in summary["layers"]]
@@ -111,7 +108,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library):
     assert json.loads((out / "verify.json").read_text())["ok"]
     _codes_match_integer_reference(run, out, manifest, names)
     _whole_network_checked(run, out, manifest, report, names)
-    _makefile_runs_the_network_without_hwflow(out, root)
+    _makefile_runs_the_network_without_hwflow(out, root, make_without_hwflow)
 
     # one corrupted expected code: verify fails on that layer's codes only
     mutant = root / "mutant"
@@ -212,16 +209,11 @@ def test_integer_inference_matches_the_emulation(run_and_library):
     assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1
 
 
-def _makefile_runs_the_network_without_hwflow(out: Path, root: Path) -> None:
+def _makefile_runs_the_network_without_hwflow(out: Path, root: Path, make) -> None:
     """Plain `make` in a copy, `import hwflow` poisoned: the network check runs too."""
     copy = root / "make_copy"
     shutil.copytree(out, copy)
-    poison = root / "poison" / "hwflow"
-    poison.mkdir(parents=True)
-    (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
-    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["make"], cwd=copy, env=env, capture_output=True, text=True)
+    proc = make(copy)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((copy / "sim_build" / "hwflow_verify.json").read_text())
     assert report["ok"] and report["net"]["ok"] and report["net"]["checked"] == 7882

@@ -4,7 +4,6 @@ the Makefile runs without hwflow, Verilog elaborates as Verilog-2005, yosys synt
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -213,15 +212,10 @@ def test_yosys_synthesizes_top_with_each_engines_multiplier(exported):
 
 
 @pytest.mark.slow
-def test_exported_makefile_runs_without_hwflow(exported, tmp_path):
+def test_exported_makefile_runs_without_hwflow(exported, tmp_path, make_without_hwflow):
     """Plain `make` in a copy, with `import hwflow` poisoned: cocotb and Icarus only."""
     mutant = _copy(exported, tmp_path)
-    poison = tmp_path / "poison" / "hwflow"
-    poison.mkdir(parents=True)
-    (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
-    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["make"], cwd=mutant, env=env, capture_output=True, text=True)
+    proc = make_without_hwflow(mutant)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((mutant / "sim_build" / "hwflow_verify.json").read_text())
     assert report["ok"] and report["checked"] == 220
@@ -229,6 +223,6 @@ def test_exported_makefile_runs_without_hwflow(exported, tmp_path):
     exp = mutant / "vectors" / "classifier_expected.txt"
     values = exp.read_text().split()
     exp.write_text("\n".join([str(int(values[0]) - 5), *values[1:]]) + "\n")
-    proc = subprocess.run(["make"], cwd=mutant, env=env, capture_output=True, text=True)
+    proc = make_without_hwflow(mutant)
     assert proc.returncode != 0
     assert "layer classifier lane 0" in proc.stdout + proc.stderr

@@ -1,0 +1,27 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def make_without_hwflow(tmp_path_factory) -> Callable[[Path], subprocess.CompletedProcess]:
+    """Run plain `make` in an exported directory with `import hwflow` poisoned, so the
+    export is shown to need only cocotb and Icarus."""
+    poison = tmp_path_factory.mktemp("poison") / "hwflow"
+    poison.mkdir()
+    (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
+    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+
+    def run(directory: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["make"], cwd=directory, env=env, capture_output=True, text=True)
+
+    return run

@@ -538,7 +538,11 @@ def export_cmd(run, assignment, out, lanes, images, library, retrained, network,
 @click.argument("export_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def verify_cmd(export_dir, as_json, quiet) -> None:
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None,
+    help="Simulations run in parallel [default: one process each, up to the CPU count].",
+)  # fmt: skip
+def verify_cmd(export_dir, as_json, quiet, jobs) -> None:
     """Simulate an exported design and compare every accumulator with the emulation.
 
     The report is also written to EXPORT_DIR/verify.json."""
@@ -549,12 +553,9 @@ def verify_cmd(export_dir, as_json, quiet) -> None:
 
     if not (quiet or as_json):
         manifest = load_manifest(Path(export_dir))
-        click.echo(
-            f"simulating {manifest.get('macs', 0):,} MACs ({manifest.get('cycles', 0):,} "
-            "cycles) in Icarus ...",
-            err=True,
-        )
-    report = verify(export_dir)
+        sims = ", ".join(f"{s['name']} ({s['cycles']:,} cycles)" for s in manifest["simulations"])
+        click.echo(f"simulating in Icarus: {sims} ...", err=True)
+    report = verify(export_dir, jobs=jobs)
     if as_json:
         echo_json(report)
     else:

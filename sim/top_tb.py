@@ -1,13 +1,16 @@
 """cocotb test of an exported hwflow design (shipped as `tb/test_hwflow.py`).
 
-Needs cocotb and Icarus only (no numpy, no hwflow). The harness streams every layer's
-recorded operands through its MAC engine at one MAC per lane per cycle, all layers at
-once, on its own clock; this test hands it the vectors and results directories, starts
-it, waits for `done` and compares every accumulator with the emulation's
-(`hwflow_check`); where the export has the whole network (`hwflow_net`), the harness
-also runs the recorded images through it and the check covers its every intermediate
-tensor and class. The report goes to `$HWFLOW_RESULTS_DIR/hwflow_verify.json` (default:
-the working directory).
+Needs cocotb and Icarus only (no numpy, no hwflow). An export has one or two
+simulations (`manifest["simulations"]`), each with its own harness toplevel, run as
+separate (parallel) simulator processes:
+- `layers` (`hwflow_harness`): every layer's recorded operands stream through its MAC
+  engine at one MAC per lane per cycle, all layers at once;
+- `net` (`hwflow_net_harness`): the recorded images run one after the other through the
+  whole network (`hwflow_net`), every intermediate tensor and class logged.
+This test finds its part from the toplevel it runs in, hands the harness the vectors
+and results directories, starts it, waits for `done` and checks its part exactly
+(`hwflow_check.check_part`). The report goes to `$HWFLOW_RESULTS_DIR/hwflow_verify.json`
+(default: the working directory).
 """
 
 from __future__ import annotations
@@ -34,29 +37,40 @@ def verilog_string(text: str) -> int:
     return int.from_bytes(data, "big")
 
 
+def stale_results(manifest: dict, part: str) -> list[str]:
+    """The files this part's harness writes: removed first, so that stale results never
+    pass for fresh ones."""
+    if part == "net":
+        return ["net_trace.txt"]
+    return [f"{lay['port']}_{kind}.hex" for lay in manifest["layers"] for kind in ("acc", "code")]
+
+
 @cocotb.test()
 async def accumulators_match_emulation(dut):
     manifest = json.loads((EXPORT / "manifest.json").read_text())
+    sims = {sim["harness"]: sim for sim in manifest["simulations"]}
+    if dut._name not in sims:
+        raise AssertionError(f"toplevel {dut._name} is none of the export's harnesses {sims}")
+    sim = sims[dut._name]
     vectors = EXPORT / "vectors"
     results = Path(os.environ.get("HWFLOW_RESULTS_DIR") or os.getcwd()).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    for layer in manifest["layers"]:  # stale results must never pass for fresh ones
-        (results / f"{layer['port']}_acc.hex").unlink(missing_ok=True)
-    (results / "net_trace.txt").unlink(missing_ok=True)
+    for name in stale_results(manifest, sim["name"]):
+        (results / name).unlink(missing_ok=True)
 
     dut.vdir.value = verilog_string(str(vectors))
     dut.rdir.value = verilog_string(str(results))
     await Timer(3 * CLOCK_NS, unit="ns")  # past the harness reset
     started = time.perf_counter()
     dut.start.value = 1
-    limit = (manifest["cycles"] + 100) * CLOCK_NS
+    limit = (sim["cycles"] + 100) * CLOCK_NS
     await First(RisingEdge(dut.done), Timer(limit, unit="ns"))
     sim_seconds = time.perf_counter() - started
     if not dut.done.value:
-        raise AssertionError(f"harness not done after {limit} ns ({manifest['cycles']} cycles)")
+        raise AssertionError(f"{dut._name} not done after {limit} ns ({sim['cycles']} cycles)")
 
-    report = hwflow_check.check_design(manifest, vectors, results)
+    report = hwflow_check.check_part(manifest, sim["name"], vectors, results)
     report["sim_seconds"] = sim_seconds
-    report["cycles"] = manifest["cycles"]
-    (results / "hwflow_verify.json").write_text(json.dumps(report, indent=2))
+    report["cycles"] = sim["cycles"]
+    (results / hwflow_check.REPORT).write_text(json.dumps(report, indent=2))
     assert report["ok"], hwflow_check.summary(report)

@@ -98,6 +98,10 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 3000
+    # the engines and the network: two simulations, each with its own harness
+    assert [(s["name"], s["harness"], s["ok"]) for s in report["simulations"]] == [
+        ("layers", "hwflow_harness", True), ("net", "hwflow_net_harness", True),
+    ]  # fmt: skip
     # the integer-only output stage of every layer but the last, checked code by code
     assert [lay["requant"] is not None for lay in manifest["layers"]] == [True] * 3 + [False]
     assert report["codes_checked"] == sum(lay["jobs"] for lay in manifest["layers"][:3])
@@ -269,6 +273,8 @@ def test_export_without_the_network(run_and_library, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["net"] is None and not (out / "rtl" / "hwflow_net.v").exists()
     assert "hwflow_net" not in (out / "tb" / "hwflow_harness.v").read_text()
+    assert [sim["name"] for sim in manifest["simulations"]] == ["layers"]
+    assert "PARTS := layers\n" in (out / "Makefile").read_text()
 
 
 def test_network_design_only_for_plain_stacks(run_and_library):

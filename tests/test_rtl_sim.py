@@ -226,3 +226,13 @@ def test_exported_makefile_runs_without_hwflow(exported, tmp_path, make_without_
     proc = make_without_hwflow(mutant)
     assert proc.returncode != 0
     assert "layer classifier lane 0" in proc.stdout + proc.stderr
+
+
+def test_verify_rejects_an_export_of_another_format(exported, tmp_path):
+    """A design exported before the simulations were split names the fix."""
+    old = _copy(exported, tmp_path)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    result = CliRunner().invoke(cli, ["verify", str(old)])
+    assert result.exit_code == 2
+    assert "export format 1" in result.output and "export the design again" in result.output

@@ -230,3 +230,53 @@ def test_check_net_reports_unreadable_output(tmp_path):
     (tmp_path / "net_trace.txt").unlink()
     report = check.check_net(net, tmp_path, tmp_path)
     assert not report["ok"] and "net_trace.txt" in report["error"]
+
+
+def _layer_result(name: str, mismatches: int) -> dict:
+    first = {"layer": name, "lane": 0} if mismatches else None
+    return {"layer": name, "multiplier": "m", "checked": 6, "mismatches": mismatches,
+            "first_mismatch": first}  # fmt: skip
+
+
+def test_merge_reports_combines_the_engines_and_the_network(tmp_path):
+    """Each simulation reports its part; the merge is one report over both, and is ok
+    only when both are."""
+    net, expected, lines = _net_case()
+    network = _check_net(tmp_path, net, expected, lines)
+    engines = check._report([_layer_result("a", 0), _layer_result("b", 0)], None)
+    merged = check.merge_reports([engines, check._report([], network)])
+    assert merged["ok"] and merged["checked"] == 12 and merged["net"] == network
+    assert [lay["layer"] for lay in merged["layers"]] == ["a", "b"]
+    assert "all 12 accumulations match; network: 2 images" in check.summary(merged)
+    # a wrong class in the network alone fails the merge, naming the network
+    bad = _check_net(tmp_path, net, expected, [ln.replace("C 1 0", "C 1 3") for ln in lines])
+    merged = check.merge_reports([engines, check._report([], bad)])
+    assert not merged["ok"] and merged["mismatches"] == 0
+    assert "1 class mismatches" in check.summary(merged)
+    # a layer mismatch: the first mismatch is the layer's
+    failing = check._report([_layer_result("a", 0), _layer_result("b", 2)], None)
+    merged = check.merge_reports([failing, check._report([], network)])
+    assert not merged["ok"] and merged["first_mismatch"]["layer"] == "b"
+
+
+def test_merge_script_flags_a_missing_simulation(tmp_path, capsys):
+    """`python3 tb/hwflow_check.py merge` (the exported Makefile's last step): a part
+    without a report (its simulation never ran) is a failure, not a pass."""
+    manifest = {"simulations": [{"name": "layers"}, {"name": "net"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    results = tmp_path / "sim_build"
+    (results / "layers").mkdir(parents=True)
+    engines = check._report([_layer_result("a", 0)], None)
+    (results / "layers" / check.REPORT).write_text(json.dumps(engines))
+    assert check.main(["merge", str(tmp_path), str(results)]) == 1
+    merged = json.loads((results / check.REPORT).read_text())
+    assert not merged["ok"] and "simulation net: no report" in merged["errors"][0]
+    assert "FAIL" in capsys.readouterr().out
+    net, expected, lines = _net_case()
+    (results / "net").mkdir()
+    (results / "net" / check.REPORT).write_text(
+        json.dumps(check._report([], _check_net(tmp_path, net, expected, lines)))
+    )
+    assert check.main(["merge", str(tmp_path), str(results)]) == 0
+    assert json.loads((results / check.REPORT).read_text())["ok"]
+    assert check.main(["nonsense"]) == 2

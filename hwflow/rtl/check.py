@@ -8,12 +8,22 @@ are those of `hwflow.rtl.vectors` and the feeder:
 - `<port>_acc.hex` ($writememh): one line per pass, lane 0 in the low `acc_width` bits.
 The whole-network design (`hwflow_net`, when exported) is checked by `check_net` from its
 tap log `net_trace.txt` (see `tb/hwflow_net_feeder.v`) against `net_expected.json`.
+
+The engines and the network are two simulations (`manifest["simulations"]`, run in
+parallel); each test checks its own part (`check_part`) into its results directory, and
+`python3 tb/hwflow_check.py merge EXPORT_DIR RESULTS_DIR` (the exported Makefile's last
+step) merges `RESULTS_DIR/<part>/hwflow_verify.json` into `RESULTS_DIR/hwflow_verify.json`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+FORMAT = 2  # of manifest.json; 2: separate simulations (engines, network)
+PARTS = ("layers", "net")  # the simulations of an export, each with its own harness
+REPORT = "hwflow_verify.json"  # what each simulation's test (and the merge) writes
 
 
 def read_hex_words(path: Path) -> list[int]:
@@ -252,19 +262,37 @@ def check_net(net: dict, vectors: Path, results: Path) -> dict:
     return out
 
 
-def check_design(manifest: dict, vectors: Path, results: Path) -> dict:
-    """Every layer of the manifest; `ok` only when every accumulator matches."""
-    layers = [
-        check_layer(layer, Path(vectors), Path(results), manifest["latency"])
-        for layer in manifest["layers"]
-    ]
+def check_part(manifest: dict, part: str, vectors: Path, results: Path) -> dict:
+    """What one simulation checks: `layers` (every engine of the MAC array) or `net` (the
+    whole network); the report has the shape of `merge_reports`'s."""
+    if part not in PARTS:
+        raise ValueError(f"unknown simulation {part!r} (expected one of {PARTS})")
+    layers = []
+    if part == "layers":
+        layers = [
+            check_layer(layer, Path(vectors), Path(results), manifest["latency"])
+            for layer in manifest["layers"]
+        ]
+    network = check_net(manifest["net"], Path(vectors), Path(results)) if part == "net" else None
+    return _report(layers, network)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report over the simulations' reports (per-layer engines, network)."""
+    layers = [lay for r in reports for lay in r["layers"]]
+    network = next((r["net"] for r in reports if r.get("net")), None)
+    merged = _report(layers, network)
+    merged["errors"] += [e for r in reports for e in r["errors"] if e not in merged["errors"]]
+    merged["ok"] = merged["ok"] and all(r["ok"] for r in reports) and not merged["errors"]
+    return merged
+
+
+def _report(layers: list[dict], network: dict | None) -> dict:
+    """Totals over checked layers and the network; `ok` only when everything matches."""
     first = next((lay["first_mismatch"] for lay in layers if lay["first_mismatch"]), None)
     errors = [f"{lay['layer']}: {lay['error']}" for lay in layers if lay.get("error")]
-    network = None
-    if manifest.get("net"):
-        network = check_net(manifest["net"], Path(vectors), Path(results))
-        if network.get("error"):
-            errors.append(f"network: {network['error']}")
+    if network is not None and network.get("error"):
+        errors.append(f"network: {network['error']}")
     return {
         "ok": (network is None or network["ok"])
         and all(
@@ -320,8 +348,11 @@ def describe_mismatch(m: dict) -> str:
 
 def summary(report: dict) -> str:
     if report["ok"]:
-        return f"all {report['checked']} accumulations match"
-    parts = [f"{report['mismatches']} of {report['checked']} accumulations mismatch"]
+        done = [f"all {report['checked']} accumulations match"] if report["layers"] else []
+        return "; ".join(done + ([describe_net(report["net"])] if report.get("net") else []))
+    parts = []
+    if report["layers"]:
+        parts.append(f"{report['mismatches']} of {report['checked']} accumulations mismatch")
     if report.get("code_mismatches"):
         bad = [lay["layer"] for lay in report["layers"] if lay.get("code_mismatches")]
         parts.append(f"{report['code_mismatches']} requantized codes mismatch (layers {bad})")
@@ -333,3 +364,33 @@ def summary(report: dict) -> str:
     if report["first_mismatch"]:
         parts.append("first: " + describe_mismatch(report["first_mismatch"]))
     return "; ".join(parts)
+
+
+def merge_results(export_dir: Path, results: Path) -> dict:
+    """Merge the per-simulation reports under `results` (a missing one is an error)."""
+    manifest = json.loads((Path(export_dir) / "manifest.json").read_text())
+    reports = []
+    for sim in manifest["simulations"]:
+        path = Path(results) / sim["name"] / REPORT
+        if path.is_file():
+            reports.append(json.loads(path.read_text()))
+        else:
+            missing = {**_report([], None), "ok": False}
+            missing["errors"] = [f"simulation {sim['name']}: no report ({path})"]
+            reports.append(missing)
+    report = merge_reports(reports)
+    (Path(results) / REPORT).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "merge":
+        print("usage: hwflow_check.py merge EXPORT_DIR RESULTS_DIR", file=sys.stderr)
+        return 2
+    report = merge_results(Path(argv[1]), Path(argv[2]))
+    print(("PASS: " if report["ok"] else "FAIL: ") + summary(report))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -2,12 +2,18 @@
 
 Layout of the directory (`manifest.json` lists every file with its sha256):
 
-  manifest.json      modules, multipliers (+ sha256), layers, schedule, file hashes
+  manifest.json      modules, multipliers (+ sha256), layers, simulations, file hashes
   Makefile           plain `make` reruns the check with cocotb's makefiles (no hwflow)
   rtl/hwflow_top.v   the MAC array: one engine per layer (Amaranth)
+  rtl/hwflow_net.v   the whole network, image codes to class (plain stacks only)
   rtl/mul_<name>.v   each multiplier module (Amaranth generator, or netlist + wrapper)
-  tb/                harness (Verilog), feeder, cocotb test and its checker
-  vectors/           per layer: operand streams (.hex) and expected accumulators (.txt)
+  tb/                harnesses (Verilog), feeders, cocotb test and its checker
+  vectors/           per layer: operand streams (.hex) and expected accumulators (.txt);
+                     the network's images and expected tensors
+
+Two simulations check it (`simulations` in the manifest; separate simulator processes,
+so they run in parallel): `layers` streams every layer's operands through the MAC
+array's engines, `net` runs the images through hwflow_net.
 
 This module knows nothing of runs or libraries: `export.py` gathers those and calls
 `write_design`. Everything is checked before anything is written.
@@ -29,7 +35,8 @@ from hwflow.rtl import check, mac, net, vectors
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "rtl_templates"
 SIM = REPO / "sim"
-HARNESS_TOP = "hwflow_harness"
+HARNESS_TOP = "hwflow_harness"  # toplevel of the `layers` simulation (the engines)
+NET_HARNESS = "hwflow_net_harness"  # toplevel of the `net` simulation (hwflow_net)
 TEST_MODULE = "test_hwflow"
 
 
@@ -78,11 +85,13 @@ def check_plan(plan: LayerPlan) -> None:
         )
 
 
-def harness_verilog(
-    engines: list[mac.EngineSpec], passes: dict[str, int], network: dict | None = None
-) -> str:
-    """The cocotb toplevel: every engine with its feeder, and (`network`: the manifest's
-    `net` entry) the whole network with its image feeder."""
+def harness_verilog(module: str, what: str, body: str, done: str) -> str:
+    """A cocotb toplevel: clock, reset, start, the directory strings, `body`, `done`."""
+    return render("harness.v.tmpl", module=module, what=what, body=body, done=done)
+
+
+def engines_harness(engines: list[mac.EngineSpec], passes: dict[str, int]) -> str:
+    """The `layers` simulation's toplevel: every engine of the MAC array with its feeder."""
     wires, ports, feeders = [], [], []
     for e in engines:
         fields = {
@@ -105,37 +114,47 @@ def harness_verilog(
         members = ["x", "w", "valid", "clear", "last", "acc", "acc_valid"]
         for member in members + (["offset", "code"] if e.stage else []):
             ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
-    done = " & ".join([f"{e.port}__done" for e in engines] + (["net_done"] if network else []))
-    net_block = ""
-    if network:
-        net_block = render(
-            "harness_net.v.tmpl",
-            module=network["module"],
-            images=network["images"],
-            pixels=network["pixels"],
-            acc_bits=network["acc_bits"],
-            word_bits=network["word_bits"],
-            addr_bits=network["addr_bits"],
-            acc_msb=network["acc_bits"] - 1,
-            word_msb=network["word_bits"] - 1,
-            addr_msb=network["addr_bits"] - 1,
-        )
-    return render(
-        "harness.v.tmpl",
+    body = render(
+        "harness_engines.v.tmpl",
         top=mac.TOP_MODULE,
         wires="".join(wires),
         top_ports="".join(ports),
         feeders="".join(feeders),
-        net=net_block,
-        done=done,
     )
+    done = " & ".join(f"{e.port}__done" for e in engines)
+    return harness_verilog(HARNESS_TOP, "the MAC array's engines", body, done)
 
 
-def makefile(sources: list[str]) -> str:
+def net_harness(network: dict) -> str:
+    """The `net` simulation's toplevel (`network`: the manifest's `net` entry)."""
+    body = render(
+        "harness_net.v.tmpl",
+        module=network["module"],
+        images=network["images"],
+        pixels=network["pixels"],
+        acc_bits=network["acc_bits"],
+        word_bits=network["word_bits"],
+        addr_bits=network["addr_bits"],
+        acc_msb=network["acc_bits"] - 1,
+        word_msb=network["word_bits"] - 1,
+        addr_msb=network["addr_bits"] - 1,
+    )
+    return harness_verilog(NET_HARNESS, "the whole network", body, "net_done")
+
+
+def makefile(simulations: list[dict]) -> str:
+    """The exported Makefile: one cocotb run per simulation, then the merge."""
+    blocks = []
+    for sim in simulations:
+        files = " \\\n    ".join(f"$(CURDIR)/{s}" for s in sim["sources"])
+        blocks.append(
+            f"ifeq ($(PART),{sim['name']})\nVERILOG_SOURCES = \\\n    {files}\n"
+            f"COCOTB_TOPLEVEL = {sim['harness']}\nendif"
+        )
     return render(
         "export.mk.tmpl",
-        sources=" \\\n    ".join(f"$(CURDIR)/{s}" for s in sources),
-        toplevel=HARNESS_TOP,
+        parts=" ".join(sim["name"] for sim in simulations),
+        part_sources="\n".join(blocks),
         test_module=TEST_MODULE,
     )
 
@@ -152,7 +171,7 @@ def write_design(
     Returns the manifest. `meta` (run, assignment, images, ...) is recorded as is.
     `network`: the whole-network design (`hwflow.rtl.net`) and its expected tensors
     (`net.expected_tensors`), exported beside the per-layer engines and checked by the
-    same test.
+    same test in a simulation of its own.
     """
     if not plans:
         raise VerificationError("no approximate layers to export")
@@ -245,18 +264,41 @@ def write_design(
         image = np.transpose(np.asarray(expected["buffers"][0]), (0, 2, 1)).reshape(-1)
         files["vectors/net_image.hex"] = "".join(f"{int(v) & 0xFF:02x}\n" for v in image)
         files["vectors/net_expected.json"] = json.dumps(expected, separators=(",", ":"))
-    files[f"tb/{HARNESS_TOP}.v"] = harness_verilog(engines, passes, net_entry)
+    files[f"tb/{HARNESS_TOP}.v"] = engines_harness(engines, passes)
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
     files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
-    sources = [
-        *(f"rtl/{m}.v" for m in mult_files),
-        f"rtl/{mac.TOP_MODULE}.v",
-        *([f"rtl/{net.NET_MODULE}.v", "tb/hwflow_net_feeder.v"] if net_entry else []),
-        "tb/hwflow_feeder.v",
-        f"tb/{HARNESS_TOP}.v",
+    multiplier_files = [f"rtl/{m}.v" for m in mult_files]
+    simulations = [
+        {
+            "name": "layers",
+            "harness": HARNESS_TOP,
+            "sources": [
+                *multiplier_files,
+                f"rtl/{mac.TOP_MODULE}.v",
+                "tb/hwflow_feeder.v",
+                f"tb/{HARNESS_TOP}.v",
+            ],
+            "cycles": max(lay["passes"] * lay["fan_in"] + mac.LATENCY for lay in layers),
+        }
     ]
-    files["Makefile"] = makefile(sources)
+    if net_entry:
+        files[f"tb/{NET_HARNESS}.v"] = net_harness(net_entry)
+        simulations.append(
+            {
+                "name": "net",
+                "harness": NET_HARNESS,
+                "sources": [
+                    *multiplier_files,
+                    f"rtl/{net.NET_MODULE}.v",
+                    "tb/hwflow_net_feeder.v",
+                    f"tb/{NET_HARNESS}.v",
+                ],
+                "cycles": net_entry["cycles"],
+            }
+        )
+    sources = list(dict.fromkeys(s for sim in simulations for s in sim["sources"]))
+    files["Makefile"] = makefile(simulations)
 
     for rel, text in files.items():
         io.write_text(out / rel, text)
@@ -275,17 +317,13 @@ def write_design(
             },
         )
     manifest = {
-        "format": 1,
+        "format": check.FORMAT,
         **meta,
         "top": mac.TOP_MODULE,
-        "harness": HARNESS_TOP,
         "test_module": TEST_MODULE,
         "latency": mac.LATENCY,
         "lanes": lanes,
-        "cycles": max(
-            [lay["passes"] * lay["fan_in"] + mac.LATENCY for lay in layers]
-            + ([net_entry["cycles"]] if net_entry else [])
-        ),
+        "cycles": max(sim["cycles"] for sim in simulations),
         "accumulations": sum(lay["jobs"] for lay in layers),
         "macs": sum(lay["jobs"] * lay["fan_in"] for lay in layers),
         "modules": [
@@ -295,6 +333,7 @@ def write_design(
             *mult_files,
         ],
         "sources": sources,
+        "simulations": simulations,
         "multipliers": list(multipliers.values()),
         "layers": layers,
         "net": net_entry,

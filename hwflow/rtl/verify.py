@@ -1,8 +1,10 @@
 """`hwflow verify`: run an exported directory's cocotb test and read its exact comparison.
 
-The simulation runs through the shared wrapper (`hwflow.simulator.run_cocotb`) in a
-private build directory; the testbench (`tb/test_hwflow.py`, the same file plain `make`
-runs) writes `hwflow_verify.json` with per-layer counts and the first mismatch.
+Each of the export's simulations (the engines, the whole network) runs through the
+shared wrapper (`hwflow.simulator.run_cocotb`) in a private build directory, in
+parallel processes; the testbench (`tb/test_hwflow.py`, the same file plain `make` runs)
+writes each part's `hwflow_verify.json` (counts, first mismatch) and this module merges
+them (`hwflow.rtl.check.merge_reports`, as the exported Makefile's last step does).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 from hwflow import io
 from hwflow.errors import HwflowError, SimulationError, VerificationError
-
-REPORT = "hwflow_verify.json"
+from hwflow.executor import run_parallel
+from hwflow.rtl.check import FORMAT, REPORT, merge_reports
 
 
 def load_manifest(export_dir: Path) -> dict:
@@ -28,7 +30,12 @@ def load_manifest(export_dir: Path) -> dict:
         manifest = io.read_json(path)
     except HwflowError as exc:
         raise VerificationError(str(exc)) from None
-    for key in ("sources", "harness", "test_module", "layers"):
+    if manifest.get("format") != FORMAT:
+        raise VerificationError(
+            f"{path}: export format {manifest.get('format')}, this hwflow reads format "
+            f"{FORMAT}; export the design again"
+        )
+    for key in ("sources", "simulations", "test_module", "layers"):
         if key not in manifest:
             raise VerificationError(f"{path}: missing key `{key}`")
     return manifest
@@ -44,43 +51,84 @@ def modified_files(export_dir: Path, manifest: dict) -> list[str]:
     return out
 
 
-def verify(
-    export_dir: str | os.PathLike[str], build_dir: str | None = None, record: bool = True
-) -> dict:
-    """Simulate and compare every accumulator. Returns the report (`ok`, `checked`,
-    `mismatches`, `layers`, `first_mismatch`, code checks, timing), also written to
-    `DIR/verify.json` when `record`; raises VerificationError only when the check could
-    not run at all."""
+def _simulate(job: tuple[Path, dict, Path, Path]) -> dict:
+    """One simulation of an export in its own build directory (a worker process: the
+    cocotb runner sets process-wide environment variables)."""
     from hwflow.simulator import run_cocotb
 
+    export_dir, sim, test_module, build = job
+    started = time.perf_counter()
+    failure = None
+    try:
+        run_cocotb(
+            [export_dir / s for s in sim["sources"]],
+            top=sim["harness"],
+            test_module=test_module,
+            build_dir=build,
+            extra_env={"HWFLOW_RESULTS_DIR": str(build)},
+        )
+    except SimulationError as exc:
+        failure = str(exc)
+    path = build / REPORT
+    return {
+        "name": sim["name"],
+        "harness": sim["harness"],
+        "report": io.read_json(path) if path.is_file() else None,
+        "failure": failure,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def verify(
+    export_dir: str | os.PathLike[str],
+    build_dir: str | None = None,
+    record: bool = True,
+    jobs: int | None = None,
+) -> dict:
+    """Simulate and compare every accumulator. Returns the report (`ok`, `checked`,
+    `mismatches`, `layers`, `first_mismatch`, `net`, code checks, timing, one entry per
+    simulation), also written to `DIR/verify.json` when `record`; raises
+    VerificationError only when the check could not run at all. The simulations run in
+    `jobs` processes (default: one each, up to the CPU count)."""
     export_dir = Path(export_dir).resolve()
     manifest = load_manifest(export_dir)
     test_module = export_dir / "tb" / f"{manifest['test_module']}.py"
+    sims = manifest["simulations"]
+    if jobs is None:
+        jobs = min(len(sims), os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="hwflow-verify-", dir=build_dir) as tmp:
         started = time.perf_counter()
-        failure = None
-        try:
-            run_cocotb(
-                [export_dir / s for s in manifest["sources"]],
-                top=manifest["harness"],
-                test_module=test_module,
-                build_dir=tmp,
-                extra_env={"HWFLOW_RESULTS_DIR": tmp},
-            )
-        except SimulationError as exc:
-            failure = str(exc)
+        work = [(export_dir, sim, test_module, Path(tmp) / sim["name"]) for sim in sims]
+        runs = list(run_parallel(_simulate, work, jobs))
         seconds = time.perf_counter() - started
-        report_path = Path(tmp) / REPORT
-        if not report_path.is_file():
-            raise VerificationError(f"{export_dir}: the check did not run: {failure}")
-        report = io.read_json(report_path)
+    missing = [r for r in runs if r["report"] is None]
+    if missing:
+        raise VerificationError(
+            f"{export_dir}: the check did not run: "
+            + "; ".join(f"simulation {r['name']}: {r['failure']}" for r in missing)
+        )
+    report = merge_reports([r["report"] for r in runs])
+    report["simulations"] = [
+        {
+            "name": r["name"],
+            "harness": r["harness"],
+            "ok": r["report"]["ok"],
+            "cycles": r["report"]["cycles"],
+            "sim_seconds": r["report"]["sim_seconds"],
+            "seconds": r["seconds"],
+        }
+        for r in runs
+    ]
+    report["sim_seconds"] = max(r["report"]["sim_seconds"] for r in runs)
     report["seconds"] = seconds
+    report["jobs"] = jobs
     report["accumulations_per_second"] = report["checked"] / seconds if seconds else 0.0
     report["macs"] = manifest.get("macs")
     report["modified_files"] = modified_files(export_dir, manifest)
-    if failure and report["ok"]:  # the test failed for a reason the checker did not see
-        report["ok"] = False
-        report["errors"] = [*report.get("errors", []), failure]
+    for r in runs:  # a test that failed for a reason the checker did not see
+        if r["failure"] and r["report"]["ok"]:
+            report["ok"] = False
+            report["errors"].append(f"simulation {r['name']}: {r['failure']}")
     if record:
         io.write_json(export_dir / "verify.json", report)
     return report
@@ -120,6 +168,14 @@ def format_report(report: dict) -> list[str]:
         from hwflow.rtl.check import describe_net
 
         lines.append(describe_net(report["net"]) + ("" if report["net"]["ok"] else "  MISMATCH"))
+    if report.get("simulations"):
+        lines.append(
+            f"simulations ({report['jobs']} at a time): "
+            + ", ".join(
+                f"{s['name']} {s['cycles']:,} cycles in {s['seconds']:.1f} s"
+                for s in report["simulations"]
+            )
+        )
     for err in report.get("errors", []):
         lines.append(f"error: {err}")
     if report.get("first_mismatch"):

@@ -154,16 +154,20 @@ def _retrained_checkpoint(cfg: FlowConfig) -> Path | None:
 
 
 def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
+    from hwflow.rtl.check import summary
     from hwflow.rtl.verify import verify
 
-    report = verify(cfg.export_dir)
+    report = verify(cfg.export_dir, jobs=cfg.jobs)
     write_json(cfg.out / "verify.json", report)
     if not report["ok"]:
-        raise VerificationError(
-            f"{cfg.export_dir}: {report['mismatches']:,} of {report['checked']:,} "
-            "accumulations differ from the emulation (see verify.json)"
-        )
-    return {"checked": report["checked"], "mismatches": report["mismatches"]}
+        raise VerificationError(f"{cfg.export_dir}: {summary(report)} (see verify.json)")
+    net = report.get("net") or {}
+    return {
+        "checked": report["checked"],
+        "mismatches": report["mismatches"],
+        "net_checked": net.get("checked", 0),
+        "net_mismatches": net.get("mismatches", 0),
+    }
 
 
 def step_report(cfg: FlowConfig, log: Log) -> dict[str, Any]:

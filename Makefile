@@ -11,9 +11,12 @@ DEMO_OUT ?= runs/demo
 setup: $(STAMP)
 
 # System packages only when missing (idempotent; we are root on these machines).
+# verilator: `hwflow verify` lints the exported Verilog with it (tests expect it).
 .sys-deps:
-	@if ! command -v iverilog >/dev/null 2>&1 || ! ldconfig -p | grep -q libpython3.11; then \
-	  apt-get update && apt-get install -y --no-install-recommends iverilog libpython3.11; \
+	@if ! command -v iverilog >/dev/null 2>&1 || ! command -v verilator >/dev/null 2>&1 \
+	    || ! ldconfig -p | grep -q libpython3.11; then \
+	  apt-get update \
+	    && apt-get install -y --no-install-recommends iverilog libpython3.11 verilator; \
 	fi
 	@touch $@
 

@@ -18,6 +18,7 @@ from hwflow import io
 from hwflow.errors import HwflowError, SimulationError, VerificationError
 from hwflow.executor import run_parallel
 from hwflow.rtl.check import FORMAT, REPORT, merge_reports
+from hwflow.rtl.lint import describe_lint, lint_export
 
 
 def load_manifest(export_dir: Path) -> dict:
@@ -125,6 +126,7 @@ def verify(
     report["accumulations_per_second"] = report["checked"] / seconds if seconds else 0.0
     report["macs"] = manifest.get("macs")
     report["modified_files"] = modified_files(export_dir, manifest)
+    report["lint"] = lint_export(export_dir)  # informational: `ok` stays the bit-exact check
     for r in runs:  # a test that failed for a reason the checker did not see
         if r["failure"] and r["report"]["ok"]:
             report["ok"] = False
@@ -176,6 +178,7 @@ def format_report(report: dict) -> list[str]:
                 for s in report["simulations"]
             )
         )
+    lines += describe_lint(report.get("lint"))
     for err in report.get("errors", []):
         lines.append(f"error: {err}")
     if report.get("first_mismatch"):

@@ -1,0 +1,186 @@
+"""Verilator lint of exported Verilog: clean on real exports, real problems reported with
+their code and file:line, user netlists' findings kept apart, absence never a pass.
+(`make setup` installs verilator, so these run rather than skip.)"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_rtl_sim import _plans
+
+from hwflow.rtl.design import write_design
+from hwflow.rtl.lint import WAIVED, describe_lint, lint_export, parse_messages
+from hwflow.rtl.verify import format_report, verify
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """The synthetic export of tests/test_rtl_sim.py: two generated multipliers and the
+    user netlist fixtures/netlists/evo_style_u.v (as `mul_evo_u`)."""
+    assert shutil.which("verilator"), "verilator not on PATH: `make setup` installs it"
+    out = tmp_path_factory.mktemp("lint") / "design"
+    out.mkdir()
+    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta={"images": 0})
+    return out
+
+
+def _insert(path: Path, before: str, new: list[str], occurrence: int = 0) -> int:
+    """Insert `new` lines before the `occurrence`-th line equal to `before`; returns the
+    1-based line number of the first inserted line."""
+    lines = path.read_text().split("\n")
+    at = [i for i, ln in enumerate(lines) if ln == before][occurrence]
+    lines[at:at] = new
+    path.write_text("\n".join(lines))
+    return at + 1
+
+
+def _codes(found: list[dict]) -> set[tuple[str, str, int]]:
+    return {(m["code"], m["file"], m["line"]) for m in found}
+
+
+def test_export_lints_clean(exported):
+    report = lint_export(exported)
+    assert report["tool"].startswith("Verilator ") and report["waived"] == list(WAIVED)
+    assert report["ok"] is True
+    top = report["tops"]["hwflow_top"]
+    assert list(report["tops"]) == ["hwflow_top"]  # no network in this export
+    assert (top["warnings"], top["errors"], top["user"]) == ([], [], [])
+    assert "rtl/mul_evo_u.v" in top["files"] and top["files"][-1] == "rtl/hwflow_top.v"
+    assert describe_lint(report) == [
+        f"lint ({report['tool']}, -Wall less WIDTH, UNUSEDSIGNAL, DECLFILENAME): "
+        "hwflow_top 0 warnings"
+    ]
+
+
+def test_lint_reports_implicit_net_and_latch_with_location(exported, tmp_path):
+    mutant = tmp_path / "mutant"
+    shutil.copytree(exported, mutant)
+    top = mutant / "rtl" / "hwflow_top.v"
+    # before hwflow_top's own `endmodule` (the file's first): an undeclared net and a latch
+    line = _insert(
+        top,
+        "endmodule",
+        ["  assign lint_probe = clk;", "  reg lint_latch;", "  always @*",
+         "    if (rst) lint_latch = clk;"],
+    )  # fmt: skip
+    report = lint_export(mutant)
+    assert report["ok"] is False
+    found = report["tops"]["hwflow_top"]["warnings"]
+    assert _codes(found) == {
+        ("IMPLICIT", "rtl/hwflow_top.v", line),
+        ("LATCH", "rtl/hwflow_top.v", line + 2),
+    }
+    assert "lint_probe" in next(m["message"] for m in found if m["code"] == "IMPLICIT")
+    lines = describe_lint(report)
+    assert lines[0].endswith("hwflow_top 2 warnings  LINT")
+    assert any(
+        ln.strip().startswith(f"%Warning-LATCH: rtl/hwflow_top.v:{line + 2}:") for ln in lines
+    )
+
+
+def test_user_netlist_findings_are_reported_apart(exported, tmp_path):
+    """A warning inside the user's netlist is the user's (ok stays True); the same
+    problem in hwflow's wrapper appended to that file is hwflow's."""
+    mutant = tmp_path / "mutant"
+    shutil.copytree(exported, mutant)
+    mul = mutant / "rtl" / "mul_evo_u.v"
+    user_line = _insert(mul, "endmodule", ["  assign user_probe = A[0];"])  # mul8u_evo_hw
+    report = lint_export(mutant)
+    res = report["tops"]["hwflow_top"]
+    assert report["ok"] is True and res["warnings"] == []
+    assert _codes(res["user"]) == {("IMPLICIT", "rtl/mul_evo_u.v", user_line)}
+    assert describe_lint(report)[0].endswith("hwflow_top 0 warnings (+1 in user netlists)")
+
+    wrapper_end = mul.read_text().split("\n").count("endmodule") - 1  # the wrapper's
+    wrapper_line = _insert(mul, "endmodule", ["  assign ours_probe = a[0];"], wrapper_end)
+    report = lint_export(mutant)
+    res = report["tops"]["hwflow_top"]
+    assert report["ok"] is False
+    assert _codes(res["warnings"]) == {("IMPLICIT", "rtl/mul_evo_u.v", wrapper_line)}
+    assert _codes(res["user"]) == {("IMPLICIT", "rtl/mul_evo_u.v", user_line)}
+
+
+def test_verify_reports_lint_but_keeps_ok_for_bit_exactness(exported, tmp_path):
+    mutant = tmp_path / "mutant"
+    shutil.copytree(exported, mutant)
+    _insert(mutant / "rtl" / "hwflow_top.v", "endmodule", ["  assign lint_probe = clk;"])
+    report = verify(mutant, record=False)
+    assert report["ok"] and report["mismatches"] == 0  # same arithmetic: still bit-exact
+    assert report["lint"]["ok"] is False
+    lines = format_report(report)
+    assert any(ln.startswith("lint (Verilator") and "1 warnings  LINT" in ln for ln in lines)
+    assert any("%Warning-IMPLICIT: rtl/hwflow_top.v:" in ln for ln in lines)
+
+
+def test_missing_verilator_is_not_a_pass(exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no verilator
+    report = lint_export(exported)
+    assert report["tool"] is None and report["ok"] is None and report["tops"] == {}
+    assert "not found" in report["reason"]
+    assert describe_lint(report) == ["lint: verilator not found, not run"]
+
+
+def test_parse_messages_reads_warnings_and_errors():
+    text = "\n".join(
+        [
+            "%Warning-LATCH: rtl/a.v:12:3: Latch inferred for signal 'x'",
+            "                                      : ... Suggest use of always_latch",
+            "   12 |   always @*",
+            "%Error: rtl/b.v:4:1: syntax error, unexpected endmodule",
+            "%Error-NEEDTIMINGOPT: rtl/c.v:7:5: Use --timing or --no-timing",
+            "%Error: Cannot find file containing module: 'mul_gone'",
+            "%Error: Exiting due to 3 error(s)",
+        ]
+    )
+    found = parse_messages(text)
+    assert [(m["kind"], m["code"], m["file"], m["line"], m["col"]) for m in found] == [
+        ("warning", "LATCH", "rtl/a.v", 12, 3),
+        ("error", None, "rtl/b.v", 4, 1),
+        ("error", "NEEDTIMINGOPT", "rtl/c.v", 7, 5),
+        ("error", None, None, None, None),
+    ]
+    assert found[3]["message"] == "Cannot find file containing module: 'mul_gone'"
+
+
+def test_lint_error_fails(exported, tmp_path):
+    """A top whose multiplier file is gone: Verilator's error is reported, ok is False."""
+    mutant = tmp_path / "mutant"
+    shutil.copytree(exported, mutant)
+    (mutant / "rtl" / "mul_evo_u.v").unlink()
+    report = lint_export(mutant)
+    assert report["ok"] is False and report["tops"]["hwflow_top"]["errors"]
+
+
+@pytest.mark.slow
+def test_exported_network_lints_clean(tmp_path):
+    """A real export of a (barely) trained digits run, with the whole-network design:
+    both generated tops lint clean (~25 s: training, export, two lints)."""
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+    from test_rtl_export import _assignment, _library
+
+    from hwflow.cli import cli
+    from hwflow.nn.train import TrainConfig, train
+
+    cfg = TrainConfig()
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, max_samples=200, augment=False),
+        float=replace(cfg.float, epochs=1, max_steps=3),
+        qat=replace(cfg.qat, epochs=1, max_steps=2, calibration_batches=2),
+        agn=replace(cfg.agn, epochs=1, max_steps=2),
+    )
+    train(cfg, tmp_path / "run", quiet=True)
+    lib = _library(tmp_path / "lib")
+    assignment = _assignment(tmp_path, lib, {})  # every layer on the exact multiplier
+    args = ["export", str(tmp_path / "run"), "--assignment", str(assignment)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "design"), "--images", "1"])
+    assert result.exit_code == 0 and "whole network in RTL" in result.output, result.output
+    report = lint_export(tmp_path / "design")
+    assert list(report["tops"]) == ["hwflow_top", "hwflow_net"]
+    assert report["ok"] is True, describe_lint(report)
+    assert describe_lint(report)[0].endswith("hwflow_top 0 warnings, hwflow_net 0 warnings")

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwflow.cli import cli
+from hwflow.errors import HwflowError
 from hwflow.multipliers.generators import MultiplierSpec, reference_table
 from hwflow.rtl import export, vectors
 from hwflow.rtl.design import LayerPlan, write_design
@@ -209,6 +210,9 @@ def test_yosys_synthesizes_top_with_each_engines_multiplier(exported):
     # whole gate-level circuits (the netlist's submodules flattened into its wrapper)
     assert min(cells.values()) > 100
     assert stats["top_cells"] > sum(cells.values())
+    # this export has no whole-network design: asking for it names what there is
+    with pytest.raises(HwflowError, match="no top 'hwflow_net'.*has hwflow_top"):
+        synth_top(exported, top="hwflow_net")
 
 
 @pytest.mark.slow

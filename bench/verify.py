@@ -5,7 +5,7 @@ same operands, recomputes every accumulator with the emulation's table kernel
 (`hwflow.nn.kernels.table_matmul`) and compares it with the recorded expectation.
 Prints accumulations and MACs per second for both and their ratio.
 
-    .venv/bin/python bench/verify.py EXPORT_DIR
+    .venv/bin/python -m bench.verify EXPORT_DIR
     (EXPORT_DIR from `hwflow export RUN --assignment A --out EXPORT_DIR --images 16`)
 """
 

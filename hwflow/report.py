@@ -373,10 +373,24 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
     if verify is not None:
         s = Section("Hardware verification (RTL vs PyTorch emulation)")
         verdict = "bit-exact" if verify["ok"] else "MISMATCHES"
+        sims = verify.get("simulations", [])
         s.text.append(
-            f"**{verdict}**: {verify['checked']:,} accumulations checked, "
-            f"{verify['mismatches']:,} mismatches, {verify['seconds']:.1f} s."
+            f"**{verdict}**: {verify['checked']:,} accumulations of the per-layer MAC array "
+            f"checked, {verify['mismatches']:,} mismatches; "
+            f"{verify.get('accumulations_checked', verify['checked']):,} accumulations in all; "
+            f"{verify['seconds']:.1f} s"
+            + (f" ({len(sims)} simulations in parallel)." if len(sims) > 1 else ".")
         )
+        lint = verify.get("lint") or {}
+        if lint.get("tool"):
+            counts = ", ".join(
+                f"`{top}` {len(res['warnings']) + len(res['errors'])}"
+                for top, res in lint["tops"].items()
+            )
+            s.text.append(
+                f"Lint ({lint['tool']}, `-Wall` less {', '.join(lint['waived'])}): "
+                f"findings per top: {counts}."
+            )
         net = verify.get("net")
         if net:
             s.text.append(

@@ -23,6 +23,10 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path: Path) -> None:
     ]  # fmt: skip
     verify = json.loads((out / "verify.json").read_text())
     assert verify["ok"] and verify["mismatches"] == 0 and verify["checked"] > 1000
+    # the MAC array and the whole network, each its own simulation; both designs' sums
+    assert [s["name"] for s in verify["simulations"]] == ["layers", "net"]
+    assert verify["net"]["ok"] and verify["net"]["accumulations"] == verify["checked"]
+    assert verify["accumulations_checked"] == 2 * verify["checked"]
     html = (out / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # pareto, sigmas, energy, scatter, sweep
     md = (out / "report" / "report.md").read_text()
@@ -35,6 +39,7 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path: Path) -> None:
         "Hardware verification",
     ):
         assert f"## {heading}" in md
+    assert f"{verify['accumulations_checked']:,} accumulations in all" in md
     # A rerun resumes: every step with outputs is skipped, nothing is recomputed.
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output

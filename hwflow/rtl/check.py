@@ -318,8 +318,9 @@ def _report(layers: list[dict], network: dict | None) -> dict:
 def describe_net(net: dict) -> str:
     """One line on the whole-network check."""
     text = (
-        f"network: {net['images']} images, {net['checked']} integers in "
-        f"{len(net['tensors'])} tensors, {net['mismatches']} mismatches, "
+        f"network: {net['images']} images, {net['checked']:,} integers in "
+        f"{len(net['tensors'])} tensors ({net.get('accumulations', 0):,} sums), "
+        f"{net['mismatches']} mismatches, "
         f"{net['class_mismatches']} class mismatches"
     )
     m = net.get("first_mismatch")

@@ -98,6 +98,9 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 3000
+    # both generated tops lint clean (Verilator, -Wall less the waived categories)
+    assert list(report["lint"]["tops"]) == ["hwflow_top", "hwflow_net"]
+    assert report["lint"]["ok"] is True, report["lint"]
     # the engines and the network: two simulations, each with its own harness
     assert [(s["name"], s["harness"], s["ok"]) for s in report["simulations"]] == [
         ("layers", "hwflow_harness", True), ("net", "hwflow_net_harness", True),

@@ -1,6 +1,7 @@
 """Verilator lint of exported Verilog: clean on real exports, real problems reported with
 their code and file:line, user netlists' findings kept apart, absence never a pass.
-(`make setup` installs verilator, so these run rather than skip.)"""
+(`make setup` installs verilator, so these run rather than skip. The whole network's
+lint is asserted in test_rtl_export.py, where a trained run exports one.)"""
 
 from __future__ import annotations
 
@@ -152,35 +153,3 @@ def test_lint_error_fails(exported, tmp_path):
     (mutant / "rtl" / "mul_evo_u.v").unlink()
     report = lint_export(mutant)
     assert report["ok"] is False and report["tops"]["hwflow_top"]["errors"]
-
-
-@pytest.mark.slow
-def test_exported_network_lints_clean(tmp_path):
-    """A real export of a (barely) trained digits run, with the whole-network design:
-    both generated tops lint clean (~25 s: training, export, two lints)."""
-    from dataclasses import replace
-
-    from click.testing import CliRunner
-    from test_rtl_export import _assignment, _library
-
-    from hwflow.cli import cli
-    from hwflow.nn.train import TrainConfig, train
-
-    cfg = TrainConfig()
-    cfg = replace(
-        cfg,
-        data=replace(cfg.data, max_samples=200, augment=False),
-        float=replace(cfg.float, epochs=1, max_steps=3),
-        qat=replace(cfg.qat, epochs=1, max_steps=2, calibration_batches=2),
-        agn=replace(cfg.agn, epochs=1, max_steps=2),
-    )
-    train(cfg, tmp_path / "run", quiet=True)
-    lib = _library(tmp_path / "lib")
-    assignment = _assignment(tmp_path, lib, {})  # every layer on the exact multiplier
-    args = ["export", str(tmp_path / "run"), "--assignment", str(assignment)]
-    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "design"), "--images", "1"])
-    assert result.exit_code == 0 and "whole network in RTL" in result.output, result.output
-    report = lint_export(tmp_path / "design")
-    assert list(report["tops"]) == ["hwflow_top", "hwflow_net"]
-    assert report["ok"] is True, describe_lint(report)
-    assert describe_lint(report)[0].endswith("hwflow_top 0 warnings, hwflow_net 0 warnings")

@@ -79,6 +79,24 @@ class _ApproxMixin:
     bias: nn.Parameter | None
     groups: int
 
+    def __init__(
+        self,
+        *args,
+        operands: str = "auto",
+        per_channel: bool = False,
+        observer: str = "ema",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # the torch layer's own arguments
+        self._check_supported()
+        self._init_approx(operands, per_channel, observer)
+
+    def _check_supported(self) -> None:
+        """Refuse torch-layer settings the integer emulation does not model."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._approx_forward(x)
+
     def _init_approx(self, operands: str, per_channel: bool, observer: str) -> None:
         if operands not in OPERANDS:
             raise ValueError(f"operands: expected one of {OPERANDS}, got {operands!r}")
@@ -252,23 +270,11 @@ class _ApproxMixin:
 class ApproxConv2d(_ApproxMixin, nn.Conv2d):
     """nn.Conv2d with float / quant / agn / approx modes (see the module docstring)."""
 
-    def __init__(
-        self,
-        *args,
-        operands: str = "auto",
-        per_channel: bool = False,
-        observer: str = "ema",
-        **kwargs,
-    ) -> None:
-        super().__init__(*args, **kwargs)
+    def _check_supported(self) -> None:
         if self.padding_mode != "zeros":
             raise ValueError("ApproxConv2d supports padding_mode='zeros' only")
         if isinstance(self.padding, str):
             raise ValueError("ApproxConv2d needs explicit integer padding, not 'same'/'valid'")
-        self._init_approx(operands, per_channel, observer)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._approx_forward(x)
 
     def _float_op(self, x: Tensor, w: Tensor) -> Tensor:
         return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
@@ -313,20 +319,6 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
     """nn.Linear with float / quant / agn / approx modes (see the module docstring)."""
 
     groups = 1
-
-    def __init__(
-        self,
-        *args,
-        operands: str = "auto",
-        per_channel: bool = False,
-        observer: str = "ema",
-        **kwargs,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_approx(operands, per_channel, observer)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._approx_forward(x)
 
     def _bias_view(self, y: Tensor) -> Tensor:
         assert self.bias is not None

@@ -47,8 +47,20 @@ class MultiplierRTL:
     source: dict | None = None  # library provenance (generator params or netlist + sha256)
 
 
+class _OffsetStage:
+    """An output stage whose per-lane offsets span [offset_min, offset_max] (fields of the
+    dataclasses below)."""
+
+    offset_min: int
+    offset_max: int
+
+    @property
+    def offset_width(self) -> int:
+        return signed_width(self.offset_min, self.offset_max)
+
+
 @dataclass(frozen=True)
-class Requant:
+class Requant(_OffsetStage):
     """Integer-only output stage of an engine (hwflow.rtl.intinfer's arithmetic).
 
     Per lane: t = sum + offset (offset = integer bias - z * sum_k w of the lane's output
@@ -64,13 +76,9 @@ class Requant:
     offset_min: int
     offset_max: int
 
-    @property
-    def offset_width(self) -> int:
-        return signed_width(self.offset_min, self.offset_max)
-
 
 @dataclass(frozen=True)
-class Argmax:
+class Argmax(_OffsetStage):
     """Classifier output stage of the last layer: one pass = one row (image), lane n =
     class n; t_n = sum_n + offset_n and the class is the first n with the largest t_n
     (torch.argmax's rule), on lane 0 of `code` when `acc_valid` pulses."""
@@ -78,10 +86,6 @@ class Argmax:
     classes: int
     offset_min: int
     offset_max: int
-
-    @property
-    def offset_width(self) -> int:
-        return signed_width(self.offset_min, self.offset_max)
 
 
 @dataclass(frozen=True)

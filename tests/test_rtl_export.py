@@ -124,10 +124,12 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     codes = path.read_text().split()
     codes[5] = str((int(codes[5]) + 1) % 256)
     path.write_text("\n".join(codes) + "\n")
-    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
+    # (--jobs 1: the two simulations one after the other, in this process)
+    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json", "--jobs", "1"])
     assert result.exit_code == 2 and f"(layers: {names[2]})" in result.output, result.output
     bad = json.loads(result.output[: result.output.rindex("}") + 1])
     assert (bad["mismatches"], bad["code_mismatches"]) == (0, 1)
+    assert bad["jobs"] == 1 and [s["ok"] for s in bad["simulations"]] == [False, True]
     assert bad["layers"][2]["first_code_mismatch"]["job"] == 5
 
     # a library table that disagrees with its circuit at one operand pair the layer really

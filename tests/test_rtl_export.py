@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_rtl_sim import elaborates_as_verilog_2005
 
 from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
@@ -98,6 +99,9 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 3000
+    assert elaborates_as_verilog_2005(out, root) == [
+        "hwflow_top", "hwflow_net", "hwflow_harness", "hwflow_net_harness",
+    ]  # fmt: skip
     # both generated tops lint clean (Verilator, -Wall less the waived categories)
     assert list(report["lint"]["tops"]) == ["hwflow_top", "hwflow_net"]
     assert report["lint"]["ok"] is True, report["lint"]

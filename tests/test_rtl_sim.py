@@ -184,17 +184,28 @@ def test_verify_rejects_a_directory_that_is_not_an_export(tmp_path):
     assert "manifest.json: not found" in result.output
 
 
-def test_rtl_elaborates_as_verilog_2005(exported, tmp_path):
-    manifest = json.loads((exported / "manifest.json").read_text())
-    rtl = [str(exported / s) for s in manifest["sources"] if s.startswith("rtl/")]
-    tb = [str(exported / s) for s in manifest["sources"] if s.startswith("tb/")]
-    for files, top in ((rtl, "hwflow_top"), (rtl + tb, "hwflow_harness")):
+def elaborates_as_verilog_2005(export_dir: Path, tmp_path: Path) -> list[str]:
+    """Every design top alone, and every simulation's harness with its sources, through
+    `iverilog -g2005 -Wall`; returns the tops checked."""
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    rtl = [s for s in manifest["sources"] if s.startswith("rtl/")]
+    tops = [(manifest["top"], rtl)]
+    if manifest["net"]:
+        tops.append((manifest["net"]["module"], rtl))
+    tops += [(sim["harness"], sim["sources"]) for sim in manifest["simulations"]]
+    for top, files in tops:
         proc = subprocess.run(
             ["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.vvp"), *files],
+            cwd=export_dir,
             capture_output=True,
             text=True,
         )
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 0, f"{top}: {proc.stderr}"
+    return [top for top, _ in tops]
+
+
+def test_rtl_elaborates_as_verilog_2005(exported, tmp_path):
+    assert elaborates_as_verilog_2005(exported, tmp_path) == ["hwflow_top", "hwflow_harness"]
 
 
 def test_yosys_synthesizes_top_with_each_engines_multiplier(exported):

@@ -486,8 +486,14 @@ def sweep(
 @click.option("--retrained", default=None, help="Retrain checkpoint whose weights to deploy.")
 @click.option("--network/--no-network", default=True, show_default=True,
               help="Also the whole network in RTL (hwflow_net), image codes to class.")  # fmt: skip
+@click.option("--rows", type=click.IntRange(min=1), default=None,
+              help="At most N operand rows per layer for the per-layer engines (a seeded "
+              "random sample, every output channel of each): networks too large to "
+              "simulate whole. [default: every row]")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
-def export_cmd(run, assignment, out, lanes, images, library, retrained, network, as_json) -> None:
+def export_cmd(
+    run, assignment, out, lanes, images, library, retrained, network, rows, as_json
+) -> None:
     """Write the MAC array, its cocotb tests and the recorded layer vectors to OUT."""
     from hwflow.rtl.export import export_run
 
@@ -500,6 +506,7 @@ def export_cmd(run, assignment, out, lanes, images, library, retrained, network,
         library=library,
         checkpoint=retrained,
         network=network,
+        rows=rows,
     )
     summary = {
         "out": out,
@@ -513,9 +520,10 @@ def export_cmd(run, assignment, out, lanes, images, library, retrained, network,
         echo_json(summary)
         return
     for lay in manifest["layers"]:
+        sampled = f" ({len(lay['row_ids'])} sampled rows)" if lay.get("row_ids") else ""
         click.echo(
             f"{lay['layer']:<24} {lay['multiplier']:<20} {lay['jobs']:>8,} accumulations "
-            f"x K={lay['fan_in']}, {lay['acc_width']}-bit accumulators"
+            f"x K={lay['fan_in']}, {lay['acc_width']}-bit accumulators{sampled}"
         )
     acc = manifest["accuracy"]
     if acc["integer_only"] is not None:

@@ -277,9 +277,13 @@ def test_export_without_the_network(run_and_library, tmp_path):
     out = tmp_path / "design"
     assignment = _assignment(tmp_path, lib, {})
     args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--images", "1", "--no-network"])
+    result = CliRunner().invoke(cli, [*args, "--images", "1", "--no-network", "--rows", "7"])
     assert result.exit_code == 0 and "whole network" not in result.output, result.output
+    assert result.output.count("(7 sampled rows)") == 3, result.output
     manifest = json.loads((out / "manifest.json").read_text())
+    # 64, 64 and 16 rows sampled down to 7 (every channel of each); the classifier's one fits
+    assert [len(lay["row_ids"] or []) for lay in manifest["layers"]] == [7, 7, 7, 0]
+    assert [lay["jobs"] for lay in manifest["layers"]] == [7 * 16, 7 * 32, 7 * 32, 10]
     assert manifest["net"] is None and not (out / "rtl" / "hwflow_net.v").exists()
     assert "hwflow_net" not in (out / "tb" / "hwflow_harness.v").read_text()
     assert [sim["name"] for sim in manifest["simulations"]] == ["layers"]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwflow.cli import cli
-from hwflow.errors import HwflowError
+from hwflow.errors import HwflowError, VerificationError
 from hwflow.multipliers.generators import MultiplierSpec, reference_table
 from hwflow.rtl import export, vectors
 from hwflow.rtl.design import LayerPlan, write_design
@@ -251,3 +251,26 @@ def test_verify_rejects_an_export_of_another_format(exported, tmp_path):
     result = CliRunner().invoke(cli, ["verify", str(old)])
     assert result.exit_code == 2
     assert "export format 1" in result.output and "export the design again" in result.output
+
+
+def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path):
+    """`rows`: at most N operand rows per layer, every channel of each; expectations are
+    the kept rows' sums and a mismatch names the row of the original trace."""
+    out = tmp_path / "design"
+    out.mkdir()
+    plans = _plans(np.random.default_rng(0))
+    manifest = write_design(out, plans, lanes=4, meta={"images": 0}, rows=5)
+    ids = [lay["row_ids"] for lay in manifest["layers"]]
+    assert len(ids[0]) == len(ids[1]) == 5 and ids[2] is None  # 24 and 10 rows; 4 fit
+    assert ids[0] == sorted(set(ids[0])) and max(ids[0]) < 24
+    assert [lay["jobs"] for lay in manifest["layers"]] == [5 * 6, 2 * 5 * 3, 4 * 4]
+    expected = out / "vectors" / "features_0_expected.txt"
+    sums = np.loadtxt(expected, dtype=np.int64)
+    assert np.array_equal(sums.reshape(5, 6), plans[0].acc[0, ids[0]])
+    sums[2 * 6] += 1  # kept row 2, channel 0
+    expected.write_text("\n".join(map(str, sums)) + "\n")
+    report = verify(out)
+    assert not report["ok"] and report["mismatches"] == 1
+    assert report["first_mismatch"]["index"] == [0, ids[0][2], 0]
+    with pytest.raises(VerificationError, match="--rows must be >= 1"):
+        write_design(tmp_path / "other", plans, lanes=4, meta={}, rows=0)

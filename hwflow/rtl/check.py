@@ -96,13 +96,14 @@ def check_layer(layer: dict, vectors: Path, results: Path, latency: int) -> dict
             mismatches += 1
             if first is None:
                 g_, m_, n_ = layer["shape"]
+                rows = layer.get("row_ids") or range(m_)  # the trace's rows when sampled
                 first = {
                     "layer": layer["layer"],
                     "lane": lane,
                     "pass": q,
                     "cycle": (q + 1) * k - 1 + latency,
                     "job": job,
-                    "index": [job // (m_ * n_), (job // n_) % m_, job % n_],
+                    "index": [job // (m_ * n_), rows[(job // n_) % m_], job % n_],
                     "expected": want,
                     "actual": got,
                     **job_operands(layer, vectors, job),

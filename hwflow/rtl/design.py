@@ -55,6 +55,17 @@ class LayerPlan:
     requant: mac.Requant | None = None
     offsets: np.ndarray | None = None
     argmax: mac.Argmax | None = None  # the classifier's stage (offsets as for requant)
+    row_ids: np.ndarray | None = None  # kept rows of the trace's M when sampled (`rows`)
+
+
+def keep_rows(plan: LayerPlan, rows: int | None, seed: int = 0) -> LayerPlan:
+    """The plan with at most `rows` of its M operand rows (`vectors.sample_rows`), the
+    original row of each kept one in `row_ids`; unchanged when `rows` is None or M fits."""
+    m = plan.x_int.shape[1]
+    if rows is None or m <= rows:
+        return plan
+    ids = vectors.sample_rows(m, rows, seed)
+    return replace(plan, x_int=plan.x_int[:, ids], acc=plan.acc[:, ids], row_ids=ids)
 
 
 def render(template: str, **values: object) -> str:
@@ -165,20 +176,27 @@ def write_design(
     lanes: int,
     meta: dict,
     network: tuple[net.NetSpec, dict] | None = None,
+    rows: int | None = None,
 ) -> dict:
     """Write the design directory into `out` (an existing, empty directory).
 
     Returns the manifest. `meta` (run, assignment, images, ...) is recorded as is.
     `network`: the whole-network design (`hwflow.rtl.net`) and its expected tensors
     (`net.expected_tensors`), exported beside the per-layer engines and checked by the
-    same test in a simulation of its own.
+    same test in a simulation of its own. `rows`: the per-layer engines check at most
+    this many operand rows per layer (a seeded uniform sample; every accumulator of a
+    kept row), for networks too large to simulate whole; the network design still runs
+    every image.
     """
     if not plans:
         raise VerificationError("no approximate layers to export")
     if lanes < 1:
         raise VerificationError(f"--lanes must be >= 1, got {lanes}")
+    if rows is not None and rows < 1:
+        raise VerificationError(f"--rows must be >= 1, got {rows}")
     for plan in plans:
         check_plan(plan)
+    plans = [keep_rows(p, rows) for p in plans]
     # the classifier stage needs one row (all classes) per pass
     plans = [
         replace(p, argmax=None)
@@ -250,6 +268,8 @@ def write_design(
                 if plan.argmax is None
                 else {"classes": plan.argmax.classes, "offset_width": plan.argmax.offset_width},
                 "row_aligned": sched.row_aligned,
+                # sampled rows: the trace's row of each kept one (the checker's index)
+                "row_ids": None if plan.row_ids is None else plan.row_ids.tolist(),
             }
         )
     net_entry = None

@@ -180,11 +180,13 @@ def export_run(
     split: str = "test",
     checkpoint: str | os.PathLike[str] | None = None,
     network: bool = True,
+    rows: int | None = None,
 ) -> dict:
     """Export the run's network under `assignment` to `out` (atomically). Returns the
     manifest. `checkpoint`: weights to deploy instead of the run's (a retrain checkpoint,
     `retrain.json`'s `checkpoint`). `network`: also export the whole network
-    (`hwflow.rtl.net`, plain conv/ReLU/max-pool/flatten/linear stacks only)."""
+    (`hwflow.rtl.net`, plain conv/ReLU/max-pool/flatten/linear stacks only). `rows`: at
+    most this many operand rows per layer for the per-layer engines (`write_design`)."""
     from hwflow.assign.assignment import load_assignment
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
@@ -194,6 +196,8 @@ def export_run(
         raise VerificationError(f"--images must be >= 1, got {images}")
     if lanes < 1:
         raise VerificationError(f"--lanes must be >= 1, got {lanes}")
+    if rows is not None and rows < 1:
+        raise VerificationError(f"--rows must be >= 1, got {rows}")
     assignment = Path(assignment)
     lib_path = Path(library) if library is not None else _assignment_library(assignment)
     lib = Library.open(lib_path)
@@ -229,7 +233,7 @@ def export_run(
     if spec is not None:  # a plain stack: the whole network in RTL too
         whole = (spec, net.expected_tensors(run.model, x, spec))
     with io.atomic_dir(out) as tmp:
-        return design.write_design(tmp, plans, lanes, meta, whole)
+        return design.write_design(tmp, plans, lanes, meta, whole, rows=rows)
 
 
 def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:

@@ -40,6 +40,17 @@ class LayerVectors:
         return self.x_mem.shape[0] // self.fan_in
 
 
+def sample_rows(m: int, rows: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `rows` of a layer's `m` operand rows, drawn without replacement
+    (every row when m <= rows): a uniform sample of the accumulators to simulate where
+    checking all of them would take too long (a ResNet layer has ~10^5 rows an image)."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    if m <= rows:
+        return np.arange(m)
+    return np.sort(np.random.default_rng(seed).choice(m, size=rows, replace=False))
+
+
 def check_operands(x_int: np.ndarray, w_int: np.ndarray, signed: bool, layer: str) -> None:
     """Operands must be what the 8-bit lanes take: int8 (signed) or uint8 activations."""
     x_lo, x_hi = (-128, 127) if signed else (0, 255)

@@ -69,8 +69,15 @@ def _entry_line(entry, note: str = "") -> str:
     return (
         f"{entry.name:<28} {kind} mae {m['mae']:10.3f} wce {m['wce']:8.0f} "
         f"ep {m['ep_pct']:6.2f}% cells {c['cells']:4d} area {c['area']:6.0f} "
-        f"depth {c['depth']:3d} energy_rel {rel_text}{note}"
+        f"depth {c['depth']:3d} energy_rel {rel_text}{_published_text(c)}{note}"
     )
+
+
+def _published_text(cost: dict) -> str:
+    """The published figures beside the estimates, when the entry has them."""
+    pub = cost.get("published") or {}
+    parts = [f"{k} {pub[k]:g}" for k in ("power", "area") if pub.get(k) is not None]
+    return f"  published {', '.join(parts)}" if parts else ""
 
 
 @cli.command()
@@ -85,7 +92,12 @@ def _entry_line(entry, note: str = "") -> str:
 @_LIB_OPTION
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel workers.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of entries.")
-@click.option("--costs", type=click.Path(), default=None, help="CSV: name,power,area,delay.")
+@click.option(
+    "--costs",
+    type=click.Path(),
+    default=None,
+    help="Published figures: CSV name,power,area,delay, or EvoApprox meta.json.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, costs, quiet):
     """Exhaustively simulate 8x8 multipliers; store tables, metrics, gates, energy."""
@@ -124,6 +136,14 @@ def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, 
         for o in outcomes:
             click.echo(_entry_line(o.entry, "  (cached)" if o.cached else ""))
         click.echo(f"{len(outcomes)} multipliers in {library}")
+    if costs:
+        missing = [o.entry.name for o in outcomes if "published" not in o.entry.cost]
+        if missing:
+            click.echo(
+                f"note: no published figures in {costs} for {len(missing)} "
+                f"(matched by module name, then entry name): {', '.join(missing)}",
+                err=True,
+            )
 
 
 @cli.group()
@@ -147,6 +167,35 @@ def library_list(library, sort_key, as_json) -> None:
     else:
         for e in entries:
             click.echo(_entry_line(e))
+
+
+@library.command("compare")
+@_LIB_OPTION
+@click.option(
+    "--costs",
+    type=click.Path(),
+    default=None,
+    help="CSV or EvoApprox meta.json [default: the library's stored figures].",
+)
+@click.option(
+    "--min-power",
+    type=float,
+    default=None,
+    help="Power threshold of the 'larger circuits' rows [default: 0.3].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def library_compare(library, costs, min_power, as_json) -> None:
+    """Spearman correlation of each estimate with the published power."""
+    from hwflow.characterize.costs import LARGE_POWER, compare_library
+
+    report = compare_library(
+        library, costs, large_power=LARGE_POWER if min_power is None else min_power
+    )
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for line in report.lines():
+        click.echo(line)
 
 
 @library.command("show")
@@ -268,6 +317,8 @@ def _print_assignment(doc: dict) -> None:
     )
     if "relative_histogram" in e:
         line += f"; {e['reduction_pct_histogram']:.1f} % under recorded operands"
+    if "relative_published" in e:
+        line += f"; {e['reduction_pct_published']:.1f} % by published power"
     click.echo(line + f"); selection minimised the {e['model']} energy")
     v = doc.get("validation")
     if v:
@@ -306,10 +357,11 @@ def _print_assignment(doc: dict) -> None:
 @click.option(
     "--energy",
     "energy_model",
-    type=click.Choice(["uniform", "histogram"]),
+    type=click.Choice(["uniform", "histogram", "published"]),
     default="uniform",
     show_default=True,
-    help="Energy the selection minimises: library (uniform operands) or recorded operands.",
+    help="Energy the selection minimises: library (uniform operands), recorded operands, "
+    "or the published power (--costs figures; every candidate needs one).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")

@@ -312,3 +312,58 @@ def test_energy_accounting():
     assert "relative_histogram" not in summary([1], [0.5], None)
     with pytest.raises(ValueError):
         relative_energy([0], [1.0])
+
+
+def test_energy_published_selects_by_published_power(run_copy, tmp_path):
+    import shutil
+
+    run_dir, lib_src = run_copy
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(lib_src, lib_dir)
+    lib = Library.open(lib_dir)
+    # published power disagrees with the hand-set switching energies: drum is cheapest
+    power = {"exact": 0.4, "trunc": 0.3, "bam": 0.2, "drum": 0.05}
+    entries = [e for e in lib.entries if not e.signed]
+    for e in entries:
+        e.cost["published"] = {"power": power[e.source["family"]]}
+    lib.update(entries)
+    kw = {"hist_energy": False, "energy_model": "published"}
+    doc = assign_run(run_dir, lib_dir, scale=1e9, out=tmp_path / "a.yaml", **kw)
+    assert {i["multiplier"] for i in doc["layers"]} == {"u_drum_k4"}
+    assert [i["energy_rel_published"] for i in doc["layers"]] == [0.125] * len(doc["layers"])
+    assert doc["energy"]["model"] == "published"
+    assert doc["energy"]["reduction_pct_published"] == pytest.approx(87.5)
+    uniform = assign_run(run_dir, lib_dir, scale=1e9, hist_energy=False, out=tmp_path / "u.yaml")
+    assert {i["multiplier"] for i in uniform["layers"]} == {"u_trunc_k11"}
+    # a candidate without a figure: one clear error naming it (CLI: exit 2, one line)
+    bam = next(e for e in entries if e.source["family"] == "bam")
+    del bam.cost["published"]
+    lib.update([bam])
+    with pytest.raises(AssignmentError, match=f"no published power for candidate.s. {bam.name}"):
+        assign_run(run_dir, lib_dir, scale=1e9, out=tmp_path / "b.yaml", **kw)
+    res = CliRunner().invoke(
+        cli, ["assign", str(run_dir), "--library", str(lib_dir), "--energy", "published"]
+    )
+    assert res.exit_code == 2 and "--energy published: layer" in res.output
+    # at scale 0 only the exact multiplier fits, and it has its figure: no error
+    exact = assign_run(run_dir, lib_dir, scale=0.0, out=tmp_path / "e.yaml", **kw)
+    assert exact["energy"]["reduction_pct_published"] == 0.0
+
+
+def test_published_ratios_take_the_exact_reference():
+    from hwflow.assign.energy import published_ratios
+
+    def e(name, signed, power=None):
+        cost = {} if power is None else {"published": {"power": power}}
+        return LibraryEntry(name, signed, {}, {}, cost)
+
+    entries = [
+        e("u_exact", False),  # built-in reference without a figure: same function as mul8u_X
+        e("mul8u_X", False, 0.4),
+        e("mul8u_Y", False, 0.1),
+        e("mul8u_Z", False),
+        e("mul8s_Y", True, 0.2),  # no exact signed multiplier with a figure: no reference
+    ]
+    got = published_ratios(entries, [True, True, False, False, False])
+    assert got[:3].tolist() == [1.0, 1.0, 0.25]
+    assert np.isnan(got[3]) and np.isnan(got[4])

@@ -6,7 +6,9 @@ Two per-layer ratios e_l / e_exact feed it:
 - `histogram`: the same switching model fed with the layer's recorded operand
   histograms (`characterize.energy.energy_under_histograms`), chosen and exact multiplier
   under the same operand stream, since real activations are far from uniform (ReLU zeros,
-  small weights) and a multiplier's saving can shift with them.
+  small weights) and a multiplier's saving can shift with them;
+- `published`: the publisher's power figure (`cost.published.power`, attached by
+  `characterize --costs`) over that of an exact multiplier of the same signedness.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from hwflow.assign.stats import LayerStats
 from hwflow.errors import LibraryError
 
-ENERGY_MODELS = ("uniform", "histogram")
+ENERGY_MODELS = ("uniform", "histogram", "published")
 
 
 def relative_energy(ops: Sequence[int], ratios: Sequence[float]) -> float:
@@ -35,6 +37,7 @@ def summary(
     uniform: Sequence[float],
     hist: Sequence[float] | None,
     model: str = "uniform",
+    published: Sequence[float] | None = None,
 ) -> dict:
     """The `energy:` block of assignment.yaml / retrain.json; `model`: what selected."""
     rel = relative_energy(ops, uniform)
@@ -49,7 +52,42 @@ def summary(
         rel_h = relative_energy(ops, hist)
         out["relative_histogram"] = round(rel_h, 6)
         out["reduction_pct_histogram"] = round(100.0 * (1.0 - rel_h), 3)
+    if published is not None and np.isfinite(published).all():
+        rel_p = relative_energy(ops, published)
+        out["relative_published"] = round(rel_p, 6)
+        out["reduction_pct_published"] = round(100.0 * (1.0 - rel_p), 3)
     return out
+
+
+def published_ratios(entries: Sequence[Any], exact: Sequence[bool]) -> np.ndarray:
+    """Published power of each entry over that of an exact multiplier of its signedness.
+
+    `exact[i]`: entry i computes the exact product. The reference of a signedness is the
+    published power of its exact entries (the first by name that has one); an exact entry
+    without a figure of its own (the library's built-in reference) takes the reference's,
+    as it computes the same function. NaN where there is no figure or no reference.
+    """
+    power = np.array([_published_power(e) for e in entries])
+    out = np.full(len(entries), np.nan)
+    for signed in (False, True):
+        idx = [i for i, e in enumerate(entries) if bool(e.signed) == signed]
+        refs = sorted(
+            (entries[i].name, power[i]) for i in idx if exact[i] and np.isfinite(power[i])
+        )
+        if not refs or refs[0][1] <= 0:
+            continue
+        ref = refs[0][1]
+        for i in idx:
+            p = ref if exact[i] and not np.isfinite(power[i]) else power[i]
+            out[i] = p / ref
+    return out
+
+
+def _published_power(entry: Any) -> float:
+    try:
+        return float(entry.cost["published"]["power"])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
 
 
 def uniform_ratio(entry: Any) -> float:

@@ -31,6 +31,7 @@ from hwflow.assign.stats import (
 from hwflow.assign.validate import measure_errors, relative_errors, spread
 from hwflow.errors import AssignmentError, LibraryError, RunError
 from hwflow.io import write_yaml
+from hwflow.multipliers.table import exact_table
 
 DEFAULT_STATS_BATCHES = 4
 DEFAULT_BATCH = 128
@@ -46,6 +47,7 @@ class LibraryView:
     signed: np.ndarray
     tables: np.ndarray
     energy: np.ndarray
+    published: np.ndarray  # published power relative to exact (NaN: no figure)
 
 
 def library_view(library: Any) -> LibraryView:
@@ -54,12 +56,16 @@ def library_view(library: Any) -> LibraryView:
     if not entries:
         raise LibraryError(f"library {getattr(lib, 'path', library)} holds no multipliers")
     tables = np.stack([library_table(lib, e.name) for e in entries]).astype(np.int32)
+    exact = [
+        np.array_equal(t, exact_table(bool(e.signed))) for e, t in zip(entries, tables, strict=True)
+    ]
     return LibraryView(
         library=lib,
         names=[e.name for e in entries],
         signed=np.array([bool(e.signed) for e in entries]),
         tables=tables,
         energy=np.array([energy_mod.uniform_ratio(e) for e in entries]),
+        published=energy_mod.published_ratios(entries, exact),
     )
 
 
@@ -139,6 +145,9 @@ def assign(
         energy = np.full(pred.std.shape, np.inf)
         for i, j in zip(*np.nonzero(fits), strict=True):
             energy[i, j] = hist_energy.ratio(stats[i], lib.names[j])
+    elif energy_model == "published":
+        energy = lib.published
+        _check_published(stats, lib, pred, tol)
     choices = choose([s.name for s in stats], lib.names, pred.mean, pred.std, energy, tol)
     layers = []
     for s, c in zip(stats, choices, strict=True):
@@ -156,6 +165,8 @@ def assign(
         }
         if hist_energy is not None:
             item["energy_rel_hist"] = round(hist_energy.ratio(s, item["multiplier"]), 6)
+        if np.isfinite(lib.published[c.index]):
+            item["energy_rel_published"] = round(float(lib.published[c.index]), 6)
         layers.append(item)
     hist = [item["energy_rel_hist"] for item in layers] if hist_energy is not None else None
     doc = {
@@ -164,10 +175,32 @@ def assign(
         "scale": scale,
         "layers": layers,
         "energy": energy_mod.summary(
-            [s.ops for s in stats], lib.energy[[c.index for c in choices]], hist, energy_model
+            [s.ops for s in stats],
+            lib.energy[[c.index for c in choices]],
+            hist,
+            energy_model,
+            lib.published[[c.index for c in choices]],
         ),
     }
     return doc, pred
+
+
+def _check_published(
+    stats: list[LayerStats], lib: LibraryView, pred: Prediction, tol: np.ndarray
+) -> None:
+    """`--energy published` needs a figure for every multiplier a layer could choose."""
+    fits = np.isfinite(pred.std) & (pred.std <= tol[:, None] * (1 + 1e-12))
+    for i, s in enumerate(stats):
+        lacking = [
+            lib.names[j] for j in np.nonzero(fits[i])[0] if not np.isfinite(lib.published[j])
+        ]
+        if lacking:
+            raise AssignmentError(
+                f"--energy published: layer {s.name}: no published power for candidate(s) "
+                f"{', '.join(lacking)} (or no exact {'signed' if s.signed else 'unsigned'} "
+                "multiplier with one as reference); attach figures with `hwflow characterize "
+                "NETLIST... --costs FILE`, or use --energy uniform"
+            )
 
 
 def validate(

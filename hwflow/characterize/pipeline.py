@@ -14,7 +14,6 @@ generators also a fingerprint of the generator code and Amaranth version).
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -22,7 +21,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from hwflow.characterize.costs import attach_published, read_costs
 from hwflow.characterize.energy import uniform_energy
 from hwflow.characterize.netlist import Netlist, inspect_netlist
 from hwflow.characterize.simulate import MAX_BATCH, SimDesign, plan_batches, simulate_batch
 from hwflow.characterize.synth import synthesize
-from hwflow.errors import ConfigError, HwflowError, NetlistError
+from hwflow.errors import HwflowError, NetlistError
 from hwflow.executor import run_parallel
 from hwflow.io import sha256_bytes
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
@@ -126,11 +126,13 @@ def characterize_netlists(
     new += _run_groups(_groups(refs, jobs), jobs, progress)
     for item in new:
         outcomes.setdefault(item.entry.name, Outcome(item.entry, cached=False))
-    _attach_published(new, outcomes, published)
+    cached = [o.entry for o in outcomes.values() if o.cached]
+    if published:  # by module name, else entry name (characterize.costs)
+        missing = set(attach_published([n.entry for n in new] + cached, published))
     if new:  # a run of cache hits writes nothing
         lib.commit(new)
     if published:
-        lib.update([o.entry for o in outcomes.values() if o.cached and o.entry.name in published])
+        lib.update([e for e in cached if e.name not in missing])
     return [Outcome(lib.get(d.name), outcomes[d.name].cached) for d in designs]
 
 
@@ -175,36 +177,6 @@ def characterize_builtin(
     if not (lib.path / "library.yaml").is_file():
         lib.commit([])  # everything was cached in memory only: still write the index
     return [Outcome(lib.get(s.name), outcomes[s.name].cached) for s in specs]
-
-
-def read_costs(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
-    """Published figures from a CSV with columns name, power, area, delay."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ConfigError(f"{path}: empty costs file")
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in ("name", "power", "area", "delay") if c not in header]
-    if missing:
-        raise ConfigError(
-            f"{path}:1: costs CSV lacks column(s) {', '.join(missing)} "
-            "(needs name, power, area, delay)"
-        )
-    out: dict[str, dict[str, float]] = {}
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        rec = dict(zip(header, (c.strip() for c in row), strict=False))
-        try:
-            out[rec["name"]] = {k: float(rec[k]) for k in ("power", "area", "delay")}
-        except (KeyError, ValueError):
-            raise ConfigError(
-                f"{path}:{lineno}: expected a name and numbers for power, area, delay"
-            ) from None
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -358,16 +330,3 @@ def _closer_signedness(raw: np.ndarray) -> bool:
     """Read the circuit as signed when that is closer (lower MAE) to the exact product."""
     mae = {s: compute_metrics(output_to_int(raw, s), s)["mae"] for s in (False, True)}
     return mae[True] < mae[False]
-
-
-def _attach_published(
-    new: list[NewEntry], outcomes: dict[str, Outcome], published: dict[str, dict[str, float]]
-) -> None:
-    if not published:
-        return
-    entries: Iterable[LibraryEntry] = [n.entry for n in new] + [
-        o.entry for o in outcomes.values() if o.cached
-    ]
-    for e in entries:
-        if e.name in published:
-            e.cost["published"] = dict(published[e.name])

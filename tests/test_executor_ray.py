@@ -1,0 +1,131 @@
+"""The Ray backend on a real local Ray cluster (2 CPUs, shared by this module's tests).
+
+Results through Ray must equal the local executor's: the same library tables and
+entries, the same sweep CSV. A worker killed mid-task is retried; with no retries left the
+error names the item."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from test_assign import tiny  # noqa: F401  (fixture: a tiny trained digits run + library)
+
+import hwflow
+from hwflow import executor
+from hwflow.errors import ConfigError, ExecutorError
+
+# One worker process of pytest-xdist gets every test here: one cluster, not one each.
+pytestmark = pytest.mark.xdist_group("ray")
+
+# Workers cannot import this test module: ship its helper functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A fresh local Ray instance with 2 CPUs, connected the way the CLI connects."""
+    assert not ray.is_initialized()
+    executor.connect_ray("local", num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def _where(_item: object) -> tuple[str, str]:
+    import hwflow as worker_hwflow
+
+    return worker_hwflow.__file__, executor.code_fingerprint()
+
+
+def _die_first_time(marker: str) -> str:
+    """Kill this worker process the first time (a crashed or preempted node), succeed on
+    the retry: a marker file tells the attempts apart."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text(str(os.getpid()))
+        os._exit(1)
+    return path.name
+
+
+def _refuse(item: int) -> int:
+    if item == 2:
+        raise ConfigError(f"item {item} is bad")
+    return item
+
+
+def test_workers_import_this_hwflow_and_results_keep_input_order(cluster):
+    with executor.using("ray"):
+        seen = set(executor.run_parallel(_where, range(4), 2))
+        assert list(executor.run_parallel(abs, range(-20, 0), 2)) == list(range(20, 0, -1))
+        assert list(executor.run_parallel(abs, [-5], 1)) == [5]
+    assert seen == {(hwflow.__file__, executor.code_fingerprint())}
+    assert cluster.cluster_resources()["CPU"] == 2
+    with executor.using("ray"):
+        assert executor.parallelism() == 2
+
+
+def test_a_killed_worker_is_retried_and_a_lost_task_names_its_item(cluster, tmp_path):
+    markers = [str(tmp_path / f"m{i}") for i in range(3)]
+    with executor.using("ray"):
+        assert list(executor.run_parallel(_die_first_time, markers, 2)) == ["m0", "m1", "m2"]
+    assert all(Path(m).is_file() for m in markers)  # every first attempt died
+    lost = str(tmp_path / "lost")
+    with executor.using("ray", max_retries=0), pytest.raises(ExecutorError) as info:
+        list(executor.run_parallel(_die_first_time, [lost], 2))
+    assert lost in str(info.value) and "WorkerCrashedError" in str(info.value)
+
+
+def test_a_task_error_arrives_as_the_stage_raised_it(cluster):
+    with executor.using("ray"):
+        with pytest.raises(ConfigError, match="^item 2 is bad$"):
+            list(executor.run_parallel(_refuse, [1, 2, 3], 2))
+        with pytest.raises(TypeError):
+            list(executor.run_parallel(abs, ["text"], 2))
+
+
+def _library_contents(path: Path) -> dict:
+    from hwflow.multipliers.library import Library
+
+    lib = Library.open(path)
+    return {
+        e.name: (
+            e.to_dict(),
+            lib.table(e.name).tobytes(),
+            lib.netlist_path(e.name).read_text(),
+        )
+        for e in lib.entries
+    }
+
+
+@pytest.mark.slow
+def test_characterize_on_ray_equals_local(cluster, tmp_path):
+    from hwflow.characterize.pipeline import characterize_builtin
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    specs = [MultiplierSpec("trunc", False, {"k": 6, "comp": True})]  # + both exact ones
+    local = characterize_builtin(tmp_path / "local", specs=specs, jobs=2)
+    with executor.using("ray"):
+        on_ray = characterize_builtin(tmp_path / "ray", specs=specs, jobs=2)
+    assert [o.entry.name for o in on_ray] == [o.entry.name for o in local]
+    assert len(local) == 3 and not any(o.cached for o in on_ray)
+    assert _library_contents(tmp_path / "ray") == _library_contents(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_sweep_on_ray_equals_local(cluster, request, tmp_path):
+    from hwflow.assign.sweep import sweep_run
+
+    run, lib = request.getfixturevalue("tiny")
+    shutil.copytree(run, tmp_path / "run")
+    run = tmp_path / "run"
+    opts = dict(epochs=1, max_steps=2, hist_energy=False, homogeneous=False, jobs=2)
+    sweep_run(run, lib, [0.0, 4.0], out_dir=tmp_path / "local", **opts)
+    with executor.using("ray"):
+        sweep_run(run, lib, [0.0, 4.0], out_dir=tmp_path / "ray", **opts)
+    for name in ("sweep.csv", "scale-0/assignment.yaml", "scale-4/assignment.yaml"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+    assert len((tmp_path / "ray" / "sweep.csv").read_text().splitlines()) == 3

@@ -6,9 +6,13 @@ commands stay fast (torch alone takes seconds to import).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -21,13 +25,32 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except HwflowError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; completed work is kept, rerun to resume", err=True)
             ctx.exit(130)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a job scheduler) interrupts like Ctrl-C: `finally` blocks and
+    context managers run, so temporary folders and half-written files are cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,8 +145,12 @@ def _published_text(cost: dict) -> str:
     "--signed/--unsigned", "signed", default=None,
     help="Operand signedness (default: whichever reads closer to the exact product).",
 )  # fmt: skip
+@click.option("--cells", type=click.Path(), default=None,
+              help="Cell modules read with every netlist (never a top).")  # fmt: skip
 @_LIB_OPTION
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel workers.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds one netlist's synthesis or simulation may take.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of entries.")
 @click.option(
     "--costs",
@@ -133,17 +160,26 @@ def _published_text(cost: dict) -> str:
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @executor_options()
-def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, costs, quiet):
-    """Exhaustively simulate 8x8 multipliers; store tables, metrics, gates, energy."""
+def characterize(
+    netlists, builtin, top, ports, signed, cells, library, jobs, timeout, as_json, costs, quiet
+):
+    """Exhaustively simulate 8x8 multipliers (files or folders of .v files); store
+    tables, metrics, gates, energy."""
     from tqdm import tqdm
 
-    from hwflow.characterize.pipeline import characterize_builtin, characterize_netlists
+    from hwflow.characterize.pipeline import (
+        CharacterizeError,
+        characterize_builtin,
+        characterize_netlists,
+    )
     from hwflow.multipliers.library import Library
 
     if builtin == bool(netlists):
         raise HwflowError("give netlist files or --builtin (not both, not neither)")
-    if builtin and (top or ports or signed is not None or costs):
-        raise HwflowError("--top, --ports, --signed/--unsigned and --costs apply to netlists")
+    if builtin and (top or ports or signed is not None or costs or cells):
+        raise HwflowError(
+            "--top, --ports, --signed/--unsigned, --cells and --costs apply to netlists"
+        )
     port_names = None
     if ports is not None:
         port_names = [p.strip() for p in ports.split(",")]
@@ -151,26 +187,36 @@ def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, 
             raise HwflowError(f"--ports needs three names A,B,O; got {ports!r}")
     if jobs < 1:
         raise HwflowError(f"--jobs must be at least 1, got {jobs}")
+    if not timeout > 0:
+        raise HwflowError(f"--timeout must be positive, got {timeout:g}")
     # disable=None: no bar when stderr is not a terminal (logs, CI, tests)
     bar = tqdm(desc="characterize", unit="design", disable=True if quiet or as_json else None)
+    failed = None
     try:
         if builtin:
-            outcomes = characterize_builtin(library, jobs=jobs, progress=bar.update)
+            outcomes = characterize_builtin(
+                library, jobs=jobs, timeout=timeout, progress=bar.update
+            )
         else:
             outcomes = characterize_netlists(
                 netlists, library, top=top, ports=port_names, signed=signed, jobs=jobs,
-                costs=costs, progress=bar.update,
+                costs=costs, cells=cells, timeout=timeout, progress=bar.update,
             )  # fmt: skip
+    except CharacterizeError as exc:  # the good ones were kept: list them, then each failure
+        failed, outcomes = exc, exc.outcomes
     finally:
         bar.close()
-    lib = Library.open(library)
-    if as_json:
-        echo_json([_entry_json(lib, o.entry) for o in outcomes])
-    elif not quiet:
-        for o in outcomes:
-            click.echo(_entry_line(o.entry, "  (cached)" if o.cached else ""))
-        click.echo(f"{len(outcomes)} multipliers in {library}")
-    if costs:
+    if outcomes:
+        lib = Library.open(library)
+        if as_json:
+            echo_json([_entry_json(lib, o.entry) for o in outcomes])
+        elif not quiet:
+            for o in outcomes:
+                note = "  (cached)" if o.cached else (f"  ({o.note})" if o.note else "")
+                click.echo(_entry_line(o.entry, note))
+            added = sum(not o.cached for o in outcomes)
+            click.echo(f"added {added}; library has {len(lib.entries)} ({library})")
+    if costs and outcomes:
         missing = [o.entry.name for o in outcomes if "published" not in o.entry.cost]
         if missing:
             click.echo(
@@ -178,6 +224,10 @@ def characterize(netlists, builtin, top, ports, signed, library, jobs, as_json, 
                 f"(matched by module name, then entry name): {', '.join(missing)}",
                 err=True,
             )
+    if failed is not None:
+        for f in failed.failures:
+            click.echo(f"error: {f.line()}", err=True)
+        click.get_current_context().exit(failed.exit_code)
 
 
 @cli.group()

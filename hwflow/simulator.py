@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -62,6 +63,7 @@ def run_cocotb(
     timescale: tuple[str, str] = DEFAULT_TIMESCALE,
     extra_env: Mapping[str, str] | None = None,
     always: bool = True,
+    timeout: float | None = None,
 ) -> Path:
     """Compile `sources` with `top` in `build_dir` and run the cocotb `test_module`.
 
@@ -73,7 +75,8 @@ def run_cocotb(
 
     Returns the path of `results.xml`. Raises `SimulationError` naming the compiler's
     first error lines (file:line) when the build fails, and the failing tests' messages
-    (or the simulator's log tail) when the run fails.
+    (or the simulator's log tail) when the run fails; `SimulationTimeout` when the
+    compiler or the simulator uses more than `timeout` CPU seconds (then it is killed).
     """
     from cocotb_tools.runner import get_runner
 
@@ -92,6 +95,8 @@ def run_cocotb(
         env[ARGS_ENV] = str(args_file)
 
     runner = get_runner("icarus")
+    if timeout is not None:
+        _bound_commands(runner, timeout)
     build_log = build_dir / "build.log"
     try:
         runner.build(
@@ -104,6 +109,8 @@ def run_cocotb(
             log_file=build_log,
         )
     except (RuntimeError, SystemExit, ValueError) as exc:
+        if timeout is not None and _timed_out(exc):
+            raise SimulationTimeout(f"compiling {top} did not finish in {timeout:g} s") from None
         raise SimulationError(_compile_message(build_log, top, exc)) from None
 
     results = build_dir / "results.xml"
@@ -125,9 +132,39 @@ def run_cocotb(
         except SystemExit:
             pass  # simulator exit code != 0 or failures under pytest: results decide below
         except RuntimeError as exc:
+            if timeout is not None and _timed_out(exc):
+                raise SimulationTimeout(
+                    f"simulation of {top} did not finish in {timeout:g} s"
+                ) from None
             raise SimulationError(f"simulation of {top} failed: {exc}") from None
     _check_results(results, test_log, top)
     return results
+
+
+class SimulationTimeout(SimulationError):
+    """The compiler or simulator ran past its time limit and was killed."""
+
+
+# vvp (or iverilog) killed by its CPU-time limit: SIGXCPU at the soft limit, SIGKILL after
+_TIMED_OUT = ("return code: -24", "return code: -9", "return code: 152", "return code: 137")
+
+
+def _bound_commands(runner: Any, seconds: float) -> None:
+    """Give the runner's build and test commands a CPU-time limit (cocotb's runner has
+    none; a zero-delay loop never returns to Python). `ulimit -t` then `exec`: no process
+    stands between us and the simulator, so killing it on Ctrl-C/SIGTERM kills it."""
+    limit = str(max(1, math.ceil(seconds)))
+    for attr in ("_build_command", "_test_command"):
+        base = getattr(runner, attr)
+
+        def bounded(base: Any = base) -> list[list[str]]:
+            return [["sh", "-c", f'ulimit -t {limit} && exec "$@"', "sh", *c] for c in base()]
+
+        setattr(runner, attr, bounded)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return any(code in str(exc) for code in _TIMED_OUT)
 
 
 def read_args() -> dict[str, Any]:

@@ -18,11 +18,11 @@ def test_interrupted_builtin_run_resumes_without_redoing_finished_designs(tmp_pa
     real = pipeline._run_group
     calls: list[list[str]] = []
 
-    def interrupted(designs):
-        calls.append([d.name for d in designs])
+    def interrupted(group):
+        calls.append([d.name for d in group.designs])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(designs)
+        return real(group)
 
     monkeypatch.setattr(pipeline, "_run_group", interrupted)
     lib_dir = tmp_path / "lib"
@@ -34,7 +34,7 @@ def test_interrupted_builtin_run_resumes_without_redoing_finished_designs(tmp_pa
 
     calls.clear()
     monkeypatch.setattr(
-        pipeline, "_run_group", lambda ds: (calls.append([d.name for d in ds]), real(ds))[1]
+        pipeline, "_run_group", lambda g: (calls.append([d.name for d in g.designs]), real(g))[1]
     )
     outcomes = pipeline.characterize_builtin(lib_dir, specs=specs)
     redone = [name for group in calls for name in group]

@@ -1,19 +1,31 @@
 """`hwflow characterize`: netlists or built-in generators -> library entries.
 
-Per design: synthesis (gate counts, area, depth, sequential check), exhaustive
-simulation (batched, several designs per simulator launch), metrics, switching energy.
-Designs travel in groups (one simulator launch each) through `hwflow.executor`, so
-`--jobs` runs groups side by side.
+Per design, in groups that each take one yosys process and one simulator launch
+(`--jobs` runs groups side by side through `hwflow.executor`):
 
-Atomicity: user netlists are all-or-nothing (every netlist is checked, synthesized and
-simulated before anything is written, so bad input leaves the library unchanged);
+1. user files are read as published (CRLF, UTF-8 BOM), system tasks refused, syntax
+   checked (Icarus) and their top and ports found (`netlist.inspect_staged`);
+2. yosys writes the simulation view (the design as a simulator reads it, flattened)
+   and the gate-level synthesis (`synth.elaborate_batch`);
+3. the simulation view is simulated exhaustively (`simulate.simulate_designs`);
+4. simulation = synthesis: the gate netlist, evaluated bit-parallel on all 65,536
+   operand pairs (`energy.output_codes`), must equal the simulated table for every
+   design, built-ins included, so a table always describes the hardware yosys builds
+   (`ifdef SYNTHESIS` tricks, yosys/simulator disagreements are errors);
+5. metrics, gate costs and the switching-energy estimate.
+
+A bad netlist fails alone: the good ones of the call are kept (`CharacterizeError`
+lists the failures, one line each), and a rerun only does what is missing.
 `--builtin` commits after every finished group, so an interrupted run resumes without
-redoing finished designs. Unchanged designs are cache hits (netlist sha256; for
-generators also a fingerprint of the generator code and Amaranth version).
+redoing finished designs. Unchanged designs are cache hits (sha256 of the file's
+bytes, plus top, ports and cell library; for generators a fingerprint of the generator
+code and Amaranth version); a file whose content the library already holds under
+another name reuses that entry's table and costs.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -21,7 +33,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -30,17 +42,30 @@ from typing import Any
 import numpy as np
 
 from hwflow.characterize.costs import attach_published, read_costs
-from hwflow.characterize.energy import uniform_energy
-from hwflow.characterize.netlist import Netlist, inspect_netlist
-from hwflow.characterize.simulate import MAX_BATCH, SimDesign, plan_batches, simulate_batch
-from hwflow.characterize.synth import synthesize
-from hwflow.errors import HwflowError, NetlistError
+from hwflow.characterize.energy import output_codes, uniform_energy
+from hwflow.characterize.netlist import (
+    DEFAULT_TIMEOUT_S,
+    CellLibrary,
+    Netlist,
+    Staged,
+    inspect_staged,
+    stage_cells,
+    stage_netlist,
+)
+from hwflow.characterize.simulate import MAX_BATCH, SimDesign, simulate_designs
+from hwflow.characterize.synth import ElabJob, Elaborated, Gates, elaborate_batch
+from hwflow.errors import ConfigError, HwflowError, NetlistError
 from hwflow.executor import run_parallel
 from hwflow.io import sha256_bytes
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
-from hwflow.multipliers.table import compute_metrics, output_to_int
+from hwflow.multipliers.table import compute_metrics, exact_table, output_to_int
 
 Progress = Callable[[int], None]  # called with the number of designs just finished
+
+# mean |exact product| over all operand pairs: the error of a constant-0 "multiplier"
+_MEAN_ABS_EXACT = {s: float(np.abs(exact_table(s)).mean()) for s in (False, True)}
+_ALL_A = np.repeat(np.arange(256), 256)  # operand pairs in table order: a outer, b inner
+_ALL_B = np.tile(np.arange(256), 256)
 
 
 @dataclass(frozen=True)
@@ -54,16 +79,83 @@ class Design:
     spec: dict[str, Any] | None = None  # generator spec (MultiplierSpec.to_dict)
     top: str = ""
     ports: tuple[str, str, str] = ("a", "b", "o")
-    modules: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every user netlist of a call shares (picklable)."""
+
+    top: str | None = None
+    ports: tuple[str, str, str] | None = None
+    cells: CellLibrary | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass
 class Outcome:
     entry: LibraryEntry
     cached: bool
+    note: str = ""  # how the signedness was chosen, when this call chose it
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One file that could not be characterized, and why (one line)."""
+
+    path: str
+    message: str
+
+    def line(self) -> str:
+        return (
+            self.message if self.message.startswith(self.path) else (f"{self.path}: {self.message}")
+        )
+
+
+class CharacterizeError(NetlistError):
+    """Some netlists failed. The others were characterized and kept (`outcomes`)."""
+
+    def __init__(self, failures: list[Failure], outcomes: list[Outcome]) -> None:
+        self.failures = failures
+        self.outcomes = outcomes
+        # the CLI prints `error: ` before the message: one such line per failure
+        super().__init__("\nerror: ".join(f.line() for f in failures))
+
+
+@dataclass
+class _Result:
+    """What a worker returns for one design: a new entry or an error message."""
+
+    name: str
+    new: NewEntry | None = None
+    error: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Group:
+    designs: tuple[Design, ...]
+    options: Options = field(default_factory=Options)
 
 
 # ---- public entry points ------------------------------------------------------------------
+
+
+def netlist_files(
+    paths: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """The files to characterize: each file given, and the `.v` files under each folder
+    given (sorted), except `exclude` (a cell library kept beside the netlists)."""
+    skip = {Path(p).resolve() for p in exclude}
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.v") if f.is_file() and f.resolve() not in skip)
+            if not found:
+                raise NetlistError(f"{p}: no .v files in this folder")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 def characterize_netlists(
@@ -75,55 +167,97 @@ def characterize_netlists(
     signed: bool | None = None,
     jobs: int = 1,
     costs: str | os.PathLike[str] | None = None,
+    cells: str | os.PathLike[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     progress: Progress | None = None,
 ) -> list[Outcome]:
-    """Characterize user netlists into `library` (all-or-nothing; see module docstring).
+    """Characterize user netlists (files, or folders of `.v` files) into `library`.
 
-    `signed=None` reads the circuit as whichever of signed/unsigned is closer to the
-    exact product. The exact reference of each signedness used is added when missing.
+    `signed=None` reads each circuit as whichever of signed/unsigned is closer to the
+    exact product (relative to a constant 0; constant or degenerate circuits read as
+    unsigned); `Outcome.note` says which. `cells`: a file of cell modules read with
+    every netlist (never a top). `timeout`: seconds each tool step of one netlist may
+    take. The exact reference of each signedness used is added when missing.
+
+    Raises CharacterizeError after keeping every good entry when some files failed.
     """
+    if timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {timeout:g}")
     lib = Library.load(library)
     published = read_costs(costs) if costs is not None else {}
-    designs: list[Design] = []
+    files = netlist_files(paths, exclude=[cells] if cells is not None else [])
+    cell_lib = _check_cells(cells, timeout) if cells is not None else None
+    options = Options(top, tuple(ports) if ports is not None else None, cell_lib, timeout)  # type: ignore[arg-type]
+    failures: list[Failure] = []
     outcomes: dict[str, Outcome] = {}
-    # cache hits skip inspection: same name, same file content, compatible options
-    fresh: list[Path] = []
-    for p in map(Path, paths):
-        hit = _cached_netlist(lib, p, top, ports, signed)
-        if hit is None:
-            fresh.append(p)
-        else:
-            outcomes[hit.name] = Outcome(hit, cached=True)
-            designs.append(Design(hit.name, hit.source, hit.signed, p))
-    netlists = list(run_parallel(functools.partial(_inspect, top=top, ports=ports), fresh, jobs))
-    seen: dict[str, Path] = {d.name: d.path for d in designs if d.path is not None}
-    for nl in netlists:
-        name = _netlist_name(nl.path)
+    order: list[str] = []
+    todo: list[Design] = []
+    twins: list[tuple[Design, str]] = []  # (design, name of the entry with its content)
+    first_of: dict[str, str] = {}  # content key -> name of this call's design with it
+    seen: dict[str, Path] = {}
+    reserved = {_exact_design(s).name for s in (False, True)}
+    for p in files:
+        name = _netlist_name(p)
         if name in seen:
-            raise NetlistError(
-                f"{nl.path}: same name {name!r} as {seen[name]}; rename one of the files"
+            failures.append(
+                Failure(str(p), f"same name {name!r} as {seen[name]}; rename one of the files")
             )
-        seen[name] = nl.path
+            continue
+        seen[name] = p
         existing = lib.get(name) if name in lib else None
-        builtin = existing is not None and existing.source.get("kind") != "netlist"
-        if builtin or name in {_exact_design(s).name for s in (False, True)}:
-            raise NetlistError(
-                f"{nl.path}: name {name!r} is taken by a built-in multiplier; rename the file"
+        if name in reserved or (existing is not None and existing.source.get("kind") != "netlist"):
+            failures.append(
+                Failure(str(p), f"name {name!r} is taken by a built-in multiplier; rename the file")
             )
-        source = {
-            "kind": "netlist",
-            "path": str(nl.path.resolve()),
-            "top": nl.top,
-            "ports": list(nl.ports),
-            "sha256": nl.sha256,
-        }
-        designs.append(Design(name, source, signed, nl.path, None, nl.top, nl.ports, nl.modules))
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            why = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+            failures.append(Failure(str(p), f"{p}: {why}"))
+            continue
+        key = _cache_key(sha256_bytes(data), options)
+        hit = lib.find_cached(name, key)
+        if hit is not None and signed in (None, hit.signed):
+            outcomes[name] = Outcome(hit, cached=True)
+            order.append(name)
+            continue
+        source = {"kind": "netlist", "path": str(p.resolve()), **key}
+        design = Design(name, source, signed, p)
+        content = json.dumps([key, signed], sort_keys=True)
+        twin = _library_twin(lib, key, signed)
+        if twin is not None:
+            twins.append((design, twin))
+        elif content in first_of:
+            twins.append((design, first_of[content]))
+        else:
+            first_of[content] = name
+            todo.append(design)
+        order.append(name)
 
-    todo = [d for d in designs if d.name not in outcomes]
-    new = _run_groups(_groups(todo, jobs), jobs, progress)
+    results = _run_groups(_groups(todo, jobs, options), jobs, progress)
+    new: list[NewEntry] = []
+    notes: dict[str, str] = {}
+    for r in results:
+        if r.new is None:
+            failures.append(Failure(str(_path_of(todo, r.name)), r.error))
+        else:
+            new.append(r.new)
+            notes[r.name] = r.note
+    fresh = {n.entry.name: n for n in new}
+    for design, of in twins:
+        copied = _copy_entry(lib, fresh, design, of)
+        if copied is None:
+            failures.append(Failure(str(design.path), f"same content as {of}, which failed"))
+        else:
+            new.append(copied)
+            notes[design.name] = f"same content as {of}: table reused"
     used = {o.entry.signed for o in outcomes.values()} | {n.entry.signed for n in new}
     refs = [_exact_design(s) for s in sorted(used) if not _has_exact(lib, new, s)]
-    new += _run_groups(_groups(refs, jobs), jobs, progress)
+    for r in _run_groups(_groups(refs, jobs, options), jobs, progress):
+        if r.new is None:  # a built-in failing is a bug, not a user mistake
+            raise NetlistError(f"exact reference {r.name}: {r.error}")
+        new.append(r.new)
     for item in new:
         outcomes.setdefault(item.entry.name, Outcome(item.entry, cached=False))
     cached = [o.entry for o in outcomes.values() if o.cached]
@@ -133,7 +267,14 @@ def characterize_netlists(
         lib.commit(new)
     if published:
         lib.update([e for e in cached if e.name not in missing])
-    return [Outcome(lib.get(d.name), outcomes[d.name].cached) for d in designs]
+    done = [
+        Outcome(lib.get(n), outcomes[n].cached, notes.get(n, ""))
+        for n in order
+        if n in outcomes and n in lib
+    ]
+    if failures:
+        raise CharacterizeError(failures, done)
+    return done
 
 
 def characterize_builtin(
@@ -141,6 +282,7 @@ def characterize_builtin(
     *,
     jobs: int = 1,
     specs: Sequence[Any] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     progress: Progress | None = None,
 ) -> list[Outcome]:
     """Characterize the built-in generators (always including both exact multipliers).
@@ -168,12 +310,17 @@ def characterize_builtin(
             todo.append(d)
     # exact references first: the library's relative energies need them
     todo.sort(key=lambda d: d.source.get("family") != "exact")
-    for group_entries in run_parallel(_run_group, _groups(todo, jobs), jobs):
-        lib.commit(group_entries)
-        for item in group_entries:
-            outcomes[item.entry.name] = Outcome(item.entry, cached=False)
+    options = Options(timeout=timeout)
+    for results in run_parallel(_run_group, _groups(todo, jobs, options), jobs):
+        failed = [r for r in results if r.new is None]
+        if failed:  # a built-in failing is a bug, not a user mistake
+            raise NetlistError(f"built-in {failed[0].name}: {failed[0].error}")
+        lib.commit([r.new for r in results if r.new is not None])
+        for r in results:
+            assert r.new is not None
+            outcomes[r.name] = Outcome(r.new.entry, cached=False)
         if progress:
-            progress(len(group_entries))
+            progress(len(results))
     if not (lib.path / "library.yaml").is_file():
         lib.commit([])  # everything was cached in memory only: still write the index
     return [Outcome(lib.get(s.name), outcomes[s.name].cached) for s in specs]
@@ -210,23 +357,60 @@ def tool_versions() -> dict[str, str]:
 # ---- internals ----------------------------------------------------------------------------
 
 
-def _inspect(path: str | os.PathLike[str], top: str | None, ports: Sequence[str] | None) -> Netlist:
-    return inspect_netlist(path, top=top, ports=ports)
+def _check_cells(cells: str | os.PathLike[str], timeout: float) -> CellLibrary:
+    """Check a cell-library file once (syntax, system tasks) and list its modules."""
+    with tempfile.TemporaryDirectory(prefix="hwflow-cells-") as tmp:
+        return stage_cells(cells, Path(tmp))
 
 
-def _cached_netlist(
-    lib: Library, path: Path, top: str | None, ports: Sequence[str] | None, signed: bool | None
-) -> LibraryEntry | None:
-    if not path.is_file():
-        return None  # inspection reports the missing file
-    name = _netlist_name(path)
-    key: dict[str, Any] = {"kind": "netlist", "sha256": sha256_bytes(path.read_bytes())}
-    if top is not None:
-        key["top"] = top
-    if ports is not None:
-        key["ports"] = list(ports)
-    hit = lib.find_cached(name, key)
-    return hit if hit is not None and signed in (None, hit.signed) else None
+def _cache_key(sha: str, options: Options) -> dict[str, Any]:
+    """What identifies a netlist entry's content: file bytes, plus options that change
+    what is characterized (an explicit top or ports, the cell library's bytes)."""
+    key: dict[str, Any] = {"kind": "netlist", "sha256": sha}
+    if options.top is not None:
+        key["top"] = options.top
+    if options.ports is not None:
+        key["ports"] = list(options.ports)
+    if options.cells is not None:
+        key["cells_sha256"] = options.cells.sha256
+    return key
+
+
+def _library_twin(lib: Library, key: dict[str, Any], signed: bool | None) -> str | None:
+    """Name of an intact library entry with this content (under another name)."""
+    for e in lib.entries:
+        if e.source.get("kind") != "netlist" or signed not in (None, e.signed):
+            continue
+        if key.get("cells_sha256") != e.source.get("cells_sha256"):
+            continue
+        if lib.find_cached(e.name, key) is not None:
+            return e.name
+    return None
+
+
+def _copy_entry(
+    lib: Library, fresh: dict[str, NewEntry], design: Design, of: str
+) -> NewEntry | None:
+    """A new entry named after `design`'s file with the table and costs of entry `of`
+    (made in this call, or in the library): same bytes, same multiplier."""
+    if of in fresh:
+        item = fresh[of]
+        table, netlist, gates = item.table, item.netlist, item.gates_json
+        entry = item.entry
+    elif of in lib:
+        entry = lib.get(of)
+        table = lib.table(of)
+        netlist = lib.netlist_path(of).read_text()
+        gates = lib.gate_netlist_path(of).read_text()
+    else:
+        return None
+    source = {**entry.source, "path": design.source["path"], "copy_of": of}
+    copied = replace(entry, name=design.name, source=source, cost=copy.deepcopy(entry.cost))
+    return NewEntry(copied, table, netlist, gates)
+
+
+def _path_of(designs: Sequence[Design], name: str) -> Path | str:
+    return next((d.path for d in designs if d.name == name and d.path is not None), name)
 
 
 def _netlist_name(path: Path) -> str:
@@ -262,71 +446,168 @@ def _has_exact(lib: Library, new: list[NewEntry], signed: bool) -> bool:
         )
 
 
-def _groups(designs: list[Design], jobs: int) -> list[list[Design]]:
-    """Simulator launches: disjoint module names, at most MAX_BATCH designs, and enough
-    groups to keep `jobs` workers busy."""
+def _groups(designs: list[Design], jobs: int, options: Options) -> list[_Group]:
+    """Groups of at most MAX_BATCH designs (one yosys process and one simulator launch
+    each), and enough groups to keep `jobs` workers busy."""
     if not designs:
         return []
     size = max(1, min(MAX_BATCH, -(-len(designs) // max(1, jobs))))
-    sims = [SimDesign(d.name, Path("."), d.top, d.ports, d.modules) for d in designs]
-    return [[designs[i] for i in batch] for batch in plan_batches(sims, size)]
+    return [_Group(tuple(designs[i : i + size]), options) for i in range(0, len(designs), size)]
 
 
-def _run_groups(groups: list[list[Design]], jobs: int, progress: Progress | None) -> list[NewEntry]:
-    out: list[NewEntry] = []
-    for entries in run_parallel(_run_group, groups, jobs):
-        out += entries
+def _run_groups(groups: list[_Group], jobs: int, progress: Progress | None) -> list[_Result]:
+    out: list[_Result] = []
+    for results in run_parallel(_run_group, groups, jobs):
+        out += results
         if progress:
-            progress(len(entries))
+            progress(len(results))
     return out
 
 
-def _run_group(designs: list[Design]) -> list[NewEntry]:
-    """Generate (if needed), synthesize, simulate and cost one group of designs."""
+def _run_group(group: _Group) -> list[_Result]:
+    """Inspect, elaborate, synthesize, simulate, check and cost one group of designs.
+
+    Each design fails alone: its _Result carries the error message."""
+    opts = group.options
+    results: dict[str, _Result] = {}
     with tempfile.TemporaryDirectory(prefix="hwflow-char-") as tmp:
         work = Path(tmp)
-        netlists: list[tuple[Design, Netlist, str]] = []
-        for d in designs:
+        cell_files: list[str] = []
+        names: dict[str, str] = {}
+        cells = None
+        if opts.cells is not None:
+            cells = replace(opts.cells, copy=stage_netlist(opts.cells.path, work / "cells").copy)
+            cell_files, names = [cells.copy], {cells.copy: str(cells.path)}
+        # 1. stage (and, for user files, inspect) every design
+        ready: list[tuple[Design, str, Netlist, dict[str, str]]] = []  # design, key, netlist
+        user: list[tuple[Design, str, Staged]] = []
+        for k, d in enumerate(group.designs):
+            key = f"n{k}"
             if d.spec is not None:
                 text = _generate(d.spec)
-                path = work / f"{d.name}.v"
-                path.write_text(text)
-                modules = frozenset(re.findall(r"^module\s+(\S+?)\s*\(", text, flags=re.M))
+                folder = work / key
+                folder.mkdir()
+                (folder / f"{d.name}.v").write_text(text)
                 sha = sha256_bytes(text.encode())
-                d = replace(d, path=path, modules=modules, source={**d.source, "sha256": sha})
+                d = replace(d, source={**d.source, "sha256": sha})
+                nl = Netlist(folder / f"{d.name}.v", d.top, d.ports, frozenset({d.top}), sha)
+                ready.append((d, key, nl, {f"{key}/{d.name}.v": d.name}))
+                continue
+            assert d.path is not None
+            try:
+                staged = stage_netlist(d.path, work / key)
+            except NetlistError as exc:
+                results[d.name] = _Result(d.name, error=str(exc))
+                continue
+            # the file may have changed since it was listed: key the entry by what we read
+            if staged.sha256 != d.source["sha256"]:
+                results[d.name] = _Result(
+                    d.name, error=f"{d.path}: file changed during characterization; rerun"
+                )
+                continue
+            user.append((d, key, staged))
+        found = inspect_staged(
+            [s for _, _, s in user], work, opts.top, opts.ports, cells, opts.timeout
+        )
+        for (d, key, staged), nl in zip(user, found, strict=True):
+            if isinstance(nl, NetlistError):
+                results[d.name] = _Result(d.name, error=str(nl))
+                continue
+            source = {**d.source, "top": nl.top, "ports": list(nl.ports)}
+            if cells is not None:
+                source["cells"] = str(cells.path.resolve())
+            d = replace(d, source=source, top=nl.top, ports=nl.ports)
+            ready.append((d, key, nl, {**names, staged.copy: str(d.path)}))
+        # 2. simulation view and synthesis (one yosys process)
+        jobs = []
+        for d, key, nl, file_names in ready:
+            own = f"{key}/{nl.path.name}"
+            files = (*cell_files, own) if d.spec is None else (own,)
+            what = str(d.path) if d.path is not None else d.name
+            jobs.append(ElabJob(key, files, nl.top, nl.ports, what, file_names))
+        elaborated = elaborate_batch(jobs, work, opts.timeout)
+        built: list[tuple[Design, ElabJob, Elaborated]] = []
+        for (d, _, _, _), job, e in zip(ready, jobs, elaborated, strict=True):
+            if isinstance(e, NetlistError):
+                results[d.name] = _Result(d.name, error=str(e))
             else:
-                assert d.path is not None
-                text = d.path.read_text()
-                # the file may have changed since inspection: key the entry by what we read
-                if sha256_bytes(text.encode()) != d.source["sha256"]:
-                    raise NetlistError(f"{d.path}: file changed during characterization; rerun")
-            netlists.append(
-                (d, Netlist(d.path, d.top, d.ports, d.modules, d.source["sha256"]), text)
+                built.append((d, job, e))
+        # 3. one simulator launch for the group
+        sims = [
+            SimDesign(
+                d.name, e.sim_path, e.sim_top, d.ports, frozenset({e.sim_top}), job.what, d.top
             )
-        synths = [synthesize(nl) for _, nl, _ in netlists]
-        sims = [SimDesign(d.name, nl.path, nl.top, nl.ports, nl.modules) for d, nl, _ in netlists]
-        raws = simulate_batch(sims, work / "sim")
+            for d, job, e in built
+        ]
+        raws = simulate_designs(sims, work / "sim", opts.timeout)
         tools = tool_versions()
-        out = []
-        for (d, _, text), syn, raw in zip(netlists, synths, raws, strict=True):
-            signed = d.signed if d.signed is not None else _closer_signedness(raw)
-            table = output_to_int(raw, signed)
-            cost = syn.cost()
-            cost["energy"] = uniform_energy(syn.gates)
-            entry = LibraryEntry(
-                d.name, signed, d.source, compute_metrics(table, signed), cost, tools
-            )
-            out.append(NewEntry(entry, table, text, json.dumps(syn.yosys_json)))
-        return out
+        for (d, job, e), raw in zip(built, raws, strict=True):
+            if isinstance(raw, HwflowError):
+                results[d.name] = _Result(d.name, error=str(raw))
+                continue
+            try:
+                results[d.name] = _finish(d, job.what, e, raw, tools)
+            except NetlistError as exc:
+                results[d.name] = _Result(d.name, error=str(exc))
+    return [results[d.name] for d in group.designs]
+
+
+def _finish(d: Design, what: str, e: Elaborated, raw: np.ndarray, tools: dict[str, str]) -> _Result:
+    """Check simulation = synthesis, then metrics and costs of one simulated design."""
+    if d.signed is None:
+        signed, note = choose_signedness(raw)
+    else:
+        signed, note = d.signed, ""
+    check_gates_match(raw, e.synth.gates, signed, what)
+    table = output_to_int(raw, signed)
+    cost = e.synth.cost()
+    cost["energy"] = uniform_energy(e.synth.gates)
+    source = dict(d.source)
+    if d.spec is None:
+        source["netlist_sha256"] = sha256_bytes(e.netlist.encode())
+    entry = LibraryEntry(d.name, signed, source, compute_metrics(table, signed), cost, tools)
+    return _Result(
+        d.name, NewEntry(entry, table, e.netlist, json.dumps(e.synth.yosys_json)), note=note
+    )
+
+
+def gate_level_table(gates: Gates) -> np.ndarray:
+    """uint16[256, 256] output patterns of a gate netlist over every operand pair."""
+    return output_codes(gates, _ALL_A, _ALL_B).astype(np.uint16).reshape(256, 256)
+
+
+def check_gates_match(raw: np.ndarray, gates: Gates, signed: bool, what: str) -> None:
+    """Simulation = synthesis: the simulated raw table must equal the gate netlist's."""
+    gate_raw = gate_level_table(gates)
+    diff = np.flatnonzero(gate_raw != raw)
+    if diff.size == 0:
+        return
+    a, b = divmod(int(diff[0]), 256)
+    sim = int(output_to_int(raw[a, b], signed))
+    gate = int(output_to_int(gate_raw[a, b], signed))
+    av, bv = (x - 256 if signed and x >= 128 else x for x in (a, b))
+    raise NetlistError(
+        f"{what}: simulation and synthesis disagree at a={av}, b={bv} (sim {sim}, "
+        f"gates {gate}; {diff.size} of 65536 pairs differ): the table would not describe "
+        "the hardware yosys builds (`ifdef SYNTHESIS` or simulation-only code?)"
+    )
+
+
+def choose_signedness(raw: np.ndarray) -> tuple[bool, str]:
+    """Signed when that reading is closer to the exact product, relative to what a
+    constant 0 would score (raw MAE favours signed: its exact products are smaller).
+    Constant or degenerate circuits, no closer to either product than 0, are unsigned."""
+    rel = {
+        s: compute_metrics(output_to_int(raw, s), s)["mae"] / _MEAN_ABS_EXACT[s]
+        for s in (False, True)
+    }
+    if int(raw.min()) == int(raw.max()) or min(rel.values()) >= 1.0:
+        return False, "auto: unsigned (constant or degenerate circuit: the default)"
+    signed = rel[True] < rel[False]
+    return signed, f"auto: {'signed' if signed else 'unsigned'} (closer to the exact product)"
 
 
 def _generate(spec: dict[str, Any]) -> str:
     from hwflow.multipliers.generators import MultiplierSpec, to_verilog
 
     return to_verilog(MultiplierSpec.from_dict(spec))
-
-
-def _closer_signedness(raw: np.ndarray) -> bool:
-    """Read the circuit as signed when that is closer (lower MAE) to the exact product."""
-    mae = {s: compute_metrics(output_to_int(raw, s), s)["mae"] for s in (False, True)}
-    return mae[True] < mae[False]

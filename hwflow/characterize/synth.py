@@ -6,20 +6,31 @@ transistor count of that gate set (the weights of yosys' `stat -tech cmos`, repe
 `TRANSISTORS` so the estimate is documented and checkable). Depth is the longest path in
 gates from an operand bit to a product bit. The yosys JSON of the mapped netlist is kept
 (`load_gates` reads it back for the switching-energy estimate in `energy.py`).
+
+`elaborate_batch` also writes each design's simulation view (what the simulator runs,
+see `simulation_view_script`), all designs of a batch in one yosys process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwflow.characterize.netlist import Netlist, run_yosys
+from hwflow.characterize.netlist import (
+    DEFAULT_TIMEOUT_S,
+    Netlist,
+    YosysItem,
+    check_system_tasks,
+    read_verilog_command,
+    run_yosys_items,
+    stage_netlist,
+)
 from hwflow.errors import NetlistError
 
 GATE_SET = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
@@ -83,30 +94,126 @@ class SynthResult:
         }
 
 
-def synthesize(netlist: Netlist) -> SynthResult:
+def synthesis_script(files: Sequence[str], top: str, out_dir: str) -> list[str]:
+    """yosys commands mapping `top` to GATE_SET; writes `out_dir`/stat.json, gates.json."""
+    t = _yosys_name(top)
+    return [
+        read_verilog_command(files, synthesis=True),
+        f"hierarchy -check -top {t}",
+        f"synth -flatten -top {t}",
+        f"abc -g {GATE_SET}",
+        "opt_clean -purge",
+        "delete t:$scopeinfo",
+        f"tee -q -o {out_dir}/stat.json stat -json -tech cmos",
+        f"write_json {out_dir}/gates.json",
+    ]
+
+
+def simulation_view_script(files: Sequence[str], top: str, sim_top: str, out_dir: str) -> list[str]:
+    """yosys commands writing what the simulator runs: the design as a simulator reads it
+    (`SYNTHESIS` undefined), elaborated and flattened into one module, internal nets
+    split where separate drivers write them (so a gate netlist wired through one wide
+    vector, `wire [2031:0] N`, simulates as fast as its scalar form: Icarus re-evaluates
+    every reader of a vector whenever any bit of it changes). Writes `out_dir`/netlist.v
+    (module `top`, the library's copy) and `out_dir`/sim.v (module `sim_top`, so that
+    designs sharing cell names simulate in one launch)."""
+    t = _yosys_name(top)
+    return [
+        read_verilog_command(files, synthesis=False),
+        f"hierarchy -check -top {t}",
+        "proc",
+        "flatten",
+        f"hierarchy -top {t}",
+        "opt_clean -purge",
+        "splitnets -driver",
+        "opt_clean -purge",
+        "delete t:$scopeinfo",
+        f"write_verilog -noattr {out_dir}/netlist.v",
+        f"rename {t} {sim_top}",
+        f"write_verilog -noattr {out_dir}/sim.v",
+    ]
+
+
+@dataclass(frozen=True)
+class ElabJob:
+    """One design for `elaborate_batch`: work-relative `files` (cell library first), top,
+    ports, the user's name for messages and the work -> user file-name map."""
+
+    key: str  # work subfolder for its outputs, also names the simulation module
+    files: tuple[str, ...]
+    top: str
+    ports: tuple[str, str, str]
+    what: str
+    names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Elaborated:
+    """A design as simulated (`sim_path`, module `sim_top`), its flattened netlist text
+    under its own top name (`netlist`), and its synthesis."""
+
+    sim_path: Path
+    sim_top: str
+    netlist: str
+    synth: SynthResult
+
+
+def elaborate_batch(
+    jobs: Sequence[ElabJob], work: Path, timeout: float = DEFAULT_TIMEOUT_S
+) -> list[Elaborated | NetlistError]:
+    """Simulation view and gate-level synthesis of every job, in one yosys process."""
+    items = []
+    for job in jobs:
+        (work / job.key).mkdir(parents=True, exist_ok=True)
+        script = [
+            *simulation_view_script(job.files, job.top, _sim_top(job.key), job.key),
+            "design -reset",
+            *synthesis_script(job.files, job.top, job.key),
+        ]
+        items.append(YosysItem(tuple(script), f"{job.key}/gates.json", job.what, job.names))
+    out: list[Elaborated | NetlistError] = []
+    for job, error in zip(jobs, run_yosys_items(items, work, timeout), strict=True):
+        if error is not None:
+            out.append(error)
+            continue
+        try:
+            folder = work / job.key
+            design = json.loads((folder / "gates.json").read_text())
+            stat = json.loads((folder / "stat.json").read_text())
+            design["hwflow"] = {"top": job.top, "ports": list(job.ports)}
+            synth = SynthResult(parse_gates(design, job.what), design, stat)
+            sim_text = (folder / "sim.v").read_text()
+            # yosys drops what it cannot build; check its output as the user's text anyway
+            check_system_tasks(sim_text, f"{job.what} (as elaborated by yosys)")
+            netlist = (folder / "netlist.v").read_text()
+            out.append(Elaborated(folder / "sim.v", _sim_top(job.key), netlist, synth))
+        except NetlistError as exc:
+            out.append(exc)
+    return out
+
+
+def synthesize(netlist: Netlist, timeout: float = DEFAULT_TIMEOUT_S) -> SynthResult:
     """Map a multiplier netlist to GATE_SET with yosys; reject sequential designs."""
     with tempfile.TemporaryDirectory(prefix="hwflow-synth-") as tmp:
         work = Path(tmp)
-        shutil.copyfile(netlist.path, work / "in.v")
-        top = netlist.top
-        run_yosys(
-            [
-                "read_verilog -sv in.v",
-                f"hierarchy -check -top {_yosys_name(top)}",
-                f"synth -flatten -top {_yosys_name(top)}",
-                f"abc -g {GATE_SET}",
-                "opt_clean -purge",
-                "delete t:$scopeinfo",
-                "tee -q -o stat.json stat -json -tech cmos",
-                "write_json gates.json",
-            ],
-            work,
-            str(netlist.path),
-        )
-        design = json.loads((work / "gates.json").read_text())
-        stat = json.loads((work / "stat.json").read_text())
-    design["hwflow"] = {"top": top, "ports": list(netlist.ports)}
-    return SynthResult(parse_gates(design, str(netlist.path)), design, stat)
+        files = []
+        names = {}
+        if netlist.cells is not None:
+            cells = stage_netlist(netlist.cells, work / "cells")
+            files.append(cells.copy)
+            names[cells.copy] = str(netlist.cells)
+        staged = stage_netlist(netlist.path, work / "n0")
+        files.append(staged.copy)
+        names[staged.copy] = str(netlist.path)
+        job = ElabJob("n0", tuple(files), netlist.top, netlist.ports, str(netlist.path), names)
+        result = elaborate_batch([job], work, timeout)[0]
+    if isinstance(result, NetlistError):
+        raise result
+    return result.synth
+
+
+def _sim_top(key: str) -> str:
+    return f"hwflow_sim_{key}"
 
 
 def parse_gates(design: dict[str, Any], where: str = "gate netlist") -> Gates:

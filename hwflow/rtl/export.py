@@ -66,7 +66,9 @@ def library_rtl(lib: Any, name: str) -> mac.MultiplierRTL:
         if not path.is_file():
             raise LibraryError(f"multiplier {name}: netlist {path} not found")
         text = path.read_text()
-        if source.get("sha256") and io.sha256_bytes(text.encode()) != source["sha256"]:
+        # netlist_sha256: of the stored (flattened) copy; sha256 keys the user's file
+        expected = source.get("netlist_sha256") or source.get("sha256")
+        if expected and io.sha256_bytes(text.encode()) != expected:
             raise LibraryError(
                 f"multiplier {name}: {path} changed since characterization (sha256 differs); "
                 "rerun `hwflow characterize`"

@@ -18,15 +18,41 @@ import click
 
 from hwflow import executor as executor_mod
 from hwflow.errors import HwflowError
+from hwflow.progress import progress
+
+# click >= 8.2 signals "no arguments: show the help" as a usage error; that one stays
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(exc: click.UsageError) -> click.exceptions.Exit:
+    """A click usage error as the one `error: ...` line every hwflow error is (exit 2),
+    instead of click's usage block and "Error:" line."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    path = exc.ctx.command_path if exc.ctx is not None else "hwflow"
+    click.echo(f"error: {message} (see '{path} --help')", err=True)
+    return click.exceptions.Exit(exc.exit_code)
 
 
 class _Group(click.Group):
-    """Turns HwflowError into one `error: ...` line and exit code 2, no traceback."""
+    """Turns HwflowError and usage errors into one `error: ...` line and exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _NoArgsIsHelp:
+            raise  # `hwflow` alone: click prints the help
+        except click.UsageError as exc:  # the group's own options
+            raise _usage_error(exc) from None
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             with _sigterm_as_interrupt():
                 return super().invoke(ctx)
+        except _NoArgsIsHelp:
+            raise  # `hwflow library` alone: click prints the help
+        except click.UsageError as exc:  # a subcommand's options and arguments
+            raise _usage_error(exc) from None
         except HwflowError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -165,8 +191,6 @@ def characterize(
 ):
     """Exhaustively simulate 8x8 multipliers (files or folders of .v files); store
     tables, metrics, gates, energy."""
-    from tqdm import tqdm
-
     from hwflow.characterize.pipeline import (
         CharacterizeError,
         characterize_builtin,
@@ -189,8 +213,7 @@ def characterize(
         raise HwflowError(f"--jobs must be at least 1, got {jobs}")
     if not timeout > 0:
         raise HwflowError(f"--timeout must be positive, got {timeout:g}")
-    # disable=None: no bar when stderr is not a terminal (logs, CI, tests)
-    bar = tqdm(desc="characterize", unit="design", disable=True if quiet or as_json else None)
+    bar = progress(desc="characterize", unit="design", quiet=quiet or as_json, leave=True)
     failed = None
     try:
         if builtin:

@@ -10,9 +10,11 @@ and loaded through here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from hwflow.errors import ConfigError
@@ -68,6 +70,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf would poison a run silently
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -111,11 +115,21 @@ def load_dataclass(cls: type[T], data: Any, path: str = "") -> T:
     return cls(**kwargs)
 
 
-def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
-    """Load YAML file `path` into dataclass `cls`; errors name the file and the key path."""
+def load_config(cls: type[T], path: str | os.PathLike[str], required: Sequence[str] = ()) -> T:
+    """Load YAML file `path` into dataclass `cls`; errors name the file and the key path.
+
+    `required`: dotted key paths the file must spell out even where the dataclass has a
+    default (an empty file must not quietly run on built-in defaults)."""
     data = read_yaml(path)
     try:
-        return load_dataclass(cls, data)
+        cfg = load_dataclass(cls, data)
+        for key in required:
+            node = data
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"{key}: required key is missing")
+                node = node[part]
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

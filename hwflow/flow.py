@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hwflow.errors import HwflowError, VerificationError
-from hwflow.io import read_json, write_json
+from hwflow.io import claim_dir, read_json, write_json
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FLOW_KIND = "flow"  # `demo --out` marker: a rerun resumes only a directory a flow made
 
 
 @dataclass
@@ -207,7 +208,7 @@ def run_flow(cfg: FlowConfig, log: Log = print) -> list[StepResult]:
     unknown = set(cfg.force) - {name for name, _, _ in STEPS}
     if unknown:
         raise HwflowError(f"--force: unknown steps {sorted(unknown)}")
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    claim_dir(cfg.out, FLOW_KIND)
     results: list[StepResult] = []
     for i, (name, fn, output) in enumerate(STEPS, 1):
         header = f"[{i}/{len(STEPS)}] {name}"

@@ -1,7 +1,13 @@
-"""Atomic file writes, hashing and small YAML/JSON/npz helpers.
+"""Atomic file writes, owned output directories, hashing and small YAML/JSON/npz helpers.
 
 Every file hwflow writes goes through here: a temp file in the same directory, then
-`os.replace`, so an interrupted run never leaves a half-written file behind.
+`os.replace`, so an interrupted run never leaves a half-written file behind. Files get
+the mode an ordinary `open` would give them (0666 less the umask), not mkstemp's 0600.
+
+A directory a command writes (a train run, an export, a sweep, a flow, a report) carries
+a marker file naming its kind (`DIR_MARK`); a command writes into, or replaces, only a
+directory that is absent, empty, or marked as its own kind, so it never destroys
+something the user made.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,19 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hwflow.errors import ConfigError, RunError
+from hwflow.errors import ConfigError, HwflowError, RunError
+
+DIR_MARK = ".hwflow"  # in every directory a command writes: the kind of directory it is
+
+
+def umask() -> int:
+    """The process umask (Linux reads it without changing it; elsewhere set and restore)."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -31,6 +51,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes 0600: colleagues could not read it
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -69,24 +90,93 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
-    """torch.save, atomically (checkpoints survive a kill mid-write)."""
+    """torch.save, atomically (checkpoints survive a kill mid-write).
+
+    `obj` holds only tensors and plain containers, so `load_torch` can read it back."""
     import torch  # local: keep this leaf module importable without torch loaded
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a directory in a temp sibling; it replaces `path` only if the block succeeds."""
+def load_torch(path: str | os.PathLike[str]) -> Any:
+    """torch.load a checkpoint that may hold only tensors and plain containers.
+
+    `weights_only=True`: a crafted file whose pickle would call a function (`os.system`)
+    is refused before anything runs. Every failure is one RunError line."""
+    import pickle
+
+    import torch
+
     path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():  # pickle-protocol notes of the restricted unpickler
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:
+            raise RunError(
+                f"{path}: refused: the checkpoint needs {found.group(1)}, but a checkpoint may "
+                "hold only tensors and plain containers (loading it could run code)"
+            ) from None
+        raise RunError(f"{path}: not a PyTorch checkpoint hwflow can read") from None
+    except (OSError, EOFError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+
+
+def _dir_kind(path: Path) -> str | None:
+    """The kind recorded in `path`'s marker, or None where there is none."""
+    try:
+        return (path / DIR_MARK).read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def check_dir(path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse a `path` a command of `kind` must not write into or replace.
+
+    Allowed: no such path, an empty directory, or a directory an earlier command of the
+    same kind made (its marker says so). Anything else is the user's and stays untouched.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and (_dir_kind(path) == kind or not any(path.iterdir())):
+        return
+    raise HwflowError(f"{path} exists and is not an hwflow {kind}")
+
+
+def claim_dir(path: str | os.PathLike[str], kind: str) -> Path:
+    """Make (or reuse) directory `path` for a command of `kind`, marking it as such."""
+    path = Path(path)
+    check_dir(path, kind)
+    path.mkdir(parents=True, exist_ok=True)
+    if _dir_kind(path) != kind:
+        write_text(path / DIR_MARK, kind + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], kind: str) -> Iterator[Path]:
+    """Build a directory in a temp sibling; it replaces `path` only if the block succeeds.
+
+    Only a directory of the same `kind` (or an empty one) is replaced (`check_dir`)."""
+    path = Path(path)
+    check_dir(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
+        write_text(tmp / DIR_MARK, kind + "\n")
         yield tmp
+        check_dir(path, kind)  # still ours after the (long) build
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # a fresh empty name to move the old one to (rename may replace an empty dir)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -26,6 +26,7 @@ from hwflow import io  # noqa: E402
 from hwflow.errors import RunError  # noqa: E402
 from hwflow.multipliers.library import Library, save_error_heatmap  # noqa: E402
 
+REPORT_KIND = "report"  # RUN/report's marker: rewritten only if an earlier report made it
 _CHOSEN = "tab:red"
 _OTHER = "tab:blue"
 
@@ -493,8 +494,8 @@ def write_report(
     """Write `out/report/report.md` (+ figures, + `report.html` with them embedded)."""
     out = Path(out)
     report_dir = out / "report"
-    fig_dir = report_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = io.claim_dir(report_dir, REPORT_KIND) / "figures"
+    fig_dir.mkdir(exist_ok=True)
     sections = collect_sections(out, Path(library) if library else None, fig_dir)
     title = f"hwflow report: {out.name}"
     written = [report_dir / "report.md"]

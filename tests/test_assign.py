@@ -253,6 +253,47 @@ def test_cli_assign_and_errors(run_copy, tmp_path):
     assert not (run_dir / "retrain.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "summary.json:1: invalid JSON"),
+        ("[]", "summary.json: not a train summary"),
+        ('{"accuracy": {}, "layers": 3}', "summary.json: layers: expected a list"),
+        ('{"accuracy": {}, "layers": [{"name": "0"}]}', "layers[0].ops: missing or not a"),
+        ("RENAMED", "summary.json: layers do not match the model's (0, 2, 5, 9)"),
+    ],
+)
+def test_malformed_summary_is_one_error_line_and_nothing_written(run_copy, text, message):
+    run_dir, lib_dir = run_copy
+    summary = run_dir / "summary.json"
+    if text == "RENAMED":
+        doc = json.loads(summary.read_text())
+        doc["layers"][0]["name"] = "conv1"
+        text = json.dumps(doc)
+    summary.write_text(text)
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    res = CliRunner().invoke(cli, ["assign", str(run_dir), "--library", str(lib_dir)])
+    assert res.exit_code == 2, res.output
+    assert len(res.output.splitlines()) == 1 and res.output.startswith("error: "), res.output
+    assert message in res.output, res.output
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+def test_sweep_writes_only_into_a_directory_a_sweep_made(run_copy, tmp_path):
+    run_dir, lib_dir = run_copy
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    for out in (run_dir, mine):
+        args = ["sweep", str(run_dir), "--library", str(lib_dir), "--out", str(out)]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, res.output
+        assert res.output == f"error: {out} exists and is not an hwflow sweep\n"
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.slow
 def test_retrain_resumes_to_the_same_result(run_copy, monkeypatch):
     run_dir, lib_dir = run_copy
@@ -294,6 +335,7 @@ def test_sweep_writes_csv_and_plot(run_copy):
     assert kinds.count("heterogeneous") == 2 and kinds.count("homogeneous") == len(DESIGNS)
     csv_text = (run_dir / "sweep" / "sweep.csv").read_text().splitlines()
     assert csv_text[0].startswith("point,kind,scale") and len(csv_text) == len(rows) + 1
+    assert (run_dir / "sweep" / ".hwflow").read_text() == "sweep\n"
     png = (run_dir / "sweep" / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     exact = next(r for r in rows if r["point"] == "scale-0")

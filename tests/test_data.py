@@ -57,6 +57,89 @@ def make_cifar(root: Path, per_batch: int = 8) -> Path:
     return folder
 
 
+def _py2_str(b: bytes) -> bytes:  # SHORT_BINSTRING / BINSTRING: a Python 2 `str`
+    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+
+def _py2_int(n: int) -> bytes:
+    return b"K" + bytes([n]) if n < 256 else b"M" + struct.pack("<H", n)
+
+
+def py2_cifar_batch(data: np.ndarray, labels: list[int], batch_label: bytes) -> bytes:
+    """A batch as the real dataset's files are: cPickle protocol 2 from Python 2 and numpy 1
+    (str keys, `numpy.core.multiarray._reconstruct`), written opcode by opcode."""
+    s, i = _py2_str, _py2_int
+    dtype = b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1) + b"\x87R("
+    dtype += i(3) + s(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xff" + i(0) + b"tb"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + i(0) + b"\x85"
+    array += s(b"b") + b"\x87R(" + i(1) + i(data.shape[0]) + i(data.shape[1]) + b"\x86"
+    array += dtype + b"\x89" + s(data.tobytes()) + b"tb"
+    names = b"".join(s(f"img_{k}.png".encode()) for k in range(len(labels)))
+    return (
+        b"\x80\x02}(" + s(b"data") + array
+        + s(b"labels") + b"](" + b"".join(i(v) for v in labels) + b"e"
+        + s(b"batch_label") + s(batch_label) + s(b"filenames") + b"](" + names + b"eu."
+    )  # fmt: skip
+
+
+def test_cifar_batches_in_the_real_python2_format_load(tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    want = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (3, 3072)).astype(np.uint8)
+        y = rng.integers(0, 10, 3).tolist()
+        (folder / name).write_bytes(py2_cifar_batch(x, y, name.encode()))
+        want[name] = (x, y)
+    data = load_data("cifar10", tmp_path, val_fraction=0.2)
+    x, y = want["test_batch"]
+    assert data.test.y.tolist() == y
+    expect = (x.reshape(-1, 3, 32, 32) / 255.0 - np.array(CIFAR_MEAN)[:, None, None]) / np.array(
+        CIFAR_STD
+    )[:, None, None]
+    np.testing.assert_allclose(data.test.x.numpy(), expect, rtol=1e-5, atol=1e-5)
+    assert len(data.train) + len(data.val) == 15
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _EvalsCode(_RunsCode):
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
+@pytest.mark.parametrize("payload", [_RunsCode, _EvalsCode])
+def test_cifar_batch_that_would_run_code_is_refused_before_it_runs(tmp_path, payload):
+    from click.testing import CliRunner
+
+    from hwflow.cli import cli
+
+    folder = make_cifar(tmp_path)
+    marker = tmp_path / "PWNED"
+    crafted = {b"data": payload(marker), b"labels": [0]}
+    (folder / "data_batch_2").write_bytes(pickle.dumps(crafted))
+    with pytest.raises(HwflowError, match="data_batch_2 is not a CIFAR-10 python batch$"):
+        load_data("cifar10", tmp_path)
+    assert not marker.exists()
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dataset: cifar10}\nmodel: {name: resnet20}\n")
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config), "--data-dir", str(tmp_path), "--out", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2
+    assert res.output == f"error: {folder / 'data_batch_2'} is not a CIFAR-10 python batch\n"
+    assert not marker.exists() and not out.exists()
+
+
 def make_imagefolder(root: Path, per_class: int = 3) -> None:
     from PIL import Image
 
@@ -131,7 +214,7 @@ def test_cifar_batches_normalised_and_augmented(tmp_path):
 def test_cifar_corrupt_batch(tmp_path):
     folder = make_cifar(tmp_path)
     (folder / "data_batch_3").write_bytes(b"garbage")
-    with pytest.raises(HwflowError, match="data_batch_3: not a CIFAR-10 python batch"):
+    with pytest.raises(HwflowError, match="data_batch_3 is not a CIFAR-10 python batch$"):
         load_data("cifar10", tmp_path)
     (folder / "data_batch_3").unlink()
     with pytest.raises(HwflowError, match="data_batch_3 not found"):

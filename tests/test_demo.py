@@ -52,3 +52,21 @@ def test_demo_rejects_unknown_forced_step(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown steps" in result.output
     assert not (tmp_path / "flow.json").exists()
+
+
+def test_demo_and_report_write_only_directories_they_made(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(mine), "--library", str(mine)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {mine} exists and is not an hwflow flow\n"
+    (mine / "report").mkdir()
+    (mine / "report" / "report.md").write_text("my own report")
+    result = CliRunner().invoke(cli, ["report", str(mine)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {mine / 'report'} exists and is not an hwflow report\n"
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == [
+        "notes.txt", "report", "report/report.md",
+    ]  # fmt: skip
+    assert (mine / "report" / "report.md").read_text() == "my own report"

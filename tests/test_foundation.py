@@ -64,6 +64,23 @@ def test_config_errors_name_the_key_path(tmp_path: Path, text: str, fragment: st
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_config_refuses_nan_and_inf(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: x\noptim:\n  lr: {value}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: optim\.lr: expected a finite number"):
+        load_config(Cfg, path)
+
+
+def test_config_required_keys_must_be_spelled_out(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: optim\.lr: required key is missing"):
+        load_config(Cfg, path, required=("optim.lr",))
+    path.write_text("name: x\noptim: {lr: 0.5}\n")
+    assert load_config(Cfg, path, required=("optim.lr",)).optim.lr == 0.5
+
+
 def test_config_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(Cfg, tmp_path / "nope.yaml")
@@ -81,13 +98,64 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
 
 def test_atomic_dir_replaces_whole_or_nothing(tmp_path: Path) -> None:
     out = tmp_path / "export"
-    with io.atomic_dir(out) as d:
+    with io.atomic_dir(out, "export") as d:
         (d / "a.txt").write_text("1")
-    with pytest.raises(RuntimeError), io.atomic_dir(out) as d:
+    with pytest.raises(RuntimeError), io.atomic_dir(out, "export") as d:
         (d / "b.txt").write_text("2")
         raise RuntimeError("boom")
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [io.DIR_MARK, "a.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    with io.atomic_dir(out, "export") as d:  # an earlier export's directory: replaced
+        (d / "c.txt").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == [io.DIR_MARK, "c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["export", "train run"])
+def test_owned_directories_refuse_what_they_did_not_make(tmp_path: Path, kind: str) -> None:
+    """Only an absent path, an empty directory or one of the same kind is written."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    other = io.claim_dir(tmp_path / "other", "sweep")
+    (other / "sweep.csv").write_text("point\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    before = _tree(tmp_path)
+    for target in (mine, other, afile):
+        with pytest.raises(HwflowError, match=f"^{target} exists and is not an hwflow {kind}$"):
+            io.check_dir(target, kind)
+        with pytest.raises(HwflowError, match="is not an hwflow"), io.atomic_dir(target, kind):
+            pytest.fail("the block must not run")
+        with pytest.raises(HwflowError, match="is not an hwflow"):
+            io.claim_dir(target, kind)
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine", "other"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert io.claim_dir(empty, kind) == empty
+    assert (empty / io.DIR_MARK).read_text() == kind + "\n"
+    io.claim_dir(empty, kind)  # its own kind again: fine
+
+
+def test_written_files_and_directories_respect_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o027)
+    try:
+        io.write_text(tmp_path / "f.txt", "x")
+        with io.atomic_dir(tmp_path / "d", "export") as d:
+            io.write_text(d / "g.txt", "y")
+        assert io.umask() == 0o027
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "d" / "g.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
 
 
 def test_npy_roundtrip_and_hash(tmp_path: Path) -> None:
@@ -133,3 +201,20 @@ def test_cli_turns_hwflow_error_into_one_line_exit_2() -> None:
         cli.commands.pop("_raise_for_test")
     assert result.exit_code == 2
     assert result.output.strip() == "error: thing.v:3: something is wrong"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train"], "error: missing option '--config' (see 'hwflow train --help')"),
+        (["--bogus"], "error: no such option '--bogus' (see 'hwflow --help')"),
+        (["nosuch"], "error: no such command 'nosuch' (see 'hwflow --help')"),
+        (["library", "show"], "error: missing argument 'NAME' (see 'hwflow library show --help')"),
+        (["evaluate", "r", "--mode", "x"], "error: invalid value for '--mode': 'x' is not one"),
+    ],
+)
+def test_cli_usage_errors_are_one_error_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, args, prog_name="hwflow")
+    assert result.exit_code == 2
+    assert len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(message), result.output

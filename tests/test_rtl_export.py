@@ -273,12 +273,17 @@ def test_whole_network_classifies_several_images(run_and_library):
 
 
 def test_export_without_the_network(run_and_library, tmp_path):
+    from hwflow import io
+
     _, run, lib = run_and_library
-    out = tmp_path / "design"
+    out = io.claim_dir(tmp_path / "design", "export")  # as an earlier export left it
+    (out / "stale.txt").write_text("from the earlier export")
     assignment = _assignment(tmp_path, lib, {})
     args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
     result = CliRunner().invoke(cli, [*args, "--images", "1", "--no-network", "--rows", "7"])
     assert result.exit_code == 0 and "whole network" not in result.output, result.output
+    assert not (out / "stale.txt").exists()  # an earlier export is replaced whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["assignment.yaml", "design"]
     assert result.output.count("(7 sampled rows)") == 3, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     # 64, 64 and 16 rows sampled down to 7 (every channel of each); the classifier's one fits
@@ -288,6 +293,40 @@ def test_export_without_the_network(run_and_library, tmp_path):
     assert "hwflow_net" not in (out / "tb" / "hwflow_harness.v").read_text()
     assert [sim["name"] for sim in manifest["simulations"]] == ["layers"]
     assert "PARTS := layers\n" in (out / "Makefile").read_text()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_export_replaces_only_an_earlier_export(run_and_library, tmp_path):
+    """--out may name an earlier export (replaced whole); anything else, the run itself
+    included, is refused before any work and left exactly as it was."""
+    _, run, lib = run_and_library
+    assignment = _assignment(tmp_path, lib, {})
+    fast = ["--images", "1", "--no-network", "--rows", "2"]
+
+    def export(out: Path):
+        args = ["export", str(run), "--assignment", str(assignment), "--out", str(out), *fast]
+        return CliRunner().invoke(cli, args)
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    run_before = _tree(run)
+    for out in (run, mine, run.parent):
+        result = export(out)
+        assert result.exit_code == 2, result.output
+        assert result.output == f"error: {out} exists and is not an hwflow export\n"
+    result = export(afile)
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith("error: ") and "is a file" in result.output
+    assert _tree(run) == run_before
+    assert _tree(mine) == {"notes.txt": b"keep"} and afile.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "assignment.yaml", "mine"]
+    # replacing an earlier export: test_export_without_the_network
 
 
 def test_network_design_only_for_plain_stacks(run_and_library):

@@ -15,6 +15,7 @@ from test_data import make_cifar, make_mnist  # tests/ is on sys.path under pyte
 import hwflow.nn as hn
 from hwflow.cli import cli
 from hwflow.errors import ConfigError, RunError
+from hwflow.io import DIR_MARK
 from hwflow.nn.train import (
     AGNConfig,
     DataConfig,
@@ -27,6 +28,7 @@ from hwflow.nn.train import (
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NEEDED = "data: {dataset: digits}\nmodel: {name: digits_cnn}\n"  # keys a config must name
 
 
 def tiny_config(seed: int = 0) -> TrainConfig:
@@ -82,7 +84,8 @@ def test_tiny_run_writes_the_run_directory(tiny_run):
         "float.pt",
         "qat.pt",
     ]
-    assert not [p for p in out.rglob(".*")]  # no temp files left
+    assert [p.name for p in out.rglob(".*")] == [DIR_MARK]  # no temp files left
+    assert (out / DIR_MARK).read_text() == "train run\n"
 
 
 def test_resume_after_interruptions_matches_uninterrupted_run(tiny_run, tmp_path):
@@ -123,7 +126,7 @@ def test_config_errors_name_keys(tmp_path):
     bad.write_text("float:\n  epochs: 2\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: float\.lrr: unknown key"):
         load_train_config(bad)
-    bad.write_text("qat:\n  lr: -1\n")
+    bad.write_text(f"{NEEDED}qat:\n  lr: -1\n")
     with pytest.raises(ConfigError, match="qat.lr: must be > 0"):
         load_train_config(bad)
     bad.write_text("model:\n  operands: maybe\n")
@@ -247,7 +250,7 @@ def test_load_weights_errors(tiny_run, tmp_path):
         load_weights(run.model, tmp_path / "none.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RunError, match="not a checkpoint of this model"):
+    with pytest.raises(RunError, match="bad.pt: not a PyTorch checkpoint hwflow can read$"):
         load_weights(run.model, bad)
     torch.save({"model": {"weird": torch.zeros(1)}}, bad)
     with pytest.raises(RunError, match="not a checkpoint of this model"):
@@ -259,3 +262,141 @@ def test_zero_epoch_qat_is_post_training_quantization(tmp_path):
     summary = train(cfg, tmp_path / "run", quiet=True)
     assert 0.0 <= summary["val_accuracy"]["qat"] <= 1.0
     assert all(layer["signed"] is False for layer in summary["layers"])  # calibrated
+
+
+def _one_error_line(res, fragment: str) -> None:
+    assert res.exit_code == 2, res.output
+    assert len(res.output.splitlines()) == 1 and res.output.startswith("error: "), res.output
+    assert fragment in res.output, res.output
+
+
+class _RunsCode:
+    """Unpickling this calls os.system (a crafted checkpoint)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_or_garbage_checkpoints_are_refused_without_running_code(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    marker = tmp_path / "PWNED"
+    ckpt = run / "checkpoints" / "agn.pt"
+    torch.save({"model": _RunsCode(marker)}, ckpt)  # a torch zip whose pickle runs code
+    res = CliRunner().invoke(cli, ["evaluate", str(run)])
+    _one_error_line(res, f"{ckpt}: refused: the checkpoint needs posix.system")
+    assert not marker.exists()
+    import pickle
+
+    ckpt.write_bytes(pickle.dumps({"model": _RunsCode(marker)}))  # a bare pickle
+    _one_error_line(CliRunner().invoke(cli, ["evaluate", str(run)]), f"{ckpt}: not a PyTorch")
+    assert not marker.exists()
+    for garbage in (b"", b"PK\x03\x04 truncated zip", b"garbage" * 10):
+        ckpt.write_bytes(garbage)
+        _one_error_line(CliRunner().invoke(cli, ["evaluate", str(run)]), f"{ckpt}: not a")
+    # a resume checkpoint goes through the same loader
+    shutil.copy(tiny_run[0] / "checkpoints" / "agn.pt", ckpt)
+    last = run / "checkpoints" / "qat.last.pt"
+    (run / "checkpoints" / "qat.pt").unlink()
+    (run / "summary.json").unlink()
+    torch.save({"epoch": 1, "model": _RunsCode(marker)}, last)
+    with pytest.raises(RunError, match="refused"):
+        train(tiny_config(), run, resume=True, quiet=True)
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_what_weights_only_loading_admits(tiny_run, tmp_path):
+    """Every checkpoint train writes (the per-epoch resume ones too) loads with
+    weights_only=True: tensors and plain containers only."""
+    out = tmp_path / "run"
+    seen = []
+
+    def hook(stage, epoch):
+        for path in sorted((out / "checkpoints").glob("*.pt")):
+            torch.load(path, weights_only=True)
+            seen.append(path.name)
+
+    train(tiny_config(), out, quiet=True, on_epoch=hook)
+    assert "float.last.pt" in seen and "agn.last.pt" in seen and "qat.pt" in seen
+    for path in (out / "checkpoints").glob("*.pt"):
+        torch.load(path, weights_only=True)
+
+
+def test_train_user_mistakes_are_one_line_and_write_nothing(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config())
+    runner = CliRunner()
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(afile)])
+    _one_error_line(res, f"{afile} exists and is not an hwflow train run")
+    assert afile.read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(mine), "--resume"])
+    _one_error_line(res, f"{mine} exists and is not an hwflow train run")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    out = tmp_path / "run"
+    nan = tmp_path / "nan.yaml"
+    for value, key in ((".nan", "float.lr"), (".inf", "agn.sigma_max")):
+        stage, name = key.split(".")
+        nan.write_text(f"{NEEDED}{stage}:\n  {name}: {value}\n")
+        res = runner.invoke(cli, ["train", "--config", str(nan), "--out", str(out)])
+        _one_error_line(res, f"{nan}: {key}: expected a finite number")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    res = runner.invoke(cli, ["train", "--config", str(empty), "--out", str(out)])
+    _one_error_line(res, f"{empty}: data.dataset: required key is missing")
+    empty.write_text("data: {dataset: digits}\n")
+    res = runner.invoke(cli, ["train", "--config", str(empty), "--out", str(out)])
+    _one_error_line(res, f"{empty}: model.name: required key is missing")
+    assert not out.exists()
+
+
+def test_a_run_that_failed_before_any_epoch_does_not_block_the_corrected_rerun(
+    tmp_path, monkeypatch
+):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    good = tiny_config()
+    # a mistake found while loading: missing --data-dir, then an unknown model
+    cfg = write_config(tmp_path / "mnist.yaml", replace(good, data=DataConfig(dataset="mnist")))
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(out)])
+    _one_error_line(res, "needs --data-dir")
+    bad_model = replace(good, model=replace(good.model, name="resnet_nine"))
+    cfg = write_config(tmp_path / "model.yaml", bad_model)
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(out)])
+    _one_error_line(res, "unknown model 'resnet_nine'")
+    assert not out.exists()
+    # a run stopped before its first epoch finished (config.yaml written, no checkpoint)
+    import hwflow.nn.train as train_mod
+
+    def stop(*_a, **_k):
+        raise Interrupt
+
+    monkeypatch.setattr(train_mod, "_run_stage", stop)
+    with pytest.raises(Interrupt):
+        train(replace(good, seed=5), out, quiet=True)
+    assert (out / "config.yaml").is_file() and not (out / "checkpoints").exists()
+    monkeypatch.undo()
+    cfg = write_config(tmp_path / "good.yaml", good)
+    res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 0
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(tmp_path):
+    """stderr is not a terminal here (as in a pipe, a log file or CI): no bar updates."""
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config())
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "\r" not in res.stderr
+    epochs = [line for line in res.stderr.splitlines() if " epoch " in line]
+    assert len(epochs) == 6 and len(res.stderr.splitlines()) == 6, res.stderr

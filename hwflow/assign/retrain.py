@@ -22,7 +22,8 @@ from typing import Any
 
 from hwflow.assign.assignment import load_assignment
 from hwflow.errors import AssignmentError
-from hwflow.io import read_yaml, save_torch, sha256_bytes, write_json
+from hwflow.io import load_torch, read_yaml, save_torch, sha256_bytes, write_json
+from hwflow.progress import progress
 
 DEFAULT_EPOCHS = 3
 DEFAULT_LR = 1e-3
@@ -69,7 +70,6 @@ def retrain_run(
     """Retrain and return (and write) the retrain.json document."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
     from hwflow.nn.train import load_run, torch_threads
@@ -115,7 +115,7 @@ def retrain_run(
         start, best_val, best_epoch = 0, before, 0
         best_state, history = copy.deepcopy(model.state_dict()), []
         if last.is_file():
-            state = torch.load(last, weights_only=False)
+            state = load_torch(last)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
@@ -127,7 +127,8 @@ def retrain_run(
             seen = loss_sum = 0.0
             batches = run.data.train.batches(bs, shuffle=True, generator=gen, max_batches=max_steps)
             n = run.data.train.num_batches(bs, max_steps)
-            for x, y in tqdm(batches, total=n, desc=f"retrain {epoch + 1}/{epochs}", disable=quiet):
+            desc = f"retrain {epoch + 1}/{epochs}"
+            for x, y in progress(batches, total=n, desc=desc, quiet=quiet):
                 loss = F.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

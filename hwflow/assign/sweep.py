@@ -24,8 +24,9 @@ from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, library_view, run_stats
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import read_json, write_text, write_yaml
+from hwflow.io import check_dir, claim_dir, read_json, write_text, write_yaml
 
+SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
 CSV_FIELDS = (
     "point",
     "kind",
@@ -204,18 +205,20 @@ def sweep_run(
         raise AssignmentError("--scales: give at least one scale")
     if any(s < 0 for s in scales):
         raise AssignmentError(f"--scales must be >= 0, got {list(scales)}")
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
+    check_dir(out, SWEEP_KIND)  # before the work; claimed when the first file is written
     lib = library_view(library)
     run = load_run(run_dir)
     stats = run_stats(run)
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
     hist = energy_mod.HistogramEnergy(lib.library) if hist_energy else None
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
     docs: dict[str, dict] = {}
     for s in scales:
         doc, _ = assign(stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist)
         docs[f"scale-{float(s):g}"] = doc
     if homogeneous:
         docs |= homogeneous_docs(stats, lib, hist)
+    claim_dir(out, SWEEP_KIND)
     for name, doc in docs.items():
         path = out / name / "assignment.yaml"
         if not path.is_file():

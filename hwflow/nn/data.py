@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,16 +206,42 @@ def load_mnist_data(data_dir: Path, split_seed: int = 0, val_fraction: float = 0
 
 
 # -- CIFAR-10 python batches ---------------------------------------------------------------
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds: dicts, lists, bytes/str, ints and numpy
+    arrays. The standard unpickler would call any function a crafted file names (code
+    runs before a format check could look at the result); there is no maintained
+    restricted loader for this format, so this is the stdlib's documented way."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays pickled by numpy < 2 (the dataset)
+        ("numpy._core.multiarray", "_reconstruct"),  # ... and by numpy >= 2
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR-10 batch: uint8 images (N, 3, 32, 32) and labels (N,)."""
+    not_cifar = HwflowError(f"{path} is not a CIFAR-10 python batch")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d[b"labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
-        raise HwflowError(f"{path}: not a CIFAR-10 python batch ({exc!r})") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except OSError as exc:
+        raise HwflowError(f"{path}: cannot read ({exc.strerror})") from None
+    except Exception:  # any malformed pickle: the unpickler raises many kinds
+        raise not_cifar from None
+    try:
+        data, labels = d[b"data"], np.asarray(d[b"labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise not_cifar from None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise not_cifar
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise HwflowError(f"{path}: expected data (N, 3072) and N labels, got {data.shape}")
     return data.reshape(-1, 3, 32, 32), labels
 

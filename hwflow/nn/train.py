@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,13 +35,26 @@ from torch import nn
 
 from hwflow.config import dump_dataclass, load_config, load_dataclass
 from hwflow.errors import ConfigError, RunError
-from hwflow.io import read_json, read_yaml, save_torch, write_json, write_text, write_yaml
+from hwflow.io import (
+    check_dir,
+    claim_dir,
+    load_torch,
+    read_json,
+    read_yaml,
+    save_torch,
+    write_json,
+    write_text,
+    write_yaml,
+)
 from hwflow.nn import layers as L
 from hwflow.nn.agn import LAMBDA, SIGMA_INIT, SIGMA_MAX, agn_loss
 from hwflow.nn.data import Data, Split, load_data
 from hwflow.nn.models import build_model
+from hwflow.progress import progress
 
 STAGES = ("float", "qat", "agn")
+RUN_KIND = "train run"  # the run directory's marker (hwflow.io.claim_dir)
+REQUIRED_KEYS = ("data.dataset", "model.name")  # a config file must name these
 
 
 @dataclass
@@ -108,7 +120,7 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    cfg = load_config(TrainConfig, path)
+    cfg = load_config(TrainConfig, path, required=REQUIRED_KEYS)
     _validate(cfg, str(path))
     return cfg
 
@@ -275,7 +287,7 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_idx)
     last = ctx.ckpt / f"{stage}.last.pt"
     if last.is_file():
-        state = torch.load(last, weights_only=False)
+        state = load_torch(last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -290,19 +302,16 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         start, best_val, best_state, metrics = 0, -1.0, None, []
     _stage_modes(stage, model, cfg)
 
-    from tqdm import tqdm
-
     bs = cfg.data.batch_size
     for epoch in range(start, st.epochs):
         t0 = time.perf_counter()
         model.train()
         n_steps = ctx.data.train.num_batches(bs, st.max_steps)
-        bar = tqdm(
+        bar = progress(
             ctx.data.train.batches(bs, shuffle=True, generator=gen, max_batches=st.max_steps),
             total=n_steps,
             desc=f"{stage} {epoch + 1}/{st.epochs}",
-            disable=ctx.quiet,
-            leave=False,
+            quiet=ctx.quiet,
         )
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in bar:
@@ -377,11 +386,11 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    check_dir(out, RUN_KIND)
     saved = out / "config.yaml"
-    if not saved.exists():
-        if out.exists() and any(out.iterdir()) and not resume:
-            raise RunError(f"{out}: directory exists and is not empty; choose another --out")
-        return
+    ckpts = out / "checkpoints"
+    if not saved.exists() or not (ckpts.is_dir() and any(ckpts.glob("*.pt"))):
+        return  # no finished epoch: nothing to protect, the (corrected) run starts afresh
     if not resume:
         raise RunError(f"{out}: a run already exists here; pass --resume or choose another --out")
     old = read_yaml(saved)
@@ -431,23 +440,23 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _train(cfg: TrainConfig, out: Path, quiet: bool, on_epoch, log) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", dump_dataclass(cfg))
-    data = build_data(cfg)
+    data = build_data(cfg)  # data and model first: a bad config writes nothing
     model = build_approx_model(cfg, data)
+    claim_dir(out, RUN_KIND)
+    write_yaml(out / "config.yaml", dump_dataclass(cfg))
     ctx = _Ctx(cfg, out, data, quiet, on_epoch, log or (lambda _m: None))
     kept: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
         final = ctx.ckpt / f"{stage}.pt"
         if final.is_file():
             (ctx.ckpt / f"{stage}.last.pt").unlink(missing_ok=True)  # killed before cleanup
-            kept[stage] = torch.load(final, weights_only=False)
+            kept[stage] = load_torch(final)
             ctx.done_metrics += kept[stage]["metrics"]
             continue
         if stage != "float":
             model.load_state_dict(kept[STAGES[STAGES.index(stage) - 1]]["model"])
         _run_stage(stage, model, ctx)
-        kept[stage] = torch.load(final, weights_only=False)
+        kept[stage] = load_torch(final)
         ctx.done_metrics += kept[stage]["metrics"]
         ctx.write_metrics([])
     summary = _summarize(cfg, data, model, kept)
@@ -532,14 +541,35 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> Run:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     data = build_data(cfg)
     model = build_approx_model(cfg, data)
-    state = torch.load(run_dir / "checkpoints" / "agn.pt", weights_only=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise RunError(f"{run_dir}/checkpoints/agn.pt does not match the config: {exc}") from None
+    load_weights(model, run_dir / "checkpoints" / "agn.pt")
     L.set_mode(model, "quant")
     model.eval()
-    return Run(run_dir, cfg, read_json(run_dir / "summary.json"), model, data)
+    summary = read_json(run_dir / "summary.json")
+    _check_summary(summary, model, run_dir / "summary.json")
+    return Run(run_dir, cfg, summary, model, data)
+
+
+_SUMMARY_LAYER = {
+    "name": (str,), "ops": (int,), "fan_in": (int,), "sigma": (int, float), "signed": (bool,)
+}  # fmt: skip
+
+
+def _check_summary(summary: Any, model: nn.Module, path: Path) -> None:
+    """The fields later stages read, with their types, and layer names matching the model."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("accuracy"), dict):
+        raise RunError(f"{path}: not a train summary (no `accuracy` mapping)")
+    layers = summary.get("layers")
+    if not isinstance(layers, list):
+        raise RunError(f"{path}: layers: expected a list")
+    for i, layer in enumerate(layers):
+        for key, tp in _SUMMARY_LAYER.items():
+            value = layer.get(key) if isinstance(layer, dict) else None
+            if not isinstance(value, tp) or (isinstance(value, bool) and bool not in tp):
+                what = " or ".join(t.__name__ for t in tp)
+                raise RunError(f"{path}: layers[{i}].{key}: missing or not a {what}")
+    names = [name for name, _ in L.approx_layers(model)]
+    if [layer["name"] for layer in layers] != names:
+        raise RunError(f"{path}: layers do not match the model's ({', '.join(names)})")
 
 
 def evaluate_run(
@@ -578,9 +608,9 @@ def evaluate_run(
 def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
     """Load a checkpoint's `model` state (a stage or retrain checkpoint) into `model`."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise RunError(f"{path}: checkpoint not found")
+    state = load_torch(path)
     try:
-        model.load_state_dict(torch.load(path, weights_only=False)["model"])
-    except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise RunError(f"{path}: not a checkpoint of this model ({exc})") from None
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise RunError(f"{path}: not a checkpoint of this model ({reason})") from None

@@ -20,6 +20,8 @@ from hwflow import io
 from hwflow.errors import AssignmentError, LibraryError, RunError, VerificationError
 from hwflow.rtl import design, mac, net
 
+EXPORT_KIND = "export"  # the export directory's marker: only an earlier export is replaced
+
 
 def generator_rtl(name: str, spec: Any, source: dict | None = None) -> mac.MultiplierRTL:
     """A built-in multiplier as its own Verilog module `mul_<name>` (Amaranth)."""
@@ -200,6 +202,7 @@ def export_run(
         raise VerificationError(f"--lanes must be >= 1, got {lanes}")
     if rows is not None and rows < 1:
         raise VerificationError(f"--rows must be >= 1, got {rows}")
+    io.check_dir(out, EXPORT_KIND)  # before the work; atomic_dir checks again at the end
     assignment = Path(assignment)
     lib_path = Path(library) if library is not None else _assignment_library(assignment)
     lib = Library.open(lib_path)
@@ -234,7 +237,7 @@ def export_run(
     spec = net.plan_network(run.model, x, plans) if network else None
     if spec is not None:  # a plain stack: the whole network in RTL too
         whole = (spec, net.expected_tensors(run.model, x, spec))
-    with io.atomic_dir(out) as tmp:
+    with io.atomic_dir(out, EXPORT_KIND) as tmp:
         return design.write_design(tmp, plans, lanes, meta, whole, rows=rows)
 
 

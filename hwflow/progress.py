@@ -1,0 +1,29 @@
+"""Progress bars for long work: one helper so every stage behaves the same.
+
+A bar is drawn only where stderr is a terminal. In a pipe, a log file or CI a bar's
+carriage-return updates would flood the log (thousands per run), so there the stages'
+own messages (one line per epoch or per design) are the progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    quiet: bool = False,
+    leave: bool = False,
+) -> Any:
+    """A tqdm bar on stderr; none when `quiet` or when stderr is not a terminal."""
+    from tqdm import tqdm  # local: `hwflow --help` need not import it
+
+    # disable=None is tqdm's "off unless the output is a TTY"
+    return tqdm(
+        iterable, total=total, desc=desc, unit=unit, leave=leave, disable=True if quiet else None
+    )

@@ -5,8 +5,12 @@ Prints, measured side by side in one run:
    runs it (batched launches, many copies per await) vs a plain Icarus testbench that
    loops over the same 65,536 pairs writing results with `$fwrite` (compile + run per
    netlist), and their ratio (target <= 1.5); plus full `characterize` per netlist
-   (synthesis, simulation, metrics, energy) for reference;
-2. the whole built-in library with `--jobs 2`, fresh and cached (targets < 120 s, < 5 s);
+   (synthesis, simulation, gate-level check, metrics, energy) and the gate-level check's
+   own cost; the same designs as published gate netlists (EvoApprox style: cells in a
+   separate file, scalar or vector-wired nets): full `characterize` vs the plain
+   testbench on the scalar form (target <= 1.5x);
+2. a cached rerun of 500 netlists (target < 5 s); the whole built-in library with
+   `--jobs 2`, fresh and cached (targets < 120 s, < 5 s);
 3. with `--costs FILE --netlists DIR`: Spearman rank correlation of the switching-energy
    estimate vs the published power of the netlists in DIR (names = file stems).
 
@@ -50,9 +54,30 @@ def sample_netlists(work: Path, n: int) -> list[SimDesign]:
     return designs
 
 
+def _cli(lib: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "hwflow.cli", "characterize", "--library", str(lib), *args]
+
+
+def _new_library(path: Path) -> Path:
+    """A library holding the exact references (one-time work, not part of a timing)."""
+    from hwflow.characterize.pipeline import characterize_builtin
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    characterize_builtin(path, specs=[MultiplierSpec("exact", s, {}) for s in (False, True)])
+    return path
+
+
+def _print_clocks(title: str, n: int, rows: list[tuple[str, Clock]], base: Clock) -> None:
+    print(title)
+    print(f"  {'':<50} {'wall s':>8} {'cpu s':>8} {'ratio (cpu)':>12}")
+    for label, clock in rows:
+        ratio = clock.cpu / base.cpu
+        print(f"  {label:<50} {clock.wall / n:8.3f} {clock.cpu / n:8.3f} {ratio:11.2f}x")
+
+
 def bench_per_netlist(designs: list[SimDesign], work: Path) -> dict[str, Clock]:
-    """Time the plain testbench, the cocotb simulation and full `characterize` per netlist;
-    prints them and returns the clocks."""
+    """Time the plain testbench, the cocotb simulation and full `characterize` per netlist
+    (built-in RTL written as files); prints them and returns the clocks."""
     n = len(designs)
     with Clock() as plain_clock:
         plain = [plain_testbench_table(d, work / "plain" / d.name) for d in designs]
@@ -63,28 +88,118 @@ def bench_per_netlist(designs: list[SimDesign], work: Path) -> dict[str, Clock]:
     same = all(np.array_equal(t, plain[i]) for i, t in tables)
     if not same:
         raise SystemExit("bench: cocotb tables differ from the plain testbench's")
-    lib = work / "lib-sample"
-    from hwflow.characterize.pipeline import characterize_builtin
-    from hwflow.multipliers.generators import MultiplierSpec
-
-    # the exact references are one-time work for a new library: not part of the timing
-    characterize_builtin(lib, specs=[MultiplierSpec("exact", s, {}) for s in (False, True)])
-    cmd = [sys.executable, "-m", "hwflow.cli", "characterize", "--quiet", "--library", str(lib)]
+    lib = _new_library(work / "lib-sample")
     with Clock() as full_clock:
-        subprocess.run([*cmd, *(str(d.source) for d in designs)], check=True)
+        subprocess.run([*_cli(lib, "--quiet"), *(str(d.source) for d in designs)], check=True)
+    with Clock() as check_clock:  # the simulation = synthesis check alone, in-process
+        gate_check_cost(lib, [d.name for d in designs])
 
-    clocks = {"plain": plain_clock, "cocotb": sim_clock, "full": full_clock}
-    print(f"per netlist over {n} built-in designs (tables identical: {same}):")
-    print(f"  {'':<37} {'wall s':>8} {'cpu s':>8} {'ratio (cpu)':>12}")
-    for label, key in (
-        ("plain Icarus testbench ($fwrite)", "plain"),
-        ("cocotb exhaustive (as characterize)", "cocotb"),
-        ("full characterize (synth+sim+energy)", "full"),
-    ):
-        clock = clocks[key]
-        ratio = clock.cpu / plain_clock.cpu
-        print(f"  {label:<37} {clock.wall / n:8.3f} {clock.cpu / n:8.3f} {ratio:11.2f}x")
+    clocks = {"plain": plain_clock, "cocotb": sim_clock, "full": full_clock, "check": check_clock}
+    _print_clocks(
+        f"per netlist over {n} built-in designs as RTL files (tables identical: {same}):",
+        n,
+        [
+            ("plain Icarus testbench ($fwrite)", plain_clock),
+            ("cocotb exhaustive (as characterize)", sim_clock),
+            ("full characterize (synth+sim+gate check+energy)", full_clock),
+            ("  of which the gate-level check (65,536 pairs)", check_clock),
+        ],
+        plain_clock,
+    )
     return clocks
+
+
+def gate_check_cost(lib: Path, names: list[str]) -> None:
+    """Run the simulation = synthesis check of stored entries (for its cost)."""
+    from hwflow.characterize.pipeline import check_gates_match
+    from hwflow.characterize.synth import load_gates
+    from hwflow.multipliers.library import Library
+
+    library = Library.open(lib)
+    for name in names:
+        entry = library.get(name)
+        raw = (library.table(name) & 0xFFFF).astype(np.uint16)
+        check_gates_match(raw, load_gates(library.gate_netlist_path(name)), entry.signed, name)
+
+
+def bench_gate_level(designs: list[SimDesign], work: Path) -> dict[str, Clock]:
+    """The published form: each design as an EvoApprox-style gate netlist (cells in a
+    separate file), with scalar wires and wired through one wide vector (N[2031:0]).
+    Plain testbench on the scalar form vs full `characterize` of either form."""
+    from hwflow.characterize.netlist import Netlist
+    from hwflow.characterize.synth import synthesize
+    from tests.netlist_forms import cells_verilog, gate_netlist_forms
+
+    folder = {form: work / "gate-level" / form for form in ("scalar", "vector")}
+    for f in folder.values():
+        f.mkdir(parents=True)
+    cells = work / "gate-level" / "cells.v"
+    cells.write_text(cells_verilog())
+    scalar = []
+    for d in designs:
+        gates = synthesize(Netlist(d.source, d.top, d.ports)).gates
+        for form, path in folder.items():
+            name = f"evo_{form}_{d.name}"
+            text = gate_netlist_forms(gates, name, vector=form == "vector")
+            (path / f"{name}.v").write_text(text)
+            if form == "scalar":
+                scalar.append(SimDesign(name, path / f"{name}.v", name, ("A", "B", "O")))
+    n = len(designs)
+    with Clock() as plain_clock:
+        for d in scalar:
+            plain_testbench_table(d, work / "plain-gl" / d.name, extra_sources=[cells])
+    clocks = {"plain": plain_clock}
+    for form, path in folder.items():
+        lib = _new_library(work / f"lib-{form}")
+        with Clock() as clock:
+            subprocess.run([*_cli(lib, "--quiet", "--cells", str(cells)), str(path)], check=True)
+        clocks[form] = clock
+    _print_clocks(
+        f"per netlist over {n} EvoApprox-style gate netlists (cells in cells.v):",
+        n,
+        [
+            ("plain Icarus testbench, scalar wires", plain_clock),
+            ("full characterize, scalar wires", clocks["scalar"]),
+            ("full characterize, vector-wired N[2031:0]", clocks["vector"]),
+        ],
+        plain_clock,
+    )
+    return clocks
+
+
+def bench_cached_rerun(work: Path, n: int = 500) -> Clock:
+    """`hwflow characterize DIR` of n netlists that are all in the library already."""
+    from dataclasses import replace
+
+    from hwflow.characterize.pipeline import characterize_netlists
+    from hwflow.io import sha256_bytes
+    from hwflow.multipliers.library import Library, NewEntry
+
+    folder = work / "cached"
+    folder.mkdir()
+    text = (Path(__file__).parents[1] / "tests/fixtures/netlists/trunc_u.v").read_text()
+    files = []
+    for i in range(n):  # n different files (the content differs by a comment)
+        files.append(folder / f"m{i:03d}.v")
+        files[-1].write_text(f"// netlist {i}\n{text}")
+    lib_dir = _new_library(work / "lib-cached")
+    first = characterize_netlists(files[:1], lib_dir)[0].entry
+    lib = Library.load(lib_dir)
+    table = lib.table(first.name)
+    netlist = lib.netlist_path(first.name).read_text()
+    gates = lib.gate_netlist_path(first.name).read_text()
+    copies = []
+    for f in files[1:]:  # as characterize would have made them, without simulating n times
+        source = {**first.source, "path": str(f.resolve()), "sha256": sha256_bytes(f.read_bytes())}
+        copies.append(NewEntry(replace(first, name=f.stem, source=source), table, netlist, gates))
+    lib.commit(copies)
+    with Clock() as clock:
+        out = subprocess.run(_cli(lib_dir, str(folder)), check=True, capture_output=True, text=True)
+    cached = out.stdout.count("(cached)")
+    if cached != n:
+        raise SystemExit(f"bench: expected {n} cache hits, got {cached}")
+    print(f"cached rerun of {n} netlists: wall {clock.wall:.2f} s, cpu {clock.cpu:.2f} s (< 5 s)")
+    return clock
 
 
 def bench_library(work: Path, jobs: int) -> tuple[int, Clock, Clock]:
@@ -113,17 +228,31 @@ def rows(quick: bool = False) -> list[Row]:
     """The `make bench` lines: per-netlist ratios (CPU time) and library wall times."""
     work = Path(tempfile.mkdtemp(prefix="hwflow-bench-"))
     try:
-        c = bench_per_netlist(sample_netlists(work, 4 if quick else 8), work)
+        designs = sample_netlists(work, 4 if quick else 8)
+        c = bench_per_netlist(designs, work)
+        g = bench_gate_level(designs, work)
         sim = c["cocotb"].cpu / c["plain"].cpu
         full = c["full"].cpu / c["plain"].cpu
+        check = c["check"].cpu / c["full"].cpu * 100
+        gl = {form: g[form].cpu / g["plain"].cpu for form in ("scalar", "vector")}
         out = [
             Row("characterize", "cocotb exhaustive sim vs plain Icarus tb (CPU)", sim, "x",
                 "<= 1.5x", sim <= 1.5),
-            Row("characterize", "full characterize (+yosys, energy) vs plain tb", full, "x", ""),
+            Row("characterize", "full characterize vs plain tb, built-in RTL files (CPU)",
+                full, "x", ""),
+            Row("characterize", "gate-level check share of full characterize (CPU)",
+                check, "%", ""),
+            Row("characterize", "full characterize vs plain tb, gate netlists (CPU)",
+                gl["scalar"], "x", "<= 1.5x", gl["scalar"] <= 1.5),
+            Row("characterize", "same, vector-wired N[2031:0] vs plain tb on scalar form",
+                gl["vector"], "x", "<= 1.5x", gl["vector"] <= 1.5),
         ]  # fmt: skip
         if not quick:
+            cached500 = bench_cached_rerun(work)
             n, fresh, cached = bench_library(work, 2)
             out += [
+                Row("characterize", "cached rerun of 500 netlists", cached500.wall, "s",
+                    "< 5 s", cached500.wall < 5),
                 Row("characterize", f"built-in library, {n} designs, --jobs 2, fresh",
                     fresh.wall, "s", "< 120 s", fresh.wall < 120),
                 Row("characterize", "built-in library, cached rerun", cached.wall, "s",
@@ -167,8 +296,11 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hwflow-bench-"))
     try:
-        bench_per_netlist(sample_netlists(work, args.sample), work)
+        designs = sample_netlists(work, args.sample)
+        bench_per_netlist(designs, work)
+        bench_gate_level(designs, work)
         if not args.skip_library:
+            bench_cached_rerun(work)
             bench_library(work, args.jobs)
         if args.costs is not None and args.netlists is not None:
             bench_ranking(args.costs, args.netlists, work, args.jobs)

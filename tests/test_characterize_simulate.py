@@ -63,3 +63,10 @@ def test_wrapper_connects_each_design_by_its_port_names():
 def test_plain_testbench_reports_xz_too(tmp_path):
     with pytest.raises(SimulationError, match=r"plain testbench output is X or Z for a=0, b=77"):
         plain_testbench_table(XZ, tmp_path)
+
+
+def test_a_relative_work_folder_still_simulates_the_batch_in_one_launch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = simulate_batch([EXACT_U, EXACT_S], "work")
+    assert np.array_equal(output_to_int(raw[1], True), exact_table(True))
+    assert not list((tmp_path / "work").glob("alone*"))  # no per-design fallback launches

@@ -168,7 +168,7 @@ def test_yosys_steps_are_bounded_and_errors_name_the_users_file(tmp_path):
     errors = run_yosys_items(items, tmp_path, timeout=60)
     assert errors[1] is None and (tmp_path / "n1" / "m.json").is_file()  # the batch went on
     assert re.fullmatch(
-        r"/home/u/my_mult\.v: /home/u/my_mult\.v:2: syntax error, unexpected .* \(yosys\)",
+        r"/home/u/my_mult\.v:2: syntax error, unexpected .* \(yosys\)",
         str(errors[0]),
     ), errors[0]
     synth = ("read_verilog n1/m.v", "synth -flatten", "write_json n1/s.json")
@@ -280,7 +280,8 @@ def test_folder_of_vector_wired_gate_netlists_with_a_separate_cell_file(tmp_path
     alone = run(str(folder / "vec.v"), "--library", str(tmp_path / "lib2"))
     assert alone.exit_code == 2
     assert re.search(
-        r"vec\.v:\d+: .*Unknown module type: PDK_\w+.*; give the cells' file with --cells",
+        r"vec\.v:\d+: module mul8u_vec instantiates 'PDK_\w+', which is not defined; "
+        "give its file with --cells",
         alone.output,
     )
 
@@ -315,6 +316,13 @@ def test_signedness_of_degenerate_circuits(tmp_path):
         True,
         "auto: signed (closer to the exact product)",
     )
+
+
+def test_reserved_names_are_the_exact_generators_names():
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    for signed in (False, True):
+        assert pipeline.EXACT_NAMES[signed] == MultiplierSpec("exact", signed, {}).name
 
 
 def test_an_empty_folder_is_an_error(tmp_path):

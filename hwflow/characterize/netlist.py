@@ -9,10 +9,9 @@ than pure elaboration-time ones (`$signed`, `$clog2`, ...) are refused with file
 (`check_system_tasks`), before any tool reads the file. The simulator never sees the
 user's text at all: it simulates what yosys elaborated (`synth.elaborate_batch`).
 
-The simulator (Icarus, `-t null`, nothing runs) checks syntax first, so a typo is
-reported with its own `file:line` message and the file is known to compile where an
-export will use it; yosys then parses the module headers (`read_verilog; proc;
-write_json`), which is sturdier than regexes over Verilog text. The top is the one
+Yosys parses the files (a typo is reported with yosys' own message at the user's
+`file:line`) and writes the module headers (`read_verilog; proc; write_json`), which
+is sturdier than regexes over Verilog text. The top is the one
 module no other module instantiates (modules of a `--cells` file never count); ports
 are detected for the common styles (`a,b,o`; EvoApprox `A,B,O` and `A,B,Z`) unless
 given.
@@ -174,15 +173,6 @@ def run_yosys_items(
     return results
 
 
-def run_yosys(
-    script: Sequence[str], workdir: Path, what: str, timeout: float = DEFAULT_TIMEOUT_S
-) -> None:
-    """Run yosys commands once with cwd = `workdir`; raise NetlistError naming `what`."""
-    error = run_yosys_items([YosysItem(tuple(script), "", what)], workdir, timeout)[0]
-    if error is not None:
-        raise error
-
-
 def _run_yosys_once(
     items: Sequence[YosysItem], workdir: Path, timeout: float, stem: str
 ) -> tuple[int, NetlistError] | None:
@@ -227,7 +217,11 @@ def _run_yosys_once(
     text = log.read_text(errors="replace") if log.is_file() else ""
     marker = f"hwflow-item-{index}"
     text = text[text.rfind(marker) :] if marker in text else text
-    return index, NetlistError(f"{item.what}: {_yosys_error(text, stderr, code, item)}")
+    detail = _yosys_error(text, stderr, code, item)
+    located = detail.startswith(item.what + ":") or any(
+        detail.startswith(user + ":") for user in item.names.values()
+    )
+    return index, NetlistError(detail if located else f"{item.what}: {detail}")
 
 
 def _count_done(items: Sequence[YosysItem], workdir: Path, start: int) -> int:
@@ -261,42 +255,18 @@ def _yosys_error(log: str, stderr: str, code: int, item: YosysItem) -> str:
 # ---- inspection ---------------------------------------------------------------------------
 
 
-def check_syntax(
-    path: Path, cells: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S, what: str = ""
-) -> None:
-    """Compile with Icarus (`-t null`) so syntax errors carry the simulator's file:line.
-
+def read_modules(path: Path, what: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, dict]:
+    """Module headers and instantiated cell types of a Verilog file, via yosys JSON.
     `what`: the user's name for `path` in messages (when `path` is a normalized copy)."""
-    files = [str(path)] + ([str(cells)] if cells is not None else [])
-    try:
-        proc = subprocess.run(
-            ["iverilog", "-g2012", "-t", "null", *files],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise NetlistError(
-            f"{what or path}: syntax check (iverilog) did not finish in {timeout:g} s"
-        ) from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        detail = "; ".join(lines[:2]) or f"iverilog exited with {proc.returncode}"
-        if what:
-            detail = detail.replace(str(path), what)
-        hint = ""
-        if "Unknown module type" in detail:
-            hint = "; give the cells' file with --cells FILE" if cells is None else ""
-        raise NetlistError(f"{detail} (iverilog){hint}")
-
-
-def read_modules(path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, dict]:
-    """Module headers and instantiated cell types of a Verilog file, via yosys JSON."""
     with tempfile.TemporaryDirectory(prefix="hwflow-yosys-") as tmp:
         work = Path(tmp)
         shutil.copyfile(path, work / path.name)
         script = [f"read_verilog -sv {path.name}", "proc", "write_json modules.json"]
-        run_yosys(script, work, str(path), timeout)
+        what = what or str(path)
+        item = YosysItem(tuple(script), "modules.json", what, {path.name: what})
+        error = run_yosys_items([item], work, timeout)[0]
+        if error is not None:
+            raise error
         return json.loads((work / "modules.json").read_text())["modules"]
 
 
@@ -432,7 +402,7 @@ def inspect_netlist(
     """Check one Verilog multiplier file and find its top module and ports.
 
     Raises NetlistError naming the file for: a missing file, a system task, a syntax
-    error (Icarus' message with file:line), a missing or ambiguous top, instantiated
+    error (yosys' message at file:line), a missing or ambiguous top, instantiated
     modules that neither the file nor `cells` defines, wrong port names or widths,
     extra ports or a clock port. (The pipeline runs the same checks batched.)"""
     path = Path(path)
@@ -479,8 +449,7 @@ def stage_netlist(path: Path, folder: Path) -> Staged:
 def stage_cells(cells: str | os.PathLike[str], work: Path) -> CellLibrary:
     """Copy a cell-library file into `work`/cells and list the modules it defines."""
     staged = stage_netlist(Path(cells), work / "cells")
-    check_syntax(work / staged.copy, what=str(staged.path))
-    modules = read_modules(work / staged.copy)
+    modules = read_modules(work / staged.copy, str(staged.path))
     return CellLibrary(staged.path, staged.copy, staged.sha256, frozenset(modules))
 
 
@@ -499,21 +468,12 @@ def inspect_staged(
     cells: CellLibrary | None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[Netlist | NetlistError]:
-    """Syntax check (Icarus, per file) and module headers (one yosys process for all)."""
+    """Module headers (one yosys process for all files): top, ports, unknown cells,
+    sequential logic. Syntax errors come from yosys with the user's file:line."""
     out: list[Netlist | NetlistError | None] = [None] * len(staged)
     items: list[tuple[int, YosysItem]] = []
     cell_files = [cells.copy] if cells is not None else []
     for i, s in enumerate(staged):
-        try:
-            check_syntax(
-                work / s.copy,
-                work / cells.copy if cells else None,
-                timeout,
-                what=str(s.path),
-            )
-        except NetlistError as exc:
-            out[i] = exc
-            continue
         done = f"{Path(s.copy).parent}/modules.json"
         names = {s.copy: str(s.path)}
         if cells is not None:

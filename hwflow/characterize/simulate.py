@@ -126,7 +126,8 @@ def simulate_designs(
     if not designs:
         return []
     with tempfile.TemporaryDirectory(prefix="hwflow-sim-") as tmp:
-        work = Path(workdir) if workdir is not None else Path(tmp)
+        # absolute: the testbench writes its files from inside the build folder
+        work = Path(workdir).absolute() if workdir is not None else Path(tmp)
         limit = None if timeout is None else timeout * len(designs)
         try:
             return _launch(designs, work, limit)

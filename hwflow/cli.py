@@ -331,6 +331,17 @@ def library_show(name, library, heatmap, as_json) -> None:
         click.echo(f"heatmap: {heatmap}")
 
 
+@library.command("remove")
+@click.argument("name")
+@_LIB_OPTION
+def library_remove(name, library) -> None:
+    """Remove one multiplier (index entry, table, netlist, gates)."""
+    from hwflow.multipliers.library import Library
+
+    Library.open(library).remove(name)
+    click.echo(f"removed {name} from {library}")
+
+
 # ---- train / evaluate (issue 4) -------------------------------------------------------
 
 

@@ -227,6 +227,11 @@ def characterize_netlists(
             order.append(name)
             continue
         source = {"kind": "netlist", "path": str(p.resolve()), **key}
+        try:  # the library names different content so: refused before the work
+            lib.check_name(name, source)
+        except HwflowError as exc:
+            failures.append(Failure(source["path"], str(exc)))
+            continue
         design = Design(name, source, signed, p)
         content = json.dumps([key, signed], sort_keys=True)
         twin = _library_twin(lib, key, signed)

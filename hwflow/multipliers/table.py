@@ -32,12 +32,16 @@ def output_to_int(raw: np.ndarray, signed: bool) -> np.ndarray:
 
 
 def check_table(table: np.ndarray, name: str = "table") -> np.ndarray:
-    """Validate shape and dtype; return the table as int32."""
+    """Validate shape and dtype (int32, either byte order); return the table as native int32.
+
+    Other integer widths are refused, not cast: an int8 or uint16 table cannot hold every
+    16-bit product, so accepting one would silently change what the multiplier computes.
+    """
     table = np.asarray(table)
     if table.shape != TABLE_SHAPE:
         raise ValueError(f"{name}: expected shape {TABLE_SHAPE}, got {table.shape}")
-    if not np.issubdtype(table.dtype, np.integer):
-        raise ValueError(f"{name}: expected an integer table, got dtype {table.dtype}")
+    if table.dtype.kind != "i" or table.dtype.itemsize != 4:
+        raise ValueError(f"{name}: expected an int32 table, got dtype {table.dtype}")
     return table.astype(np.int32, copy=False)
 
 

@@ -142,8 +142,8 @@ def test_two_characterize_processes_in_parallel_keep_both_entries(tmp_path):
         assert np.array_equal(lib.table("trunc_u"), trunc)
         assert np.array_equal(lib.table("exact_u"), exact_table(False))
         for name in ("trunc_u", "exact_u"):
-            assert lib.netlist_path(name).read_bytes() == (NL / f"{name}.v").read_bytes()
-            assert lib.gate_netlist_path(name).is_file()
+            assert lib.get(name).source["sha256"] == sha256_file(NL / f"{name}.v")
+            assert lib.netlist_path(name).is_file() and lib.gate_netlist_path(name).is_file()
 
 
 # ---- through the CLI: wrong paths, clashing names ----------------------------------------
@@ -217,6 +217,17 @@ def test_read_only_library_directory(tmp_path):
             assert result.stdout == ""
             line = one_error_line(result.stderr)
             assert f"{lib_dir}: permission denied: the library directory is not writable" in line
+        # reading a shared read-only library still works
+        listing = subprocess.run(
+            [*prefix, sys.executable, "-m", "hwflow.cli", "library", "list"]
+            + ["--library", str(lib_dir), "--sort", "name"],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert [ln.split()[0] for ln in listing.stdout.splitlines()] == ["s_exact", "u_exact"]
     finally:
         _chmod_tree(lib_dir, writable=True)
     assert snapshot(lib_dir) == before

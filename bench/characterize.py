@@ -11,32 +11,41 @@ Prints, measured side by side in one run:
    testbench on the scalar form (target <= 1.5x);
 2. a cached rerun of 500 netlists (target < 5 s); the whole built-in library with
    `--jobs 2`, fresh and cached (targets < 120 s, < 5 s);
-3. with `--costs FILE --netlists DIR`: Spearman rank correlation of the switching-energy
-   estimate vs the published power of the netlists in DIR (names = file stems).
+3. with `--netlists DIR --costs FILE` (and no timing): Spearman rank correlation of each
+   estimate (switching energy, the former typed energy model, cell count, transistor area)
+   vs the published power of the netlists under DIR (CSV or EvoApprox meta.json, matched by
+   module name), per signedness, overall and among circuits of >= 0.3 mW. Each netlist is
+   synthesized and its energy estimated as `characterize` does (no simulation: the
+   signedness comes from evaluating the gate netlist); `--cells FILE` is read with every
+   netlist (published gate-level netlists keep their standard cells apart), `--cache DIR`
+   keeps the yosys output between runs.
 
     .venv/bin/python -m bench.characterize [--sample 8] [--jobs 2] [--skip-library]
-        [--costs costs.csv --netlists DIR]
+    .venv/bin/python -m bench.characterize --netlists DIR --costs meta.json [--cells cells.v]
+        [--cache DIR] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench._common import Clock, Row
-from hwflow.characterize.netlist import inspect_netlist
 from hwflow.characterize.simulate import (
     SimDesign,
     plain_testbench_table,
     plan_batches,
     simulate_batch,
 )
+from hwflow.multipliers.library import LibraryEntry
 
 
 def sample_netlists(work: Path, n: int) -> list[SimDesign]:
@@ -263,27 +272,114 @@ def rows(quick: bool = False) -> list[Row]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench_ranking(costs: Path, netlists: Path, work: Path, jobs: int) -> None:
-    from scipy.stats import spearmanr
+RANK_BATCH = 24  # netlists per yosys process (its start-up dominates small designs)
 
-    from hwflow.characterize.pipeline import characterize_netlists, read_costs
+
+@dataclass(frozen=True)
+class RankJob:
+    paths: tuple[Path, ...]
+    cells: Path | None  # cell library read with each netlist, as `characterize --cells`
+    cache: Path | None
+
+
+def _estimate(job: RankJob) -> list[LibraryEntry | str]:
+    """Synthesize netlists (one yosys process, as `characterize` batches them) and estimate
+    their costs: an entry each, or the reason it failed."""
+    import json
+
+    from hwflow.characterize.energy import uniform_energy
+    from hwflow.characterize.netlist import PORT_STYLES, read_source, stage_netlist
+    from hwflow.characterize.pipeline import choose_signedness, gate_level_table
+    from hwflow.characterize.synth import ElabJob, Gates, elaborate_batch, parse_gates
+    from hwflow.errors import HwflowError
+    from hwflow.io import sha256_bytes
+
+    cell_text = read_source(job.cells)[1] if job.cells is not None else ""
+    found: dict[Path, Gates | str] = {}
+    todo: list[tuple[Path, str, tuple[str, str, str], Path | None]] = []
+    for path in job.paths:
+        text = read_source(path)[1]
+        own = re.findall(r"^\s*module\s+([A-Za-z_]\w*)", text, flags=re.M)
+        tops = [m for m in own if not re.search(rf"^\s*{m}\s+[\w\\]", text, flags=re.M)]
+        ports = next(
+            (ps for ps in PORT_STYLES if all(re.search(rf"\b{p}\b", text) for p in ps)), None
+        )
+        if len(tops) != 1 or ports is None:
+            found[path] = f"{path}: top modules {tops}, ports {ports}"
+            continue
+        cached = None
+        if job.cache is not None:
+            key = sha256_bytes((cell_text + "\0" + text).encode())
+            cached = job.cache / f"{key}.json"
+            if cached.is_file():
+                found[path] = parse_gates(json.loads(cached.read_text()), str(path))
+                continue
+        todo.append((path, tops[0], ports, cached))
+    if todo:
+        with tempfile.TemporaryDirectory(prefix="hwflow-rank-") as tmp:
+            work = Path(tmp)
+            cells = [stage_netlist(job.cells, work / "cells").copy] if job.cells else []
+            jobs = []
+            for i, (path, top, ports, _) in enumerate(todo):
+                staged = stage_netlist(path, work / f"n{i}")
+                jobs.append(ElabJob(f"n{i}", (*cells, staged.copy), top, ports, str(path)))
+            for (path, _, _, cached), result in zip(todo, elaborate_batch(jobs, work), strict=True):
+                if isinstance(result, HwflowError):
+                    found[path] = f"{path}: {str(result).split(': ', 1)[-1]}"
+                    continue
+                found[path] = result.synth.gates
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps(result.synth.yosys_json))
+    out: list[LibraryEntry | str] = []
+    for path in job.paths:
+        gates = found[path]
+        if isinstance(gates, str):
+            out.append(gates)
+            continue
+        cost = {
+            "energy": uniform_energy(gates),
+            "energy_typed": uniform_energy(gates, model="typed"),
+            "cells": len(gates.gates),
+            "area": float(gates.area()),
+        }
+        signed, _ = choose_signedness(gate_level_table(gates))  # as characterize decides
+        source = {"kind": "netlist", "path": str(path), "top": gates.top}
+        out.append(LibraryEntry(path.stem, signed, source, {}, cost))
+    return out
+
+
+def bench_ranking(
+    costs: Path, netlists: Path, cells: Path | None, cache: Path | None, jobs: int
+) -> None:
+    """Correlation of each estimate with the published power (see the module docstring)."""
+    from hwflow.characterize.costs import Comparison, correlations, lookup, read_costs
+    from hwflow.executor import run_parallel
 
     published = read_costs(costs)
-    files = sorted(p for p in netlists.glob("*.v") if p.stem in published)
-    if len(files) < 3:
-        print(f"ranking: only {len(files)} netlists in {netlists} have published costs")
-        return
-    for f in files:
-        inspect_netlist(f)  # fail early with a clear message
-    out = characterize_netlists(files, work / "lib-costs", jobs=jobs, costs=costs)
-    est = [o.entry.cost["energy"] for o in out]
-    power = [o.entry.cost["published"]["power"] for o in out]
-    area = [o.entry.cost["area"] for o in out]
-    rho_e = spearmanr(est, power).statistic
-    rho_a = spearmanr(area, power).statistic
-    print(f"ranking vs published power ({len(files)} netlists):")
-    print(f"  Spearman(switching energy, power) = {rho_e:.3f}")
-    print(f"  Spearman(transistor area, power)  = {rho_a:.3f}")
+    files = sorted(p for p in netlists.rglob("*.v") if cells is None or p != cells)
+    batches = [
+        RankJob(tuple(files[i : i + RANK_BATCH]), cells, cache)
+        for i in range(0, len(files), RANK_BATCH)
+    ]
+    with Clock() as clock:
+        results = [r for batch in run_parallel(_estimate, batches, jobs) for r in batch]
+    failed = [r for r in results if isinstance(r, str)]
+    by_module: dict[str, LibraryEntry] = {}
+    for e in results:  # one entry per module: `X.v` and `X_pdk45.v` are the same circuit
+        if isinstance(e, LibraryEntry) and lookup(e, published) is not None:
+            by_module.setdefault(e.source["top"], e)
+    entries = list(by_module.values())
+    print(
+        f"{len(files)} netlists under {netlists}: {len(failed)} not synthesized "
+        f"({clock.wall:.0f} s wall, {clock.cpu / max(1, len(files)):.2f} s CPU per netlist)"
+    )
+    for reason in failed[:5]:
+        print(f"  skipped {reason}")
+    estimates = ("energy", "energy_typed", "cells", "area")
+    rows = correlations(entries, published, estimates=estimates)
+    for line in Comparison(str(costs), len(entries), [], rows).lines():
+        print(line)
 
 
 def main() -> None:
@@ -291,9 +387,16 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=8, help="designs for the per-netlist timing")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--skip-library", action="store_true", help="skip the built-in library run")
-    ap.add_argument("--costs", type=Path, default=None, help="CSV name,power,area,delay")
+    ap.add_argument("--costs", type=Path, default=None, help="CSV or EvoApprox meta.json")
     ap.add_argument("--netlists", type=Path, default=None, help="folder of netlists for --costs")
+    ap.add_argument("--cells", type=Path, default=None, help="cell library read with each")
+    ap.add_argument("--cache", type=Path, default=None, help="keep yosys output here")
     args = ap.parse_args()
+    if (args.costs is None) != (args.netlists is None):
+        ap.error("--costs and --netlists go together")
+    if args.costs is not None:  # the correlations alone, without the timing part
+        bench_ranking(args.costs, args.netlists, args.cells, args.cache, args.jobs)
+        return
     work = Path(tempfile.mkdtemp(prefix="hwflow-bench-"))
     try:
         designs = sample_netlists(work, args.sample)
@@ -302,8 +405,6 @@ def main() -> None:
         if not args.skip_library:
             bench_cached_rerun(work)
             bench_library(work, args.jobs)
-        if args.costs is not None and args.netlists is not None:
-            bench_ranking(args.costs, args.netlists, work, args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

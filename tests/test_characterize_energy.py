@@ -72,11 +72,17 @@ def test_depth_and_evaluation_of_a_hand_built_netlist():
     assert np.array_equal(codes, expect)
 
 
-def _naive_energy(design: dict, a_codes: np.ndarray, b_codes: np.ndarray) -> float:
-    """Independent check: bool arrays per net, gates evaluated until all are known."""
+def _naive_energy(
+    design: dict, a_codes: np.ndarray, b_codes: np.ndarray, model: str = "fanout"
+) -> float:
+    """Independent check: bool arrays per net, gates evaluated until all are known.
+
+    Loads: `fanout` = one unit per driven cell input pin and per product bit, nets that are
+    operand bits excluded; `typed` = per-type pin and driver capacitances, all nets."""
     top = design["hwflow"]["top"]
     pa, pb, po = design["hwflow"]["ports"]
     mod = design["modules"][top]
+    operand_bits = {b for p in (pa, pb) for b in mod["ports"][p]["bits"]}
     val: dict = {"0": np.zeros(a_codes.size, bool), "1": np.ones(a_codes.size, bool)}
     val["x"] = val["0"]
     for port, codes in ((pa, a_codes), (pb, b_codes)):
@@ -94,10 +100,14 @@ def _naive_energy(design: dict, a_codes: np.ndarray, b_codes: np.ndarray) -> flo
     for cell in cells:
         kind = cell["type"].strip("$_")
         for port, bits in cell["connections"].items():
-            cap = SELF_CAP[kind] if port == "Y" else PIN_CAP[kind]
+            if model == "typed":
+                cap = SELF_CAP[kind] if port == "Y" else PIN_CAP[kind]
+            else:
+                cap = 0.0 if port == "Y" or bits[0] in operand_bits else 1.0
             load[bits[0]] = load.get(bits[0], 0.0) + cap
     for bit in mod["ports"][po]["bits"]:
-        load[bit] = load.get(bit, 0.0) + OUTPUT_LOAD
+        if model == "typed" or bit not in operand_bits:
+            load[bit] = load.get(bit, 0.0) + OUTPUT_LOAD
     pending = cells
     while pending:
         later = []
@@ -123,8 +133,36 @@ def test_energy_equals_an_independent_bool_array_evaluation(synth):
     rng = np.random.default_rng(5)
     a, b = rng.integers(0, 256, 4096), rng.integers(0, 256, 4096)
     for result in synth.values():
-        fast = switching_energy(result.gates, a, b)
-        assert fast == pytest.approx(_naive_energy(result.yosys_json, a, b), rel=1e-12)
+        for model in ("fanout", "typed"):
+            fast = switching_energy(result.gates, a, b, model)
+            naive = _naive_energy(result.yosys_json, a, b, model)
+            assert fast == pytest.approx(naive, rel=1e-12)
+    with pytest.raises(ValueError, match="unknown energy model"):
+        switching_energy(result.gates, a, b, "glitchy")
+
+
+def test_fanout_model_counts_driven_pins_of_gate_nets_only():
+    """Hand count: n100 = a0 & b0 drives two pins (XOR, MUX); o0 = n100 ^ a1 is a product
+    bit; o1 is wired straight to the operand bit a2 (its load belongs to the driver stage)."""
+    a, b = tuple(range(2, 10)), tuple(range(10, 18))
+    gates = Gates(
+        "t",
+        a,
+        b,
+        (101, 4, 102) + (CONST0,) * 13,
+        (("AND", (2, 10), 100), ("XOR", (100, 3), 101), ("MUX", (100, 11, 5), 102)),
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, 1024), rng.integers(0, 256, 1024)
+    n100 = (x & 1) & (y & 1)
+    o0 = n100 ^ ((x >> 1) & 1)
+    o2 = np.where((x >> 3) & 1, (y >> 1) & 1, n100)
+
+    def toggles(v):
+        return np.count_nonzero(v[1:] != v[:-1])
+
+    expect = (2 * toggles(n100) + OUTPUT_LOAD * (toggles(o0) + toggles(o2))) / (x.size - 1)
+    assert switching_energy(gates, x, y) == pytest.approx(expect, rel=1e-12)
 
 
 def test_energy_ranks_truncation_below_exact_and_is_deterministic(synth):
@@ -154,3 +192,33 @@ def test_bad_histograms_and_streams_are_rejected(synth):
         energy_under_histograms(gates, np.ones(256), -np.ones(256), 256, 0)
     with pytest.raises(ValueError, match="multiple of 64"):
         switching_energy(gates, np.zeros(100), np.zeros(100))
+
+
+def test_library_from_an_earlier_energy_model_is_re_estimated_once(synth, tmp_path):
+    from hwflow.characterize.energy import DEFAULT_MODEL, refresh_library_energy
+    from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+
+    lib = Library.create(tmp_path / "lib")
+    new = []
+    for name, key, source in (
+        ("u_exact", "exact_u", {"kind": "generator", "family": "exact", "params": {}}),
+        ("trunc", "trunc_u", {"kind": "netlist", "top": "t"}),
+        ("handmade", None, {"kind": "netlist", "top": "h"}),
+    ):
+        gates_json = json.dumps(synth[key].yosys_json) if key else "{}"
+        entry = LibraryEntry(name, False, source, {}, {"energy": 7.0})  # no energy_model
+        new.append(NewEntry(entry, exact_table(False), "// none\n", gates_json))
+    lib.commit(new)
+    assert refresh_library_energy(Library.open(lib.path)) == ["u_exact", "trunc"]
+    again = Library.open(lib.path)
+    e = {
+        n: uniform_energy(synth[k].gates) for n, k in (("u_exact", "exact_u"), ("trunc", "trunc_u"))
+    }
+    for name in e:
+        assert again.get(name).cost["energy"] == e[name]
+        assert again.get(name).cost["energy_model"] == DEFAULT_MODEL
+    assert again.get("trunc").cost["energy_rel"] == pytest.approx(e["trunc"] / e["u_exact"])
+    assert again.get("handmade").cost["energy"] == 7.0  # no gate netlist: left as it was
+    index = (lib.path / "library.yaml").stat().st_mtime_ns
+    assert refresh_library_energy(again) == []  # nothing stale: nothing written
+    assert (lib.path / "library.yaml").stat().st_mtime_ns == index

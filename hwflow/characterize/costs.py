@@ -219,13 +219,15 @@ class Comparison:
         }
 
     def lines(self) -> list[str]:
+        names = list(self.rows[0].rho) if self.rows else list(ESTIMATES)
+        w = max(9, *(len(k) + 2 for k in names))
         out = [
             f"Spearman rho of each estimate vs published power ({self.matched} multipliers "
             f"with figures from {self.source})",
-            f"  {'kind':<9}{'subset':<12}{'n':>5}" + "".join(f"{k:>9}" for k in ESTIMATES),
+            f"  {'kind':<9}{'subset':<12}{'n':>5}" + "".join(f"{k:>{w}}" for k in names),
         ]
         for r in self.rows:
-            rhos = "".join(f"{'-' if v is None else f'{v:.3f}':>9}" for v in r.rho.values())
+            rhos = "".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v in r.rho.values())
             kind = "signed" if r.signed else "unsigned"
             out.append(f"  {kind:<9}{r.subset:<12}{r.n:>5}{rhos}")
         if self.unmatched:

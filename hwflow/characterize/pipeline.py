@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from hwflow.characterize.costs import attach_published, read_costs
-from hwflow.characterize.energy import output_codes, uniform_energy
+from hwflow.characterize.energy import energy_cost, output_codes, refresh_library_energy
 from hwflow.characterize.netlist import (
     DEFAULT_TIMEOUT_S,
     CellLibrary,
@@ -188,6 +188,7 @@ def characterize_netlists(
     if timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {timeout:g}")
     lib = Library.load(library)
+    refresh_library_energy(lib)  # entries from an earlier energy model
     published = read_costs(costs) if costs is not None else {}
     files = netlist_files(paths, exclude=[cells] if cells is not None else [])
     cell_lib = _check_cells(cells, timeout) if cells is not None else None
@@ -305,6 +306,7 @@ def characterize_builtin(
         if not any(s.family == "exact" and s.signed == signed for s in specs):
             specs.insert(0, MultiplierSpec("exact", signed, {}))
     lib = Library.load(library)
+    refresh_library_energy(lib)  # entries from an earlier energy model
     fp = generator_fingerprint()
     outcomes: dict[str, Outcome] = {}
     todo: list[Design] = []
@@ -570,7 +572,7 @@ def _finish(d: Design, what: str, e: Elaborated, raw: np.ndarray, tools: dict[st
     check_gates_match(raw, e.synth.gates, signed, what)
     table = output_to_int(raw, signed)
     cost = e.synth.cost()
-    cost["energy"] = uniform_energy(e.synth.gates)
+    cost.update(energy_cost(e.synth.gates))
     source = dict(d.source)
     if d.spec is None:
         source["netlist_sha256"] = sha256_bytes(e.netlist.encode())

@@ -94,11 +94,12 @@ def stderr_log(quiet: bool = False):
     return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
 
 
-def executor_options(gpu_tasks: bool = False):
+def executor_options(gpu_tasks: bool = False, fans_out_if: str | None = None):
     """`--executor`/`--ray-address` for every command that fans out (hwflow.executor).
 
     The choice holds while the command runs. With Ray and no explicit `--jobs`, the
-    command fills the cluster (its CPU count)."""
+    command fills the cluster (its CPU count), connecting at the start; `fans_out_if`
+    names a flag without which the command runs nothing in parallel (and needs no Ray)."""
 
     def decorate(command):
         @click.option(
@@ -116,7 +117,8 @@ def executor_options(gpu_tasks: bool = False):
             with executor_mod.using(executor, ray_address=ray_address, gpu_tasks=gpu_tasks):
                 ctx = click.get_current_context()
                 defaulted = ctx.get_parameter_source("jobs") == click.core.ParameterSource.DEFAULT
-                if executor == "ray" and "jobs" in kwargs and defaulted:
+                fans_out = fans_out_if is None or kwargs[fans_out_if]
+                if executor == "ray" and "jobs" in kwargs and defaulted and fans_out:
                     kwargs["jobs"] = executor_mod.parallelism()
                 return command(*args, **kwargs)
 
@@ -482,8 +484,11 @@ def _print_assignment(doc: dict) -> None:
     "or the published power (--costs figures; every candidate needs one).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel layer tasks of --validate.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@executor_options(fans_out_if="do_validate")
 def assign(
     run_dir,
     library,
@@ -495,6 +500,7 @@ def assign(
     no_hist_energy,
     energy_model,
     seed,
+    jobs,
     as_json,
     quiet,
 ) -> None:
@@ -513,6 +519,7 @@ def assign(
         hist_energy=not no_hist_energy,
         energy_model=energy_model,
         seed=seed,
+        jobs=jobs,
         log=log,
     )
     if as_json:

@@ -141,20 +141,37 @@ def parallelism() -> int:
     return os.cpu_count() or 1
 
 
-def describe(item: Any) -> str:
-    """A short name for an item in error messages: its netlist, design or point."""
+def describe(item: Any, limit: int = 200) -> str:
+    """A short name for an item in error messages: its netlist, design or point (names,
+    paths and numbers; arrays and other bulk left out)."""
+    text = _describe(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(item: Any) -> str:
     if isinstance(item, os.PathLike):
         return os.fspath(item)
+    if isinstance(item, str):
+        return item
     name = getattr(item, "name", None)
     if isinstance(name, str):
         return name
     if isinstance(item, dict) and "name" in item:
         return str(item["name"])
     if isinstance(item, list | tuple):
-        text = ", ".join(describe(x) for x in item)
+        text = ", ".join(_describe(x) for x in item if _nameable(x))
         return f"[{text}]" if isinstance(item, list) else f"({text})"
-    text = repr(item)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return repr(item)
+
+
+def _nameable(item: Any) -> bool:
+    if item is None or isinstance(item, str | int | float | os.PathLike):
+        return True
+    if isinstance(getattr(item, "name", None), str):
+        return True
+    if isinstance(item, dict):
+        return "name" in item
+    return isinstance(item, list | tuple) and any(_nameable(x) for x in item)
 
 
 # ---- Ray backend ------------------------------------------------------------------------

@@ -66,7 +66,11 @@ def test_items_are_named_by_their_netlist_design_or_point():
     point = ("runs/a", "runs/a/sweep/scale-2", 1, 0.001, 0, 1, None)
     assert "runs/a/sweep/scale-2" in executor.describe(point)
     assert executor.describe({"name": "network", "harness": "x"}) == "network"
-    assert len(executor.describe("x" * 500)) == 120
+    assert len(executor.describe("x" * 500)) == 200
+    import numpy as np
+
+    layer_task = ("conv1", [(np.zeros((3, 3)),)], [("u_trunc_k6", np.zeros(4), False)])
+    assert executor.describe(layer_task) == "(conv1, [(u_trunc_k6, False)])"
 
 
 def test_a_worker_with_other_hwflow_code_refuses_to_run():

@@ -6,6 +6,7 @@ error names the item."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import ray
+from click.testing import CliRunner
 from test_assign import tiny  # noqa: F401  (fixture: a tiny trained digits run + library)
 
 import hwflow
 from hwflow import executor
+from hwflow.cli import cli
 from hwflow.errors import ConfigError, ExecutorError
 
 # One worker process of pytest-xdist gets every test here: one cluster, not one each.
@@ -115,13 +118,35 @@ def test_characterize_on_ray_equals_local(cluster, tmp_path):
     assert _library_contents(tmp_path / "ray") == _library_contents(tmp_path / "local")
 
 
+@pytest.fixture(scope="module")
+def tiny_run(request, tmp_path_factory):
+    """A private copy of the tiny trained run (stages write into it) and its library."""
+    run, lib = request.getfixturevalue("tiny")
+    copy = tmp_path_factory.mktemp("ray-run") / "run"
+    shutil.copytree(run, copy)
+    return copy, lib
+
+
 @pytest.mark.slow
-def test_sweep_on_ray_equals_local(cluster, request, tmp_path):
+def test_assign_validate_on_ray_equals_local(cluster, tiny_run, tmp_path):
+    run, lib = tiny_run
+    docs = {}
+    for where, extra in (("local", ["--jobs", "2"]), ("ray", ["--executor", "ray"])):
+        out = tmp_path / f"{where}.yaml"
+        argv = ["assign", str(run), "--library", str(lib), "--validate", "--no-hist-energy"]
+        res = CliRunner().invoke(cli, [*argv, "--out", str(out), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        docs[where] = json.loads(res.output)
+    assert docs["ray"] == docs["local"]
+    assert docs["ray"]["validation"]["pairs"] >= len(docs["ray"]["layers"])
+    assert (tmp_path / "ray.yaml").read_text() == (tmp_path / "local.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_on_ray_equals_local(cluster, tiny_run, tmp_path):
     from hwflow.assign.sweep import sweep_run
 
-    run, lib = request.getfixturevalue("tiny")
-    shutil.copytree(run, tmp_path / "run")
-    run = tmp_path / "run"
+    run, lib = tiny_run
     opts = dict(epochs=1, max_steps=2, hist_energy=False, homogeneous=False, jobs=2)
     sweep_run(run, lib, [0.0, 4.0], out_dir=tmp_path / "local", **opts)
     with executor.using("ray"):

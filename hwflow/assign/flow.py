@@ -214,8 +214,10 @@ def validate(
     batch_size: int = DEFAULT_BATCH,
     others: int = VALIDATE_OTHERS,
     seed: int = 1,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Measure chosen + a spread of other multipliers per layer on held-out (val) batches."""
+    """Measure chosen + a spread of other multipliers per layer on held-out (val) batches
+    (layers in `jobs` parallel tasks)."""
     pred_std = pred.std
     index = {n: i for i, n in enumerate(lib.names)}
     tables: dict[str, list[tuple[str, np.ndarray, bool]]] = {}
@@ -226,7 +228,7 @@ def validate(
             (lib.names[j], lib.tables[j], bool(lib.signed[j])) for j in sorted(picked)
         ]
     xs = _stats_batches(run.data.val, batches, batch_size, seed)
-    measured = measure_errors(run.model, xs, tables)
+    measured = measure_errors(run.model, xs, tables, jobs=jobs)
     pairs = []
     for i, s in enumerate(stats):
         for name, _, _ in tables[s.name]:
@@ -262,9 +264,11 @@ def assign_run(
     energy_model: str = "uniform",
     stats_batches: int = DEFAULT_STATS_BATCHES,
     seed: int = 0,
+    jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """The whole `hwflow assign`: returns the document written to `out`."""
+    """The whole `hwflow assign`: returns the document written to `out` (`jobs`: parallel
+    layer tasks of the validation)."""
     from hwflow.nn.train import load_run
 
     if model not in MODELS:
@@ -285,7 +289,7 @@ def assign_run(
     validation = None
     if do_validate:
         log("validating against table emulation ...")
-        validation = validate(run, stats, lib, doc, pred)
+        validation = validate(run, stats, lib, doc, pred, jobs=jobs)
         doc["validation"] = validation["summary"]
     write_yaml(Path(out) if out is not None else Path(run_dir) / "assignment.yaml", doc)
     if validation is not None:

@@ -51,27 +51,58 @@ def measure_errors(
     model: object,
     batches: Iterable[object],
     tables: Mapping[str, Sequence[tuple[str, np.ndarray, bool]]],
+    jobs: int = 1,
 ) -> dict[tuple[str, str], Moments]:
-    """{(layer, multiplier): Moments of acc - acc_exact} over all outputs of `batches`."""
-    import torch
+    """{(layer, multiplier): Moments of acc - acc_exact} over all outputs of `batches`.
 
-    from hwflow.nn import kernels, trace
+    The network is traced here; each layer's emulations are one task of
+    `hwflow.executor.run_parallel` (every candidate multiplier over every batch)."""
+    from hwflow.executor import run_parallel
+    from hwflow.nn import trace
 
-    out: dict[tuple[str, str], Moments] = {}
+    operands: dict[str, list[tuple]] = {layer: [] for layer in tables}
     for x in batches:
         traces = trace(model, x)
-        for layer, cands in tables.items():
+        for layer in tables:
             t = traces[layer]
-            for name, table, signed in cands:
-                acc = torch.stack(
-                    [
-                        kernels.table_matmul(
-                            t.x_int[g], t.w_int[g], table, sign_magnitude=not signed
-                        ).to(torch.int64)
-                        for g in range(t.x_int.shape[0])
-                    ]
-                )
-                out.setdefault((layer, name), Moments()).add((acc - t.acc_exact).numpy())
+            operands[layer].append((t.x_int, t.w_int, t.acc_exact))
+    # Pooled workers compute on one thread each: the tasks are the parallelism, and a
+    # forked child must not start OpenMP threads the parent's torch already started
+    # (GNU OpenMP hangs); sums are integer, so threads never change a result.
+    threads = 1 if jobs > 1 else 0
+    items = [(layer, operands[layer], list(cands), threads) for layer, cands in tables.items()]
+    out: dict[tuple[str, str], Moments] = {}
+    for (layer, _, cands, _), moments in zip(
+        items, run_parallel(_layer_errors, items, jobs), strict=True
+    ):
+        for (name, _, _), m in zip(cands, moments, strict=True):
+            out[(layer, name)] = m
+    return out
+
+
+def _layer_errors(item: tuple) -> list[Moments]:
+    """One layer's task: Moments of each candidate multiplier, batches in order."""
+    import torch
+
+    from hwflow.nn import kernels
+
+    _layer, operands, cands, threads = item
+    if threads:
+        torch.set_num_threads(threads)
+    out = []
+    for _name, table, signed in cands:
+        m = Moments()
+        for x_int, w_int, acc_exact in operands:
+            acc = torch.stack(
+                [
+                    kernels.table_matmul(x_int[g], w_int[g], table, sign_magnitude=not signed).to(
+                        torch.int64
+                    )
+                    for g in range(x_int.shape[0])
+                ]
+            )
+            m.add((acc - acc_exact).numpy())
+        out.append(m)
     return out
 
 

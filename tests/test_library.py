@@ -263,3 +263,18 @@ def test_load_refuses_a_file_or_read_only_path_before_any_work(tmp_path, monkeyp
     monkeypatch.setattr("os.access", lambda p, mode: Path(p) != tmp_path)
     with pytest.raises(LibraryError, match=f"{tmp_path}: permission denied: .* not writable"):
         Library.load(tmp_path / "new-lib")
+
+
+def test_an_interrupted_first_commit_can_be_resumed(tmp_path, monkeypatch):
+    import hwflow.multipliers.library as library
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(library, "write_yaml", killed)  # files written, index not
+    with pytest.raises(KeyboardInterrupt):
+        Library.load(tmp_path / "lib").commit([netlist_entry("mul", "c1")])
+    assert not (tmp_path / "lib" / "library.yaml").exists()
+    monkeypatch.undo()
+    Library.load(tmp_path / "lib").commit([netlist_entry("mul", "c1")])  # not "foreign"
+    assert [e.name for e in Library.open(tmp_path / "lib").entries] == ["mul"]

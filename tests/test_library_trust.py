@@ -159,19 +159,25 @@ def one_error_line(output: str) -> str:
     return lines[0]
 
 
-def test_library_option_naming_a_regular_file(tmp_path):
+def test_library_option_naming_a_regular_file_or_someone_elses_directory(tmp_path):
     plain = tmp_path / "notes.txt"
     plain.write_text("not a library\n")
-    for args in (
+    commands = (
         ["characterize", str(NL / "trunc_u.v")],
         ["characterize", "--builtin"],
         ["library", "list"],
         ["library", "remove", "x"],
-    ):
+    )
+    for args in commands:
         result = CliRunner().invoke(cli, [*args, "--library", str(plain)])
         assert result.exit_code == 2, result.output
         line = one_error_line(result.output)
         assert f"{plain}: is a file, not a library directory" in line
+    for args in commands[:2]:  # a directory of other files is never written into
+        result = CliRunner().invoke(cli, [*args, "--library", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.output)
+        assert f"{tmp_path} exists and is not an hwflow library (no library.yaml)" in line
     assert plain.read_text() == "not a library\n"
     assert sorted(tmp_path.iterdir()) == [plain]  # nothing written beside it either
 

@@ -407,11 +407,18 @@ def _refuse_non_directory(path: Path) -> None:
 
 def _check_writable(path: Path) -> None:
     """Fail early, before any work, when the library cannot be written: the path (or an
-    ancestor) is a file, or a directory it needs is not writable."""
+    ancestor) is a file, a directory of something else (neither empty nor holding the
+    index or the lock a first commit makes before its files), or not writable."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent  # a new library: its nearest existing ancestor must take it
     _refuse_non_directory(probe)
+    marked = (path / INDEX).exists() or (path / LOCK).exists()
+    if probe == path and not marked and any(path.iterdir()):
+        raise LibraryError(
+            f"{path} exists and is not an hwflow library (no {INDEX}); "
+            "choose a new or empty directory for the library"
+        )
     dirs = [probe]
     if probe == path:
         dirs += [path / sub for sub in SUBDIRS if (path / sub).is_dir()]

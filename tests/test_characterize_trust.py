@@ -290,9 +290,8 @@ def test_one_bad_file_does_not_throw_away_the_batch(tmp_path):
     good = write(tmp_path / "good.v", EXACT_U)
     bad = write(tmp_path / "bad.v", MUL.format(name="mul_bad", body="  assign o = a * ;"))
     lib_dir = tmp_path / "lib"
-    result = run(
-        str(good), str(bad), str(tmp_path / "gone.v"), "--library", str(lib_dir), "-j", "2"
-    )
+    args = [str(good), str(bad), str(tmp_path / "gone.v"), str(tmp_path / "." / "good.v")]
+    result = run(*args, "--library", str(lib_dir), "-j", "2")  # good.v named twice: once
     assert result.exit_code == 2
     assert [ln.split(": ")[1] for ln in error_lines(result.output)] == [
         str(tmp_path / "gone.v"),
@@ -328,3 +327,17 @@ def test_reserved_names_are_the_exact_generators_names():
 def test_an_empty_folder_is_an_error(tmp_path):
     result = run(str(tmp_path), "--library", str(tmp_path / "lib"))
     assert result.exit_code == 2 and "no .v files in this folder" in result.output
+
+
+def test_a_yosys_crash_without_an_error_line_reports_the_runtime_s_last_words():
+    from hwflow.characterize.netlist import _yosys_error
+
+    item = YosysItem((), "", "/data/huge.v", {"n0/huge.v": "/data/huge.v"})
+    log = "1. Executing Verilog-2005 frontend: n0/huge.v\n"
+    trap = "Traceback (most recent call last):\n  ...\n"
+    trap += "wasmtime._trap.Trap: out of bounds memory access\n"
+    assert _yosys_error(log, trap, 1, item) == (
+        "yosys failed: wasmtime._trap.Trap: out of bounds memory access"
+    )
+    assert "out of memory?" in _yosys_error(log, "", -9, item)
+    assert "n0/" not in _yosys_error("n0/huge.v:7: ERROR: bad\n", "", 1, item)

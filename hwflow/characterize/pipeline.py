@@ -148,7 +148,8 @@ def netlist_files(
     paths: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
 ) -> list[Path]:
     """The files to characterize: each file given, and the `.v` files under each folder
-    given (sorted), except `exclude` (a cell library kept beside the netlists)."""
+    given (sorted), except `exclude` (a cell library kept beside the netlists); a file
+    named twice counts once."""
     skip = {Path(p).resolve() for p in exclude}
     out: list[Path] = []
     for p in map(Path, paths):
@@ -159,7 +160,8 @@ def netlist_files(
             out += found
         else:
             out.append(p)
-    return out
+    unique = {f.resolve() if f.exists() else f: f for f in reversed(out)}  # first mention wins
+    return [f for f in out if unique.get(f.resolve() if f.exists() else f) is f]
 
 
 def characterize_netlists(

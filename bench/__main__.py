@@ -14,7 +14,7 @@ import importlib
 
 from bench._common import Row, print_rows
 
-AREAS = ["characterize", "kernels", "train_step", "error_model", "verify", "demo"]
+AREAS = ["characterize", "kernels", "train_step", "error_model", "verify", "demo", "executor"]
 
 
 def main() -> None:

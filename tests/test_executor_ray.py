@@ -154,3 +154,21 @@ def test_sweep_on_ray_equals_local(cluster, tiny_run, tmp_path):
     for name in ("sweep.csv", "scale-0/assignment.yaml", "scale-4/assignment.yaml"):
         assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
     assert len((tmp_path / "ray" / "sweep.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_verify_on_ray_checks_every_accumulation(cluster, tiny_run, tmp_path):
+    run, lib = tiny_run
+    assignment = tmp_path / "assignment.yaml"
+    assignment.write_text(f"library: {lib}\nlayers: []\n")  # every layer exact
+    out = tmp_path / "design"
+    argv = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
+    res = CliRunner().invoke(cli, [*argv, "--images", "1", "--rows", "7", "--no-network"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["verify", str(out), "--json", "--executor", "ray"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert report["ok"] and report["checked"] == manifest["accumulations"] > 0
+    assert report["jobs"] == 2  # the cluster's CPUs
+    assert [(s["name"], s["ok"]) for s in report["simulations"]] == [("layers", True)]

@@ -249,6 +249,11 @@ def characterize(
                 f"(matched by module name, then entry name): {', '.join(missing)}",
                 err=True,
             )
+        if not (quiet or as_json) and len(missing) < len(outcomes):
+            from hwflow.characterize.costs import compare_library
+
+            for line in compare_library(library).lines(list_unmatched=False):
+                click.echo(line)
     if failed is not None:
         for f in failed.failures:
             click.echo(f"error: {f.line()}", err=True)

@@ -225,6 +225,7 @@ def test_characterize_matches_meta_json_by_module_name_and_names_the_rest(tmp_pa
     note = [ln for ln in result.output.splitlines() if ln.startswith("note:")]
     assert note and note[0].endswith(": other_u") and "for 1 " in note[0]
     assert "published power 0.2, area 300" in result.output
+    assert "Spearman rho of each estimate vs published power (1 multipliers" in result.output
     # a rerun with a CSV keyed by the module name updates the cached entry's figures
     csv_file = tmp_path / "costs.csv"
     csv_file.write_text("name,power,area,delay\nmul8u_evo_hw,0.25,310,1.1\n")

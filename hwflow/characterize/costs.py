@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwflow.errors import ConfigError
+from hwflow.errors import ConfigError, LibraryError
 
 Published = dict[str, dict[str, float]]  # name -> {"power": ..., "area": ..., "delay": ...}
 
@@ -218,7 +218,7 @@ class Comparison:
             "correlations": [r.to_dict() for r in self.rows],
         }
 
-    def lines(self) -> list[str]:
+    def lines(self, *, list_unmatched: bool = True) -> list[str]:
         names = list(self.rows[0].rho) if self.rows else list(ESTIMATES)
         w = max(9, *(len(k) + 2 for k in names))
         out = [
@@ -230,7 +230,7 @@ class Comparison:
             rhos = "".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v in r.rho.values())
             kind = "signed" if r.signed else "unsigned"
             out.append(f"  {kind:<9}{r.subset:<12}{r.n:>5}{rhos}")
-        if self.unmatched:
+        if self.unmatched and list_unmatched:
             out.append(f"no published figures: {', '.join(self.unmatched)}")
         return out
 
@@ -242,7 +242,6 @@ def compare_library(
     large_power: float = LARGE_POWER,
 ) -> Comparison:
     """Correlate a library's estimates with published power (from `costs`, else stored)."""
-    from hwflow.errors import LibraryError
     from hwflow.multipliers.library import Library
 
     lib = Library.open(library)

@@ -331,6 +331,22 @@ def test_export_replaces_only_an_earlier_export(run_and_library, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "assignment.yaml", "mine"]
     # replacing an earlier export: test_export_without_the_network
 
+    # an export made before directories carried a marker is recognised by its manifest
+    # (every file it lists present); a look-alike whose listed files are missing is not
+    old = tmp_path / "old-export"
+    assert export(old).exit_code == 0
+    (old / ".hwflow").unlink()
+    (old / "stale.txt").write_text("from the earlier export")
+    fake = tmp_path / "fake-export"
+    fake.mkdir()
+    (fake / "manifest.json").write_text((old / "manifest.json").read_text())
+    result = export(fake)
+    assert result.output == f"error: {fake} exists and is not an hwflow export\n"
+    assert sorted(p.name for p in fake.iterdir()) == ["manifest.json"]
+    result = export(old)
+    assert result.exit_code == 0, result.output
+    assert not (old / "stale.txt").exists() and (old / ".hwflow").read_text() == "export\n"
+
 
 def test_network_design_only_for_plain_stacks(run_and_library):
     from collections import OrderedDict

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from hwflow import io
-from hwflow.errors import AssignmentError, LibraryError, RunError, VerificationError
+from hwflow.errors import (
+    AssignmentError,
+    HwflowError,
+    LibraryError,
+    RunError,
+    VerificationError,
+)
 from hwflow.rtl import design, mac, net
 
 EXPORT_KIND = "export"  # the export directory's marker: only an earlier export is replaced
@@ -202,6 +208,7 @@ def export_run(
         raise VerificationError(f"--lanes must be >= 1, got {lanes}")
     if rows is not None and rows < 1:
         raise VerificationError(f"--rows must be >= 1, got {rows}")
+    adopt_earlier_export(out)
     io.check_dir(out, EXPORT_KIND)  # before the work; atomic_dir checks again at the end
     assignment = Path(assignment)
     lib_path = Path(library) if library is not None else _assignment_library(assignment)
@@ -241,11 +248,38 @@ def export_run(
         return design.write_design(tmp, plans, lanes, meta, whole, rows=rows)
 
 
+def adopt_earlier_export(out: str | os.PathLike[str]) -> None:
+    """Mark `out` as an export when an export made before directories carried a marker
+    left it: its manifest parses, has a format, a top and a `files` map, and every file
+    listed there is present. Anything else stays unmarked (and so is never replaced)."""
+    out = Path(out)
+    if not out.is_dir() or (out / io.DIR_MARK).exists():
+        return
+    try:
+        manifest = io.read_json(out / "manifest.json")
+    except (HwflowError, OSError, UnicodeDecodeError):
+        return
+    if not isinstance(manifest, dict):
+        return
+    files = manifest.get("files")
+    if (
+        isinstance(manifest.get("format"), int)
+        and isinstance(manifest.get("top"), str)
+        and isinstance(files, dict)
+        and files
+        and all(_inside(out, rel) and (out / rel).is_file() for rel in files)
+    ):
+        io.write_text(out / io.DIR_MARK, EXPORT_KIND + "\n")
+
+
+def _inside(root: Path, rel: Any) -> bool:
+    return isinstance(rel, str) and (root / rel).resolve().is_relative_to(root.resolve())
+
+
 def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:
     """Top-1 on the whole split with the exported tables: the fake-quant emulation and the
     integer-only pipeline (`hwflow.rtl.intinfer`; None where the network has no integer
     form, e.g. not a plain conv/ReLU/pool/linear stack)."""
-    from hwflow.errors import HwflowError
     from hwflow.nn.train import evaluate
     from hwflow.rtl.intinfer import integer_accuracy
 

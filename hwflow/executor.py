@@ -239,9 +239,25 @@ def connect_ray(address: str | None = None, **init_options: Any) -> Any:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
+        hint = "start one with `ray start --head`, or check --ray-address / RAY_ADDRESS"
+        chain, link = [], exc
+        while link is not None and len(chain) < 10:
+            chain.append(link)
+            link = link.__cause__ or link.__context__
+        # Ray passes the refusal on as text (a RuntimeError quoting the RPC error)
+        if any(
+            isinstance(e, getattr(ray.exceptions, "AuthenticationError", ()))
+            or "InvalidAuthToken" in str(e)
+            or "Unauthenticated" in str(e)
+            for e in chain
+        ):
+            # Ray never sends a token to an address it was given unless told to.
+            hint = (
+                "the cluster wants its token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                "(`ray get-auth-token` on the head prints it)"
+            )
         raise ExecutorError(
-            f"cannot start or reach the Ray cluster at {where}: {exc} "
-            "(start one with `ray start --head`, or check --ray-address / RAY_ADDRESS)"
+            f"cannot start or reach the Ray cluster at {where}: {exc} ({hint})"
         ) from None
     return ray
 

@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from click.testing import CliRunner
@@ -172,3 +174,59 @@ def test_verify_on_ray_checks_every_accumulation(cluster, tiny_run, tmp_path):
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 0
     assert report["jobs"] == 2  # the cluster's CPUs
     assert [(s["name"], s["ok"]) for s in report["simulations"]] == [("layers", True)]
+
+
+@pytest.mark.slow
+def test_the_cli_joins_a_cluster_started_apart_with_its_token(tmp_path):
+    """`ray start --head` in another process (no PYTHONPATH, token authentication on),
+    then `hwflow characterize --executor ray --ray-address` as a user runs it."""
+    import secrets
+    import socket
+    import subprocess
+    import tempfile
+
+    from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
+    from hwflow.multipliers.library import Library
+
+    spec = MultiplierSpec("trunc", False, {"k": 6, "comp": True})
+    netlist = tmp_path / "mul_t6.v"
+    netlist.write_text(to_verilog(spec, module_name="mul_t6"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(32)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
+    temp = tempfile.mkdtemp(prefix="hwr", dir="/tmp")  # short: Ray's socket paths live here
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        env={**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+    )  # fmt: skip
+    try:
+        argv = [sys.executable, "-m", "hwflow.cli", "characterize", str(netlist), "--json"]
+        argv += ["--library", str(tmp_path / "lib"), "--executor", "ray"]
+        argv += ["--ray-address", f"127.0.0.1:{port}"]
+        env = {**base, "PYTHONPATH": str(executor.code_root())}
+        for _ in range(120):  # the head's GCS accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                time.sleep(1)
+        refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, refused.stderr
+        assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in refused.stderr
+        env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert [e["name"] for e in json.loads(res.stdout)] == ["mul_t6"]
+        table = Library.open(tmp_path / "lib").table("mul_t6")
+        assert np.array_equal(table, reference_table(spec))
+    finally:
+        head.terminate()  # `ray start --block` stops its cluster on SIGTERM
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)

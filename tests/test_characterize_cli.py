@@ -222,3 +222,18 @@ def test_builtin_reference_names_are_reserved(tmp_path):
     clash.write_bytes((NL / "exact_u.v").read_bytes())
     result = CliRunner().invoke(cli, ["characterize", str(clash), "--library", str(tmp_path / "l")])
     assert result.exit_code == 2 and "name 'u_exact' is taken by a built-in" in result.output
+
+
+def test_export_takes_the_stored_simulation_view_of_a_netlist_entry(evo_lib, tmp_path):
+    """`export` reads netlists/<name>.v, checked against `netlist_sha256`; its wrapper
+    around the flattened module computes the characterized table."""
+    from hwflow.rtl.export import library_rtl
+
+    lib_dir, listing = evo_lib
+    lib = Library.open(lib_dir)
+    rtl = library_rtl(lib, "evo_style_u")
+    path = tmp_path / "mul.v"
+    path.write_text(rtl.verilog)
+    design = SimDesign("wrapped", path, rtl.module, ("a", "b", "o"))
+    raw = plain_testbench_table(design, tmp_path / "sim")
+    assert np.array_equal(output_to_int(raw, False), lib.table("evo_style_u"))

@@ -73,8 +73,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+# libyaml's C loader/dumper where PyYAML was built with it: ~10x faster on a large
+# library.yaml (read on every command), same documents as the pure-Python safe ones
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def write_yaml(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text(path, yaml.safe_dump(obj, sort_keys=False, default_flow_style=None))
+    text = yaml.dump(obj, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=None)
+    write_text(path, text)
 
 
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
@@ -200,7 +207,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -18,6 +18,9 @@ setup: $(STAMP)
 	  apt-get update \
 	    && apt-get install -y --no-install-recommends iverilog libpython3.11 verilator; \
 	fi
+	@# Fashion-MNIST (real data, offline): IDX files in /usr/share/datasets/fashion-mnist.
+	@test -d /usr/share/datasets/fashion-mnist \
+	  || { apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist; }
 	@touch $@
 
 # torch first, pinned exactly: any other spec pulls GBs of CUDA builds.

@@ -351,15 +351,26 @@ def library_remove(name, library) -> None:
 
 # ---- train / evaluate (issue 4) -------------------------------------------------------
 
+_DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default=None,
+    help="Where the network runs [default: cuda when available, else cpu].",
+)  # fmt: skip
+
 
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(), help="YAML config.")
 @click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
-@click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (not digits).")
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="Dataset folder (digits needs none; fashion_mnist defaults to "
+              "/usr/share/datasets/fashion-mnist).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (overrides the config's `threads:`) [default: the "
+              "config's, else chosen by measurement: one for small models].")  # fmt: skip
+@_DEVICE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def train(config_path, out, resume, seed, data_dir, quiet) -> None:
+def train(config_path, out, resume, seed, data_dir, threads, device, quiet) -> None:
     """Train float -> QAT -> AGN sigma search; writes RUN/summary.json."""
     from dataclasses import replace
 
@@ -371,13 +382,16 @@ def train(config_path, out, resume, seed, data_dir, quiet) -> None:
         cfg = replace(cfg, seed=seed)
     if data_dir is not None:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    if threads is not None:
+        cfg = replace(cfg, threads=threads)
     log = stderr_log(quiet)
-    summary = run_training(cfg, out, resume=resume, quiet=quiet, log=log)
+    summary = run_training(cfg, out, resume=resume, quiet=quiet, log=log, device=device)
     if not quiet:
-        acc = summary["accuracy"]
+        acc, top5 = summary["accuracy"], summary.get("accuracy_top5", {})
         click.echo(
             f"{out}: test accuracy float {acc['float']:.4f} quant {acc['quant']:.4f} "
             f"agn {acc['agn']:.4f}"
+            + (f" (top-5: quant {top5['quant']:.4f})" if "quant" in top5 else "")
         )
         for layer in summary["layers"]:
             kind = "signed" if layer["signed"] else "unsigned"
@@ -399,8 +413,9 @@ def train(config_path, out, resume, seed, data_dir, quiet) -> None:
 @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder override.")
 @click.option("--assignment", type=click.Path(), default=None, help="approx: assignment.yaml")
 @click.option("--retrained", type=click.Path(), default=None, help="approx: retrain checkpoint")
+@_DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def evaluate(run_dir, mode, split, data_dir, assignment, retrained, as_json) -> None:
+def evaluate(run_dir, mode, split, data_dir, assignment, retrained, device, as_json) -> None:
     """Accuracy of a trained run (agn: with its learned noise drawn at evaluation)."""
     from hwflow.nn.train import evaluate_run
 
@@ -410,14 +425,18 @@ def evaluate(run_dir, mode, split, data_dir, assignment, retrained, as_json) -> 
         if mode != "approx" or assignment is None:
             raise click.UsageError("--mode approx and --assignment go together")
         result = evaluate_assignment(
-            run_dir, assignment, split=split, data_dir=data_dir, retrained=retrained
-        )
+            run_dir, assignment, split=split, data_dir=data_dir, retrained=retrained,
+            device=device,
+        )  # fmt: skip
     else:
-        result = evaluate_run(run_dir, mode=mode, split=split, data_dir=data_dir)
+        result = evaluate_run(run_dir, mode=mode, split=split, data_dir=data_dir, device=device)
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"{run_dir}: {mode} {split} accuracy {result['accuracy']:.4f}")
+        click.echo(
+            f"{run_dir}: {mode} {split} accuracy {result['accuracy']:.4f} "
+            f"(top-5 {result['accuracy_top5']:.4f})"
+        )
 
 
 # ---- assign / retrain / sweep (issue 5) -----------------------------------------------
@@ -491,6 +510,7 @@ def _print_assignment(doc: dict) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel layer tasks of --validate.")  # fmt: skip
+@_DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @executor_options(fans_out_if="do_validate")
@@ -506,6 +526,7 @@ def assign(
     energy_model,
     seed,
     jobs,
+    device,
     as_json,
     quiet,
 ) -> None:
@@ -526,6 +547,7 @@ def assign(
         seed=seed,
         jobs=jobs,
         log=log,
+        device=device,
     )
     if as_json:
         echo_json(doc)
@@ -547,9 +569,10 @@ def assign(
     help="[default: the assignment's library]",
 )
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/retrain.json]")
+@_DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def retrain(run_dir, assignment, epochs, lr, seed, library, out, as_json, quiet) -> None:
+def retrain(run_dir, assignment, epochs, lr, seed, library, out, device, as_json, quiet) -> None:
     """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
     from hwflow.assign.retrain import retrain_run
 
@@ -564,14 +587,16 @@ def retrain(run_dir, assignment, epochs, lr, seed, library, out, as_json, quiet)
         out=out,
         quiet=quiet or as_json,
         log=log,
+        device=device,
     )
     if as_json:
         echo_json(result)
         return
-    a = result["accuracy"]
+    a, a5 = result["accuracy"], result.get("accuracy_top5", {})
     click.echo(
         f"test accuracy: quant {a['quant']:.4f}, approx before {a['approx_before']:.4f}, "
         f"after {a['approx_after']:.4f} (best val epoch {result['best_epoch']})"
+        + (f"; top-5 after {a5['approx_after']:.4f}" if "approx_after" in a5 else "")
     )
     e = result.get("energy") or {}
     if "reduction_pct" in e:
@@ -714,6 +739,8 @@ def export_cmd(
             f"{manifest['split']} accuracy with these multipliers: fake-quant "
             f"{acc['fake_quant']:.2%}, integer-only pipeline {acc['integer_only']:.2%}"
         )
+    if manifest.get("net_skipped"):
+        click.echo(manifest["net_skipped"])
     if manifest.get("net"):
         click.echo(
             f"whole network in RTL ({manifest['net']['module']}): {manifest['net']['images']} "

@@ -212,20 +212,24 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
         library = Path(assignment["library"])
     sections: list[Section] = []
 
-    acc = summary["accuracy"]
-    s = Section("Accuracy (test set, top-1)")
+    acc, acc5 = summary["accuracy"], summary.get("accuracy_top5") or {}
+    s = Section("Accuracy (test set, top-1 and top-5)")
     rows = [
-        ["float", _pct(acc.get("float"))],
-        ["int8 QAT (exact multipliers)", _pct(acc.get("quant"))],
-        ["int8 + learned noise (AGN)", _pct(acc.get("agn"))],
+        ["float", _pct(acc.get("float")), _pct(acc5.get("float"))],
+        ["int8 QAT (exact multipliers)", _pct(acc.get("quant")), _pct(acc5.get("quant"))],
+        ["int8 + learned noise (AGN)", _pct(acc.get("agn")), _pct(acc5.get("agn"))],
     ]
     if retrain is not None:
-        ra = retrain["accuracy"]
+        ra, ra5 = retrain["accuracy"], retrain.get("accuracy_top5") or {}
         rows += [
-            ["approximate, before retraining", _pct(ra.get("approx_before"))],
-            ["approximate, after retraining", _pct(ra.get("approx_after"))],
+            [f"approximate, {when} retraining", _pct(ra.get(key)), _pct(ra5.get(key))]
+            for when, key in (("before", "approx_before"), ("after", "approx_after"))
         ]
-    s.text += _table(["network", "accuracy"], rows)
+    s.text += _table(["network", "top-1", "top-5"], rows)
+    if summary.get("float_weights"):
+        s.text.append(f"\nFloat weights given (not trained here): `{summary['float_weights']}`.")
+    if summary.get("classes"):
+        s.text.append(f"\nClasses: {', '.join(summary['classes'])}.")
     s.text.append(
         f"\nSeed {summary.get('seed')}; digits' test set has few images, so one "
         "point of accuracy is a handful of images."

@@ -70,12 +70,15 @@ def library_view(library: Any) -> LibraryView:
 
 
 def _stats_batches(split: Any, batches: int, batch_size: int, seed: int) -> list[Any]:
-    """Seeded, unaugmented input batches drawn from a data split."""
+    """Seeded, unaugmented input batches drawn from a data split (on its device)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(split), generator=gen)[: batches * batch_size]
-    return [split.x[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
+    return [
+        split.on_device(split.x[order[i : i + batch_size]])
+        for i in range(0, len(order), batch_size)
+    ]
 
 
 def run_stats(
@@ -266,9 +269,11 @@ def assign_run(
     seed: int = 0,
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """The whole `hwflow assign`: returns the document written to `out` (`jobs`: parallel
-    layer tasks of the validation)."""
+    layer tasks of the validation). `device`: where the network runs to record statistics
+    ("cpu", "cuda"; default cuda when available)."""
     from hwflow.nn.train import load_run
 
     if model not in MODELS:
@@ -276,7 +281,7 @@ def assign_run(
     if energy_model == "histogram" and not hist_energy:
         raise AssignmentError("--energy histogram needs the recorded-operand energy figure")
     lib = library_view(library)
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     log("operand statistics ...")
     stats = run_stats(run, batches=stats_batches, seed=seed, record=record)
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}

@@ -66,8 +66,10 @@ def retrain_run(
     quiet: bool = True,
     log: Callable[[str], None] = lambda _m: None,
     run: Any = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Retrain and return (and write) the retrain.json document."""
+    """Retrain and return (and write) the retrain.json document. `device`: "cpu" or
+    "cuda" (default: cuda when available), unless `run` (a loaded run) is given."""
     import torch
     import torch.nn.functional as F
 
@@ -86,8 +88,8 @@ def retrain_run(
     lib_path = library if library is not None else doc.get("library")
     if not lib_path:
         raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
-    run = run if run is not None else load_run(run_dir)
-    with torch_threads(run.config.threads):  # as `hwflow train` does
+    run = run if run is not None else load_run(run_dir, device=device)
+    with torch_threads(run.threads):  # as `hwflow train` does
         layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
         tables = load_assignment(assignment, lib_path, layers)
         missing = sorted(set(layers) - set(tables))
@@ -97,11 +99,18 @@ def retrain_run(
         cfg = run.config
         bs = cfg.data.batch_size
         model = run.fresh_model()
-        acc = {"quant": run.evaluate(model, "test")}
+        acc: dict[str, float] = {}
+        top5: dict[str, float] = {}
+
+        def test_accuracy(key: str) -> None:
+            both = run.accuracies(model, "test")
+            acc[key], top5[key] = both["top1"], both["top5"]
+
+        test_accuracy("quant")
         val = {"quant": run.evaluate(model, "val")}
         apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
         set_observing(model, False)
-        acc["approx_before"] = run.evaluate(model, "test")
+        test_accuracy("approx_before")
         before = _val_score(run, model)
         val["approx_before"] = before[0]
 
@@ -162,7 +171,7 @@ def retrain_run(
                 },
             )
         model.load_state_dict(best_state)
-        acc["approx_after"] = run.evaluate(model, "test")
+        test_accuracy("approx_after")
         val["approx_after"] = best_val[0]
         assigned = {n: m for n, (m, _, _) in tables.items()}
         save_torch(
@@ -177,6 +186,7 @@ def retrain_run(
             "lr": lr,
             "seed": seed,
             "accuracy": acc,
+            "accuracy_top5": top5,
             "val_accuracy": val,
             "energy": doc.get("energy", {}),
             "layers": assigned,
@@ -195,6 +205,7 @@ def evaluate_assignment(
     data_dir: str | None = None,
     library: str | os.PathLike[str] | None = None,
     retrained: str | os.PathLike[str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy in approx mode with an assignment's tables (`hwflow evaluate --mode approx`).
 
@@ -205,7 +216,7 @@ def evaluate_assignment(
     from hwflow.nn import apply_tables
     from hwflow.nn.train import load_run, load_weights
 
-    run = load_run(run_dir, data_dir)
+    run = load_run(run_dir, data_dir, device)
     doc = read_yaml(assignment)
     lib_path = library if library is not None else (doc or {}).get("library")
     if not lib_path:
@@ -221,12 +232,15 @@ def evaluate_assignment(
         load_weights(model, retrained)
         checkpoint = str(retrained)
     apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+    acc = run.accuracies(model, split)
     return {
         "run": str(run_dir),
         "mode": "approx",
         "split": split,
         "assignment": str(assignment),
         "checkpoint": checkpoint,
-        "accuracy": run.evaluate(model, split),
+        "accuracy": acc["top1"],
+        "accuracy_top5": acc["top5"],
+        "device": run.device.type,
         "multipliers": {n: m for n, (m, _, _) in tables.items()},
     }

@@ -46,15 +46,20 @@ class NoisyLayer(Protocol):
 NOISE_SOURCES = ("pool", "randn")
 POOL_SIZE = 1 << 23  # 8M samples, 32 MB
 _POOL_SEED = 0x4A6E
-_pool: Tensor | None = None
+_pools: dict[torch.device, Tensor] = {}
 
 
-def noise_pool() -> Tensor:
-    """A fixed pool of N(0, 1) samples (same in every process: resumed runs match)."""
-    global _pool
-    if _pool is None:
-        _pool = torch.randn(POOL_SIZE, generator=torch.Generator().manual_seed(_POOL_SEED))
-    return _pool
+def noise_pool(device: torch.device | str = "cpu") -> Tensor:
+    """A fixed pool of N(0, 1) samples (same in every process: resumed runs match), one
+    copy per device."""
+    device = torch.device(device)
+    if device not in _pools:
+        cpu = _pools.get(torch.device("cpu"))
+        if cpu is None:
+            cpu = torch.randn(POOL_SIZE, generator=torch.Generator().manual_seed(_POOL_SEED))
+            _pools[torch.device("cpu")] = cpu
+        _pools[device] = cpu.to(device)
+    return _pools[device]
 
 
 def standard_noise(like: Tensor, source: str = "pool") -> tuple[Tensor, float]:
@@ -75,7 +80,7 @@ def standard_noise(like: Tensor, source: str = "pool") -> tuple[Tensor, float]:
         raise ValueError(f"noise source: expected one of {NOISE_SOURCES}, got {source!r}")
     draw = torch.randint(0, 2 * (POOL_SIZE - count + 1), (1,)).item()
     offset, sign = draw // 2, (1.0 if draw % 2 else -1.0)
-    window = noise_pool()[offset : offset + count].view(like.shape)
+    window = noise_pool(like.device)[offset : offset + count].view(like.shape)
     return window.to(like.dtype), sign
 
 

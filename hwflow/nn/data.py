@@ -5,6 +5,10 @@
   Fixed seeded split: test 360 images (20 %), validation `val_fraction` of the rest.
 - `mnist`: IDX files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
   `t10k-...`) in `data_dir` (or `data_dir/MNIST/raw`); pixels / 255 in [0, 1].
+- `fashion_mnist`: Zalando's Fashion-MNIST, the same IDX layout (60,000 + 10,000 28x28
+  images, 10 clothing classes); `data_dir` defaults to where Debian's
+  `dataset-fashion-mnist` package installs it (`FASHION_MNIST_DIR`); training
+  augmentation = random crop (pad 2) + horizontal flip (`data.augment: false` turns it off).
 - `cifar10`: the python pickle batches (`data_batch_1..5`, `test_batch`) in `data_dir` or
   `data_dir/cifar-10-batches-py`; per-channel mean/std normalisation; training
   augmentation = random crop (pad 4) + horizontal flip.
@@ -36,6 +40,18 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp"}
+# Debian's `dataset-fashion-mnist` (installed by `make setup`) puts the gzipped IDX files here.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+FASHION_MNIST_PAD = 2  # crop padding of its training augmentation (28x28 images)
+DEFAULT_DIRS = {"fashion_mnist": FASHION_MNIST_DIR}
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder")
 
 
 @dataclass
@@ -46,6 +62,8 @@ class Split:
     y: Tensor
     augment: bool = False  # random crop (pad) + flip when batching for training
     pad: int = 4
+    # where `batches` delivers (None: where x lives, the CPU); the split itself stays put
+    device: torch.device | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -72,7 +90,11 @@ class Split:
             x = self.x[idx]
             if augment:
                 x = random_crop_flip(x, self.pad, generator)
-            yield x, self.y[idx]
+            yield self.on_device(x), self.on_device(self.y[idx])
+
+    def on_device(self, t: Tensor) -> Tensor:
+        """`t` moved to the split's delivery device (unchanged when none is set)."""
+        return t if self.device is None else t.to(self.device, non_blocking=True)
 
     def num_batches(self, batch_size: int, max_batches: int | None = None) -> int:
         n = -(-len(self) // batch_size)
@@ -86,6 +108,14 @@ class Data:
     test: Split
     num_classes: int
     in_channels: int
+    class_names: tuple[str, ...] | None = None  # label i's name, where the data set has them
+
+    def to(self, device: torch.device | str | None) -> Data:
+        """Deliver every split's batches on `device` (the images stay in host memory)."""
+        dev = None if device is None else torch.device(device)
+        for split in (self.train, self.val, self.test):
+            split.device = dev
+        return self
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -146,7 +176,7 @@ def load_digits_data(split_seed: int = 0, val_fraction: float = 0.15) -> Data:
     y = torch.from_numpy(d.target.astype(np.int64))
     rest, test = _split_off(len(y), DIGITS_TEST, split_seed)
     train, val = _with_val(x[rest], y[rest], val_fraction, split_seed + 1, augment=False)
-    return Data(train, val, Split(x[test], y[test]), num_classes=10, in_channels=1)
+    return Data(train, val, Split(x[test], y[test]), 10, 1, tuple(str(i) for i in range(10)))
 
 
 # -- MNIST IDX -------------------------------------------------------------------------
@@ -182,7 +212,18 @@ def _find_file(root: Path, stems: list[str], what: str) -> Path:
     raise HwflowError(f"{root}: {what} not found (looked for {', '.join(stems)}[.gz])")
 
 
-def load_mnist_data(data_dir: Path, split_seed: int = 0, val_fraction: float = 0.1) -> Data:
+def load_mnist_data(
+    data_dir: Path,
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(10)),
+    augment_pad: int | None = None,
+) -> Data:
+    """MNIST-layout IDX files (MNIST itself, Fashion-MNIST with its `class_names`).
+
+    `augment_pad`: training augmentation by random crop (this padding) + horizontal flip
+    (clothes, not digits: a flipped digit is another symbol)."""
+
     def pair(prefix: str) -> tuple[Tensor, Tensor]:
         img_path = _find_file(
             data_dir, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"], "images"
@@ -201,8 +242,13 @@ def load_mnist_data(data_dir: Path, split_seed: int = 0, val_fraction: float = 0
 
     x_train, y_train = pair("train")
     x_test, y_test = pair("t10k")
-    train, val = _with_val(x_train, y_train, val_fraction, split_seed, augment=False)
-    return Data(train, val, Split(x_test, y_test), num_classes=10, in_channels=1)
+    augment = augment_pad is not None
+    train, val = _with_val(x_train, y_train, val_fraction, split_seed, augment=augment)
+    train.pad = augment_pad if augment_pad is not None else train.pad
+    bad = [int(v) for v in (y_train.max(), y_test.max()) if v >= len(class_names)]
+    if bad:
+        raise HwflowError(f"{data_dir}: label {bad[0]} out of range for {len(class_names)} classes")
+    return Data(train, val, Split(x_test, y_test), 10, 1, class_names)
 
 
 # -- CIFAR-10 python batches ---------------------------------------------------------------
@@ -254,7 +300,7 @@ def load_cifar10_data(data_dir: Path, split_seed: int = 0, val_fraction: float =
     xt, yt = read_cifar_batch(_find_file(data_dir, ["test_batch"], "test_batch"))
     train, val = _with_val(x_train, y_train, val_fraction, split_seed, augment=True)
     test = Split(_normalise(xt, CIFAR_MEAN, CIFAR_STD), torch.from_numpy(yt))
-    return Data(train, val, test, num_classes=10, in_channels=3)
+    return Data(train, val, test, 10, 3, CIFAR10_CLASSES)
 
 
 # -- ImageFolder ---------------------------------------------------------------------------
@@ -303,7 +349,7 @@ def load_imagefolder_data(
     else:
         train, val = _with_val(train.x, train.y, val_fraction, split_seed, augment=True)
         train.pad = pad
-    return Data(train, val, split(test_dir, False), len(classes), 3)
+    return Data(train, val, split(test_dir, False), len(classes), 3, tuple(classes))
 
 
 def load_data(
@@ -316,10 +362,19 @@ def load_data(
     image_size: int = 64,
     max_samples: int | None = None,
 ) -> Data:
-    """Load `dataset` with its seeded splits; `max_samples` truncates each split (smoke runs)."""
+    """Load `dataset` with its seeded splits; `max_samples` truncates each split (smoke runs).
+
+    `data_dir` None: the data set's default directory (`DEFAULT_DIRS`), if it has one."""
     if dataset == "digits":
         data = load_digits_data(split_seed, val_fraction)
     else:
+        if data_dir is None and dataset in DEFAULT_DIRS:
+            data_dir = DEFAULT_DIRS[dataset]
+            if not Path(data_dir).is_dir():
+                raise HwflowError(
+                    f"{data_dir}: {dataset} not installed (`apt-get install "
+                    "dataset-fashion-mnist`, or `make setup`); or pass --data-dir"
+                )
         if data_dir is None:
             raise ConfigError(f"data.data_dir: dataset {dataset!r} needs --data-dir (or data_dir)")
         root = Path(data_dir)
@@ -327,14 +382,16 @@ def load_data(
             raise HwflowError(f"{root}: data directory not found")
         if dataset == "mnist":
             data = load_mnist_data(root, split_seed, val_fraction)
+        elif dataset == "fashion_mnist":
+            data = load_mnist_data(
+                root, split_seed, val_fraction, FASHION_MNIST_CLASSES, FASHION_MNIST_PAD
+            )
         elif dataset == "cifar10":
             data = load_cifar10_data(root, split_seed, val_fraction)
         elif dataset == "imagefolder":
             data = load_imagefolder_data(root, image_size, split_seed, val_fraction)
         else:
-            raise ConfigError(
-                f"data.dataset: unknown dataset {dataset!r} (digits, mnist, cifar10, imagefolder)"
-            )
+            raise ConfigError(f"data.dataset: unknown dataset {dataset!r} ({', '.join(DATASETS)})")
     if not augment:
         data.train.augment = False
     data.train = _limit(data.train, max_samples)

@@ -21,6 +21,10 @@ shape): compiled 1.3x / 2.3x / 1.7x and embedding_bag 4.3x / 10.8x / 3.0x for
 weight in int16. Summing table rows in float32 without K blocks is wrong past 2^24;
 an exact matmul plus a low-rank error term is exact only for tables whose error has
 exactly low integer rank, so it was not kept.
+
+Devices: the compiled kernel runs on CPU tensors. Weights on another device (CUDA) take
+the torch path on that device: T is built there, and activations, index tensors and sums
+stay there (no copy to the CPU); `backend="torch"` takes the same path on the CPU.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def _as_table(table: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise ValueError(f"table: expected shape (256, 256), got {tuple(t.shape)}")
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"table: expected an integer table, got dtype {t.dtype}")
-    t = t.detach().cpu()
+    t = t.detach()  # on its own device: the torch path runs wherever the operands live
     if t.dtype != torch.int32:
         t64 = t.to(torch.int64)
         if int(t64.min()) < _INT32[0] or int(t64.max()) > _INT32[1]:
@@ -91,9 +95,12 @@ _FLOAT_CODE_DTYPES = (torch.float32, torch.float64)
 def _activation_codes(x: torch.Tensor, ops, allow_float: bool = False) -> torch.Tensor:
     """x & 0xFF as contiguous uint8 after checking x (M, K) holds values in [-128, 255].
 
-    Floats (allowed for the autograd path) are rounded half to even first."""
+    Floats (allowed for the autograd path) are rounded half to even first. With the
+    compiled `ops` the codes are on the CPU; without, on x's own device."""
     _check_tensor("x", x, "(M, K)", allow_float)
-    x = x.detach().cpu()
+    x = x.detach()
+    if ops is not None:
+        x = x.cpu()  # the compiled kernel reads host memory
     lo, hi = -128, 255
     if ops is not None and x.dtype in _CODE_DTYPES + _FLOAT_CODE_DTYPES:
         x = x.contiguous()
@@ -193,16 +200,44 @@ def _weight_codes(w: torch.Tensor, sign_magnitude: bool) -> tuple[np.ndarray, np
     return w64 & 0xFF, None
 
 
-def _value_range(table: torch.Tensor, codes: np.ndarray, signs: np.ndarray | None):
-    """Exact (min, max) over all entries of T, from per-column extremes of the table."""
-    if codes.size == 0:
+def _weight_codes_torch(
+    w: torch.Tensor, sign_magnitude: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_weight_codes` in torch on w's own device (the torch path off the CPU)."""
+    _check_tensor("w", w, "(K, N)")
+    w64 = w.detach().to(torch.int64)
+    if w64.numel():
+        wmin, wmax = (int(v) for v in torch.aminmax(w64))
+        _check_range("w", wmin, wmax, -255 if sign_magnitude else -128, 255)
+    if sign_magnitude:
+        return w64.abs(), w64.sign()
+    return w64 & 0xFF, None
+
+
+def _value_range(table: torch.Tensor, codes, signs):
+    """Exact (min, max) over all entries of T, from per-column extremes of the table.
+
+    `codes`, `signs`: numpy arrays (CPU table) or tensors on the table's device."""
+    if isinstance(codes, np.ndarray):
+        if codes.size == 0:
+            return 0, 0
+        t = np.asarray(table).astype(np.int64)
+        lo, hi = t.min(axis=0)[codes], t.max(axis=0)[codes]
+        if signs is not None:
+            lo, hi = (
+                np.where(signs > 0, lo, np.where(signs < 0, -hi, 0)),
+                np.where(signs > 0, hi, np.where(signs < 0, -lo, 0)),
+            )
+        return int(lo.min()), int(hi.max())
+    if codes.numel() == 0:
         return 0, 0
-    t = np.asarray(table).astype(np.int64)
-    lo, hi = t.min(axis=0)[codes], t.max(axis=0)[codes]
+    t = table.to(torch.int64)
+    lo, hi = t.amin(0)[codes], t.amax(0)[codes]
     if signs is not None:
+        zero = torch.zeros((), dtype=torch.int64, device=t.device)
         lo, hi = (
-            np.where(signs > 0, lo, np.where(signs < 0, -hi, 0)),
-            np.where(signs > 0, hi, np.where(signs < 0, -lo, 0)),
+            torch.where(signs > 0, lo, torch.where(signs < 0, -hi, zero)),
+            torch.where(signs > 0, hi, torch.where(signs < 0, -lo, zero)),
         )
     return int(lo.min()), int(hi.max())
 
@@ -263,17 +298,27 @@ class PreparedWeights:
         backend: str = "auto",
     ) -> None:
         _check_backend(backend)
-        table = _as_table(table)
-        codes, signs = _weight_codes(w, sign_magnitude)
+        _check_tensor("w", w, "(K, N)")
+        self.device = w.device
+        on_cpu = self.device.type == "cpu"
+        if backend == "compiled" and not on_cpu:
+            raise RuntimeError(
+                f"table kernel: the compiled backend needs CPU tensors, not {w.device}"
+            )
+        op = compiled_kernel() if backend in ("auto", "compiled") and on_cpu else None
+        if backend == "compiled" and op is None:
+            raise RuntimeError("table kernel: the compiled backend is unavailable (see the log)")
+        table = _as_table(table).to(self.device)
+        if op is not None:  # numpy weight preparation (measured faster, see above)
+            codes, signs = _weight_codes(w, sign_magnitude)
+        else:  # torch on the weights' own device
+            codes, signs = _weight_codes_torch(w, sign_magnitude)
         self.k, self.n = codes.shape
         self.sign_magnitude = sign_magnitude
         tmin, tmax = _value_range(table, codes, signs)
         max_abs = max(-tmin, tmax)
         # Exact in int32 while no partial sum can leave int32.
         self.out_dtype = torch.int32 if self.k * max_abs <= _INT32[1] else torch.int64
-        op = compiled_kernel() if backend in ("auto", "compiled") else None
-        if backend == "compiled" and op is None:
-            raise RuntimeError("table kernel: the compiled backend is unavailable (see the log)")
         fits32 = _INT32[0] <= tmin and tmax <= _INT32[1]
         if op is not None and fits32:
             self.backend = "compiled"
@@ -294,6 +339,9 @@ class PreparedWeights:
             self._fblock = (
                 f32_block if self._fdtype == torch.float32 else _F64_EXACT // max(max_abs, 1)
             )
+            if isinstance(codes, np.ndarray):  # a CPU table beyond int32 (rare)
+                codes = torch.from_numpy(codes)
+                signs = None if signs is None else torch.from_numpy(signs)
         self._op = op
         self._table_t = table.t().contiguous()
         self._codes, self._signs = self._padded(codes, signs)
@@ -345,6 +393,15 @@ class PreparedWeights:
 
     def _chunk(self, k0: int, k1: int) -> _Chunk:
         """T for weight rows k0:k1, in the layout the backend reads."""
+        if self.backend != "compiled":  # torch tensors on the weights' device
+            g = _gather(
+                self._table_t,
+                self._codes[k0:k1],
+                None if self._signs is None else self._signs[k0:k1],
+                torch.int64,
+            )
+            data = g.transpose(1, 2).reshape((k1 - k0) * 256, self.n).to(self._fdtype)
+            return _Chunk(k0, k1, data.contiguous())
         codes = torch.from_numpy(np.ascontiguousarray(self._codes[k0:k1]))
         signs = (
             None
@@ -357,9 +414,6 @@ class PreparedWeights:
             data = torch.empty(self._row_width() // nb, k1 - k0, 256, nb, dtype=self._tdtype)
             empty = torch.empty(0, dtype=torch.int64)
             self._op.build_tiles(self._table_t, codes, empty if signs is None else signs, data)
-            return _Chunk(k0, k1, data)
-        g = _gather(self._table_t, codes, signs, torch.int64)
-        data = g.transpose(1, 2).reshape((k1 - k0) * 256, self.n).to(self._fdtype).contiguous()
         return _Chunk(k0, k1, data)
 
     def _iter_chunks(self):
@@ -374,7 +428,10 @@ class PreparedWeights:
         return self._matmul(x, allow_float=False)
 
     def _matmul(self, x: torch.Tensor, allow_float: bool) -> torch.Tensor:
-        xb = _activation_codes(x, self._op, allow_float)
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the weights were prepared on {self.device}")
+        ops = self._op if self.backend == "compiled" else None
+        xb = _activation_codes(x, ops, allow_float)
         if xb.shape[1] != self.k:
             raise ValueError(
                 f"x is {tuple(x.shape)} but the weights are ({self.k}, {self.n}): "
@@ -396,14 +453,14 @@ class PreparedWeights:
                     self._group,
                 )
             return out[:, : self.n].contiguous() if width != self.n else out
-        out = torch.zeros(m, self.n, dtype=self.out_dtype)
+        out = torch.zeros(m, self.n, dtype=self.out_dtype, device=self.device)
         if m == 0:
             return out
         # Bound each (rows, chunk) index tensor to ~32 MB.
         block_m = max(1, (4 << 20) // max((k1 - k0 for k0, k1 in self._ranges), default=1))
         for c in self._iter_chunks():
             # int32 indices: half the bytes of int64, measured 1.8x faster.
-            offsets = torch.arange(c.k1 - c.k0, dtype=torch.int32) * 256
+            offsets = torch.arange(c.k1 - c.k0, dtype=torch.int32, device=self.device) * 256
             for m0 in range(0, m, block_m):
                 idx = xb[m0 : m0 + block_m, c.k0 : c.k1].to(torch.int32) + offsets
                 part = torch.nn.functional.embedding_bag(idx, c.data, mode="sum")
@@ -443,9 +500,9 @@ class PreparedCache:
     def get(
         self, w: torch.Tensor, table: np.ndarray | torch.Tensor, sign_magnitude: bool = False
     ) -> PreparedWeights:
-        """The prepared form of integer weights w (K, N) with `table`."""
-        w_int = w.detach().cpu()
-        table_t = _as_table(table)
+        """The prepared form of integer weights w (K, N) with `table` (on w's device)."""
+        w_int = w.detach()
+        table_t = _as_table(table).to(w_int.device)
         with self._lock:
             for i, (ew, et, esm, prepared) in enumerate(self._entries):
                 same = (
@@ -522,7 +579,7 @@ class ApproxMatmul(torch.autograd.Function):
             prepared = prepare(_to_int(w), table, sign_magnitude)
         _check_prepared(prepared, w, sign_magnitude)
         acc = prepared._matmul(x, allow_float=True)
-        # The table runs on the CPU; the result goes back to where x lives.
+        # Compiled: summed on the CPU, the result goes back to where x lives (else it is there).
         return acc.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
     @staticmethod

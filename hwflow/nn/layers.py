@@ -208,9 +208,10 @@ class _ApproxMixin:
             wg = self._grouped_weight(wq)  # (G, K, Ng)
             # eval: weights are fixed batch after batch, so reuse their prepared tables
             cache = None if self.training else self._prepared_cache()
+            table = self._table_on(rows.device)
             accs = [
                 kernels.approx_matmul(
-                    (rows[g] + zp).contiguous(), wg[g], self.table, not signed, cache=cache
+                    (rows[g] + zp).contiguous(), wg[g], table, not signed, cache=cache
                 )
                 for g in range(rows.shape[0])
             ]
@@ -225,6 +226,13 @@ class _ApproxMixin:
         if self._trace_sink is not None:
             self._trace_sink.append(self._make_trace(xc, zp, wq, sx, sw, signed, y))
         return y + self._bias_view(y) if self.bias is not None else y
+
+    def _table_on(self, device: torch.device) -> Tensor:
+        """The table on `device` (copied there once, not every step)."""
+        assert self.table is not None
+        if self.table.device != device:
+            self.table = self.table.to(device)
+        return self.table
 
     def _prepared_cache(self) -> kernels.PreparedCache:
         if self._cache is None:
@@ -254,16 +262,17 @@ class _ApproxMixin:
                 for g in range(x_int.shape[0])
             ]
         )
+        # traces feed numpy (statistics, export): they live on the CPU whatever the device
         return LayerTrace(
-            x_int=x_int,
-            w_int=w_int,
-            acc=acc,
-            acc_exact=acc_exact,
+            x_int=x_int.cpu(),
+            w_int=w_int.cpu(),
+            acc=acc.cpu(),
+            acc_exact=acc_exact.cpu(),
             signed=signed,
             zero_point=zp,
             x_scale=float(sx),
-            w_scale=sw.detach().clone(),
-            output=y.detach().clone(),
+            w_scale=sw.detach().cpu().clone(),
+            output=y.detach().cpu().clone(),
         )
 
 

@@ -1,4 +1,5 @@
-"""Model zoo, built by name: the digits CNN (default), LeNet-5, ResNet-8/20/32, a small VGG.
+"""Model zoo, built by name: the digits CNN (default), LeNet-5, ResNet-8/20/32, a small VGG;
+or a user's own network from a factory (`load_factory`, `model.factory` in a config).
 
 All are plain float nn.Modules; `hwflow.nn.approximate` turns their Conv2d/Linear layers
 into approximate ones. Every multiplication sits in a Conv2d or Linear, and the digits CNN
@@ -9,7 +10,13 @@ first sees non-negative inputs, so unsigned multipliers fit), no batch norm by d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +155,158 @@ def build_model(
     if bn is not None:
         kwargs["bn"] = bn
     return MODELS[name](**kwargs)
+
+
+# -- a user's own network ------------------------------------------------------------------
+def _factory_parts(spec: str) -> tuple[str, str]:
+    source, sep, attr = spec.rpartition(":")
+    if not sep or not source or not attr:
+        raise ConfigError(
+            f"model.factory: expected FILE.py:CALLABLE or MODULE:CALLABLE, got {spec!r}"
+        )
+    return source, attr
+
+
+def is_factory_file(source: str) -> bool:
+    """A factory source names a .py file (else an importable module)."""
+    return source.endswith(".py") or "/" in source
+
+
+def _import_file(path: Path) -> Any:
+    """Import a user's .py file as a module of its own (named by its path's hash, so two
+    files of the same name never collide; registered so its classes pickle and copy)."""
+    name = "hwflow_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"model.factory: {path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error is theirs to fix, in one line
+        del sys.modules[name]
+        raise ConfigError(
+            f"model.factory: {path}: importing it failed: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """The callable `spec` names: `path/to/file.py:name` or `package.module:name`.
+
+    Relative file paths are taken from the working directory (configs resolve them
+    against the config file first, `hwflow.nn.train.load_train_config`)."""
+    source, attr = _factory_parts(spec)
+    if is_factory_file(source):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.factory: {path}: file not found")
+        module = _import_file(path.resolve())
+    else:
+        try:
+            module = importlib.import_module(source)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"model.factory: module {source!r} not found ({exc}); name a .py file or an "
+                "importable module"
+            ) from None
+        except Exception as exc:
+            raise ConfigError(
+                f"model.factory: importing {source!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"model.factory: {source} has no {attr!r}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise ConfigError(f"model.factory: {source}:{attr} is not callable (a {type(fn).__name__})")
+    return fn
+
+
+def build_from_factory(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Call the factory with `kwargs`; the result must be an nn.Module holding at least one
+    nn.Conv2d or nn.Linear (the layers that become approximate)."""
+    fn = load_factory(spec)
+    try:
+        model = fn(**dict(kwargs or {}))
+    except Exception as exc:
+        raise ConfigError(
+            f"model.factory: {spec}(**{dict(kwargs or {})}) failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model.factory: {spec} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    check_approximable(model, f"model.factory: {spec}")
+    return model
+
+
+def check_approximable(model: nn.Module, where: str) -> None:
+    """ConfigError unless the network has a multiplication hwflow can approximate."""
+    if not any(isinstance(m, nn.Conv2d | nn.Linear) for m in model.modules()):
+        raise ConfigError(
+            f"{where}: the network has no nn.Conv2d or nn.Linear layer, so nothing to "
+            "approximate (other multiplications, e.g. torch.matmul in forward, stay float)"
+        )
+
+
+def _approx_internal(model: nn.Module) -> set[str]:
+    """State-dict keys hwflow adds to approximate layers (noise scale, operand signedness,
+    activation observer): not part of the user's float weights."""
+    from hwflow.nn.layers import approx_layers
+
+    own = set(model.state_dict())
+    internal = set()
+    for name, _ in approx_layers(model):
+        prefix = f"{name}." if name else ""
+        internal |= {
+            k
+            for k in own
+            if k.startswith(prefix)
+            and k[len(prefix) :].split(".")[0] in ("sigma", "signed_code", "act_obs")
+        }
+    return internal
+
+
+def load_float_weights(model: nn.Module, path: str | Path) -> None:
+    """Load `torch.save(model.state_dict())` of the user's trained float network into
+    `model` (its approximate form, or the plain one). Untrusted files load with
+    weights_only=True. Keys and shapes must match exactly; the error names the first
+    key that does not."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.weights: {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"model.weights: {path}: not a torch.save'd state_dict "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise ConfigError(
+            f"model.weights: {path}: expected a state_dict (torch.save(model.state_dict())), "
+            f"got a {type(state).__name__}"
+        )
+    internal = _approx_internal(model)
+    expected = {k: v for k, v in model.state_dict().items() if k not in internal}
+    for key, want in expected.items():
+        if key not in state:
+            raise ConfigError(f"model.weights: {path}: missing key {key!r} the network has")
+        if tuple(state[key].shape) != tuple(want.shape):
+            raise ConfigError(
+                f"model.weights: {path}: key {key!r} has shape {tuple(state[key].shape)}, "
+                f"the network's is {tuple(want.shape)}"
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ConfigError(
+            f"model.weights: {path}: unexpected key {extra[0]!r} (not in the network)"
+        )
+    model.load_state_dict(dict(state), strict=False)
 
 
 @torch.no_grad()

@@ -1,15 +1,18 @@
 """`hwflow train`: float baseline -> QAT -> AGN sigma search, checkpointed and resumable.
 
 Run directory `RUN/` (docs/INTERFACES.md):
-- `config.yaml`: the config as run (seed included); `summary.json`: seed, test accuracies
-  `{float, quant, agn, quant_after_agn}` in [0, 1] and per layer `{name, ops, fan_in, sigma,
+- `config.yaml`: the config as run (seed included; a factory's file and the weights as
+  absolute paths); `summary.json`: seed, test accuracies `{float, quant, agn,
+  quant_after_agn}` in [0, 1] (top-1; `accuracy_top5` likewise), `threads`, `device`,
+  `classes` (names, where the data set has them) and per layer `{name, ops, fan_in, sigma,
   signed}` (sigma = |sigma_l| learned); `metrics.jsonl`: one record per epoch.
 - `checkpoints/<stage>.pt` when a stage is complete, `checkpoints/<stage>.last.pt` after
   every epoch (model, optimizer, scheduler, RNG states, metrics): `--resume` continues from
   the last completed epoch and reproduces an uninterrupted run with the same seed.
 Stages:
 - `float`: plain training; the checkpoint with the best validation accuracy is kept
-  (the latest of equals).
+  (the latest of equals). With `model.weights` (a user's trained float network) the
+  stage does not train: the weights are loaded, evaluated and kept as its checkpoint.
 - `qat`: calibrate activation observers on training batches (this fixes each layer's
   operand signedness), then fine-tune in `quant` mode with observers adapting; best by
   validation accuracy.
@@ -23,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -49,17 +54,24 @@ from hwflow.io import (
 from hwflow.nn import layers as L
 from hwflow.nn.agn import LAMBDA, SIGMA_INIT, SIGMA_MAX, agn_loss
 from hwflow.nn.data import Data, Split, load_data
-from hwflow.nn.models import build_model
+from hwflow.nn.device import resolve_device
+from hwflow.nn.models import (
+    build_from_factory,
+    build_model,
+    check_approximable,
+    is_factory_file,
+    load_float_weights,
+)
 from hwflow.progress import progress
 
 STAGES = ("float", "qat", "agn")
 RUN_KIND = "train run"  # the run directory's marker (hwflow.io.claim_dir)
-REQUIRED_KEYS = ("data.dataset", "model.name")  # a config file must name these
+REQUIRED_KEYS = ("data.dataset",)  # a config file must name these (and model.name or .factory)
 
 
 @dataclass
 class DataConfig:
-    dataset: Literal["digits", "mnist", "cifar10", "imagefolder"] = "digits"
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"] = "digits"
     data_dir: str | None = None
     split_seed: int = 0
     val_fraction: float = 0.15
@@ -72,7 +84,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "digits_cnn"
+    name: str = "digits_cnn"  # a built-in model (hwflow.nn.models.MODELS); or:
+    # a user's network: "file.py:build_net" (relative to the config file) or
+    # "package.module:build_net", called with `kwargs`, returning an nn.Module
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # torch.save(model.state_dict()) of the trained float network (relative to the config
+    # file): the float stage is skipped and QAT starts from these weights
+    weights: str | None = None
     bn: bool | None = None
     operands: Literal["auto", "signed", "unsigned"] = "auto"
     per_channel: bool = False
@@ -109,8 +128,9 @@ class AGNConfig(StageConfig):
 @dataclass
 class TrainConfig:
     seed: int = 0
-    # torch intra-op threads (None: torch's default). Small models train several times
-    # faster on one thread: OpenMP threads spin and thrash on a busy machine.
+    # torch intra-op threads (None: chosen by measurement, `auto_threads`). Small models
+    # train several times faster on one thread: OpenMP threads spin and thrash on a busy
+    # machine.
     threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -120,9 +140,28 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
+    """A training config; the model's factory file and weights are resolved relative to the
+    config file's directory (absolute in the run's copy, so the run loads from anywhere)."""
     cfg = load_config(TrainConfig, path, required=REQUIRED_KEYS)
+    model = (read_yaml(path) or {}).get("model")
+    if not isinstance(model, dict) or not {"name", "factory"} & set(model):
+        raise ConfigError(
+            f"{path}: model.name: required key is missing (or model.factory for your own network)"
+        )
+    cfg = replace(cfg, model=_resolve_model_paths(cfg.model, Path(path).parent))
     _validate(cfg, str(path))
     return cfg
+
+
+def _resolve_model_paths(mc: ModelConfig, base: Path) -> ModelConfig:
+    factory, weights = mc.factory, mc.weights
+    if factory is not None:
+        source, sep, attr = factory.rpartition(":")
+        if sep and is_factory_file(source) and not Path(source).expanduser().is_absolute():
+            factory = f"{(base / source).resolve()}:{attr}"
+    if weights is not None and not Path(weights).expanduser().is_absolute():
+        weights = str((base / weights).resolve())
+    return replace(mc, factory=factory, weights=weights)
 
 
 def _validate(cfg: TrainConfig, where: str) -> None:
@@ -142,6 +181,8 @@ def _validate(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: data.val_fraction: must lie in (0, 1)")
     if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
         raise ConfigError(f"{where}: data.batch_size: must be >= 1")
+    if cfg.model.factory is None and (cfg.model.kwargs or cfg.model.weights):
+        raise ConfigError(f"{where}: model.kwargs and model.weights need model.factory")
 
 
 # -- building blocks ------------------------------------------------------------------
@@ -158,42 +199,85 @@ def build_data(cfg: TrainConfig) -> Data:
     )
 
 
+def build_float_model(cfg: TrainConfig, data: Data) -> nn.Module:
+    """The configured float network: a built-in by name, or the user's factory."""
+    mc = cfg.model
+    if mc.factory is not None:
+        return build_from_factory(mc.factory, mc.kwargs)
+    model = build_model(mc.name, data.num_classes, data.in_channels, mc.bn)
+    check_approximable(model, f"model.name: {mc.name}")
+    return model
+
+
 def build_approx_model(cfg: TrainConfig, data: Data) -> nn.Module:
-    """The configured model, seeded, with approximate layers and ops counted."""
+    """The configured model, seeded, with approximate layers and ops counted (on the CPU:
+    callers move it)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, data.num_classes, data.in_channels, cfg.model.bn)
-    L.approximate(
-        model,
-        data.train.x[:2],
-        operands=cfg.model.operands,
-        per_channel=cfg.model.per_channel,
-        observer=cfg.model.observer,
-    )
+    model = build_float_model(cfg, data)
+    x = data.train.x[:2]
+    try:
+        L.approximate(
+            model,
+            x,
+            operands=cfg.model.operands,
+            per_channel=cfg.model.per_channel,
+            observer=cfg.model.observer,
+        )
+    except Exception as exc:  # the user's network: its error is one line naming the input
+        if cfg.model.factory is None:
+            raise
+        raise ConfigError(
+            f"model.factory: {cfg.model.factory}: the network fails on a batch of shape "
+            f"{tuple(x.shape)}: {type(exc).__name__}: {exc}"
+        ) from None
     return model
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     """Top-1 accuracy in [0, 1] of `model` (in its current modes) on `split`."""
+    return accuracies(model, split, batch_size, topk=(1,))[1]
+
+
+@torch.no_grad()
+def accuracies(
+    model: nn.Module, split: Split, batch_size: int = 512, topk: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
+    """{k: top-k accuracy in [0, 1]} of `model` (in its current modes) on `split`; k beyond
+    the number of classes counts every image as correct."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = dict.fromkeys(topk, 0)
     for x, y in split.batches(batch_size, augment=False):
-        correct += int((model(x).argmax(1) == y).sum())
+        logits = model(x)
+        ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
+        hit = ranked == y[:, None]
+        for k in topk:
+            correct[k] += int(hit[:, :k].any(1).sum())
     model.train(was_training)
-    return correct / max(1, len(split))
+    return {k: c / max(1, len(split)) for k, c in correct.items()}
 
 
 @torch.no_grad()
 def evaluate_noisy(model: nn.Module, split: Split, batch_size: int, seed: int) -> float:
     """Accuracy with AGN noise drawn in eval mode too (seeded, global RNG untouched)."""
+    return accuracies_noisy(model, split, batch_size, seed, topk=(1,))[1]
+
+
+@torch.no_grad()
+def accuracies_noisy(
+    model: nn.Module, split: Split, batch_size: int, seed: int, topk: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
+    """`accuracies` with AGN noise drawn in eval mode too (seeded, global RNG untouched)."""
     noisy = [layer for _, layer in L.approx_layers(model)]
-    with torch.random.fork_rng():
+    dev = split.device
+    cuda = [dev.index or 0] if dev is not None and dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for layer in noisy:
             layer.agn_eval_noise = True
         try:
-            return evaluate(model, split, batch_size)
+            return accuracies(model, split, batch_size, topk)
         finally:
             for layer in noisy:
                 layer.agn_eval_noise = False
@@ -215,7 +299,7 @@ def _calibration_batches(data: Data, cfg: TrainConfig):
     bs = cfg.data.batch_size
     x = data.train.x
     for i in range(min(cfg.qat.calibration_batches, -(-len(x) // bs))):
-        yield x[i * bs : (i + 1) * bs]
+        yield data.train.on_device(x[i * bs : (i + 1) * bs])
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -359,7 +443,7 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
             )
         save_torch(
             last,
-            {
+            {  # on the training device: `--resume` continues where it ran
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -380,9 +464,29 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         best_val = evaluate(model, ctx.data.val, cfg.data.eval_batch_size)
     save_torch(
         ctx.ckpt / f"{stage}.pt",
-        {"model": model.state_dict(), "val_acc": best_val, "metrics": metrics},
+        {"model": cpu_state(model.state_dict()), "val_acc": best_val, "metrics": metrics},
     )
     last.unlink(missing_ok=True)
+
+
+def cpu_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict with every tensor on the CPU: kept checkpoints load on any machine."""
+    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def _float_from_weights(model: nn.Module, ctx: _Ctx) -> None:
+    """The float stage of a network brought with trained weights: load, evaluate, keep."""
+    path = ctx.cfg.model.weights
+    assert path is not None
+    load_float_weights(model, path)
+    L.set_mode(model, "float")
+    val = evaluate(model, ctx.data.val, ctx.cfg.data.eval_batch_size)
+    ctx.log(f"float: weights from {path} (not trained here), val {val:.4f}")
+    metrics = [{"stage": "float", "epoch": 0, "weights": str(path), "val_acc": val}]
+    save_torch(
+        ctx.ckpt / "float.pt",
+        {"model": cpu_state(model.state_dict()), "val_acc": val, "metrics": metrics},
+    )
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -409,18 +513,20 @@ def train(
     quiet: bool = False,
     on_epoch: Hook | None = None,
     log: Callable[[str], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Run all stages into `out` (resuming finished work with `resume`); return the summary.
 
-    `on_epoch(stage, epoch)` is called after each epoch's checkpoint is written.
+    `on_epoch(stage, epoch)` is called after each epoch's checkpoint is written. `device`:
+    "cpu" or "cuda" (default: cuda when available); the threads are `cfg.threads`, or
+    chosen by measurement (`auto_threads`) when that is None.
     """
     out = Path(out)
     _validate(cfg, "config")
     _check_out_dir(out, cfg, resume)
     if resume and (out / "summary.json").is_file():
         return read_json(out / "summary.json")
-    with torch_threads(cfg.threads):
-        return _train(cfg, out, quiet, on_epoch, log)
+    return _train(cfg, out, quiet, on_epoch, log, resolve_device(device))
 
 
 @contextlib.contextmanager
@@ -439,27 +545,71 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _train(cfg: TrainConfig, out: Path, quiet: bool, on_epoch, log) -> dict[str, Any]:
+# Below this many multiplications per sample (LeNet-5 has 0.42 M) one thread always won:
+# on the busy 2-core machine two threads made a LeNet-5 step 10-15x slower.
+SMALL_MODEL_OPS = 1_000_000
+
+
+def auto_threads(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+    """Intra-op threads for training `model` on batches like `x`, chosen by measurement:
+    one thread for small models (and off the CPU), else a forward + backward of a copy of
+    the model timed on one thread and on every core, twice, interleaved; every core only
+    when it is clearly faster (on a busy machine spinning OpenMP threads are far slower:
+    ResNet-20 on 2 shared cores, 7-12x). Override with `threads:` in the config."""
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ops = sum(layer.ops for _, layer in L.approx_layers(model))
+    if (cores or 1) < 2 or ops < SMALL_MODEL_OPS:
+        return 1
+    probe = copy.deepcopy(model).train()
+    best = {1: math.inf, cores: math.inf}
+    before = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for _ in range(2):
+                for threads in best:
+                    torch.set_num_threads(threads)
+                    start = time.perf_counter()
+                    probe(x).square().mean().backward()
+                    best[threads] = min(best[threads], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return cores if best[cores] < 0.7 * best[1] else 1
+
+
+def _train(
+    cfg: TrainConfig, out: Path, quiet: bool, on_epoch, log, device: torch.device
+) -> dict[str, Any]:
     data = build_data(cfg)  # data and model first: a bad config writes nothing
     model = build_approx_model(cfg, data)
     claim_dir(out, RUN_KIND)
     write_yaml(out / "config.yaml", dump_dataclass(cfg))
+    threads = cfg.threads or auto_threads(model, data.train.x[: cfg.data.batch_size], device)
+    data.to(device)
+    model.to(device)
     ctx = _Ctx(cfg, out, data, quiet, on_epoch, log or (lambda _m: None))
+    ctx.log(f"training on {device.type}, {threads} thread(s)")
     kept: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
-        final = ctx.ckpt / f"{stage}.pt"
-        if final.is_file():
-            (ctx.ckpt / f"{stage}.last.pt").unlink(missing_ok=True)  # killed before cleanup
+    with torch_threads(threads):
+        for stage in STAGES:
+            final = ctx.ckpt / f"{stage}.pt"
+            if final.is_file():
+                (ctx.ckpt / f"{stage}.last.pt").unlink(missing_ok=True)  # killed before cleanup
+                kept[stage] = load_torch(final)
+                ctx.done_metrics += kept[stage]["metrics"]
+                continue
+            if stage != "float":
+                model.load_state_dict(kept[STAGES[STAGES.index(stage) - 1]]["model"])
+            if stage == "float" and cfg.model.weights is not None:
+                _float_from_weights(model, ctx)
+            else:
+                _run_stage(stage, model, ctx)
             kept[stage] = load_torch(final)
             ctx.done_metrics += kept[stage]["metrics"]
-            continue
-        if stage != "float":
-            model.load_state_dict(kept[STAGES[STAGES.index(stage) - 1]]["model"])
-        _run_stage(stage, model, ctx)
-        kept[stage] = load_torch(final)
-        ctx.done_metrics += kept[stage]["metrics"]
-        ctx.write_metrics([])
-    summary = _summarize(cfg, data, model, kept)
+            ctx.write_metrics([])
+        summary = _summarize(cfg, data, model, kept)
+    summary["threads"], summary["device"] = threads, device.type
     write_json(out / "summary.json", summary)
     return summary
 
@@ -468,22 +618,25 @@ def _summarize(
     cfg: TrainConfig, data: Data, model: nn.Module, kept: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     bs = cfg.data.eval_batch_size
-    acc: dict[str, float] = {}
+    acc: dict[str, dict[int, float]] = {}
     model.load_state_dict(kept["float"]["model"])
     L.set_mode(model, "float")
-    acc["float"] = evaluate(model, data.test, bs)
+    acc["float"] = accuracies(model, data.test, bs)
     model.load_state_dict(kept["qat"]["model"])
     L.set_mode(model, "quant")
-    acc["quant"] = evaluate(model, data.test, bs)
+    acc["quant"] = accuracies(model, data.test, bs)
     model.load_state_dict(kept["agn"]["model"])
     L.set_mode(model, "agn")
-    acc["agn"] = evaluate_noisy(model, data.test, bs, cfg.seed)
+    acc["agn"] = accuracies_noisy(model, data.test, bs, cfg.seed)
     L.set_mode(model, "quant")
-    acc["quant_after_agn"] = evaluate(model, data.test, bs)
+    acc["quant_after_agn"] = accuracies(model, data.test, bs)
     return {
         "seed": cfg.seed,
         "split_seed": cfg.data.split_seed,
-        "accuracy": acc,
+        "accuracy": {stage: a[1] for stage, a in acc.items()},
+        "accuracy_top5": {stage: a[5] for stage, a in acc.items()},
+        "classes": list(data.class_names) if data.class_names else None,
+        "float_weights": cfg.model.weights,
         "val_accuracy": {s: kept[s]["val_acc"] for s in STAGES},
         "layers": [
             {
@@ -508,6 +661,12 @@ class Run:
     summary: dict[str, Any]
     model: nn.Module
     data: Data
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def threads(self) -> int | None:
+        """The config's threads, else those training chose (None: runs from before)."""
+        return self.config.threads or self.summary.get("threads")
 
     def evaluate(self, model: nn.Module | None = None, split: str = "test") -> float:
         """Top-1 accuracy of `model` (default: this run's) in its current modes."""
@@ -517,16 +676,29 @@ class Run:
             self.config.data.eval_batch_size,
         )
 
+    def accuracies(self, model: nn.Module | None = None, split: str = "test") -> dict[str, float]:
+        """{"top1", "top5"} accuracy of `model` (default: this run's) in its current modes."""
+        acc = accuracies(
+            self.model if model is None else model,
+            self.data.split(split),
+            self.config.data.eval_batch_size,
+        )
+        return {"top1": acc[1], "top5": acc[5]}
+
     def fresh_model(self) -> nn.Module:
         """An independent copy of the trained model (quant mode), for retraining."""
         return copy.deepcopy(self.model)
 
 
-def load_run(run_dir: str | Path, data_dir: str | None = None) -> Run:
+def load_run(
+    run_dir: str | Path, data_dir: str | None = None, device: str | torch.device | None = None
+) -> Run:
     """Load a finished run: the AGN-stage model (weights, observers, sigmas) in quant mode.
 
-    `data_dir` overrides the recorded data directory (the data moved).
+    `data_dir` overrides the recorded data directory (the data moved). `device`: where the
+    model runs and its data's batches arrive ("cpu", "cuda"; default cuda when available).
     """
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     for need in ("config.yaml", "summary.json", "checkpoints/agn.pt"):
         if not (run_dir / need).is_file():
@@ -543,10 +715,11 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> Run:
     model = build_approx_model(cfg, data)
     load_weights(model, run_dir / "checkpoints" / "agn.pt")
     L.set_mode(model, "quant")
-    model.eval()
+    model.eval().to(dev)
+    data.to(dev)
     summary = read_json(run_dir / "summary.json")
     _check_summary(summary, model, run_dir / "summary.json")
-    return Run(run_dir, cfg, summary, model, data)
+    return Run(run_dir, cfg, summary, model, data, dev)
 
 
 _SUMMARY_LAYER = {
@@ -573,7 +746,11 @@ def _check_summary(summary: Any, model: nn.Module, path: Path) -> None:
 
 
 def evaluate_run(
-    run_dir: str | Path, mode: str = "quant", split: str = "test", data_dir: str | None = None
+    run_dir: str | Path,
+    mode: str = "quant",
+    split: str = "test",
+    data_dir: str | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a finished run on `split`.
 
@@ -581,7 +758,7 @@ def evaluate_run(
     `quant_after_agn`); `agn`: the same with its learned noise drawn (seeded); `float`:
     the float-stage checkpoint.
     """
-    run = load_run(run_dir, data_dir)
+    run = load_run(run_dir, data_dir, device)
     model, checkpoint = run.model, "checkpoints/agn.pt"
     if mode == "float":
         checkpoint = "checkpoints/float.pt"
@@ -592,16 +769,19 @@ def evaluate_run(
     elif mode != "quant":
         raise RunError(f"evaluate: unknown mode {mode!r} (float, quant, agn)")
     bs = run.config.data.eval_batch_size
-    if mode == "agn":
-        acc = evaluate_noisy(model, run.data.split(split), bs, run.config.seed)
-    else:
-        acc = evaluate(model, run.data.split(split), bs)
+    with torch_threads(run.threads):
+        if mode == "agn":
+            acc = accuracies_noisy(model, run.data.split(split), bs, run.config.seed)
+        else:
+            acc = accuracies(model, run.data.split(split), bs)
     return {
         "run": str(run_dir),
         "mode": mode,
         "split": split,
         "checkpoint": checkpoint,
-        "accuracy": acc,
+        "accuracy": acc[1],
+        "accuracy_top5": acc[5],
+        "device": run.device.type,
     }
 
 

@@ -244,6 +244,8 @@ def export_run(
     spec = net.plan_network(run.model, x, plans) if network else None
     if spec is not None:  # a plain stack: the whole network in RTL too
         whole = (spec, net.expected_tensors(run.model, x, spec))
+    elif network:
+        meta["net_skipped"] = NOT_A_PLAIN_STACK
     with io.atomic_dir(out, EXPORT_KIND) as tmp:
         return design.write_design(tmp, plans, lanes, meta, whole, rows=rows)
 
@@ -274,6 +276,14 @@ def adopt_earlier_export(out: str | os.PathLike[str]) -> None:
 
 def _inside(root: Path, rel: Any) -> bool:
     return isinstance(rel, str) and (root / rel).resolve().is_relative_to(root.resolve())
+
+
+NOT_A_PLAIN_STACK = (
+    "whole-network RTL (hwflow_net) not exported: the network is not a plain nn.Sequential "
+    "stack of conv / ReLU / max-pool / flatten / linear layers (e.g. it has residual "
+    "additions, batch norm, average pooling or grouped convs); every approximate layer's "
+    "MAC engine is exported and verified with its recorded vectors"
+)
 
 
 def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:

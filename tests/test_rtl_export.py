@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_rtl_sim import elaborates_as_verilog_2005
+from test_rtl_sim import SIMULATORS, elaborates_as_verilog_2005, sim_outputs
 
 from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
 from hwflow.nn.train import TrainConfig, train
+from hwflow.rtl.verify import verify
 
 SPECS = [
     MultiplierSpec("exact", False, {}),
@@ -95,9 +96,18 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
         and abs(accuracy["integer_only"] - accuracy["fake_quant"]) < 0.1
     )
 
-    result = CliRunner().invoke(cli, ["verify", str(out), "--json"])
+    # Icarus and Verilator: both pass, and every sum, code, buffer word and class they
+    # wrote is the same
+    kept = {s: root / f"kept-{s}" for s in SIMULATORS}
+    reports = [verify(out, simulator=s, keep_dir=kept[s], record=False) for s in SIMULATORS]
+    assert all(r["ok"] for r in reports)
+    outputs = [sim_outputs(kept[s], manifest) for s in SIMULATORS]
+    assert outputs[0] == outputs[1] and "net/net_trace.txt" in outputs[0]
+
+    result = CliRunner().invoke(cli, ["verify", str(out), "--json"])  # default: Verilator
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    assert report["simulator"]["name"] == "verilator" and report["simulator"]["why"] == "default"
     assert report["ok"] and report["checked"] == manifest["accumulations"] > 3000
     assert elaborates_as_verilog_2005(out, root) == [
         "hwflow_top", "hwflow_net", "hwflow_harness", "hwflow_net_harness",
@@ -129,12 +139,14 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     codes[5] = str((int(codes[5]) + 1) % 256)
     path.write_text("\n".join(codes) + "\n")
     # (--jobs 1: the two simulations one after the other, in this process)
-    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json", "--jobs", "1"])
-    assert result.exit_code == 2 and f"(layers: {names[2]})" in result.output, result.output
-    bad = json.loads(result.output[: result.output.rindex("}") + 1])
-    assert (bad["mismatches"], bad["code_mismatches"]) == (0, 1)
-    assert bad["jobs"] == 1 and [s["ok"] for s in bad["simulations"]] == [False, True]
-    assert bad["layers"][2]["first_code_mismatch"]["job"] == 5
+    for simulator in SIMULATORS:
+        args = ["verify", str(mutant), "--json", "--jobs", "1", "--allow-changed"]
+        result = CliRunner().invoke(cli, [*args, "--simulator", simulator])
+        assert result.exit_code == 2 and f"(layers: {names[2]})" in result.output, result.output
+        bad = json.loads(result.output[: result.output.rindex("}") + 1])
+        assert (bad["mismatches"], bad["code_mismatches"]) == (0, 1)
+        assert bad["jobs"] == 1 and [s["ok"] for s in bad["simulations"]] == [False, True]
+        assert bad["layers"][2]["first_code_mismatch"]["job"] == 5
 
     # a library table that disagrees with its circuit at one operand pair the layer really
     # uses: export trusts the table (emulation and expectation agree), verify must fail
@@ -157,9 +169,11 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     bad = root / "bad"
     result = CliRunner().invoke(cli, [*args[:-1], str(bad), "--lanes", "10", "--images", "1"])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, ["verify", str(bad)])
-    # (the whole-network design computes with the same wrong circuit)
-    assert result.exit_code == 2 and f"layers: {names[1]}, network)" in result.output, result.output
+    for simulator in SIMULATORS:
+        result = CliRunner().invoke(cli, ["verify", str(bad), "--simulator", simulator])
+        # (the whole-network design computes with the same wrong circuit)
+        assert result.exit_code == 2, result.output
+        assert f"layers: {names[1]}, network)" in result.output, result.output
 
     # the network's engine of layer 0 instantiates another multiplier: only the network
     # fails, and its first mismatch is in that layer's sums
@@ -169,11 +183,13 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     text = path.read_text()
     assert text.count("mul_u_trunc_k5_c ") == manifest["net"]["stages"][0]["lanes"] == 16
     path.write_text(text.replace("mul_u_trunc_k5_c ", "mul_u_optrunc_a3_b3 "))
-    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
-    assert result.exit_code == 2 and "(layers: network)" in result.output, result.output
-    bad = json.loads(result.output[: result.output.rindex("}") + 1])
-    assert bad["mismatches"] == bad["code_mismatches"] == 0
-    assert bad["net"]["first_mismatch"]["tensor"] == f"{names[0]}.acc"
+    for simulator in SIMULATORS:
+        args = ["verify", str(mutant), "--json", "--allow-changed", "--simulator", simulator]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "(layers: network)" in result.output, result.output
+        bad = json.loads(result.output[: result.output.rindex("}") + 1])
+        assert bad["mismatches"] == bad["code_mismatches"] == 0
+        assert bad["net"]["first_mismatch"]["tensor"] == f"{names[0]}.acc"
 
 
 def test_export_errors_leave_no_directory(run_and_library, tmp_path):
@@ -240,7 +256,8 @@ def test_whole_network_classifies_several_images(run_and_library):
     """Every layer on an approximate design; 16 images one after the other through
     hwflow_net (and the per-layer engines): every intermediate tensor and class equal to
     the integer reference's, over 100,000 accumulations in all. About
-    110 s on 2 cores: the engines and the network simulate in parallel."""
+    110 s on 2 cores in Icarus; here on the default simulator, Verilator (the bench
+    compares both on a 16-image digits export)."""
     import torch
 
     from hwflow.assign.assignment import load_assignment

@@ -1,5 +1,7 @@
-"""The exported MAC array in Icarus: verify passes, mutations fail naming the layer,
-the Makefile runs without hwflow, Verilog elaborates as Verilog-2005, yosys synthesizes."""
+"""The exported MAC array in Icarus and Verilator: verify passes and both simulators agree
+bit for bit, mutations fail under both naming the layer, changed files are refused unless
+allowed, the Makefile runs without hwflow, Verilog elaborates as Verilog-2005, yosys
+synthesizes."""
 
 from __future__ import annotations
 
@@ -108,14 +110,62 @@ def exported(tmp_path_factory) -> Path:
     return out
 
 
+SIMULATORS = ["icarus", "verilator"]
+
+
+@pytest.fixture(scope="module")
+def verified(exported, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+    """{simulator: (report, kept build and output directory)} for the export, once."""
+    out = {}
+    for simulator in SIMULATORS:
+        keep = tmp_path_factory.mktemp(f"verify-{simulator}")
+        out[simulator] = (verify(exported, record=False, simulator=simulator, keep_dir=keep), keep)
+    return out
+
+
 def _copy(src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "mutant"
     shutil.copytree(src, dst)
     return dst
 
 
-def test_verify_passes_and_counts_every_accumulator(exported):
-    report = verify(exported)
+def sim_outputs(keep: Path, manifest: dict) -> dict[str, list]:
+    """Every value a simulation's harness wrote: the words of the sums and codes
+    ($writememh; Icarus adds `// 0x...` address comments, Verilator does not) and the
+    lines of the network's tap log."""
+    from hwflow.rtl.check import read_hex_words
+
+    names = [f"{lay['port']}_{kind}.hex" for lay in manifest["layers"] for kind in ("acc", "code")]
+    found: dict[str, list] = {}
+    for sim in manifest["simulations"]:
+        for name in names:
+            path = keep / sim["name"] / name
+            if path.is_file():
+                found[f"{sim['name']}/{name}"] = read_hex_words(path)
+        trace = keep / sim["name"] / "net_trace.txt"
+        if trace.is_file():
+            found[f"{sim['name']}/net_trace.txt"] = trace.read_text().splitlines()
+    return found
+
+
+def test_simulators_agree_bit_for_bit(exported, verified):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    icarus, verilator = (sim_outputs(verified[s][1], manifest) for s in SIMULATORS)
+    assert set(icarus) == {f"layers/{lay['port']}_acc.hex" for lay in manifest["layers"]} | {
+        "layers/features_0_code.hex", "layers/features_3_code.hex", "layers/classifier_code.hex",
+    }  # fmt: skip
+    assert icarus == verilator
+    reports = [verified[s][0] for s in SIMULATORS]
+    assert [r["simulator"]["name"] for r in reports] == SIMULATORS
+    assert reports[1]["simulator"]["version"].startswith("Verilator 5.")
+    assert [lay["classes"] for lay in reports[0]["layers"][2:]] == [
+        lay["classes"] for lay in reports[1]["layers"][2:]
+    ]
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_verify_passes_and_counts_every_accumulator(exported, verified, simulator):
+    report = verified[simulator][0]
     manifest = json.loads((exported / "manifest.json").read_text())
     assert report["ok"], report
     assert report["mismatches"] == 0 and report["modified_files"] == []
@@ -136,36 +186,41 @@ def test_verify_passes_and_counts_every_accumulator(exported):
     assert {-128, 127} <= set(codes[1]) and len(set(codes[1])) > 10
 
 
-def test_swapped_multiplier_fails_and_names_the_layer(exported, tmp_path):
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_swapped_multiplier_fails_and_names_the_layer(exported, tmp_path, simulator):
     """The classifier engine's lanes instantiate the trunc design instead of the netlist."""
     mutant = _copy(exported, tmp_path)
     top = mutant / "rtl" / "hwflow_top.v"
     text = top.read_text()
     assert text.count("mul_evo_u ") == 4  # one instance per lane
     top.write_text(text.replace("mul_evo_u ", "mul_u_trunc_k6_c "))
-    report = verify(mutant)
-    assert not report["ok"]
+    report = verify(mutant, simulator=simulator, allow_changed=True)
+    assert not report["ok"] and report["simulator"]["name"] == simulator
     bad = {lay["layer"]: lay["mismatches"] for lay in report["layers"]}
     assert bad["features.0"] == bad["features.3"] == 0 and bad["classifier"] > 0
     first = report["first_mismatch"]
     assert first["layer"] == "classifier" and len(first["x"]) == len(first["w"]) == 40
     assert report["modified_files"] == ["rtl/hwflow_top.v"]
 
-    result = CliRunner().invoke(cli, ["verify", str(mutant)])
-    assert result.exit_code == 2
-    assert "layers: classifier" in result.output and "first mismatch: layer classifier" in (
-        result.output
-    )
+    if simulator == "icarus":  # (the CLI's wording, once)
+        args = ["verify", str(mutant), "--simulator", simulator, "--allow-changed"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2
+        assert "layers: classifier" in result.output and "first mismatch: layer classifier" in (
+            result.output
+        )
+        assert "files changed since export: rtl/hwflow_top.v" in result.output
 
 
-def test_corrupted_expected_value_is_reported_exactly(exported, tmp_path):
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_corrupted_expected_value_is_reported_exactly(exported, tmp_path, simulator):
     mutant = _copy(exported, tmp_path)
     path = mutant / "vectors" / "features_3_expected.txt"
     values = path.read_text().split()
     job = 37
     values[job] = str(int(values[job]) + 1)
     path.write_text("\n".join(values) + "\n")
-    report = verify(mutant)
+    report = verify(mutant, simulator=simulator, allow_changed=True)
     assert not report["ok"] and report["mismatches"] == 1
     first = report["first_mismatch"]
     assert first["layer"] == "features.3"
@@ -173,9 +228,55 @@ def test_corrupted_expected_value_is_reported_exactly(exported, tmp_path):
     assert first["index"] == [1, 2, 1]  # job 37 of (G=2, M=10, Ng=3)
     assert first["expected"] == first["actual"] + 1
     assert first["cycle"] == (37 // 4 + 1) * 12 - 1 + 2
-    result = CliRunner().invoke(cli, ["verify", str(mutant), "--json"])
-    assert result.exit_code == 2
-    assert json.loads(result.output[: result.output.rindex("}") + 1])["mismatches"] == 1
+    if simulator == "icarus":
+        args = ["verify", str(mutant), "--json", "--allow-changed", "--simulator", simulator]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2
+        assert json.loads(result.output[: result.output.rindex("}") + 1])["mismatches"] == 1
+
+
+def test_changed_files_fail_unless_allowed(exported, tmp_path):
+    """A changed vector (or design, or testbench) file is a failure before any simulation;
+    --allow-changed verifies the changed files; a changed Makefile is only reported."""
+    mutant = _copy(exported, tmp_path)
+    path = mutant / "vectors" / "features_0_x.hex"
+    path.write_text(path.read_text() + "\n")  # a blank line: same operands, other bytes
+    (mutant / "tb" / "hwflow_feeder.v").write_text(
+        (mutant / "tb" / "hwflow_feeder.v").read_text() + "// edited\n"
+    )
+    result = CliRunner().invoke(cli, ["verify", str(mutant)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and "2 files changed since export (" in result.output
+    assert "tb/hwflow_feeder.v, vectors/features_0_x.hex)" in result.output
+    assert "--allow-changed" in result.output and not (mutant / "verify.json").exists()
+    with pytest.raises(VerificationError, match="files changed since export"):
+        verify(mutant, simulator="icarus")
+    args = ["verify", str(mutant), "--allow-changed", "--simulator", "icarus"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "files changed since export: tb/hwflow_feeder.v, vectors/features_0_x.hex" in (
+        result.output
+    )
+    # only the Makefile changed: verify does not read it, so it passes and says so
+    mutant = _copy(exported, tmp_path / "make")
+    (mutant / "Makefile").write_text((mutant / "Makefile").read_text() + "# edited\n")
+    report = verify(mutant, simulator="icarus", record=False)
+    assert report["ok"] and report["modified_files"] == ["Makefile"]
+
+
+def test_default_simulator_is_verilator_when_it_works(monkeypatch):
+    from hwflow import simulator as sim_mod
+    from hwflow.rtl.verify import choose_simulator
+
+    assert choose_simulator(None) == ("verilator", "default")
+    assert choose_simulator("icarus") == ("icarus", "asked for")
+    assert choose_simulator("verilator") == ("verilator", "asked for")
+    monkeypatch.setattr(sim_mod, "verilator_problem", lambda: "verilator not found (test)")
+    assert choose_simulator(None) == (
+        "icarus", "default; Verilator not usable: verilator not found (test)",
+    )  # fmt: skip
+    with pytest.raises(VerificationError, match="--simulator verilator: verilator not found"):
+        choose_simulator("verilator")
 
 
 def test_verify_rejects_a_directory_that_is_not_an_export(tmp_path):
@@ -227,18 +328,25 @@ def test_yosys_synthesizes_top_with_each_engines_multiplier(exported):
 
 
 @pytest.mark.slow
-def test_exported_makefile_runs_without_hwflow(exported, tmp_path, make_without_hwflow):
-    """Plain `make` in a copy, with `import hwflow` poisoned: cocotb and Icarus only."""
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_exported_makefile_runs_without_hwflow(
+    exported, verified, tmp_path, make_without_hwflow, simulator
+):
+    """Plain `make SIM=...` in a copy, with `import hwflow` poisoned: cocotb and the
+    simulator only; its outputs are those of `hwflow verify` bit for bit."""
     mutant = _copy(exported, tmp_path)
-    proc = make_without_hwflow(mutant)
+    proc = make_without_hwflow(mutant, f"SIM={simulator}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((mutant / "sim_build" / "hwflow_verify.json").read_text())
     assert report["ok"] and report["checked"] == 220
+    manifest = json.loads((exported / "manifest.json").read_text())
+    made = sim_outputs(mutant / "sim_build", manifest)
+    assert made and made == sim_outputs(verified[simulator][1], manifest)
     # and the same Makefile fails on a corrupted expectation
     exp = mutant / "vectors" / "classifier_expected.txt"
     values = exp.read_text().split()
     exp.write_text("\n".join([str(int(values[0]) - 5), *values[1:]]) + "\n")
-    proc = make_without_hwflow(mutant)
+    proc = make_without_hwflow(mutant, f"SIM={simulator}")
     assert proc.returncode != 0
     assert "layer classifier lane 0" in proc.stdout + proc.stderr
 
@@ -253,7 +361,8 @@ def test_verify_rejects_an_export_of_another_format(exported, tmp_path):
     assert "export format 1" in result.output and "export the design again" in result.output
 
 
-def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path):
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path, simulator):
     """`rows`: at most N operand rows per layer, every channel of each; expectations are
     the kept rows' sums and a mismatch names the row of the original trace."""
     out = tmp_path / "design"
@@ -269,7 +378,7 @@ def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path):
     assert np.array_equal(sums.reshape(5, 6), plans[0].acc[0, ids[0]])
     sums[2 * 6] += 1  # kept row 2, channel 0
     expected.write_text("\n".join(map(str, sums)) + "\n")
-    report = verify(out)
+    report = verify(out, simulator=simulator, allow_changed=True)
     assert not report["ok"] and report["mismatches"] == 1
     assert report["first_mismatch"]["index"] == [0, ids[0][2], 0]
     with pytest.raises(VerificationError, match="--rows must be >= 1"):

@@ -28,7 +28,7 @@ from string import Template
 
 import numpy as np
 
-from hwflow import io
+from hwflow import io, verilator_kit
 from hwflow.errors import VerificationError
 from hwflow.rtl import check, mac, net, vectors
 
@@ -288,6 +288,7 @@ def write_design(
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
     files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
+    files["tb/hwflow_verilator.py"] = Path(verilator_kit.__file__).read_text()  # SIM=verilator
     multiplier_files = [f"rtl/{m}.v" for m in mult_files]
     simulations = [
         {

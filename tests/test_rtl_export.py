@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_rtl_sim import SIMULATORS, elaborates_as_verilog_2005, sim_outputs
+from test_rtl_sim import SIMULATORS, elaborates_as_verilog_2005
 
 from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
 from hwflow.nn.train import TrainConfig, train
+from hwflow.rtl.check import simulation_outputs
 from hwflow.rtl.verify import verify
 
 SPECS = [
@@ -101,7 +102,7 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     kept = {s: root / f"kept-{s}" for s in SIMULATORS}
     reports = [verify(out, simulator=s, keep_dir=kept[s], record=False) for s in SIMULATORS]
     assert all(r["ok"] for r in reports)
-    outputs = [sim_outputs(kept[s], manifest) for s in SIMULATORS]
+    outputs = [simulation_outputs(kept[s], manifest) for s in SIMULATORS]
     assert outputs[0] == outputs[1] and "net/net_trace.txt" in outputs[0]
 
     result = CliRunner().invoke(cli, ["verify", str(out), "--json"])  # default: Verilator

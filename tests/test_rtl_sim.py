@@ -20,6 +20,7 @@ from hwflow.cli import cli
 from hwflow.errors import HwflowError, VerificationError
 from hwflow.multipliers.generators import MultiplierSpec, reference_table
 from hwflow.rtl import export, vectors
+from hwflow.rtl.check import simulation_outputs
 from hwflow.rtl.design import LayerPlan, write_design
 from hwflow.rtl.mac import Argmax, Requant
 from hwflow.rtl.verify import verify
@@ -129,28 +130,9 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def sim_outputs(keep: Path, manifest: dict) -> dict[str, list]:
-    """Every value a simulation's harness wrote: the words of the sums and codes
-    ($writememh; Icarus adds `// 0x...` address comments, Verilator does not) and the
-    lines of the network's tap log."""
-    from hwflow.rtl.check import read_hex_words
-
-    names = [f"{lay['port']}_{kind}.hex" for lay in manifest["layers"] for kind in ("acc", "code")]
-    found: dict[str, list] = {}
-    for sim in manifest["simulations"]:
-        for name in names:
-            path = keep / sim["name"] / name
-            if path.is_file():
-                found[f"{sim['name']}/{name}"] = read_hex_words(path)
-        trace = keep / sim["name"] / "net_trace.txt"
-        if trace.is_file():
-            found[f"{sim['name']}/net_trace.txt"] = trace.read_text().splitlines()
-    return found
-
-
 def test_simulators_agree_bit_for_bit(exported, verified):
     manifest = json.loads((exported / "manifest.json").read_text())
-    icarus, verilator = (sim_outputs(verified[s][1], manifest) for s in SIMULATORS)
+    icarus, verilator = (simulation_outputs(verified[s][1], manifest) for s in SIMULATORS)
     assert set(icarus) == {f"layers/{lay['port']}_acc.hex" for lay in manifest["layers"]} | {
         "layers/features_0_code.hex", "layers/features_3_code.hex", "layers/classifier_code.hex",
     }  # fmt: skip
@@ -340,8 +322,8 @@ def test_exported_makefile_runs_without_hwflow(
     report = json.loads((mutant / "sim_build" / "hwflow_verify.json").read_text())
     assert report["ok"] and report["checked"] == 220
     manifest = json.loads((exported / "manifest.json").read_text())
-    made = sim_outputs(mutant / "sim_build", manifest)
-    assert made and made == sim_outputs(verified[simulator][1], manifest)
+    made = simulation_outputs(mutant / "sim_build", manifest)
+    assert made and made == simulation_outputs(verified[simulator][1], manifest)
     # and the same Makefile fails on a corrupted expectation
     exp = mutant / "vectors" / "classifier_expected.txt"
     values = exp.read_text().split()

@@ -368,6 +368,25 @@ def summary(report: dict) -> str:
     return "; ".join(parts)
 
 
+def simulation_outputs(results: Path, manifest: dict) -> dict[str, list]:
+    """Every value the simulations under `results` (one folder per simulation) wrote: the
+    words of the sums and codes ($writememh: Icarus adds `// 0x...` address comments,
+    Verilator does not) and the lines of the network's tap log; keyed `<sim>/<file>`.
+    Two simulators agree bit for bit when these are equal."""
+    names = [f"{lay['port']}_{kind}.hex" for lay in manifest["layers"] for kind in ("acc", "code")]
+    found: dict[str, list] = {}
+    for sim in manifest["simulations"]:
+        folder = Path(results) / sim["name"]
+        for name in names:
+            if (folder / name).is_file():
+                found[f"{sim['name']}/{name}"] = read_hex_words(folder / name)
+        if (folder / "net_trace.txt").is_file():
+            found[f"{sim['name']}/net_trace.txt"] = (
+                (folder / "net_trace.txt").read_text().split("\n")
+            )
+    return found
+
+
 def merge_results(export_dir: Path, results: Path) -> dict:
     """Merge the per-simulation reports under `results` (a missing one is an error)."""
     manifest = json.loads((Path(export_dir) / "manifest.json").read_text())

@@ -783,12 +783,12 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
         verify,
     )
 
-    simulator, why = choose_simulator(simulator)
+    chosen, why = choose_simulator(simulator)
     if not (quiet or as_json):
         manifest = load_manifest(Path(export_dir))
         check_unchanged(Path(export_dir), manifest, allow_changed)  # fail before "simulating"
         sims = ", ".join(f"{s['name']} ({s['cycles']:,} cycles)" for s in manifest["simulations"])
-        name = {"verilator": "Verilator", "icarus": "Icarus"}[simulator]
+        name = {"verilator": "Verilator", "icarus": "Icarus"}[chosen]
         click.echo(f"simulating in {name} ({why}): {sims} ...", err=True)
     report = verify(export_dir, jobs=jobs, simulator=simulator, allow_changed=allow_changed)
     if as_json:

@@ -141,8 +141,8 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     path.write_text("\n".join(codes) + "\n")
     # (--jobs 1: the two simulations one after the other, in this process)
     for simulator in SIMULATORS:
-        args = ["verify", str(mutant), "--json", "--jobs", "1", "--allow-changed"]
-        result = CliRunner().invoke(cli, [*args, "--simulator", simulator])
+        cmd = ["verify", str(mutant), "--json", "--jobs", "1", "--allow-changed"]
+        result = CliRunner().invoke(cli, [*cmd, "--simulator", simulator])
         assert result.exit_code == 2 and f"(layers: {names[2]})" in result.output, result.output
         bad = json.loads(result.output[: result.output.rindex("}") + 1])
         assert (bad["mismatches"], bad["code_mismatches"]) == (0, 1)
@@ -185,8 +185,8 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert text.count("mul_u_trunc_k5_c ") == manifest["net"]["stages"][0]["lanes"] == 16
     path.write_text(text.replace("mul_u_trunc_k5_c ", "mul_u_optrunc_a3_b3 "))
     for simulator in SIMULATORS:
-        args = ["verify", str(mutant), "--json", "--allow-changed", "--simulator", simulator]
-        result = CliRunner().invoke(cli, args)
+        cmd = ["verify", str(mutant), "--json", "--allow-changed", "--simulator", simulator]
+        result = CliRunner().invoke(cli, cmd)
         assert result.exit_code == 2 and "(layers: network)" in result.output, result.output
         bad = json.loads(result.output[: result.output.rindex("}") + 1])
         assert bad["mismatches"] == bad["code_mismatches"] == 0

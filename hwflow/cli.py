@@ -441,6 +441,12 @@ def evaluate(run_dir, mode, split, data_dir, assignment, retrained, device, as_j
 
 # ---- assign / retrain / sweep (issue 5) -----------------------------------------------
 
+_GRADIENT_OPTION = click.option(
+    "--gradient", type=click.Choice(["ste", "table"]), default=None,
+    help="Retraining backward: ste = exact product's; table = the multiplier table's own "
+    "slopes. [default: the run config's retrain.gradient, else ste]",
+)  # fmt: skip
+
 
 def _print_assignment(doc: dict) -> None:
     click.echo(
@@ -570,9 +576,12 @@ def assign(
 )
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/retrain.json]")
 @_DEVICE_OPTION
+@_GRADIENT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def retrain(run_dir, assignment, epochs, lr, seed, library, out, device, as_json, quiet) -> None:
+def retrain(
+    run_dir, assignment, epochs, lr, seed, library, out, device, gradient, as_json, quiet
+) -> None:
     """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
     from hwflow.assign.retrain import retrain_run
 
@@ -588,6 +597,7 @@ def retrain(run_dir, assignment, epochs, lr, seed, library, out, device, as_json
         quiet=quiet or as_json,
         log=log,
         device=device,
+        gradient=gradient,
     )
     if as_json:
         echo_json(result)
@@ -632,6 +642,7 @@ def _float_list(text: str, what: str) -> list[float]:
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel points.")
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/sweep]")
+@_GRADIENT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @executor_options(gpu_tasks=True)
@@ -647,6 +658,7 @@ def sweep(
     no_hist_energy,
     jobs,
     out,
+    gradient,
     as_json,
     quiet,
 ) -> None:
@@ -667,6 +679,7 @@ def sweep(
         hist_energy=not no_hist_energy,
         out_dir=out,
         log=log,
+        gradient=gradient,
     )
     if as_json:
         echo_json(rows)
@@ -679,6 +692,49 @@ def sweep(
             f"{'-' if hist == '' else f'{hist:.1f}':>7} {r['acc_before']:>10.4f} "
             f"{r['acc_after_mean']:>7.4f}+-{r['acc_after_std']:.4f}"
         )
+
+
+@cli.command()
+@click.argument("config", type=click.Path())
+@_LIB_OPTION
+@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds.")
+@click.option("--out", required=True, type=click.Path(), help="Study directory.")
+@click.option("--scales", default="0.5,1,1.5,2,3", show_default=True,
+              help="Tolerance scales of the heterogeneous points.")  # fmt: skip
+@click.option("--energy", "energy_models", default="uniform,histogram", show_default=True,
+              help="Selection energies (uniform; histogram = recorded operands).")  # fmt: skip
+@click.option("--epochs", type=int, default=1, show_default=True, help="Retraining per point.")
+@click.option("--max-steps", type=int, default=None, help="Cap on retraining steps per epoch.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--gradient-scale", type=float, default=None,
+              help="Scale where STE and table gradients are compared [default: the first "
+              "scale more than 0.5 pp below int8].")  # fmt: skip
+@click.option("--no-gradient-compare", is_flag=True, help="Skip the table-gradient retraining.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print study.json.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def study(config, library, seeds, out, scales, energy_models, epochs, max_steps, lr,
+          gradient_scale, no_gradient_compare, data_dir, jobs, as_json, quiet) -> None:  # fmt: skip
+    """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
+    from hwflow.assign.study import study_run
+
+    result = study_run(
+        config, library, out,
+        seeds=[int(v) for v in _float_list(seeds, "--seeds")],
+        scales=_float_list(scales, "--scales"),
+        energy_models=[e.strip() for e in energy_models.split(",") if e.strip()],
+        epochs=epochs, lr=lr, max_steps=max_steps, gradient_scale=gradient_scale,
+        compare_gradients=not no_gradient_compare, data_dir=data_dir, jobs=jobs,
+        log=stderr_log(quiet or as_json),
+    )  # fmt: skip
+    if as_json:
+        echo_json(result)
+        return
+    from hwflow.assign.study import markdown
+
+    click.echo(markdown(result), nl=False)
+    click.echo(f"wrote {out}/study.csv, study.md, study.json, pareto.png")
 
 
 # ---- export / verify (issue 6) --------------------------------------------------------

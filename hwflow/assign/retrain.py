@@ -1,9 +1,12 @@
 """`hwflow retrain`: fine-tune a run in approx mode with an assignment's tables.
 
 Forward passes go through the chosen multipliers' tables (bit-exact emulation), gradients
-are the exact products' (straight-through, `hwflow.nn.kernels.ApproxMatmul`). Quantization
-ranges stay frozen (observers off) so the integer datapath the RTL implements does not
-drift. Adam at lr 1e-3 by default (the seed fine-tunes ResNets 10 epochs at 1e-3).
+are the exact products' (straight-through, `hwflow.nn.kernels.ApproxMatmul`), or with
+`gradient="table"` (config `retrain.gradient`, `--gradient`) the tables' own slopes
+along each operand (`hwflow.nn.kernels.table_gradients`); the forward is the same.
+Quantization ranges stay frozen (observers off) so the integer datapath the RTL
+implements does not drift. Adam at lr 1e-3 by default (the seed fine-tunes ResNets 10
+epochs at 1e-3).
 
 Every epoch writes `RUN/checkpoints/retrain-<key>.last.pt` (model, optimizer, RNG state,
 best-so-far); a rerun resumes from it. The kept model is the epoch with the best
@@ -48,9 +51,12 @@ def _val_score(run: Any, model: Any) -> tuple[float, float]:
     return correct / max(n, 1), -loss / max(n, 1)
 
 
-def retrain_key(assignment_text: bytes, epochs: int, lr: float, seed: int) -> str:
+def retrain_key(
+    assignment_text: bytes, epochs: int, lr: float, seed: int, gradient: str = "ste"
+) -> str:
     """Names the checkpoint of one (assignment, settings) retraining, for resuming."""
-    return sha256_bytes(assignment_text + f"|{epochs}|{lr}|{seed}".encode())[:12]
+    tag = "" if gradient == "ste" else f"|{gradient}"  # STE keys as before
+    return sha256_bytes(assignment_text + f"|{epochs}|{lr}|{seed}{tag}".encode())[:12]
 
 
 def retrain_run(
@@ -67,13 +73,16 @@ def retrain_run(
     log: Callable[[str], None] = lambda _m: None,
     run: Any = None,
     device: str | None = None,
+    gradient: str | None = None,
 ) -> dict[str, Any]:
     """Retrain and return (and write) the retrain.json document. `device`: "cpu" or
-    "cuda" (default: cuda when available), unless `run` (a loaded run) is given."""
+    "cuda" (default: cuda when available), unless `run` (a loaded run) is given.
+    `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`)."""
     import torch
     import torch.nn.functional as F
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
+    from hwflow.nn.kernels import GRADIENTS
     from hwflow.nn.train import load_run, torch_threads
 
     if epochs < 0:
@@ -89,6 +98,10 @@ def retrain_run(
     if not lib_path:
         raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
     run = run if run is not None else load_run(run_dir, device=device)
+    gradient = gradient if gradient is not None else run.config.retrain.gradient
+    if gradient not in GRADIENTS:
+        choices = ", ".join(GRADIENTS)
+        raise AssignmentError(f"--gradient must be one of {choices}, got {gradient!r}")
     with torch_threads(run.threads):  # as `hwflow train` does
         layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
         tables = load_assignment(assignment, lib_path, layers)
@@ -110,11 +123,13 @@ def retrain_run(
         val = {"quant": run.evaluate(model, "val")}
         apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
         set_observing(model, False)
+        for _, layer in approx_layers(model):
+            layer.gradient = gradient
         test_accuracy("approx_before")
         before = _val_score(run, model)
         val["approx_before"] = before[0]
 
-        key = retrain_key(assignment.read_bytes(), epochs, lr, seed)
+        key = retrain_key(assignment.read_bytes(), epochs, lr, seed, gradient)
         ckpt_dir = run_dir / "checkpoints"
         last = ckpt_dir / f"retrain-{key}.last.pt"
         sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
@@ -185,6 +200,7 @@ def retrain_run(
             "best_epoch": best_epoch,
             "lr": lr,
             "seed": seed,
+            "gradient": gradient,
             "accuracy": acc,
             "accuracy_top5": top5,
             "val_accuracy": val,

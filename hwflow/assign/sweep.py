@@ -15,6 +15,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, library_view, run_stats
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import check_dir, claim_dir, read_json, write_text, write_yaml
+from hwflow.io import check_dir, claim_dir, read_json, read_yaml, write_bytes, write_text, write_yaml
 
 SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
 CSV_FIELDS = (
@@ -52,8 +53,12 @@ def _variant_key(entry: Any) -> tuple:
     return ("netlist", entry.name)
 
 
-def homogeneous_docs(stats: Sequence[Any], lib: Any, hist: Any) -> dict[str, dict]:
-    """{point name: assignment doc} with one design for every layer."""
+def homogeneous_docs(
+    stats: Sequence[Any], lib: Any, hist: Any, keep: Callable[[str], bool] | None = None
+) -> dict[str, dict]:
+    """{point name: assignment doc} with one design for every layer.
+
+    `keep(name)`: only designs with at least one of their variants (u_/s_) kept."""
     entries = {e.name: e for e in lib.library.entries}
     by_key: dict[tuple, dict[bool, str]] = {}
     for name in lib.names:
@@ -63,6 +68,8 @@ def homogeneous_docs(stats: Sequence[Any], lib: Any, hist: Any) -> dict[str, dic
     docs = {}
     for variants in by_key.values():
         if not need <= set(variants):
+            continue
+        if keep is not None and not any(keep(variants[s]) for s in need):
             continue
         layers = []
         for s in stats:
@@ -85,27 +92,86 @@ def homogeneous_docs(stats: Sequence[Any], lib: Any, hist: Any) -> dict[str, dic
     return docs
 
 
-def _retrain_point(item: tuple) -> dict:
-    """Worker: retrain one point for one seed (skipped when its result exists)."""
-    run_dir, point_dir, epochs, lr, seed, threads, max_steps = item
-    out = Path(point_dir) / f"retrain-s{seed}.json"
-    if out.is_file():
+@dataclass(frozen=True)
+class RetrainJob:
+    """One retraining of one point for one seed (picklable, for `run_parallel`)."""
+
+    run_dir: str
+    point_dir: str
+    epochs: int
+    lr: float
+    seed: int
+    threads: int = 0
+    max_steps: int | None = None
+    gradient: str = "ste"
+    predictions: bool = False  # also keep the test set's predicted classes (paired tests)
+
+    @property
+    def stem(self) -> str:
+        return f"retrain-s{self.seed}" + ("" if self.gradient == "ste" else f"-{self.gradient}")
+
+
+def predict_test_set(run: Any, model: Any) -> np.ndarray:
+    """Predicted class of every test image (int16), in the test split's order."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in run.data.test.batches(run.config.data.eval_batch_size, augment=False):
+            out.append(model(x).argmax(1).to(torch.int16))
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.int16)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_bytes(path, buf.getvalue())
+
+
+def retrain_point(job: RetrainJob) -> dict:
+    """Worker: retrain one point for one seed (skipped when its result exists); with
+    `predictions`, also writes `<stem>.pred.npy` from the kept checkpoint."""
+    point = Path(job.point_dir)
+    out, pred_path = point / f"{job.stem}.json", point / f"{job.stem}.pred.npy"
+    if out.is_file() and (not job.predictions or pred_path.is_file()):
         return read_json(out)
     import torch
 
+    from hwflow.assign.assignment import load_assignment
     from hwflow.assign.retrain import retrain_run
+    from hwflow.nn import apply_tables
+    from hwflow.nn.train import load_run, load_weights, torch_threads
 
-    if threads:
-        torch.set_num_threads(threads)
-    return retrain_run(
-        run_dir,
-        Path(point_dir) / "assignment.yaml",
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        out=out,
-        max_steps=max_steps,
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    run = load_run(job.run_dir)
+    result = (
+        read_json(out)
+        if out.is_file()
+        else retrain_run(
+            job.run_dir,
+            point / "assignment.yaml",
+            epochs=job.epochs,
+            lr=job.lr,
+            seed=job.seed,
+            out=out,
+            max_steps=job.max_steps,
+            gradient=job.gradient,
+            run=run,
+        )
     )
+    if job.predictions:
+        with torch_threads(run.config.threads):
+            model = run.fresh_model()
+            load_weights(model, result["checkpoint"])
+            doc = read_yaml(point / "assignment.yaml")
+            tables = load_assignment(point / "assignment.yaml", doc["library"])
+            apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+            save_npy(pred_path, predict_test_set(run, model))
+    return result
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -177,8 +243,6 @@ def plot(rows: list[dict], baseline: float, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    from hwflow.io import write_bytes
-
     write_bytes(path, buf.getvalue())
 
 
@@ -197,8 +261,11 @@ def sweep_run(
     out_dir: str | os.PathLike[str] | None = None,
     max_steps: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    gradient: str | None = None,
 ) -> list[dict]:
-    """Run the sweep; returns the CSV rows (also written with the plot)."""
+    """Run the sweep; returns the CSV rows (also written with the plot).
+
+    `gradient`: retraining backward, "ste" or "table" (None: the run config's)."""
     from hwflow.nn.train import load_run
 
     if not scales:
@@ -224,16 +291,17 @@ def sweep_run(
         if not path.is_file():
             write_yaml(path, doc)
     threads = 1 if jobs > 1 else 0
+    gradient = gradient if gradient is not None else run.config.retrain.gradient
     items = [
-        (str(run_dir), str(out / name), epochs, lr, seed, threads, max_steps)
+        RetrainJob(str(run_dir), str(out / name), epochs, lr, seed, threads, max_steps, gradient)
         for name in docs
         for seed in seeds
     ]
     log(f"sweep: {len(docs)} points x {len(seeds)} seeds, {epochs} retraining epochs each")
-    results = list(run_parallel(_retrain_point, items, jobs))
+    results = list(run_parallel(retrain_point, items, jobs))
     per_point: dict[str, list[dict]] = {}
     for item, res in zip(items, results, strict=True):
-        per_point.setdefault(Path(item[1]).name, []).append(res)
+        per_point.setdefault(Path(item.point_dir).name, []).append(res)
     rows = []
     for name, doc in docs.items():
         res = per_point[name]

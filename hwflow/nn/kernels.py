@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwflow.multipliers.table import operand_values
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "compiled", "torch")
@@ -569,12 +571,130 @@ def _check_prepared(prepared: PreparedWeights, w: torch.Tensor, sign_magnitude: 
         )
 
 
+# -- gradients from the table's own slopes (retrain.gradient: table) ---------------------------
+GRADIENTS = ("ste", "table")
+# Half-width of the window the table's slopes are fitted over (operand values v-h..v+h).
+SLOPE_WINDOW = 4
+
+
+def _window_slopes(f: np.ndarray, half: int) -> np.ndarray:
+    """Least-squares slope of f (..., 256) along its last axis over the window
+    [i - half, i + half] clipped to 0..255, for every i (Savitzky-Golay first derivative,
+    order 1; one-sided at the edges). Integer sums, one final division: a function linear
+    along the axis gets its slope exactly."""
+    n_pts = f.shape[-1]
+    idx = np.arange(n_pts, dtype=np.int64)
+    lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half, n_pts - 1) + 1
+
+    def window_sum(v: np.ndarray) -> np.ndarray:
+        c = np.concatenate([np.zeros(v.shape[:-1] + (1,), np.int64), np.cumsum(v, -1)], -1)
+        return c[..., hi] - c[..., lo]
+
+    f = f.astype(np.int64)
+    count = hi - lo
+    s_j, s_jj = window_sum(idx), window_sum(idx * idx)
+    s_f, s_jf = window_sum(f), window_sum(f * idx)
+    return (count * s_jf - s_j * s_f) / (count * s_jj - s_j * s_j)
+
+
+def table_slopes(
+    table: np.ndarray | torch.Tensor, signed: bool, window: int = SLOPE_WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
+    """(d/da, d/db) of the table's product, float32[256, 256] indexed like the table.
+
+    The slope along each operand is a least-squares line fitted to the table over
+    operand values v - window .. v + window (clipped to the operand's range): where the
+    table is flat (truncated or rounded products hold one value over several operands)
+    the fit still sees the step to the next level, so the gradient follows the product's
+    trend rather than being 0 on the flats and a spike at each step. Along the value
+    axis, so for signed tables -1 (code 255) sits next to 0. The exact product's slopes
+    are exactly b and a: the STE gradient.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    t = np.asarray(_as_table(table)).astype(np.int64)
+    order = np.argsort(operand_values(signed), kind="stable")  # codes in value order
+    tv = t[np.ix_(order, order)]
+    da_v = _window_slopes(tv.T, window).T  # along a (axis 0)
+    db_v = _window_slopes(tv, window)  # along b (axis 1)
+    da, db = np.empty_like(da_v), np.empty_like(db_v)
+    da[np.ix_(order, order)] = da_v
+    db[np.ix_(order, order)] = db_v
+    return da.astype(np.float32), db.astype(np.float32)
+
+
+_slope_cache: dict[tuple[str, bool, int], tuple[np.ndarray, np.ndarray]] = {}
+_slope_lock = threading.Lock()
+
+
+def _cached_slopes(table: torch.Tensor, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    key = (hashlib.sha1(np.asarray(table).tobytes()).hexdigest(), signed, SLOPE_WINDOW)
+    with _slope_lock:
+        hit = _slope_cache.get(key)
+    if hit is None:
+        hit = table_slopes(table, signed)
+        with _slope_lock:
+            if len(_slope_cache) >= 64:
+                _slope_cache.pop(next(iter(_slope_cache)))
+            _slope_cache[key] = hit
+    return hit
+
+
+# Elements of the gathered (rows, K, N) slope block per step: bounds the backward's memory.
+_GRAD_BLOCK = 1 << 22
+
+
+def table_gradients(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    grad: torch.Tensor,
+    sign_magnitude: bool = False,
+    *,
+    need_x: bool = True,
+    need_w: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of sum(grad * table_matmul(x, w)) through the table's slopes.
+
+    `grad_x[m, k] = sum_n grad[m, n] * s * Da[x[m, k], c[k, n]]` and
+    `grad_w[k, n] = sum_m grad[m, n] * Db[x[m, k], c[k, n]]` (Da, Db = `table_slopes`;
+    c = the weight code the multiplier sees, s = sign(w) with `sign_magnitude`, else 1:
+    d/dw of sign(w) * f(x, |w|) is Db). Gathered per (row, k) in blocks on grad's device.
+    """
+    da, db = _cached_slopes(_as_table(table), not sign_magnitude)
+    codes, signs = _weight_codes(_to_int(w), sign_magnitude)
+    dev, dt = grad.device, grad.dtype
+    k, n = codes.shape
+    wcodes = torch.from_numpy(codes).to(dev)
+    sx = torch.from_numpy(da).to(device=dev, dtype=dt).reshape(-1) if need_x else None
+    sw = torch.from_numpy(db).to(device=dev, dtype=dt).reshape(-1) if need_w else None
+    wsign = torch.from_numpy(signs).to(device=dev, dtype=dt) if signs is not None else None
+    xv = x.detach()
+    xv = xv.round() if xv.is_floating_point() else xv
+    xcodes = xv.to(dev).to(torch.int64) & 0xFF
+    m = xcodes.shape[0]
+    grad_x = torch.empty(m, k, device=dev, dtype=dt) if need_x else None
+    grad_w = torch.zeros(k, n, device=dev, dtype=dt) if need_w else None
+    step = max(1, _GRAD_BLOCK // max(k * n, 1))
+    for m0 in range(0, m, step):
+        idx = (xcodes[m0 : m0 + step, :, None] << 8) + wcodes  # (rows, K, N) table index
+        g = grad[m0 : m0 + step].unsqueeze(1)  # (rows, 1, N)
+        if sx is not None:
+            slope = sx[idx] if wsign is None else sx[idx] * wsign
+            grad_x[m0 : m0 + step] = (slope * g).sum(2)
+        if sw is not None:
+            grad_w += (sw[idx] * g).sum(0)
+    return grad_x, grad_w
+
+
 class ApproxMatmul(torch.autograd.Function):
-    """Forward: table_matmul as float. Backward: the exact product's gradients (STE)."""
+    """Forward: table_matmul as float. Backward: the exact product's gradients (STE), or
+    with `gradient="table"` the table's own slopes (`table_gradients`)."""
 
     @staticmethod
-    def forward(ctx, x, w, table, sign_magnitude, prepared=None):  # type: ignore[override]
+    def forward(ctx, x, w, table, sign_magnitude, prepared=None, gradient="ste"):  # type: ignore[override]
         ctx.save_for_backward(x, w)
+        ctx.table, ctx.sign_magnitude, ctx.gradient = table, sign_magnitude, gradient
         if prepared is None:
             prepared = prepare(_to_int(w), table, sign_magnitude)
         _check_prepared(prepared, w, sign_magnitude)
@@ -585,9 +705,16 @@ class ApproxMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, w = ctx.saved_tensors
-        grad_x = grad @ w.to(grad.dtype).t() if ctx.needs_input_grad[0] else None
-        grad_w = x.to(grad.dtype).t() @ grad if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None, None, None
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.gradient == "table":
+            grad_x, grad_w = table_gradients(
+                x, w, ctx.table, grad, ctx.sign_magnitude, need_x=need_x, need_w=need_w
+            )
+            grad_x = grad_x.to(x.dtype) if grad_x is not None and x.is_floating_point() else grad_x
+            return grad_x, grad_w, None, None, None, None
+        grad_x = grad @ w.to(grad.dtype).t() if need_x else None
+        grad_w = x.to(grad.dtype).t() @ grad if need_w else None
+        return grad_x, grad_w, None, None, None, None
 
 
 def approx_matmul(
@@ -598,16 +725,20 @@ def approx_matmul(
     *,
     prepared: PreparedWeights | None = None,
     cache: PreparedCache | None = None,
+    gradient: str = "ste",
 ) -> torch.Tensor:
     """Differentiable table product: x (M, K) and w (K, N) float tensors holding integer
-    operand values. Forward = table_matmul as float; gradients = those of x @ w.
+    operand values. Forward = table_matmul as float; gradients = those of x @ w
+    (`gradient="ste"`), or the table's own slopes along each operand (`"table"`).
 
     `prepared` (from `prepare(w, table, sign_magnitude)` with these same weights) skips
     rebuilding T, e.g. for inference with fixed weights; `cache` (a layer's
     `PreparedCache`) does the same automatically while the weights stay unchanged.
     """
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if prepared is not None and cache is not None:
         raise ValueError("approx_matmul: pass prepared or cache, not both")
     if cache is not None:
         prepared = cache.get(_to_int(w), table, sign_magnitude)
-    return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared)
+    return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared, gradient)

@@ -6,7 +6,8 @@ Modes (`layer.mode`):
 - `agn`: `quant` plus the learnable Gaussian noise of `hwflow.nn.agn` (training only,
   unless `agn_eval_noise` is set).
 - `approx`: every product comes from the layer's multiplier table (`set_table`), through
-  `hwflow.nn.kernels.approx_matmul`; gradients are the exact product's (straight-through).
+  `hwflow.nn.kernels.approx_matmul`; gradients are the exact product's (straight-through),
+  or with `layer.gradient = "table"` the table's own slopes (retraining's option).
 
 Integer path (identical for conv and linear; what the RTL computes):
 1. quantize the input to codes `q = clamp(round(x / s_x) + z, code range)`; im2col
@@ -106,6 +107,7 @@ class _ApproxMixin:
         self.calibrating = False
         self.agn_eval_noise = False
         self.agn_noise = "pool"  # noise source, see hwflow.nn.agn.standard_noise
+        self.gradient = "ste"  # approx-mode backward, see hwflow.nn.kernels.GRADIENTS
         self.act_obs = quant.ActObserver(observer)
         self.sigma = nn.Parameter(torch.tensor(SIGMA_INIT))
         self.register_buffer("signed_code", torch.tensor(_SIGNED_CODE[operands]))
@@ -211,7 +213,12 @@ class _ApproxMixin:
             table = self._table_on(rows.device)
             accs = [
                 kernels.approx_matmul(
-                    (rows[g] + zp).contiguous(), wg[g], table, not signed, cache=cache
+                    (rows[g] + zp).contiguous(),
+                    wg[g],
+                    table,
+                    not signed,
+                    cache=cache,
+                    gradient=self.gradient,
                 )
                 for g in range(rows.shape[0])
             ]

@@ -126,6 +126,13 @@ class AGNConfig(StageConfig):
 
 
 @dataclass
+class RetrainConfig:
+    # Backward of approx-mode layers when retraining: "ste" (the exact product's) or
+    # "table" (the multiplier table's own slopes, hwflow.nn.kernels.table_gradients).
+    gradient: Literal["ste", "table"] = "ste"
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     # torch intra-op threads (None: chosen by measurement, `auto_threads`). Small models
@@ -137,6 +144,7 @@ class TrainConfig:
     float: StageConfig = field(default_factory=StageConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     agn: AGNConfig = field(default_factory=AGNConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -1,0 +1,629 @@
+"""`hwflow study`: heterogeneous vs homogeneous approximation over training seeds, with
+statistics that say whether a difference is beyond noise.
+
+Per training seed: train the config (`OUT/seed-<s>/`, resumed or reused when finished),
+assign at every scale with each selection energy (`hetero-<energy>-x<scale>`), build the
+homogeneous points (every design on the library's error/energy Pareto front, in every
+layer, the exact one excepted: it is the int8 baseline; `homog-<names>`), retrain every point the same way (sweep's machinery, retraining
+seed = training seed) and keep each retrained model's test-set predictions. Then, at the
+scale where accuracy starts to drop, retrain the heterogeneous point again with the
+table's own gradients (`retrain.gradient: table`) for the same seeds.
+
+Statistics (pure functions below): mean, sample std and a Student-t 95 % confidence
+interval over training seeds for each point; paired tests over the same test images,
+McNemar's exact test (two-sided binomial test on the discordant pairs), pooled over seeds
+(every (seed, image) pair is one paired observation).
+
+Writes `OUT/study.csv` (one row per point), `OUT/study.json` (rows, comparisons),
+`OUT/study.md` (tables) and `OUT/pareto.png` (accuracy vs energy saved, both energy
+figures, 95 % CI error bars). Every file is written atomically; a rerun skips finished
+trainings and retrainings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow.assign import energy as energy_mod
+from hwflow.assign.flow import assign, library_view, run_stats
+from hwflow.assign.sweep import (
+    RetrainJob,
+    homogeneous_docs,
+    pareto_front,
+    predict_test_set,
+    retrain_point,
+    save_npy,
+)
+from hwflow.errors import AssignmentError
+from hwflow.executor import run_parallel
+from hwflow.io import read_json, write_bytes, write_json, write_text, write_yaml
+
+DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+# A retrained heterogeneous point "starts to drop" past this many pp below int8.
+DROP_PP = 0.5
+
+CSV_FIELDS = (
+    "point",
+    "kind",
+    "energy_model",
+    "scale",
+    "gradient",
+    "seeds",
+    "saved_uniform_mean",
+    "saved_uniform_std",
+    "saved_recorded_mean",
+    "saved_recorded_std",
+    "acc_mean",
+    "acc_std",
+    "acc_ci_low",
+    "acc_ci_high",
+    "acc_before_mean",
+    "loss_pp",
+    "p_vs_int8",
+    "multipliers",
+)
+
+
+# -- statistics -----------------------------------------------------------------------------
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (b: only the first
+    classifier right, c: only the second): the binomial test of b against Bin(b + c, 1/2)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b}, {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(min(b, c), n, 0.5).pvalue)
+
+
+def discordant(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int]:
+    """(images only a got right, images only b got right) of two paired boolean arrays."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    return int((a & ~b).sum()), int((~a & b).sum())
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, sample std, CI low, CI high): Student-t interval of the mean over the values
+    (seeds); one value gives a zero-width interval and std 0."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("mean_ci of no values")
+    mean = float(v.mean())
+    if v.size == 1:
+        return mean, 0.0, mean, mean
+    from scipy.stats import t
+
+    std = float(v.std(ddof=1))
+    half = float(t.ppf(0.5 + level / 2, v.size - 1)) * std / math.sqrt(v.size)
+    return mean, std, mean - half, mean + half
+
+
+# -- the points -------------------------------------------------------------------------------
+def library_front(lib: Any, metric: str = "mae") -> set[str]:
+    """Designs on the library's (error metric, uniform energy) Pareto front, per
+    signedness: no other design of the same signedness has both lower error and lower
+    energy (ties kept)."""
+    entries = {e.name: e for e in lib.library.entries}
+    keep = set()
+    for signed in (False, True):
+        names = [n for n in lib.names if bool(entries[n].signed) == signed]
+        err = {n: float(entries[n].metrics.get(metric, np.inf)) for n in names}
+        en = {n: float(lib.energy[lib.names.index(n)]) for n in names}
+        for n in names:
+            dominated = any(
+                err[o] <= err[n] and en[o] <= en[n] and (err[o] < err[n] or en[o] < en[n])
+                for o in names
+            )
+            if not dominated:
+                keep.add(n)
+    return keep
+
+
+def hetero_name(energy_model: str, scale: float) -> str:
+    return f"hetero-{energy_model}-x{float(scale):g}"
+
+
+def _train_seed(item: tuple) -> str:
+    """Worker: train (or resume) one seed's run; a finished run is reused as it is."""
+    config_path, seed, run_dir, data_dir = item
+    from hwflow.nn.train import load_train_config, train
+
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        return str(run_dir)
+    cfg = load_train_config(config_path)
+    cfg = replace(cfg, seed=seed)
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    train(cfg, run_dir, resume=run_dir.exists(), quiet=True)
+    return str(run_dir)
+
+
+def seed_points(
+    run_dir: Path,
+    lib: Any,
+    scales: Sequence[float],
+    energy_models: Sequence[str],
+    model: str = "sampled",
+) -> dict[str, dict]:
+    """Write (once) and return {point: assignment doc} for one trained run."""
+    from hwflow.nn.train import load_run
+
+    run = load_run(run_dir)
+    stats = run_stats(run)
+    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    hist = energy_mod.HistogramEnergy(lib.library)
+    docs: dict[str, dict] = {}
+    for em in energy_models:
+        for s in scales:
+            doc, _ = assign(
+                stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist, energy_model=em
+            )
+            docs[hetero_name(em, s)] = doc
+    # The exact design is the int8 baseline itself (its row and tests are `int8`).
+    wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
+    front = {n for n in library_front(lib) if wce[n] != 0}
+    docs |= homogeneous_docs(stats, lib, hist, keep=front.__contains__)
+    for name, doc in docs.items():
+        path = run_dir / "study" / name / "assignment.yaml"
+        if not path.is_file():
+            write_yaml(path, doc)
+    baseline = run_dir / "study" / "int8.pred.npy"
+    if not baseline.is_file():
+        save_npy(baseline, predict_test_set(run, run.model))
+    return docs
+
+
+# -- aggregation ------------------------------------------------------------------------------
+def _correct(path: Path, labels: np.ndarray) -> np.ndarray:
+    return np.load(path) == labels
+
+
+def point_row(
+    name: str,
+    docs: dict[int, dict],
+    results: dict[int, dict],
+    correct: dict[int, np.ndarray],
+    int8_correct: dict[int, np.ndarray],
+    gradient: str = "ste",
+) -> dict[str, Any]:
+    """One CSV row: a point's numbers over the seeds it ran."""
+    seeds = sorted(results)
+    uni = [docs[s]["energy"]["reduction_pct"] for s in seeds]
+    rec = [docs[s]["energy"].get("reduction_pct_histogram", np.nan) for s in seeds]
+    acc = [results[s]["accuracy"]["approx_after"] for s in seeds]
+    int8 = [results[s]["accuracy"]["quant"] for s in seeds]
+    m, sd, lo, hi = mean_ci(acc)
+    b = c = 0
+    for s in seeds:
+        db, dc = discordant(correct[s], int8_correct[s])
+        b, c = b + db, c + dc
+    first = docs[seeds[0]]
+    kind = "homogeneous" if name.startswith("homog-") else "heterogeneous"
+    mults = [" ".join(i["multiplier"] for i in docs[s]["layers"]) for s in seeds]
+    return {
+        "point": name,
+        "kind": kind,
+        "energy_model": first["energy"].get("model", "") if kind == "heterogeneous" else "",
+        "scale": first.get("scale", "") if kind == "heterogeneous" else "",
+        "gradient": gradient,
+        "seeds": len(seeds),
+        "saved_uniform_mean": float(np.mean(uni)),
+        "saved_uniform_std": float(np.std(uni, ddof=1)) if len(uni) > 1 else 0.0,
+        "saved_recorded_mean": float(np.mean(rec)),
+        "saved_recorded_std": float(np.std(rec, ddof=1)) if len(rec) > 1 else 0.0,
+        "acc_mean": m,
+        "acc_std": sd,
+        "acc_ci_low": lo,
+        "acc_ci_high": hi,
+        "acc_before_mean": float(
+            np.mean([r["accuracy"]["approx_before"] for r in results.values()])
+        ),
+        "loss_pp": 100 * (float(np.mean(int8)) - m),
+        "p_vs_int8": mcnemar_exact(b, c),
+        "multipliers": mults[0] if len(set(mults)) == 1 else " | ".join(mults),
+    }
+
+
+def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[str, Any]:
+    """McNemar over the seeds both ran, pooled: {only_a, only_b, p, per_seed_p}."""
+    seeds = sorted(set(a) & set(b))
+    counts = [discordant(a[s], b[s]) for s in seeds]
+    only_a, only_b = sum(x for x, _ in counts), sum(y for _, y in counts)
+    return {
+        "only_a": only_a,
+        "only_b": only_b,
+        "p": mcnemar_exact(only_a, only_b),
+        "per_seed_p": [mcnemar_exact(x, y) for x, y in counts],
+    }
+
+
+def compare(
+    rows: list[dict], correct: dict[str, dict[int, np.ndarray]], energy: str
+) -> list[dict[str, Any]]:
+    """For every heterogeneous point: the best homogeneous point of equal or higher mean
+    accuracy (most energy saved under `energy`: "uniform" or "recorded"), its paired test,
+    and every homogeneous point that saves more without being significantly less
+    accurate (p >= 0.05 or more accurate): the counterexamples to the method's claim."""
+    key = f"saved_{energy}_mean"
+    homog = [r for r in rows if r["kind"] == "homogeneous"]
+    out = []
+    for h in (r for r in rows if r["kind"] == "heterogeneous" and r["gradient"] == "ste"):
+        equal_or_better = [g for g in homog if g["acc_mean"] >= h["acc_mean"]]
+        best = max(equal_or_better, key=lambda g: g[key], default=None)
+        item: dict[str, Any] = {"point": h["point"], "energy": energy, "saved": h[key]}
+        item["acc"] = h["acc_mean"]
+        if best is not None:
+            t = paired(correct[h["point"]], correct[best["point"]])
+            item["best_homogeneous"] = {
+                "point": best["point"],
+                "saved": best[key],
+                "acc": best["acc_mean"],
+                **t,
+            }
+        cheaper = []
+        for g in homog:
+            if g[key] <= h[key]:
+                continue
+            t = paired(correct[h["point"]], correct[g["point"]])
+            significantly_worse = g["acc_mean"] < h["acc_mean"] and t["p"] < 0.05
+            if not significantly_worse:
+                cheaper.append({"point": g["point"], "saved": g[key], "acc": g["acc_mean"], **t})
+        item["cheaper_not_worse"] = cheaper
+        out.append(item)
+    return out
+
+
+def drop_scale(rows: list[dict], energy_model: str, int8_mean: float) -> float | None:
+    """The smallest scale whose retrained heterogeneous point lies more than DROP_PP below
+    int8 (where retraining has something to recover); else the largest scale."""
+    het = sorted(
+        (r for r in rows if r["kind"] == "heterogeneous" and r["energy_model"] == energy_model),
+        key=lambda r: r["scale"],
+    )
+    if not het:
+        return None
+    for r in het:
+        if 100 * (int8_mean - r["acc_mean"]) > DROP_PP:
+            return float(r["scale"])
+    return float(het[-1]["scale"])
+
+
+# -- outputs ----------------------------------------------------------------------------------
+def plot(rows: list[dict], int8: tuple[float, float, float], path: Path) -> None:
+    """Accuracy after retraining (mean, 95 % CI over seeds) vs energy saved, under
+    uniform operands (left) and each layer's recorded operands (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    styles = {
+        ("homogeneous", ""): ("s", "tab:gray", "homogeneous (library front)"),
+        ("heterogeneous", "uniform"): ("o", "C0", "heterogeneous, selection: uniform energy"),
+        ("heterogeneous", "histogram"): ("D", "C1", "heterogeneous, selection: recorded energy"),
+    }
+    accs = [100 * r["acc_mean"] for r in rows]
+    floor = 100 * int8[0] - 10
+    lo = max(0.0, min([100 * int8[0] - 3, *(a for a in accs if a >= floor)]) - 1)
+    hi = max([100 * int8[0], *accs]) + 1
+    for ax, energy in zip(axes, ("uniform", "recorded"), strict=True):
+        for (kind, em), (marker, color, label) in styles.items():
+            sel = [
+                r
+                for r in rows
+                if r["kind"] == kind and r["energy_model"] == em and r["gradient"] == "ste"
+            ]
+            if not sel:
+                continue
+            x = [r[f"saved_{energy}_mean"] for r in sel]
+            xe = [r[f"saved_{energy}_std"] for r in sel]
+            y = [100 * r["acc_mean"] for r in sel]
+            ye = [
+                [100 * (r["acc_mean"] - r["acc_ci_low"]) for r in sel],
+                [100 * (r["acc_ci_high"] - r["acc_mean"]) for r in sel],
+            ]
+            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marker, color=color, label=label, ms=5,
+                        capsize=2, alpha=0.85)  # fmt: skip
+            front = pareto_front(list(zip(x, y, strict=True)))
+            ax.plot([x[i] for i in front], [y[i] for i in front], "-", color=color, lw=1)
+            if kind == "heterogeneous":
+                for r, xi, yi in zip(sel, x, y, strict=True):
+                    ax.annotate(f"x{r['scale']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")  # fmt: skip
+        below = [r for r, a in zip(rows, accs, strict=True) if a < lo and r["gradient"] == "ste"]
+        if below:
+            ax.scatter([r[f"saved_{energy}_mean"] for r in below], [lo + 0.15] * len(below),
+                       marker="v", color="tab:red", s=30, zorder=3,
+                       label=f"below {lo:.0f} % ({len(below)})")  # fmt: skip
+        ax.axhspan(100 * int8[1], 100 * int8[2], color="k", alpha=0.08)
+        ax.axhline(100 * int8[0], color="k", lw=0.8, label="int8 (exact), 95 % CI band")
+        ax.axhline(100 * int8[0] - 1, color="k", lw=0.8, ls="--", label="int8 - 1 pp")
+        which = "uniform operands" if energy == "uniform" else "recorded operands per layer"
+        ax.set_xlabel(f"multiplication energy saved [%] ({which})")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test top-1 after retraining [%] (mean, 95 % CI over seeds)")
+    axes[0].set_ylim(lo, hi)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 1) -> str:
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The study's tables as markdown (what the README quotes)."""
+    rows, int8 = result["rows"], result["int8"]
+    n = int8["seeds"]
+    lines = [
+        f"Training seeds {', '.join(map(str, result['seeds']))}; {result['test_images']:,} "
+        f"test images; retraining {result['epochs']} epoch(s)"
+        + (f" of at most {result['max_steps']} steps" if result["max_steps"] else "")
+        + f". int8 (exact) baseline: {_pm(int8['mean'], int8['std'], 100, 2)} % "
+        f"(95 % CI {100 * int8['ci'][0]:.2f}-{100 * int8['ci'][1]:.2f}).",
+        "Accuracy: mean ± sample std over seeds, 95 % CI = Student t over seeds; p = exact "
+        f"McNemar vs int8, pooled over the {n} seeds' paired test images.",
+        "",
+        "| point | saved % (uniform) | saved % (recorded) | top-1 % | 95 % CI | loss pp "
+        "| p vs int8 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["kind"], r["gradient"], -r["saved_uniform_mean"])):
+        name = r["point"] + (" (table grad)" if r["gradient"] == "table" else "")
+        lines.append(
+            f"| {name} | {_pm(r['saved_uniform_mean'], r['saved_uniform_std'])} | "
+            f"{_pm(r['saved_recorded_mean'], r['saved_recorded_std'])} | "
+            f"{_pm(r['acc_mean'], r['acc_std'], 100, 2)} | "
+            f"{100 * r['acc_ci_low']:.2f}-{100 * r['acc_ci_high']:.2f} | "
+            f"{r['loss_pp']:.2f} | {_p(r['p_vs_int8'])} |"
+        )
+    for energy, comps in result["comparisons"].items():
+        lines += [
+            "",
+            f"Heterogeneous vs the best homogeneous design of equal or higher mean accuracy "
+            f"(most energy saved, {energy} operands); p = exact McNemar, pooled over seeds; "
+            "last column: homogeneous designs saving more without being significantly less "
+            "accurate (p < 0.05).",
+            "",
+            "| heterogeneous | saved % | top-1 % | best homogeneous (acc >=) | saved % | top-1 % "
+            "| only hetero / only homog right | p | cheaper, not significantly worse |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for c in comps:
+            b = c.get("best_homogeneous")
+            best = (
+                f"{b['point']} | {b['saved']:.1f} | {100 * b['acc']:.2f} | "
+                f"{b['only_a']} / {b['only_b']} | {_p(b['p'])}"
+                if b
+                else "none | | | |"
+            )
+            cheaper = ", ".join(f"{g['point']} (p {_p(g['p'])})" for g in c["cheaper_not_worse"])
+            lines.append(
+                f"| {c['point']} | {c['saved']:.1f} | {100 * c['acc']:.2f} | {best} | "
+                f"{cheaper or 'none'} |"
+            )
+    g = result.get("gradients")
+    if g:
+        lines += [
+            "",
+            f"Retraining gradients at {g['point']} (the first scale more than {DROP_PP} pp "
+            "below int8): STE vs the table's own slopes.",
+            "",
+            "| gradient | top-1 % per seed | mean ± std | only STE / only table right | p |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name in ("ste", "table"):
+            accs = g[name]
+            t = g["paired"]
+            sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+            lines.append(
+                f"| {name} | {', '.join(f'{100 * a:.2f}' for a in accs)} | "
+                f"{_pm(float(np.mean(accs)), sd, 100, 2)}"
+                f" | {t['only_a']} / {t['only_b']} | {_p(t['p'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+# -- the study --------------------------------------------------------------------------------
+def study_run(
+    config: str | os.PathLike[str],
+    library: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    scales: Sequence[float] = DEFAULT_SCALES,
+    energy_models: Sequence[str] = ("uniform", "histogram"),
+    epochs: int = 1,
+    lr: float = 1e-3,
+    max_steps: int | None = None,
+    gradient_scale: float | None = None,
+    compare_gradients: bool = True,
+    data_dir: str | None = None,
+    model: str = "sampled",
+    jobs: int = 1,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run (or resume) the study; returns the result written to OUT/study.json.
+
+    `gradient_scale`: the scale at which table and STE gradients are compared (None: the
+    first scale more than DROP_PP below int8 under the first energy model)."""
+    from hwflow.nn.train import load_run, load_train_config
+
+    if not seeds:
+        raise AssignmentError("--seeds: give at least one training seed")
+    if not scales or any(s < 0 for s in scales):
+        raise AssignmentError(f"--scales: give scales >= 0, got {list(scales)}")
+    bad = [e for e in energy_models if e not in energy_mod.ENERGY_MODELS]
+    if bad or not energy_models:
+        raise AssignmentError(
+            f"--energy: choose from {', '.join(energy_mod.ENERGY_MODELS)}, got {bad or 'none'}"
+        )
+    if epochs < 0:
+        raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
+    load_train_config(config)  # a bad config fails before anything is trained
+    lib = library_view(library)
+    out = Path(out)
+    seeds = [int(s) for s in seeds]
+    run_dirs = {s: out / f"seed-{s}" for s in seeds}
+    log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
+    items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
+    list(run_parallel(_train_seed, items, jobs))
+    docs: dict[int, dict[str, dict]] = {}
+    for s in seeds:
+        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, model)
+    names = list(docs[seeds[0]])
+    threads = 1 if jobs > 1 else 0
+
+    def jobs_for(points: Sequence[str], gradient: str) -> list[RetrainJob]:
+        return [
+            RetrainJob(
+                str(run_dirs[s]),
+                str(run_dirs[s] / "study" / p),
+                epochs,
+                lr,
+                s,
+                threads,
+                max_steps,
+                gradient,
+                predictions=True,
+            )  # fmt: skip
+            for p in points
+            for s in seeds
+            if p in docs[s]
+        ]
+
+    ste_jobs = jobs_for(names, "ste")
+    log(f"study: retraining {len(names)} points x {len(seeds)} seeds ({len(ste_jobs)} runs)")
+    results = list(run_parallel(retrain_point, ste_jobs, jobs))
+
+    run0 = load_run(run_dirs[seeds[0]])
+    labels = run0.data.test.y.numpy()
+    int8_correct = {s: _correct(run_dirs[s] / "study" / "int8.pred.npy", labels) for s in seeds}
+    per_point: dict[str, dict[int, dict]] = {}
+    correct: dict[str, dict[int, np.ndarray]] = {}
+    for job, res in zip(ste_jobs, results, strict=True):
+        p = Path(job.point_dir).name
+        per_point.setdefault(p, {})[job.seed] = res
+        correct.setdefault(p, {})[job.seed] = _correct(
+            Path(job.point_dir) / f"{job.stem}.pred.npy", labels
+        )
+    int8_acc = [float(c.mean()) for c in int8_correct.values()]
+    int8_mean, int8_std, int8_lo, int8_hi = mean_ci(int8_acc)
+    rows = [
+        point_row(p, {s: docs[s][p] for s in per_point[p]}, per_point[p], correct[p], int8_correct)
+        for p in names
+    ]
+
+    gradients = None
+    if compare_gradients:
+        scale = gradient_scale
+        if scale is None:
+            scale = drop_scale(rows, energy_models[0], int8_mean)
+        point = hetero_name(energy_models[0], scale)
+        if point not in docs[seeds[0]]:
+            for s in seeds:
+                docs[s] |= seed_points(run_dirs[s], lib, [scale], energy_models[:1], model)
+            ste_extra = jobs_for([point], "ste")
+            for job, res in zip(
+                ste_extra, run_parallel(retrain_point, ste_extra, jobs), strict=True
+            ):
+                per_point.setdefault(point, {})[job.seed] = res
+                correct.setdefault(point, {})[job.seed] = _correct(
+                    Path(job.point_dir) / f"{job.stem}.pred.npy", labels
+                )
+            rows.append(
+                point_row(
+                    point,
+                    {s: docs[s][point] for s in seeds},
+                    per_point[point],
+                    correct[point],
+                    int8_correct,
+                )  # fmt: skip
+            )
+        table_jobs = jobs_for([point], "table")
+        log(f"study: table-gradient retraining at {point} ({len(table_jobs)} runs)")
+        table_res = list(run_parallel(retrain_point, table_jobs, jobs))
+        tres = {j.seed: r for j, r in zip(table_jobs, table_res, strict=True)}
+        tcorrect = {
+            j.seed: _correct(Path(j.point_dir) / f"{j.stem}.pred.npy", labels) for j in table_jobs
+        }
+        rows.append(
+            point_row(
+                point,
+                {s: docs[s][point] for s in tres},
+                tres,
+                tcorrect,
+                int8_correct,
+                gradient="table",
+            )  # fmt: skip
+        )
+        gradients = {
+            "point": point,
+            "scale": scale,
+            "ste": [per_point[point][s]["accuracy"]["approx_after"] for s in seeds],
+            "table": [tres[s]["accuracy"]["approx_after"] for s in seeds],
+            "paired": paired(correct[point], tcorrect),
+        }
+
+    result = {
+        "config": str(Path(config).resolve()),
+        "library": str(Path(lib.library.path).resolve()),
+        "seeds": seeds,
+        "scales": [float(s) for s in scales],
+        "energy_models": list(energy_models),
+        "epochs": epochs,
+        "lr": lr,
+        "max_steps": max_steps,
+        "test_images": int(labels.size),
+        "int8": {
+            "seeds": len(seeds),
+            "per_seed": int8_acc,
+            "mean": int8_mean,
+            "std": int8_std,
+            "ci": [int8_lo, int8_hi],
+        },
+        "rows": rows,
+        "comparisons": {e: compare(rows, correct, e) for e in ("uniform", "recorded")},
+        "gradients": gradients,
+    }
+    write_text(out / "study.csv", _csv(rows))
+    write_json(out / "study.json", result)
+    write_text(out / "study.md", markdown(result))
+    plot(rows, (int8_mean, int8_lo, int8_hi), out / "pareto.png")
+    return result
+
+
+def load_study(out: str | os.PathLike[str]) -> dict[str, Any]:
+    return read_json(Path(out) / "study.json")

@@ -1,0 +1,143 @@
+"""`hwflow study`: statistics against known values, and the whole study on a tiny
+digits schedule (two training seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hwflow.assign.study import discordant, library_front, mcnemar_exact, mean_ci
+from hwflow.cli import cli
+
+
+def test_mcnemar_exact_known_values():
+    # Two-sided binomial test of the smaller discordant count against Bin(n, 1/2).
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)  # P(X <= 1), n = 10, doubled
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    # 2 * sum_{k<=10} C(40, k) / 2^40, summed exactly
+    expected = 2 * sum(math.comb(40, k) for k in range(11)) / 2**40
+    assert mcnemar_exact(10, 30) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_discordant_counts():
+    a = np.array([1, 1, 0, 0, 1], bool)
+    b = np.array([1, 0, 1, 0, 0], bool)
+    assert discordant(a, b) == (2, 1)
+    with pytest.raises(ValueError):
+        discordant(a, b[:3])
+
+
+def test_mean_ci_student_t():
+    mean, std, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 dof) * s / sqrt(n), s = 1
+    assert (mean, std) == (2.0, 1.0)
+    assert lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert mean_ci([0.5]) == (0.5, 0.0, 0.5, 0.5)
+
+
+def test_library_front_per_signedness():
+    from types import SimpleNamespace
+
+    def entry(name, signed, mae):
+        return SimpleNamespace(name=name, signed=signed, metrics={"mae": mae})
+
+    entries = [
+        entry("u_a", False, 0.0),  # energy 1.0: exact, on the front
+        entry("u_b", False, 5.0),  # 0.5: on the front
+        entry("u_c", False, 6.0),  # 0.6: dominated by u_b
+        entry("u_d", False, 9.0),  # 0.2: on the front
+        entry("s_a", True, 7.0),  # 0.4: the only signed design competes with no u_*
+    ]
+    lib = SimpleNamespace(
+        library=SimpleNamespace(entries=entries),
+        names=[e.name for e in entries],
+        energy=np.array([1.0, 0.5, 0.6, 0.2, 0.4]),
+    )
+    assert library_front(lib) == {"u_a", "u_b", "u_d", "s_a"}
+
+
+@pytest.mark.slow
+def test_study_on_tiny_digits(tmp_path):
+    from hwflow.characterize.pipeline import characterize_builtin
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    specs = [
+        MultiplierSpec("exact", False, {}),
+        MultiplierSpec("trunc", False, {"k": 6, "comp": True}),
+        MultiplierSpec("trunc", False, {"k": 9, "comp": True}),
+        MultiplierSpec("drum", False, {"k": 4}),
+    ]
+    lib = tmp_path / "lib"
+    characterize_builtin(lib, specs=specs)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "threads": 1,
+                "data": {"dataset": "digits", "max_samples": 300, "batch_size": 32},
+                "float": {"epochs": 1, "max_steps": 8},
+                "qat": {"epochs": 1, "max_steps": 4, "calibration_batches": 2},
+                "agn": {"epochs": 1, "max_steps": 4},
+            }
+        )
+    )
+    out = tmp_path / "study"
+    args = ["study", str(config), "--library", str(lib), "--seeds", "0,1", "--out", str(out)]
+    args += ["--scales", "1,8", "--epochs", "1", "--max-steps", "2", "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "study.json").read_text())
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv_lines = (out / "study.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("point,kind,energy_model,scale")
+    assert len(csv_lines) == len(result["rows"]) + 1
+    md = (out / "study.md").read_text()
+    assert "| point |" in md and "best homogeneous" in md and "table" in md
+    points = {r["point"] for r in result["rows"]}
+    assert {"hetero-uniform-x1", "hetero-histogram-x8"} <= points
+    assert not any("exact" in p for p in points)  # the exact design is the int8 row
+    assert all(r["seeds"] == 2 for r in result["rows"])
+    labels = None
+    for s in (0, 1):
+        run = out / f"seed-{s}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["seed"] == s
+        int8 = np.load(run / "study" / "int8.pred.npy")
+        if labels is None:
+            from hwflow.nn.train import load_run
+
+            labels = load_run(run).data.test.y.numpy()
+        # the kept predictions are the retrained models' own: same accuracy as retrain.json
+        assert result["int8"]["per_seed"][s] == float((int8 == labels).mean())
+        for p in points:
+            rj = json.loads((run / "study" / p / f"retrain-s{s}.json").read_text())
+            pred = np.load(run / "study" / p / f"retrain-s{s}.pred.npy")
+            assert rj["accuracy"]["approx_after"] == float((pred == labels).mean())
+    # the pooled McNemar p of a row, recomputed from the stored predictions
+    row = next(r for r in result["rows"] if r["point"] == "hetero-uniform-x8")
+    b = c = 0
+    for s in (0, 1):
+        run = out / f"seed-{s}" / "study"
+        mine = np.load(run / "hetero-uniform-x8" / f"retrain-s{s}.pred.npy") == labels
+        base = np.load(run / "int8.pred.npy") == labels
+        b, c = b + int((mine & ~base).sum()), c + int((~mine & base).sum())
+    assert row["p_vs_int8"] == pytest.approx(mcnemar_exact(b, c))
+    g = result["gradients"]
+    assert g["point"].startswith("hetero-uniform-x") and len(g["table"]) == 2
+    table_row = next(r for r in result["rows"] if r["gradient"] == "table")
+    assert table_row["point"] == g["point"]
+    assert result["comparisons"]["uniform"] and result["comparisons"]["recorded"]
+    # a rerun reuses every training and retraining
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("retrain-s*.json")}
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("retrain-s*.json")} == stamp

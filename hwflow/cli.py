@@ -710,12 +710,15 @@ def sweep(
               help="Scale where STE and table gradients are compared [default: the first "
               "scale more than 0.5 pp below int8].")  # fmt: skip
 @click.option("--no-gradient-compare", is_flag=True, help="Skip the table-gradient retraining.")
+@click.option("--homog-min-saved", type=float, default=0.0, show_default=True,
+              help="Omit homogeneous designs saving less [% energy, uniform].")  # fmt: skip
 @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print study.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def study(config, library, seeds, out, scales, energy_models, epochs, max_steps, lr,
-          gradient_scale, no_gradient_compare, data_dir, jobs, as_json, quiet) -> None:  # fmt: skip
+          gradient_scale, no_gradient_compare, homog_min_saved, data_dir, jobs, as_json,
+          quiet) -> None:  # fmt: skip
     """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
     from hwflow.assign.study import study_run
 
@@ -725,7 +728,8 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
         scales=_float_list(scales, "--scales"),
         energy_models=[e.strip() for e in energy_models.split(",") if e.strip()],
         epochs=epochs, lr=lr, max_steps=max_steps, gradient_scale=gradient_scale,
-        compare_gradients=not no_gradient_compare, data_dir=data_dir, jobs=jobs,
+        compare_gradients=not no_gradient_compare, homog_min_saved=homog_min_saved,
+        data_dir=data_dir, jobs=jobs,
         log=stderr_log(quiet or as_json),
     )  # fmt: skip
     if as_json:

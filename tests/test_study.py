@@ -92,7 +92,7 @@ def test_study_on_tiny_digits(tmp_path):
     )
     out = tmp_path / "study"
     args = ["study", str(config), "--library", str(lib), "--seeds", "0,1", "--out", str(out)]
-    args += ["--scales", "1,8", "--epochs", "1", "--max-steps", "2", "--quiet"]
+    args += ["--scales", "8", "--epochs", "1", "--max-steps", "2", "--quiet"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     result = json.loads((out / "study.json").read_text())
@@ -103,7 +103,7 @@ def test_study_on_tiny_digits(tmp_path):
     md = (out / "study.md").read_text()
     assert "| point |" in md and "best homogeneous" in md and "table" in md
     points = {r["point"] for r in result["rows"]}
-    assert {"hetero-uniform-x1", "hetero-histogram-x8"} <= points
+    assert {"hetero-uniform-x8", "hetero-histogram-x8"} <= points
     assert not any("exact" in p for p in points)  # the exact design is the int8 row
     assert all(r["seeds"] == 2 for r in result["rows"])
     labels = None

@@ -18,6 +18,7 @@ Outputs: `RUN/checkpoints/retrain-<key>.pt` and `RUN/retrain.json` (or `--out`).
 from __future__ import annotations
 
 import copy
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,20 @@ def _val_score(run: Any, model: Any) -> tuple[float, float]:
     return correct / max(n, 1), -loss / max(n, 1)
 
 
+def predict_test_set(run: Any, model: Any) -> Any:
+    """Predicted class of every test image (int16 numpy array), in the split's order."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in run.data.test.batches(run.config.data.eval_batch_size, augment=False):
+            out.append(model(x).argmax(1).to(torch.int16).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else torch.zeros(0, dtype=torch.int16).numpy()
+
+
 def retrain_key(
     assignment_text: bytes, epochs: int, lr: float, seed: int, gradient: str = "ste"
 ) -> str:
@@ -74,10 +89,13 @@ def retrain_run(
     run: Any = None,
     device: str | None = None,
     gradient: str | None = None,
+    predictions_out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Retrain and return (and write) the retrain.json document. `device`: "cpu" or
     "cuda" (default: cuda when available), unless `run` (a loaded run) is given.
-    `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`)."""
+    `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`).
+    `predictions_out`: also save the kept model's predicted class per test image (.npy),
+    for paired tests between models."""
     import torch
     import torch.nn.functional as F
 
@@ -187,6 +205,14 @@ def retrain_run(
             )
         model.load_state_dict(best_state)
         test_accuracy("approx_after")
+        if predictions_out is not None:
+            import numpy as np
+
+            from hwflow.io import write_bytes
+
+            buf = io.BytesIO()
+            np.save(buf, predict_test_set(run, model))
+            write_bytes(predictions_out, buf.getvalue())
         val["approx_after"] = best_val[0]
         assigned = {n: m for n, (m, _, _) in tables.items()}
         save_torch(

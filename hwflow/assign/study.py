@@ -4,8 +4,9 @@ statistics that say whether a difference is beyond noise.
 Per training seed: train the config (`OUT/seed-<s>/`, resumed or reused when finished),
 assign at every scale with each selection energy (`hetero-<energy>-x<scale>`), build the
 homogeneous points (every design on the library's error/energy Pareto front, in every
-layer, the exact one excepted: it is the int8 baseline; `homog-<names>`), retrain every point the same way (sweep's machinery, retraining
-seed = training seed) and keep each retrained model's test-set predictions. Then, at the
+layer; not the exact one, which is the int8 baseline, nor, with `homog_min_saved`, designs
+saving less), retrain every point the same way (sweep's machinery, retraining seed =
+training seed) and keep each retrained model's test-set predictions. Then, at the
 scale where accuracy starts to drop, retrain the heterogeneous point again with the
 table's own gradients (`retrain.gradient: table`) for the same seeds.
 
@@ -35,17 +36,11 @@ import numpy as np
 
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, library_view, run_stats
-from hwflow.assign.sweep import (
-    RetrainJob,
-    homogeneous_docs,
-    pareto_front,
-    predict_test_set,
-    retrain_point,
-    save_npy,
-)
+from hwflow.assign.retrain import predict_test_set
+from hwflow.assign.sweep import RetrainJob, homogeneous_docs, pareto_front, retrain_point, save_npy
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import read_json, write_bytes, write_json, write_text, write_yaml
+from hwflow.io import read_json, read_yaml, write_bytes, write_json, write_text, write_yaml
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
 # A retrained heterogeneous point "starts to drop" past this many pp below int8.
@@ -158,33 +153,54 @@ def seed_points(
     scales: Sequence[float],
     energy_models: Sequence[str],
     model: str = "sampled",
+    homog_min_saved: float = 0.0,
 ) -> dict[str, dict]:
-    """Write (once) and return {point: assignment doc} for one trained run."""
+    """{point: assignment doc} for one trained run; points whose assignment.yaml exists
+    are read back (the recorded-operand energies are slow to simulate), others written."""
     from hwflow.nn.train import load_run
 
     run = load_run(run_dir)
     stats = run_stats(run)
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
-    hist = energy_mod.HistogramEnergy(lib.library)
+    home = run_dir / "study"
+    hist = None
     docs: dict[str, dict] = {}
     for em in energy_models:
         for s in scales:
+            name = hetero_name(em, s)
+            if (home / name / "assignment.yaml").is_file():
+                docs[name] = read_yaml(home / name / "assignment.yaml")
+                continue
+            hist = hist or energy_mod.HistogramEnergy(lib.library)
             doc, _ = assign(
                 stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist, energy_model=em
             )
-            docs[hetero_name(em, s)] = doc
+            docs[name] = doc
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
     front = {n for n in library_front(lib) if wce[n] != 0}
-    docs |= homogeneous_docs(stats, lib, hist, keep=front.__contains__)
+    homog = homogeneous_docs(stats, lib, None, keep=front.__contains__)
+    for name, doc in homog.items():
+        if doc["energy"]["reduction_pct"] < homog_min_saved:
+            continue
+        if (home / name / "assignment.yaml").is_file():
+            docs[name] = read_yaml(home / name / "assignment.yaml")
+        else:
+            hist = hist or energy_mod.HistogramEnergy(lib.library)
+            docs[name] = homogeneous_docs(stats, lib, hist, keep={name_of(doc)}.__contains__)[name]
     for name, doc in docs.items():
-        path = run_dir / "study" / name / "assignment.yaml"
+        path = home / name / "assignment.yaml"
         if not path.is_file():
             write_yaml(path, doc)
-    baseline = run_dir / "study" / "int8.pred.npy"
+    baseline = home / "int8.pred.npy"
     if not baseline.is_file():
         save_npy(baseline, predict_test_set(run, run.model))
     return docs
+
+
+def name_of(doc: dict) -> str:
+    """A homogeneous doc's design (its first layer's multiplier)."""
+    return doc["layers"][0]["multiplier"]
 
 
 # -- aggregation ------------------------------------------------------------------------------
@@ -472,10 +488,13 @@ def study_run(
     compare_gradients: bool = True,
     data_dir: str | None = None,
     model: str = "sampled",
+    homog_min_saved: float = 0.0,
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns the result written to OUT/study.json.
+
+    `homog_min_saved`: leave out homogeneous designs saving less (uniform-operand %).
 
     `gradient_scale`: the scale at which table and STE gradients are compared (None: the
     first scale more than DROP_PP below int8 under the first energy model)."""
@@ -502,7 +521,7 @@ def study_run(
     list(run_parallel(_train_seed, items, jobs))
     docs: dict[int, dict[str, dict]] = {}
     for s in seeds:
-        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, model)
+        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, model, homog_min_saved)
     names = list(docs[seeds[0]])
     threads = 1 if jobs > 1 else 0
 
@@ -554,7 +573,9 @@ def study_run(
         point = hetero_name(energy_models[0], scale)
         if point not in docs[seeds[0]]:
             for s in seeds:
-                docs[s] |= seed_points(run_dirs[s], lib, [scale], energy_models[:1], model)
+                docs[s] |= seed_points(
+                    run_dirs[s], lib, [scale], energy_models[:1], model, homog_min_saved
+                )
             ste_extra = jobs_for([point], "ste")
             for job, res in zip(
                 ste_extra, run_parallel(retrain_point, ste_extra, jobs), strict=True
@@ -606,6 +627,7 @@ def study_run(
         "epochs": epochs,
         "lr": lr,
         "max_steps": max_steps,
+        "homog_min_saved": homog_min_saved,
         "test_images": int(labels.size),
         "int8": {
             "seeds": len(seeds),

@@ -25,7 +25,7 @@ from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, library_view, run_stats
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import check_dir, claim_dir, read_json, read_yaml, write_bytes, write_text, write_yaml
+from hwflow.io import check_dir, claim_dir, read_json, write_bytes, write_text, write_yaml
 
 SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
 CSV_FIELDS = (
@@ -111,20 +111,6 @@ class RetrainJob:
         return f"retrain-s{self.seed}" + ("" if self.gradient == "ste" else f"-{self.gradient}")
 
 
-def predict_test_set(run: Any, model: Any) -> np.ndarray:
-    """Predicted class of every test image (int16), in the test split's order."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for x, _ in run.data.test.batches(run.config.data.eval_batch_size, augment=False):
-            out.append(model(x).argmax(1).to(torch.int16))
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, np.int16)
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
@@ -133,45 +119,28 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 def retrain_point(job: RetrainJob) -> dict:
     """Worker: retrain one point for one seed (skipped when its result exists); with
-    `predictions`, also writes `<stem>.pred.npy` from the kept checkpoint."""
+    `predictions`, also writes `<stem>.pred.npy`, the kept model's test predictions."""
     point = Path(job.point_dir)
     out, pred_path = point / f"{job.stem}.json", point / f"{job.stem}.pred.npy"
     if out.is_file() and (not job.predictions or pred_path.is_file()):
         return read_json(out)
     import torch
 
-    from hwflow.assign.assignment import load_assignment
     from hwflow.assign.retrain import retrain_run
-    from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run, load_weights, torch_threads
 
     if job.threads:
         torch.set_num_threads(job.threads)
-    run = load_run(job.run_dir)
-    result = (
-        read_json(out)
-        if out.is_file()
-        else retrain_run(
-            job.run_dir,
-            point / "assignment.yaml",
-            epochs=job.epochs,
-            lr=job.lr,
-            seed=job.seed,
-            out=out,
-            max_steps=job.max_steps,
-            gradient=job.gradient,
-            run=run,
-        )
+    return retrain_run(
+        job.run_dir,
+        point / "assignment.yaml",
+        epochs=job.epochs,
+        lr=job.lr,
+        seed=job.seed,
+        out=out,
+        max_steps=job.max_steps,
+        gradient=job.gradient,
+        predictions_out=pred_path if job.predictions else None,
     )
-    if job.predictions:
-        with torch_threads(run.config.threads):
-            model = run.fresh_model()
-            load_weights(model, result["checkpoint"])
-            doc = read_yaml(point / "assignment.yaml")
-            tables = load_assignment(point / "assignment.yaml", doc["library"])
-            apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
-            save_npy(pred_path, predict_test_set(run, model))
-    return result
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -65,6 +65,24 @@ def test_library_front_per_signedness():
     assert library_front(lib) == {"u_a", "u_b", "u_d", "s_a"}
 
 
+def test_study_refuses_bad_input_before_work(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dataset: digits}\n")
+    runner = CliRunner()
+    base = ["study", str(config), "--library", str(tmp_path / "nolib")]
+    res = runner.invoke(cli, [*base, "--out", str(mine)])
+    assert res.exit_code == 2 and "is not an hwflow study" in res.output
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    res = runner.invoke(cli, [*base, "--out", str(tmp_path / "o"), "--energy", "joules"])
+    assert res.exit_code == 2 and "--energy" in res.output
+    res = runner.invoke(cli, [*base, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "error:" in res.output  # no library there
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_study_on_tiny_digits(tmp_path):
     from hwflow.characterize.pipeline import characterize_builtin

@@ -40,9 +40,20 @@ from hwflow.assign.retrain import predict_test_set
 from hwflow.assign.sweep import RetrainJob, homogeneous_docs, pareto_front, retrain_point, save_npy
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import read_json, read_yaml, write_bytes, write_json, write_text, write_yaml
+from hwflow.io import (
+    check_dir,
+    claim_dir,
+    read_json,
+    read_yaml,
+    write_bytes,
+    write_json,
+    write_text,
+    write_yaml,
+)
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+STUDY_KIND = "study"  # OUT's marker (hwflow.io.claim_dir): reruns write only into their own
+POINTS_KIND = "study points"  # RUN/study
 # A retrained heterogeneous point "starts to drop" past this many pp below int8.
 DROP_PP = 0.5
 
@@ -162,7 +173,7 @@ def seed_points(
     run = load_run(run_dir)
     stats = run_stats(run)
     sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
-    home = run_dir / "study"
+    home = claim_dir(run_dir / "study", POINTS_KIND)
     hist = None
     docs: dict[str, dict] = {}
     for em in energy_models:
@@ -511,9 +522,10 @@ def study_run(
         )
     if epochs < 0:
         raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
+    check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
     load_train_config(config)  # a bad config fails before anything is trained
     lib = library_view(library)
-    out = Path(out)
+    out = claim_dir(out, STUDY_KIND)
     seeds = [int(s) for s in seeds]
     run_dirs = {s: out / f"seed-{s}" for s in seeds}
     log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")

@@ -70,7 +70,7 @@ def test_study_refuses_bad_input_before_work(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("the user's\n")
     config = tmp_path / "c.yaml"
-    config.write_text("data: {dataset: digits}\n")
+    config.write_text("data: {dataset: digits}\nmodel: {name: digits_cnn}\n")
     runner = CliRunner()
     base = ["study", str(config), "--library", str(tmp_path / "nolib")]
     res = runner.invoke(cli, [*base, "--out", str(mine)])
@@ -101,6 +101,7 @@ def test_study_on_tiny_digits(tmp_path):
         yaml.safe_dump(
             {
                 "threads": 1,
+                "model": {"name": "digits_cnn"},
                 "data": {"dataset": "digits", "max_samples": 300, "batch_size": 32},
                 "float": {"epochs": 1, "max_steps": 8},
                 "qat": {"epochs": 1, "max_steps": 4, "calibration_batches": 2},

@@ -254,8 +254,8 @@ def point_row(
         "saved_recorded_std": float(np.std(rec, ddof=1)) if len(rec) > 1 else 0.0,
         "acc_mean": m,
         "acc_std": sd,
-        "acc_ci_low": lo,
-        "acc_ci_high": hi,
+        "acc_ci_low": max(0.0, lo),  # an accuracy's interval stays within [0, 1]
+        "acc_ci_high": min(1.0, hi),
         "acc_before_mean": float(
             np.mean([r["accuracy"]["approx_before"] for r in results.values()])
         ),

@@ -353,7 +353,10 @@ def plot(rows: list[dict], int8: tuple[float, float, float], path: Path) -> None
             sel = [
                 r
                 for r in rows
-                if r["kind"] == kind and r["energy_model"] == em and r["gradient"] == "ste"
+                if r["kind"] == kind
+                and r["energy_model"] == em
+                and r["gradient"] == "ste"
+                and 100 * r["acc_mean"] >= lo  # those below: marked at the bottom edge
             ]
             if not sel:
                 continue

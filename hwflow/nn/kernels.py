@@ -612,7 +612,7 @@ def table_slopes(
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    t = np.asarray(_as_table(table)).astype(np.int64)
+    t = np.asarray(_as_table(table).cpu()).astype(np.int64)
     order = np.argsort(operand_values(signed), kind="stable")  # codes in value order
     tv = t[np.ix_(order, order)]
     da_v = _window_slopes(tv.T, window).T  # along a (axis 0)
@@ -628,7 +628,7 @@ _slope_lock = threading.Lock()
 
 
 def _cached_slopes(table: torch.Tensor, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    key = (hashlib.sha1(np.asarray(table).tobytes()).hexdigest(), signed, SLOPE_WINDOW)
+    key = (hashlib.sha1(np.asarray(table.cpu()).tobytes()).hexdigest(), signed, SLOPE_WINDOW)
     with _slope_lock:
         hit = _slope_cache.get(key)
     if hit is None:

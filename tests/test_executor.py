@@ -121,7 +121,7 @@ def test_the_command_runs_with_its_executor_and_restores_the_previous_one(monkey
 
     seen = []
 
-    def fake_verify(export_dir, jobs=None):
+    def fake_verify(export_dir, jobs=None, **options):
         seen.append((executor.current(), jobs))
         return {"ok": True}
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import click
 
 from hwflow import executor as executor_mod
-from hwflow.errors import HwflowError
+from hwflow.errors import HwflowError, Terminated
 from hwflow.progress import progress
 
 # click >= 8.2 signals "no arguments: show the help" as a usage error; that one stays
@@ -70,7 +70,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

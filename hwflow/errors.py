@@ -43,3 +43,8 @@ class VerificationError(HwflowError):
 class ExecutorError(HwflowError):
     """The parallel backend cannot run: unknown executor, Ray missing or unreachable, a
     cluster task lost after its retries (the message names the item)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so cleanup runs; unlike Ctrl-C it
+    reached one process only, so a pool passes it on to its workers."""

@@ -28,13 +28,14 @@ import dataclasses
 import functools
 import hashlib
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hwflow.errors import ExecutorError, HwflowError
+from hwflow.errors import ExecutorError, HwflowError, Terminated
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,8 +128,35 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], jobs: int = 1) -> Ite
         for item in items:
             yield fn(item)
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    try:
         yield from pool.map(fn, items)
+    except BaseException as exc:
+        # stop handing out items; a SIGTERM reached only this process: pass it on, so the
+        # running workers clean up (temporary folders, simulators) as this one does
+        workers = _worker_processes(pool)  # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, Terminated):
+            for proc in workers:
+                with contextlib.suppress(OSError, ValueError):
+                    proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _worker_init() -> None:
+    """Pool workers turn SIGTERM into `Terminated`, so their `finally` blocks run."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _worker_processes(pool: ProcessPoolExecutor) -> list[Any]:
+    # the executor has no public list of its worker processes
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 def parallelism() -> int:

@@ -179,14 +179,19 @@ def test_yosys_steps_are_bounded_and_errors_name_the_users_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_removes_temporary_folders_and_stops_the_simulator(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_removes_temporary_folders_and_stops_the_simulator(tmp_path, jobs):
+    """With --jobs 2 the signal reaches only the driver: its pool passes it on."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    loop = write(tmp_path / "loop.v", NEVER_SETTLES)
+    loops = [write(tmp_path / "loop.v", NEVER_SETTLES)]
+    if jobs > 1:  # two designs, so two worker processes each run a simulator
+        twin = NEVER_SETTLES.replace("mul_loop", "mul_loop2")
+        loops.append(write(tmp_path / "loop2.v", twin))
     env = {**os.environ, "TMPDIR": str(tmp)}
-    cmd = [sys.executable, "-m", "hwflow.cli", "characterize", str(loop), "--quiet"]
+    cmd = [sys.executable, "-m", "hwflow.cli", "characterize", *map(str, loops), "--quiet"]
     proc = subprocess.Popen(
-        [*cmd, "--library", str(tmp_path / "lib"), "--timeout", "300"],
+        [*cmd, "--library", str(tmp_path / "lib"), "--timeout", "300", "--jobs", str(jobs)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -194,7 +199,7 @@ def test_sigterm_removes_temporary_folders_and_stops_the_simulator(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while not list(tmp.glob("hwflow-char-*/sim/build/sim.vvp")):
+        while len(list(tmp.glob("hwflow-char-*/sim/build/sim.vvp"))) < jobs:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the simulation never started"
             time.sleep(0.2)

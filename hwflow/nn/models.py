@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hwflow.errors import ConfigError
+from hwflow import io
+from hwflow.errors import ConfigError, HwflowError
 
 
 def _conv_block(cin: int, cout: int, bn: bool) -> list[nn.Module]:
@@ -278,11 +279,11 @@ def load_float_weights(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise ConfigError(f"model.weights: {path}: file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        state = io.load_torch(path)  # the one checkpoint reader: weights_only, one-line errors
+    except HwflowError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
         raise ConfigError(
-            f"model.weights: {path}: not a torch.save'd state_dict "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
+            f"model.weights: {path}: not a torch.save'd state_dict ({reason})"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()

@@ -448,7 +448,19 @@ _GRADIENT_OPTION = click.option(
 )  # fmt: skip
 
 
+_ENERGY_OPTION = click.option(
+    "--energy", "energy_model", type=click.Choice(["uniform", "histogram", "published"]),
+    default=None,
+    help="Energy the selection minimises: recorded operands (histogram: each layer's operand "
+    "histograms through the gate-level switching model), the library's uniform-operand "
+    "figure, or the published power (--costs figures; every candidate needs one). "
+    "[default: histogram; uniform where --no-hist-energy skips the recorded figure]",
+)  # fmt: skip
+
+
 def _print_assignment(doc: dict) -> None:
+    from hwflow.assign.energy import saved_text
+
     click.echo(
         f"{'layer':<16} {'multiplier':<22} {'tolerated':>9} {'predicted':>9} "
         f"{'measured':>9} {'E_rel':>7} {'E_hist':>7}"
@@ -462,14 +474,7 @@ def _print_assignment(doc: dict) -> None:
             f"{item['energy_rel']:>7.3f} {'-' if hist is None else f'{hist:.3f}':>7}"
         )
     e = doc["energy"]
-    line = (
-        f"energy: {e['relative']:.4f} of exact ({e['reduction_pct']:.1f} % saved, uniform operands"
-    )
-    if "relative_histogram" in e:
-        line += f"; {e['reduction_pct_histogram']:.1f} % under recorded operands"
-    if "relative_published" in e:
-        line += f"; {e['reduction_pct_published']:.1f} % by published power"
-    click.echo(line + f"); selection minimised the {e['model']} energy")
+    click.echo(f"energy: {saved_text(e)}; selection minimised the {e['model']} energy")
     v = doc.get("validation")
     if v:
         click.echo(
@@ -504,15 +509,7 @@ def _print_assignment(doc: dict) -> None:
 )
 @click.option("--no-record", is_flag=True, help="Fail if RUN/stats.npz is missing.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
-@click.option(
-    "--energy",
-    "energy_model",
-    type=click.Choice(["uniform", "histogram", "published"]),
-    default="uniform",
-    show_default=True,
-    help="Energy the selection minimises: library (uniform operands), recorded operands, "
-    "or the published power (--costs figures; every candidate needs one).",
-)
+@_ENERGY_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel layer tasks of --validate.")  # fmt: skip
@@ -610,7 +607,9 @@ def retrain(
     )
     e = result.get("energy") or {}
     if "reduction_pct" in e:
-        click.echo(f"multiplication energy saved: {e['reduction_pct']:.1f} % (uniform operands)")
+        from hwflow.assign.energy import saved_text
+
+        click.echo(f"multiplication energy: {saved_text(e)}")
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -640,6 +639,7 @@ def _float_list(text: str, what: str) -> list[float]:
 )
 @click.option("--no-homogeneous", is_flag=True, help="Skip the one-multiplier baselines.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
+@_ENERGY_OPTION
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel points.")
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/sweep]")
 @_GRADIENT_OPTION
@@ -656,6 +656,7 @@ def sweep(
     model,
     no_homogeneous,
     no_hist_energy,
+    energy_model,
     jobs,
     out,
     gradient,
@@ -677,6 +678,7 @@ def sweep(
         homogeneous=not no_homogeneous,
         jobs=jobs,
         hist_energy=not no_hist_energy,
+        energy_model=energy_model,
         out_dir=out,
         log=log,
         gradient=gradient,
@@ -684,14 +686,19 @@ def sweep(
     if as_json:
         echo_json(rows)
         return
-    click.echo(f"{'point':<34} {'saved %':>8} {'hist %':>7} {'acc before':>10} {'after':>14}")
+    click.echo(
+        f"{'point':<34} {'saved % uniform':>15} {'recorded':>8} {'acc before':>10} {'after':>14}"
+    )
     for r in rows:
         hist = r["reduction_pct_hist"]
         click.echo(
-            f"{r['point'][:34]:<34} {r['reduction_pct']:>8.1f} "
-            f"{'-' if hist == '' else f'{hist:.1f}':>7} {r['acc_before']:>10.4f} "
+            f"{r['point'][:34]:<34} {r['reduction_pct']:>15.1f} "
+            f"{'-' if hist == '' else f'{hist:.1f}':>8} {r['acc_before']:>10.4f} "
             f"{r['acc_after_mean']:>7.4f}+-{r['acc_after_std']:.4f}"
         )
+    model = next((r["energy_model"] for r in rows if r["energy_model"]), None)
+    if model:
+        click.echo(f"heterogeneous selections minimised the {model} energy")
 
 
 @cli.command()
@@ -783,6 +790,7 @@ def export_cmd(
         "cycles": manifest["cycles"],
         "layers": {lay["layer"]: lay["multiplier"] for lay in manifest["layers"]},
         "accuracy": manifest["accuracy"],
+        "accuracy_top5": manifest["accuracy_top5"],
     }
     if as_json:
         echo_json(summary)
@@ -793,11 +801,12 @@ def export_cmd(
             f"{lay['layer']:<24} {lay['multiplier']:<20} {lay['jobs']:>8,} accumulations "
             f"x K={lay['fan_in']}, {lay['acc_width']}-bit accumulators{sampled}"
         )
-    acc = manifest["accuracy"]
+    acc, top5 = manifest["accuracy"], manifest["accuracy_top5"]
     if acc["integer_only"] is not None:
         click.echo(
-            f"{manifest['split']} accuracy with these multipliers: fake-quant "
-            f"{acc['fake_quant']:.2%}, integer-only pipeline {acc['integer_only']:.2%}"
+            f"{manifest['split']} accuracy with these multipliers (top-1 / top-5): fake-quant "
+            f"{acc['fake_quant']:.2%} / {top5['fake_quant']:.2%}, integer-only pipeline "
+            f"{acc['integer_only']:.2%} / {top5['integer_only']:.2%}"
         )
     if manifest.get("net_skipped"):
         click.echo(manifest["net_skipped"])
@@ -886,8 +895,9 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel workers.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--force", multiple=True, help="Rerun this step even if its outputs exist.")
+@_ENERGY_OPTION
 @executor_options()
-def demo(out, library, train_config, quick, scale, jobs, seed, force) -> None:
+def demo(out, library, train_config, quick, scale, jobs, seed, force, energy_model) -> None:
     """The whole flow on the digits default: library, train, assign, retrain, sweep,
     export, verify, report."""
     from pathlib import Path
@@ -896,7 +906,7 @@ def demo(out, library, train_config, quick, scale, jobs, seed, force) -> None:
 
     cfg = FlowConfig(
         out=Path(out), library=Path(library), quick=quick, scale=scale, jobs=jobs, seed=seed,
-        force=tuple(force),
+        force=tuple(force), energy_model=energy_model,
     )  # fmt: skip
     if train_config is not None:
         cfg.train_config = Path(train_config)

@@ -33,6 +33,7 @@ class FlowConfig:
     quick: bool = False  # a few steps per stage: the end-to-end test, not a result
     scale: float = 1.0
     error_model: str = "sampled"
+    energy_model: str | None = None  # what assign/sweep minimise (None: recorded operands)
     retrain_epochs: int = 5
     sweep_scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     sweep_epochs: int = 2
@@ -107,7 +108,7 @@ def step_assign(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
     doc = assign_run(
         cfg.run, cfg.library, out=cfg.assignment, scale=cfg.scale, model=cfg.error_model,
-        do_validate=True, seed=cfg.seed, log=log,
+        energy_model=cfg.energy_model, do_validate=True, seed=cfg.seed, log=log,
     )  # fmt: skip
     pairs = doc.pop("validation_pairs", [])
     write_json(cfg.run / "validation.json", {"summary": doc.get("validation"), "pairs": pairs})
@@ -133,7 +134,8 @@ def step_sweep(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
     rows = sweep_run(
         cfg.run, cfg.library, cfg.sweep_scales, epochs=cfg.sweep_epochs, model=cfg.error_model,
-        jobs=cfg.jobs, max_steps=8 if cfg.quick else None, seeds=(cfg.seed,), log=log,
+        energy_model=cfg.energy_model, jobs=cfg.jobs, max_steps=8 if cfg.quick else None,
+        seeds=(cfg.seed,), log=log,
     )  # fmt: skip
     return {"points": len(rows)}
 

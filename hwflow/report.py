@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hwflow import io  # noqa: E402
+from hwflow.assign.energy import saved_text  # noqa: E402
 from hwflow.errors import RunError  # noqa: E402
 from hwflow.multipliers.library import Library, save_error_heatmap  # noqa: E402
 
@@ -143,25 +144,39 @@ def plot_predicted_vs_measured(pairs: Sequence[dict[str, Any]], path: Path) -> P
 
 
 def plot_layer_energy(layers: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Per layer: its share of the multiplications and its energy relative to exact."""
+    """Per layer: its share of the multiplications and its energy relative to exact, under
+    uniform operands and (where recorded) under the layer's own operands."""
     names = [layer["name"] for layer in layers]
     ops = np.array([layer["ops"] for layer in layers], dtype=float)
-    e_rel = np.array([layer["energy_rel"] for layer in layers], dtype=float)
+    bars = [
+        (ops / ops.sum() * 100, "share of multiplications (%)", "tab:gray"),
+        (
+            np.array([layer["energy_rel"] for layer in layers], dtype=float) * 100,
+            "energy per multiplication, uniform operands (% of exact)",
+            "tab:green",
+        ),
+    ]
+    if all("energy_rel_hist" in layer for layer in layers):
+        bars.append(
+            (
+                np.array([layer["energy_rel_hist"] for layer in layers], dtype=float) * 100,
+                "energy per multiplication, recorded operands (% of exact)",
+                "tab:orange",
+            )
+        )
     x = np.arange(len(names))
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(names) + 2), 4.0))
-    ax.bar(
-        x - 0.2, ops / ops.sum() * 100, 0.4, label="share of multiplications (%)", color="tab:gray"
-    )
-    ax.bar(
-        x + 0.2, e_rel * 100, 0.4, label="energy per multiplication (% of exact)", color="tab:green"
-    )
+    for k, (values, label, color) in enumerate(bars):
+        ax.bar(x + (k - (len(bars) - 1) / 2) * width, values, width, label=label, color=color)
     ax.set_xticks(
         x,
         [f"{n}\n{layer['multiplier']}" for n, layer in zip(names, layers, strict=True)],
         fontsize=8,
     )
     ax.set_ylabel("%")
-    ax.set_ylim(0, 110)
+    # recorded-operand energy can exceed exact (a design switching more on real operands)
+    ax.set_ylim(0, max(110.0, 1.05 * max(float(v.max()) for v, _, _ in bars)))
     ax.set_title("Per-layer multiplications and energy")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -240,16 +255,14 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
         layers = assignment["layers"]
         e = assignment["energy"]
         s = Section("Assignment and energy")
+        first, *rest = saved_text(e).split("; ")
         s.text.append(
-            f"Multiplication energy {_pct(e['relative'])} of exact int8 "
-            f"(**{e['reduction_pct']:.1f} % saved**, selection used the `{e.get('model')}` "
-            "energy figure)."
+            f"Multiplication energy against exact int8 everywhere: **{first}**"
+            + "".join(f"; {part}" for part in rest)
+            + f". The selection minimised the `{e.get('model')}` energy; the recorded-operand "
+            "figure feeds each layer's operand histograms to the same gate-level switching "
+            "model as the library's uniform-operand one."
         )
-        if "reduction_pct_histogram" in e:
-            s.text.append(
-                f"Under each layer's recorded operand distribution: "
-                f"{e['reduction_pct_histogram']:.1f} % saved."
-            )
         s.text.append("")
         s.text += _table(
             [
@@ -260,7 +273,8 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
                 "σ tolerated",
                 "σ predicted",
                 "σ measured",
-                "energy",
+                "energy, uniform",
+                "energy, recorded",
             ],
             [
                 [
@@ -274,6 +288,7 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
                     if la.get("sigma_measured") is not None
                     else "n/a",
                     _pct(la["energy_rel"]),
+                    _pct(la.get("energy_rel_hist")),
                 ]
                 for la in layers
             ],
@@ -355,14 +370,26 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
             (r for r in rows if r["kind"] == "homogeneous"),
             key=lambda r: -float(r["acc_after_mean"]),
         )[:8]
+
+        def saved(value: str | None) -> str:  # empty: no recorded figure (or an older CSV)
+            return f"{float(value):.1f} %" if value else "n/a"
+
         s.text += _table(
-            ["point", "energy saved", "accuracy after retraining"],
+            ["point", "saved, uniform operands", "saved, recorded operands", "accuracy after"],
             [
-                [r["point"], f"{float(r['reduction_pct']):.1f} %", _pct(float(r["acc_after_mean"]))]
+                [
+                    r["point"],
+                    saved(r["reduction_pct"]),
+                    saved(r.get("reduction_pct_hist")),
+                    _pct(float(r["acc_after_mean"])),
+                ]
                 for r in het + hom
             ],
         )
         s.text.append("\n(homogeneous: the 8 most accurate single-multiplier baselines)")
+        model = next((r["energy_model"] for r in het if r.get("energy_model")), None)
+        if model:
+            s.text.append(f"\nThe heterogeneous selections minimised the `{model}` energy.")
         if (run / "sweep" / "pareto.png").is_file():
             io.write_bytes(
                 fig_dir / "sweep_pareto.png", (run / "sweep" / "pareto.png").read_bytes()
@@ -411,10 +438,16 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
             )
         manifest = _optional(out / "rtl" / "manifest.json", io.read_json)
         accuracy = (manifest or {}).get("accuracy", {})
+        top5 = (manifest or {}).get("accuracy_top5", {})  # absent in earlier exports
         if accuracy:
             s.text.append(
-                "Test accuracy with the assigned multipliers: "
-                + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in accuracy.items())
+                "Test accuracy with the assigned multipliers (top-1"
+                + (" / top-5" if top5 else "")
+                + "): "
+                + ", ".join(
+                    f"{k.replace('_', ' ')} {_pct(v)}" + (f" / {_pct(top5.get(k))}" if top5 else "")
+                    for k, v in accuracy.items()
+                )
                 + "."
             )
         s.text.append("")

@@ -229,6 +229,22 @@ def test_cli_assign_and_errors(run_copy, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["model"] == "sampled" and (run_dir / "assignment.yaml").is_file()
+    # the default energy is the recorded-operand one; without that figure the selection
+    # falls back to the uniform-operand energy and says so in one line
+    assert doc["energy"]["model"] == "uniform" and "relative_histogram" not in doc["energy"]
+    argv = ["assign", str(run_dir), "--library", str(lib_dir), "--no-hist-energy"]
+    res = runner.invoke(cli, [*argv, "--out", str(tmp_path / "u.yaml")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("--no-hist-energy: no recorded-operand figure, so the selection ") == 1
+    assert (
+        "% saved under uniform operands (minimised by the selection); selection minimised the "
+        "uniform energy" in res.output
+    )
+    res = runner.invoke(cli, [*argv, "--energy", "histogram", "--out", str(tmp_path / "h.yaml")])
+    assert res.exit_code == 2 and res.output == (
+        "error: --energy histogram needs the recorded-operand energy figure\n"
+    )
+    assert not (tmp_path / "h.yaml").exists()
     a = str(run_dir / "assignment.yaml")
     res = runner.invoke(
         cli, ["evaluate", str(run_dir), "--mode", "approx", "--assignment", a, "--json"]
@@ -340,11 +356,28 @@ def test_sweep_writes_csv_and_plot(run_copy):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     exact = next(r for r in rows if r["point"] == "scale-0")
     assert exact["reduction_pct"] == 0.0
+    assert {r["energy_model"] for r in rows} == {"uniform", ""}  # no recorded figure: uniform
+    for r in rows:  # top-1 and top-5 after retraining, and of the exact int8 network
+        assert 0.0 <= r["acc_after_mean"] <= r["acc_after_top5_mean"] <= 1.0, r
+        assert 0.0 <= r["acc_quant"] <= r["acc_quant_top5"] <= 1.0, r
+    header = csv_text[0].split(",")
+    assert {"acc_quant_top5", "acc_after_top5_mean", "energy_model"} <= set(header)
+    # a rerun whose selection chooses other multipliers than the points on disk is refused
+    # before anything is retrained (their results belong to the earlier choice)
+    point = run_dir / "sweep" / "scale-4" / "assignment.yaml"
+    doc = yaml.safe_load(point.read_text())
+    first = doc["layers"][0]
+    first["multiplier"] = "u_exact" if first["multiplier"] != "u_exact" else "u_trunc_k4_c"
+    point.write_text(yaml.safe_dump(doc))
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "sweep").rglob("*")}
+    with pytest.raises(AssignmentError, match="scale-4/assignment.yaml: an earlier sweep chose"):
+        sweep_run(run_dir, lib_dir, [0.0, 4.0], epochs=1, max_steps=2, hist_energy=False)
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "sweep").rglob("*")} == before
     assert pareto_front([(0, 90), (50, 95), (60, 80), (40, 94)]) == [1, 2]
 
 
 def test_energy_accounting():
-    from hwflow.assign.energy import relative_energy, summary
+    from hwflow.assign.energy import relative_energy, saved_text, selection_model, summary
 
     assert relative_energy([1, 3], [1.0, 0.2]) == pytest.approx(0.4)
     s = summary([1, 3], [1.0, 0.2], [1.0, 0.5])
@@ -352,6 +385,19 @@ def test_energy_accounting():
     assert s["relative_histogram"] == pytest.approx(0.625)
     assert s["reduction_pct_histogram"] == pytest.approx(37.5) and s["model"] == "uniform"
     assert "relative_histogram" not in summary([1], [0.5], None)
+    # the default selection energy: recorded operands where the run has that figure
+    assert selection_model(None, recorded=True) == "histogram"
+    assert selection_model(None, recorded=False) == "uniform"
+    assert selection_model("uniform", recorded=True) == "uniform"
+    # the savings in words: the selection's figure first and marked, the others labelled
+    h = summary([1, 3], [1.0, 0.2], [1.0, 0.5], "histogram", [0.5, 0.5])
+    assert saved_text(h) == (
+        "37.5 % saved under recorded operands (minimised by the selection); "
+        "60.0 % under uniform operands; 50.0 % by published power"
+    )
+    assert saved_text(summary([1], [0.5], None)) == (
+        "50.0 % saved under uniform operands (minimised by the selection)"
+    )
     with pytest.raises(ValueError):
         relative_energy([0], [1.0])
 

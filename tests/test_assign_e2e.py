@@ -40,7 +40,8 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
     )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    assert doc["energy"]["model"] == "uniform" and "relative_histogram" in doc["energy"]
+    # the default selection minimises the recorded-operand energy
+    assert doc["energy"]["model"] == "histogram" and "relative_histogram" in doc["energy"]
     assert all(0 < item["energy_rel_hist"] <= 1.5 for item in doc["layers"])
     assert all("sigma_measured" in item for item in doc["layers"])
     v = doc["validation"]
@@ -55,17 +56,21 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
 
     stats, _ = load_stats(run / "stats.npz")
     assert HistogramEnergy(Library.open(lib)).ratio(stats[0], "u_exact") == 1.0
-    # --energy histogram: each layer gets the fitting multiplier that is cheapest under its
-    # recorded operands (brute force over the model's predictions).
+    # The default (--energy histogram): each layer gets the fitting multiplier that is
+    # cheapest under its recorded operands; --energy uniform: the cheapest by the library's
+    # uniform-operand figure (brute force over the model's predictions).
     from hwflow.assign.error_model import predict
     from hwflow.assign.flow import library_view
 
-    hist_out = tmp_path / "hist.yaml"
-    argv = ["assign", str(run), "--library", str(lib), "--scale", "3", "--energy", "histogram"]
-    res = runner.invoke(cli, [*argv, "--out", str(hist_out), "--json"])
+    argv = ["assign", str(run), "--library", str(lib), "--scale", "3", "--energy", "uniform"]
+    res = runner.invoke(cli, [*argv, "--out", str(tmp_path / "uniform.yaml"), "--json"])
     assert res.exit_code == 0, res.output
-    hdoc = json.loads(res.output)
-    assert hdoc["energy"]["model"] == "histogram"
+    udoc = json.loads(res.output)
+    assert udoc["energy"]["model"] == "uniform"
+    # each selection is the cheaper by its own figure (same candidates, per-layer minima)
+    e, ue = doc["energy"], udoc["energy"]
+    assert e["reduction_pct_histogram"] >= ue["reduction_pct_histogram"]
+    assert ue["reduction_pct"] >= e["reduction_pct"]
     view = library_view(lib)
     pred = predict(view.tables, view.signed, stats, "sampled")
     he = HistogramEnergy(Library.open(lib))
@@ -73,7 +78,7 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
         item["name"]: item["sigma"]
         for item in json.loads((run / "summary.json").read_text())["layers"]
     }
-    for i, (s, item) in enumerate(zip(stats, hdoc["layers"], strict=True)):
+    for i, (s, item, uitem) in enumerate(zip(stats, doc["layers"], udoc["layers"], strict=True)):
         fit = [
             j
             for j, name in enumerate(view.names)
@@ -82,6 +87,7 @@ def test_characterize_train_assign_validate_retrain(tmp_path):
         assert item["energy_rel_hist"] == pytest.approx(
             min(he.ratio(s, view.names[j]) for j in fit), abs=1e-6
         )
+        assert uitem["energy_rel"] == pytest.approx(min(view.energy[j] for j in fit), abs=1e-6)
     on_disk = yaml.safe_load((run / "assignment.yaml").read_text())
     assert on_disk["validation"] == v and "validation_pairs" not in on_disk
 

@@ -215,14 +215,14 @@ def test_export_errors_leave_no_directory(run_and_library, tmp_path):
     assert not out.exists() and list(tmp_path.glob(".design*")) == []
 
 
-def test_integer_inference_matches_the_emulation(run_and_library):
+def test_integer_inference_matches_the_emulation(run_and_library, monkeypatch):
     """Integer-only inference: layer 0's sums equal the trace's; every layer's t is its
     sums minus the zero-point correction plus the integer bias; classes mostly agree."""
     import torch
 
     from hwflow.nn import apply_tables, trace
     from hwflow.nn.train import load_run
-    from hwflow.rtl.intinfer import integer_accuracy, integer_inference
+    from hwflow.rtl.intinfer import integer_accuracies, integer_accuracy, integer_inference
 
     _, run_dir, lib = run_and_library
     run = load_run(run_dir)
@@ -240,6 +240,17 @@ def test_integer_inference_matches_the_emulation(run_and_library):
     assert (fake == result.classes).float().mean() >= 0.75
     acc = integer_accuracy(run.model, run.data.test.x, run.data.test.y)
     assert 0.0 <= acc <= 1.0 and abs(acc - run.evaluate(run.model)) < 0.1
+    # top-1 is exactly the argmax class's accuracy (ties broken the hardware's way);
+    # top-k grows with k, and k = number of classes counts every image
+    both = integer_accuracies(run.model, run.data.test.x, run.data.test.y, topk=(1, 2, 5, 10))
+    assert both[1] == acc and acc <= both[2] <= both[5] <= both[10] == 1.0
+    import hwflow.rtl.intinfer as intinfer
+
+    y, ties = run.data.test.y[:16], torch.zeros_like(result.logits)
+    # every class ties: argmax says class 0, so top-1 counts class 0, top-3 classes 0-2
+    monkeypatch.setattr(intinfer, "integer_inference", lambda m, xb: replace(result, logits=ties))
+    tied = integer_accuracies(run.model, x, y, topk=(1, 3))
+    assert tied[1] == int((y == 0).sum()) / 16 and tied[3] == int((y < 3).sum()) / 16
 
 
 def _makefile_runs_the_network_without_hwflow(out: Path, root: Path, make) -> None:
@@ -314,6 +325,11 @@ def test_export_without_the_network(run_and_library, tmp_path):
     assert "hwflow_net" not in (out / "tb" / "hwflow_harness.v").read_text()
     assert [sim["name"] for sim in manifest["simulations"]] == ["layers"]
     assert "PARTS := layers\n" in (out / "Makefile").read_text()
+    # top-1 and top-5 over the whole test split, both pipelines; top-5 never below top-1
+    top1, top5 = manifest["accuracy"], manifest["accuracy_top5"]
+    for how in ("fake_quant", "integer_only"):
+        assert 0.0 <= top1[how] <= top5[how] <= 1.0, (top1, top5)
+    assert "top-1 / top-5" in result.output
 
 
 def _tree(root: Path) -> dict[str, bytes]:

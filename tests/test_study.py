@@ -125,6 +125,9 @@ def test_study_on_tiny_digits(tmp_path):
     assert {"hetero-uniform-x8", "hetero-histogram-x8"} <= points
     assert not any("exact" in p for p in points)  # the exact design is the int8 row
     assert all(r["seeds"] == 2 for r in result["rows"])
+    assert "acc_top5_mean" in csv_lines[0].split(",")
+    for r in result["rows"]:  # top-5 after retraining, next to top-1
+        assert 0.0 <= r["acc_mean"] <= r["acc_top5_mean"] <= 1.0, r
     labels = None
     for s in (0, 1):
         run = out / f"seed-{s}"

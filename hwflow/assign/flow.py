@@ -119,13 +119,15 @@ def assign(
     scale: float = 1.0,
     model: str = "sampled",
     hist_energy: energy_mod.HistogramEnergy | None = None,
-    energy_model: str = "uniform",
+    energy_model: str | None = None,
 ) -> tuple[dict[str, Any], Prediction]:
     """The assignment document (without validation) for one scale, and the predictions.
 
-    `energy_model`: minimise the library's uniform-operand energy, or (`histogram`) each
-    layer's energy under its recorded operands (needs `hist_energy`).
+    `energy_model`: minimise the library's uniform-operand energy, each layer's energy
+    under its recorded operands (`histogram`, needs `hist_energy`), or the published power;
+    None: `histogram` when `hist_energy` is given, else `uniform`.
     """
+    energy_model = energy_mod.selection_model(energy_model, hist_energy is not None)
     if energy_model not in energy_mod.ENERGY_MODELS:
         raise AssignmentError(
             f"unknown --energy {energy_model!r} (choose from {', '.join(energy_mod.ENERGY_MODELS)})"
@@ -186,6 +188,21 @@ def assign(
         ),
     }
     return doc, pred
+
+
+def check_energy_model(requested: str | None, hist_energy: bool, log: Callable[[str], None]) -> str:
+    """The selection's energy for a run with or without the recorded-operand figure: an
+    explicit `histogram` without it is an error; the default falls back to uniform, said
+    in one log line."""
+    if requested == "histogram" and not hist_energy:
+        raise AssignmentError("--energy histogram needs the recorded-operand energy figure")
+    chosen = energy_mod.selection_model(requested, hist_energy)
+    if requested is None and chosen != energy_mod.DEFAULT_MODEL:
+        log(
+            "--no-hist-energy: no recorded-operand figure, so the selection minimises the "
+            "uniform-operand energy"
+        )
+    return chosen
 
 
 def _check_published(
@@ -264,7 +281,7 @@ def assign_run(
     do_validate: bool = False,
     record: bool = True,
     hist_energy: bool = True,
-    energy_model: str = "uniform",
+    energy_model: str | None = None,
     stats_batches: int = DEFAULT_STATS_BATCHES,
     seed: int = 0,
     jobs: int = 1,
@@ -273,13 +290,13 @@ def assign_run(
 ) -> dict[str, Any]:
     """The whole `hwflow assign`: returns the document written to `out` (`jobs`: parallel
     layer tasks of the validation). `device`: where the network runs to record statistics
-    ("cpu", "cuda"; default cuda when available)."""
+    ("cpu", "cuda"; default cuda when available). `energy_model` None: the recorded-operand
+    energy, or with `hist_energy` off the uniform-operand one (logged)."""
     from hwflow.nn.train import load_run
 
     if model not in MODELS:
         raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
-    if energy_model == "histogram" and not hist_energy:
-        raise AssignmentError("--energy histogram needs the recorded-operand energy figure")
+    energy_model = check_energy_model(energy_model, hist_energy, log)
     lib = library_view(library)
     run = load_run(run_dir, device=device)
     log("operand statistics ...")

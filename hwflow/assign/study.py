@@ -72,6 +72,7 @@ CSV_FIELDS = (
     "acc_std",
     "acc_ci_low",
     "acc_ci_high",
+    "acc_top5_mean",
     "acc_before_mean",
     "loss_pp",
     "p_vs_int8",
@@ -256,6 +257,12 @@ def point_row(
         "acc_std": sd,
         "acc_ci_low": max(0.0, lo),  # an accuracy's interval stays within [0, 1]
         "acc_ci_high": min(1.0, hi),
+        # NaN for results from before top-5 was recorded
+        "acc_top5_mean": float(
+            np.mean(
+                [results[s].get("accuracy_top5", {}).get("approx_after", np.nan) for s in seeds]
+            )
+        ),
         "acc_before_mean": float(
             np.mean([r["accuracy"]["approx_before"] for r in results.values()])
         ),

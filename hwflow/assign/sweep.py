@@ -22,10 +22,18 @@ from typing import Any
 import numpy as np
 
 from hwflow.assign import energy as energy_mod
-from hwflow.assign.flow import assign, library_view, run_stats
+from hwflow.assign.flow import assign, check_energy_model, library_view, run_stats
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
-from hwflow.io import check_dir, claim_dir, read_json, write_bytes, write_text, write_yaml
+from hwflow.io import (
+    check_dir,
+    claim_dir,
+    read_json,
+    read_yaml,
+    write_bytes,
+    write_text,
+    write_yaml,
+)
 
 SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
 CSV_FIELDS = (
@@ -36,10 +44,13 @@ CSV_FIELDS = (
     "energy_rel",
     "reduction_pct",
     "reduction_pct_hist",
+    "energy_model",
     "acc_quant",
+    "acc_quant_top5",
     "acc_before",
     "acc_after_mean",
     "acc_after_std",
+    "acc_after_top5_mean",
     "val_after_mean",
     "seeds",
 )
@@ -157,19 +168,21 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot(rows: list[dict], baseline: float, path: Path) -> None:
-    """Pareto plot: energy saved vs test accuracy after retraining."""
+def plot(rows: list[dict], baseline: float, path: Path, recorded: bool = False) -> None:
+    """Pareto plot: energy saved vs test accuracy after retraining; `recorded`: the
+    recorded-operand figure on the x axis (every row has it), else the uniform-operand one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    saved = "reduction_pct_hist" if recorded else "reduction_pct"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind, marker, color in (("homogeneous", "s", "tab:gray"), ("heterogeneous", "o", "C0")):
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
-        x = [r["reduction_pct"] for r in sel]
+        x = [r[saved] for r in sel]
         y = [100 * r["acc_after_mean"] for r in sel]
         e = [100 * r["acc_after_std"] for r in sel]
         ax.errorbar(x, y, yerr=e, fmt=marker, color=color, label=kind, ms=5, capsize=2, alpha=0.8)
@@ -186,7 +199,8 @@ def plot(rows: list[dict], baseline: float, path: Path) -> None:
                 )
     ax.axhline(100 * baseline, color="k", lw=0.8, label="int8 (exact) baseline")
     ax.axhline(100 * baseline - 1, color="k", lw=0.8, ls="--", label="baseline - 1 pp")
-    ax.set_xlabel("multiplication energy saved [%] (uniform-operand estimate)")
+    which = "recorded" if recorded else "uniform"
+    ax.set_xlabel(f"multiplication energy saved [%] ({which}-operand estimate)")
     ax.set_ylabel("test top-1 accuracy after retraining [%]")
     # Zoom on the interesting band; points far below it are marked at its bottom edge so
     # that one broken design doesn't flatten every other point into a line.
@@ -197,7 +211,7 @@ def plot(rows: list[dict], baseline: float, path: Path) -> None:
     below = [r for r, y in zip(rows, ys, strict=True) if y < lo]
     if below:
         ax.scatter(
-            [r["reduction_pct"] for r in below],
+            [r[saved] for r in below],
             [lo + 0.15] * len(below),
             marker="v",
             color="tab:red",
@@ -227,6 +241,7 @@ def sweep_run(
     homogeneous: bool = True,
     jobs: int = 1,
     hist_energy: bool = True,
+    energy_model: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     max_steps: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
@@ -234,13 +249,15 @@ def sweep_run(
 ) -> list[dict]:
     """Run the sweep; returns the CSV rows (also written with the plot).
 
-    `gradient`: retraining backward, "ste" or "table" (None: the run config's)."""
+    `gradient`: retraining backward, "ste" or "table" (None: the run config's).
+    `energy_model`: what the heterogeneous selections minimise (None: as `assign_run`)."""
     from hwflow.nn.train import load_run
 
     if not scales:
         raise AssignmentError("--scales: give at least one scale")
     if any(s < 0 for s in scales):
         raise AssignmentError(f"--scales must be >= 0, got {list(scales)}")
+    energy_model = check_energy_model(energy_model, hist_energy, log)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
     check_dir(out, SWEEP_KIND)  # before the work; claimed when the first file is written
     lib = library_view(library)
@@ -250,10 +267,15 @@ def sweep_run(
     hist = energy_mod.HistogramEnergy(lib.library) if hist_energy else None
     docs: dict[str, dict] = {}
     for s in scales:
-        doc, _ = assign(stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist)
+        doc, _ = assign(
+            stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist,
+            energy_model=energy_model,
+        )  # fmt: skip
         docs[f"scale-{float(s):g}"] = doc
     if homogeneous:
         docs |= homogeneous_docs(stats, lib, hist)
+    for name, doc in docs.items():
+        _check_earlier_point(out / name / "assignment.yaml", doc)
     claim_dir(out, SWEEP_KIND)
     for name, doc in docs.items():
         path = out / name / "assignment.yaml"
@@ -275,20 +297,26 @@ def sweep_run(
     for name, doc in docs.items():
         res = per_point[name]
         after = np.array([r["accuracy"]["approx_after"] for r in res])
+        # results from before top-5 was recorded have none: the cell stays empty
+        top5 = [r.get("accuracy_top5", {}).get("approx_after") for r in res]
         e = doc["energy"]
+        kind = "homogeneous" if name.startswith("homog-") else "heterogeneous"
         rows.append(
             {
                 "point": name,
-                "kind": "homogeneous" if name.startswith("homog-") else "heterogeneous",
+                "kind": kind,
                 "scale": doc.get("scale", ""),
                 "multipliers": " ".join(i["multiplier"] for i in doc["layers"]),
                 "energy_rel": e["relative"],
                 "reduction_pct": e["reduction_pct"],
                 "reduction_pct_hist": e.get("reduction_pct_histogram", ""),
+                "energy_model": e["model"] if kind == "heterogeneous" else "",
                 "acc_quant": res[0]["accuracy"]["quant"],
+                "acc_quant_top5": res[0].get("accuracy_top5", {}).get("quant", ""),
                 "acc_before": float(np.mean([r["accuracy"]["approx_before"] for r in res])),
                 "acc_after_mean": float(after.mean()),
                 "acc_after_std": float(after.std()),
+                "acc_after_top5_mean": float(np.mean(top5)) if None not in top5 else "",
                 "val_after_mean": float(np.mean([r["val_accuracy"]["approx_after"] for r in res])),
                 "seeds": len(res),
             }
@@ -298,5 +326,25 @@ def sweep_run(
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "sweep.csv", buf.getvalue())
-    plot(rows, rows[0]["acc_quant"], out / "pareto.png")
+    recorded = energy_model == "histogram" and all(r["reduction_pct_hist"] != "" for r in rows)
+    plot(rows, rows[0]["acc_quant"], out / "pareto.png", recorded)
     return rows
+
+
+def _check_earlier_point(path: Path, doc: dict) -> None:
+    """A rerun reuses a point's retraining only when its assignment chose the same
+    multipliers: a sweep made with another --energy (or model, library) is refused."""
+    if not path.is_file():
+        return
+    earlier = read_yaml(path)
+    layers = earlier.get("layers") if isinstance(earlier, dict) else None
+    before = (
+        [i.get("multiplier") if isinstance(i, dict) else None for i in layers]
+        if isinstance(layers, list)
+        else None
+    )
+    if before != [i["multiplier"] for i in doc["layers"]]:
+        raise AssignmentError(
+            f"{path}: an earlier sweep chose other multipliers here (another --energy, "
+            "--model or library?); sweep into a new --out"
+        )

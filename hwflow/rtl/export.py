@@ -238,7 +238,7 @@ def export_run(
         "images": images,
         "assigned": is_assigned,
         "weights": str(Path(checkpoint).resolve()) if checkpoint else "checkpoints/agn.pt",
-        "accuracy": split_accuracy(run, data),
+        **split_accuracy(run, data),
     }
     whole = None
     spec = net.plan_network(run.model, x, plans) if network else None
@@ -286,19 +286,23 @@ NOT_A_PLAIN_STACK = (
 )
 
 
-def split_accuracy(run: Any, data: Any) -> dict[str, float | None]:
-    """Top-1 on the whole split with the exported tables: the fake-quant emulation and the
-    integer-only pipeline (`hwflow.rtl.intinfer`; None where the network has no integer
-    form, e.g. not a plain conv/ReLU/pool/linear stack)."""
-    from hwflow.nn.train import evaluate
-    from hwflow.rtl.intinfer import integer_accuracy
+def split_accuracy(run: Any, data: Any) -> dict[str, dict[str, float | None]]:
+    """The manifest's `accuracy` (top-1) and `accuracy_top5` on the whole split with the
+    exported tables: the fake-quant emulation and the integer-only pipeline
+    (`hwflow.rtl.intinfer`; None where the network has no integer form, e.g. not a plain
+    conv/ReLU/pool/linear stack)."""
+    from hwflow.nn.train import accuracies
+    from hwflow.rtl.intinfer import integer_accuracies
 
-    fake = evaluate(run.model, data, run.config.data.eval_batch_size)
+    fake = accuracies(run.model, data, run.config.data.eval_batch_size)
     try:
-        integer = integer_accuracy(run.model, data.x, data.y)
+        integer: dict[int, float] | None = integer_accuracies(run.model, data.x, data.y)
     except HwflowError:
         integer = None
-    return {"fake_quant": fake, "integer_only": integer}
+    return {
+        key: {"fake_quant": fake[k], "integer_only": None if integer is None else integer[k]}
+        for key, k in (("accuracy", 1), ("accuracy_top5", 5))
+    }
 
 
 def _assignment_library(assignment: Path) -> Path:

@@ -154,12 +154,26 @@ def integer_inference(model: nn.Sequential, x: Tensor) -> IntResult:
 
 
 def integer_accuracy(model: nn.Sequential, x: Tensor, y: Tensor, batch: int = 512) -> float:
-    correct = 0
+    """Top-1 accuracy of the integer-only pipeline."""
+    return integer_accuracies(model, x, y, batch, topk=(1,))[1]
+
+
+def integer_accuracies(
+    model: nn.Sequential, x: Tensor, y: Tensor, batch: int = 512, topk: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
+    """{k: top-k accuracy} of the integer-only pipeline. Integer logits tie, so classes rank
+    by value and then by index, the order `argmax` (the hardware's class) breaks ties in:
+    top-1 is exactly the argmax's accuracy and top-k never falls below it."""
+    correct = dict.fromkeys(topk, 0)
     for i in range(0, len(y), batch):
-        correct += int(
-            (integer_inference(model, x[i : i + batch]).classes == y[i : i + batch]).sum()
-        )
-    return correct / max(len(y), 1)
+        value = integer_inference(model, x[i : i + batch]).logits
+        yb = y[i : i + batch].to(value.device)[:, None]
+        mine = value.gather(1, yb)
+        index = torch.arange(value.shape[1], device=value.device)
+        rank = (value > mine).sum(1) + ((value == mine) & (index < yb)).sum(1)
+        for k in topk:
+            correct[k] += int((rank < k).sum())
+    return {k: c / max(len(y), 1) for k, c in correct.items()}
 
 
 @dataclass

@@ -609,7 +609,10 @@ def retrain(
     if "reduction_pct" in e:
         from hwflow.assign.energy import saved_text
 
-        click.echo(f"multiplication energy: {saved_text(e)}")
+        click.echo(
+            f"multiplication energy: {saved_text(e)}; selection minimised the "
+            f"{e.get('model', 'uniform')} energy"
+        )
 
 
 def _float_list(text: str, what: str) -> list[float]:

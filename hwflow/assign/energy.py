@@ -52,17 +52,13 @@ def selection_model(requested: str | None, recorded: bool) -> str:
 
 def saved_text(energy: dict[str, Any]) -> str:
     """The `energy:` block's savings in words, the selection's figure first, e.g.
-    "82.4 % saved under recorded operands (minimised by the selection); 77.3 % under
-    uniform operands"."""
+    "82.4 % saved under recorded operands; 77.3 % under uniform operands"."""
     model = energy.get("model", "uniform")
-    order = [model, *(m for m in FIGURES if m != model)]
     parts = []
-    for m in order:
+    for m in [model, *(m for m in FIGURES if m != model)]:
         key, label = FIGURES.get(m, (None, ""))
-        if key is None or key not in energy:
-            continue
-        text = f"{energy[key]:.1f} %" + (" saved" if not parts else "") + f" {label}"
-        parts.append(text + (" (minimised by the selection)" if m == model else ""))
+        if key is not None and key in energy:
+            parts.append(f"{energy[key]:.1f} %" + (" saved" if not parts else "") + f" {label}")
     return "; ".join(parts)
 
 

@@ -7,19 +7,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hwflow.characterize.bitparallel import PAIRS
+from hwflow.characterize.netlist import stage_netlist
 from hwflow.characterize.simulate import (
     SimDesign,
+    SimView,
     plain_testbench_table,
-    plan_batches,
+    planes_to_table,
     simulate_batch,
+    simulate_views,
     wrapper_verilog,
 )
+from hwflow.characterize.synth import ElabJob, elaborate_batch
 from hwflow.errors import SimulationError
 from hwflow.multipliers.table import exact_table, output_to_int
 
 NL = Path(__file__).parent / "fixtures" / "netlists"
-EXACT_U = SimDesign("eu", NL / "exact_u.v", "mul8u_exact", modules=frozenset({"mul8u_exact"}))
-EXACT_S = SimDesign("es", NL / "exact_s.v", "mul8s_exact", modules=frozenset({"mul8s_exact"}))
+EXACT_U = SimDesign("eu", NL / "exact_u.v", "mul8u_exact")
+EXACT_S = SimDesign("es", NL / "exact_s.v", "mul8s_exact")
 EVO = SimDesign("evo", NL / "evo_style_u.v", "mul8u_evo_hw", ("A", "B", "O"))
 ZPORT = SimDesign("z", NL / "evo_style_z.v", "mul8u_z", ("A", "B", "Z"))
 XZ = SimDesign("xz", NL / "xz_out.v", "mul_xz")
@@ -45,19 +50,44 @@ def test_plain_testbench_matches_the_exact_product(tmp_path):
     assert np.array_equal(plain_testbench_table(EXACT_U, tmp_path), exact_table(False))
 
 
-def test_batches_keep_module_names_disjoint_and_bounded():
-    a = SimDesign("a", Path("a.v"), "t1", modules=frozenset({"t1", "cell"}))
-    b = SimDesign("b", Path("b.v"), "t2", modules=frozenset({"t2", "cell"}))
-    c = SimDesign("c", Path("c.v"), "t3", modules=frozenset({"t3"}))
-    assert plan_batches([a, b, c]) == [[0, 2], [1]]
-    assert plan_batches([c, a, b], max_batch=1) == [[0], [1], [2]]
+def test_wrapper_sets_operand_planes_once_and_wires_every_product_bit():
+    views = [SimView(n, Path(f"{n}.v"), f"hwflow_sim_{n}", f"{n}.v", n) for n in ("n0", "n1")]
+    text = wrapper_verilog(views)
+    assert "hwflow_sim_n1 u1 (.a0(a0)," in text and ".o15(y1_15));" in text
+    # b0 = bit 0 of the pair index (0, 1, 0, 1, ... from pair 0); a7 = bit 15
+    assert "b0 = {32768{{1{1'b1}}, {1{1'b0}}}};" in text
+    assert "a7 = {1{{32768{1'b1}}, {32768{1'b0}}}};" in text
 
 
-def test_wrapper_connects_each_design_by_its_port_names():
-    text = wrapper_verilog([EVO, EXACT_U])
-    assert "mul8u_evo_hw u0 (.A(a), .B(b), .O(y0));" in text
-    assert "mul8u_exact u1 (.a(a), .b(b), .o(y1));" in text
-    assert "row1[k * 16 +: 16] = y1;" in text
+def test_planes_unpack_to_the_table_of_pair_outputs():
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 1 << 16, size=PAIRS, dtype=np.uint16)
+    bits = (table[None, :] >> np.arange(16, dtype=np.uint16)[:, None]) & 1
+    planes = np.packbits(bits.astype(np.uint8), axis=1, bitorder="little")
+    assert np.array_equal(planes_to_table(planes), table.reshape(256, 256))
+
+
+def test_a_launch_past_its_timeout_names_the_users_file(tmp_path):
+    # a view that never settles (views come from yosys; this one is written by hand)
+    spin = tmp_path / "spin.v"
+    planes = ", ".join([*(f"a{i}" for i in range(8)), *(f"b{i}" for i in range(8))])
+    outs = ", ".join(f"o{k}" for k in range(16))
+    spin.write_text(
+        f"module spin(input [{PAIRS - 1}:0] {planes}, output reg [{PAIRS - 1}:0] {outs});\n"
+        "  always @(a0) forever o0 = ~o0;\nendmodule\n"
+    )
+    view = SimView("s", spin, "spin", "my_mul.v", "mul")
+    (out,) = simulate_views([view], tmp_path / "sim", timeout=1)
+    assert str(out) == "my_mul.v: simulation did not finish in 1 s"
+
+
+def test_views_simulate_what_yosys_elaborated(tmp_path):
+    staged = stage_netlist(EXACT_S.source, tmp_path / "n0")
+    job = ElabJob("n0", (staged.copy,), EXACT_S.top, EXACT_S.ports, "es.v")
+    (e,) = elaborate_batch([job], tmp_path, synthesize=False)
+    assert e.synth is None and "module mul8s_exact" in e.netlist
+    (raw,) = simulate_views([SimView("es", e.sim_path, e.sim_top, "es.v", EXACT_S.top)])
+    assert np.array_equal(output_to_int(raw, True), exact_table(True))
 
 
 def test_plain_testbench_reports_xz_too(tmp_path):

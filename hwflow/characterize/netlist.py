@@ -182,8 +182,13 @@ def _run_yosys_once(
     (workdir / f"{stem}.ys").write_text("\n".join(lines) + "\n")
     log = workdir / f"{stem}.log"
     cmd = [*yosys_executable(), "-q", "-l", log.name, "-s", f"{stem}.ys"]
+    # yowasp makes a temporary folder of its own, which a killed yosys leaves behind:
+    # keep it inside the work folder, which the caller removes
+    tmp = workdir / f"{stem}.tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp.absolute())}
     with open(workdir / f"{stem}.err", "w+") as err:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err, env=env)
         try:
             finished, since = 0, time.monotonic()
             while True:

@@ -5,9 +5,10 @@ Per design, in groups that each take one yosys process and one simulator launch
 
 1. user files are read as published (CRLF, UTF-8 BOM), system tasks refused, syntax
    checked (Icarus) and their top and ports found (`netlist.inspect_staged`);
-2. yosys writes the simulation view (the design as a simulator reads it, flattened)
-   and the gate-level synthesis (`synth.elaborate_batch`);
-3. the simulation view is simulated exhaustively (`simulate.simulate_designs`);
+2. yosys writes the simulation view (the design as a simulator reads it, flattened,
+   as one-bit gates; `bitparallel` makes each net carry all 65,536 operand pairs) and
+   the gate-level synthesis (`synth.elaborate_batch`);
+3. the simulation view is simulated exhaustively (`simulate.simulate_views`);
 4. simulation = synthesis: the gate netlist, evaluated bit-parallel on all 65,536
    operand pairs (`energy.output_codes`), must equal the simulated table for every
    design, built-ins included, so a table always describes the hardware yosys builds
@@ -52,7 +53,7 @@ from hwflow.characterize.netlist import (
     stage_cells,
     stage_netlist,
 )
-from hwflow.characterize.simulate import MAX_BATCH, SimDesign, simulate_designs
+from hwflow.characterize.simulate import MAX_BATCH, SimView, simulate_views
 from hwflow.characterize.synth import ElabJob, Elaborated, Gates, elaborate_batch
 from hwflow.errors import ConfigError, HwflowError, NetlistError
 from hwflow.executor import run_parallel
@@ -547,12 +548,9 @@ def _run_group(group: _Group) -> list[_Result]:
                 built.append((d, job, e))
         # 3. one simulator launch for the group
         sims = [
-            SimDesign(
-                d.name, e.sim_path, e.sim_top, d.ports, frozenset({e.sim_top}), job.what, d.top
-            )
-            for d, job, e in built
+            SimView(d.name, e.sim_path, e.sim_top, job.what, d.top, d.ports) for d, job, e in built
         ]
-        raws = simulate_designs(sims, work / "sim", opts.timeout)
+        raws = simulate_views(sims, work / "sim", opts.timeout)
         tools = tool_versions()
         for (d, job, e), raw in zip(built, raws, strict=True):
             if isinstance(raw, HwflowError):
@@ -571,6 +569,7 @@ def _finish(d: Design, what: str, e: Elaborated, raw: np.ndarray, tools: dict[st
         signed, note = choose_signedness(raw)
     else:
         signed, note = d.signed, ""
+    assert e.synth is not None  # elaborate_batch synthesizes by default
     check_gates_match(raw, e.synth.gates, signed, what)
     table = output_to_int(raw, signed)
     cost = e.synth.cost()

@@ -1,16 +1,14 @@
 """Exhaustive simulation of 8x8 multipliers with cocotb + Icarus (all 65,536 pairs).
 
-Speed (TOOLCHAIN.md: ~0.4 s per simulator launch; Python per vector costs 5-10x): a
-generated Verilog wrapper sweeps the second operand itself. For each first operand `a`
-that the cocotb testbench (`sim/multiplier_tb.py`) drives, the wrapper steps `b` through
-0..255 and stores every product in a 4096-bit row register per design; the testbench
-awaits once per row and reads each row in one access: 256 awaits for all 65,536 pairs
-of every design in the launch. Several designs share one wrapper (one launch) as long as
-their module names do not collide (the pipeline simulates yosys' flattened view of each
-design under a module name of its own, `synth.simulation_view_script`, so any designs
-can share a launch). (Measured alternatives: 2^C copies of each design
-behind a wide output bus cost 2-4x more simulator time, because every copy adds work
-to Icarus' event queue and every output toggle re-evaluates the bus.)
+What is simulated is each design's bit-parallel view (`bitparallel.view_verilog`:
+yosys' elaborated design as one-bit gates, every net 65,536 bits wide, bit p = operand
+pair p = 256 a + b). A generated wrapper instantiates every design of a launch on shared
+operand bit planes, which it sets once; the cocotb testbench (`sim/multiplier_tb.py`)
+then reads the 16 product planes of each design: one launch, one evaluation, 16 reads
+per design. Designs share a launch freely: each view is one module of its own name.
+(Before: the wrapper swept the pairs event by event, 256 awaits of 256 pairs: ~0.45 CPU
+s per gate netlist, as much as a plain `$fwrite` testbench; the bit-parallel view takes
+~0.1 s including its share of the launch.)
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwflow.errors import HwflowError, SimulationError
+from hwflow.characterize.bitparallel import A_PLANES, B_PLANES, O_PLANES, PAIRS
+from hwflow.errors import HwflowError, NetlistError, SimulationError
 from hwflow.simulator import SimulationTimeout, run_cocotb
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -33,157 +32,174 @@ PLAIN_TESTBENCH = _ROOT / "rtl_templates" / "mul_exhaustive_tb.v"
 WRAPPER_TOP = "hwflow_mul_bench"
 MAX_BATCH = 16
 DEFAULT_TIMEOUT_S = 300.0  # per design and launch step; see characterize.netlist
-STEP_NS = 10  # time per operand pair inside the wrapper (zero-delay netlists settle at once)
 
 
 @dataclass(frozen=True)
 class SimDesign:
-    """One multiplier to simulate: its Verilog file, top module and (a, b, o) port names."""
+    """A multiplier as a Verilog file: its top module and (a, b, o) port names."""
 
     name: str
     source: Path
     top: str
     ports: tuple[str, str, str] = ("a", "b", "o")
-    modules: frozenset[str] = frozenset()  # every module the file defines (batching)
-    label: str = ""  # names the design in messages (the user's file), default `source`
-    label_top: str = ""  # its top as the user knows it, default `top`
 
     def where(self) -> str:
-        return self.label or str(self.source)
+        return str(self.source)
 
 
-def wrapper_verilog(designs: Sequence[SimDesign], step_ns: int = STEP_NS) -> str:
-    """The bench top: one instance per design; on each toggle of `go` it sweeps `b`
-    through 0..255 (`step_ns` apart) for the current `a`, storing product b of design d
-    in `row<d>[16 b +: 16]`. A sweep takes 256 * step_ns."""
-    ports = ", ".join(f"row{d}" for d in range(len(designs)))
-    lines = [
-        f"module {WRAPPER_TOP}(input [7:0] a, input go, output reg [4095:0] {ports});",
-        "  reg [7:0] b;",
-        "  integer k;",
-    ]
-    for d, design in enumerate(designs):
-        pa, pb, po = design.ports
-        lines.append(f"  wire [15:0] y{d};")
-        lines.append(f"  {design.top} u{d} (.{pa}(a), .{pb}(b), .{po}(y{d}));")
-    lines += [
-        "  always @(go) begin",
-        "    for (k = 0; k < 256; k = k + 1) begin",
-        f"      b = k; #{step_ns};",
-        *(f"      row{d}[k * 16 +: 16] = y{d};" for d in range(len(designs))),
-        "    end",
-        "  end",
-        "endmodule",
-        "",
-    ]
+@dataclass(frozen=True)
+class SimView:
+    """A design's bit-parallel simulation view: module `module` in `path`. `what`, `top`
+    and `ports` name the user's file, top and (a, b, o) ports in messages."""
+
+    name: str
+    path: Path
+    module: str
+    what: str
+    top: str
+    ports: tuple[str, str, str] = ("a", "b", "o")
+
+
+def _plane(k: int) -> str:
+    """Bit k of the pair index for every pair p (bit p of the value): runs of 2^k zeros
+    and 2^k ones."""
+    half = 1 << k
+    return f"{{{PAIRS >> (k + 1)}{{{{{half}{{1'b1}}}}, {{{half}{{1'b0}}}}}}}}"
+
+
+def wrapper_verilog(views: Sequence[SimView]) -> str:
+    """The bench top: one instance per view on shared operand planes (a_i = bit 8 + i of
+    the pair index, b_i = bit i), set at 1 ns when every process waits; product bit k of
+    design d is the wire `y<d>_<k>`."""
+    width = f"[{PAIRS - 1}:0]"
+    lines = [f"module {WRAPPER_TOP};", f"  reg {width} {', '.join(A_PLANES + B_PLANES)};"]
+    for d, view in enumerate(views):
+        outs = [f"y{d}_{k}" for k in range(len(O_PLANES))]
+        conns = [f".{p}({p})" for p in A_PLANES + B_PLANES]
+        conns += [f".{p}({y})" for p, y in zip(O_PLANES, outs, strict=True)]
+        lines += [
+            f"  wire {width} {', '.join(outs)};",
+            f"  {view.module} u{d} ({', '.join(conns)});",
+        ]
+    lines += ["  initial begin", "    #1;"]
+    lines += [f"    {p} = {_plane(8 + i)};" for i, p in enumerate(A_PLANES)]
+    lines += [f"    {p} = {_plane(i)};" for i, p in enumerate(B_PLANES)]
+    lines += ["  end", "endmodule", ""]
     return "\n".join(lines)
-
-
-def plan_batches(designs: Sequence[SimDesign], max_batch: int = MAX_BATCH) -> list[list[int]]:
-    """Group design indices into launches whose files define disjoint module names."""
-    batches: list[tuple[list[int], set[str]]] = []
-    for i, design in enumerate(designs):
-        names = set(design.modules) or {design.top}
-        for members, used in batches:
-            if len(members) < max_batch and not (names & used):
-                members.append(i)
-                used |= names
-                break
-        else:
-            batches.append(([i], set(names)))
-    return [members for members, _ in batches]
 
 
 def simulate_batch(
     designs: Sequence[SimDesign],
     workdir: str | Path | None = None,
     timeout: float | None = None,
+    cells: Path | None = None,
 ) -> list[np.ndarray]:
-    """Simulate designs (disjoint module names) in one launch.
+    """Simulate Verilog files (elaborated by yosys, `cells` read with each) in one launch.
 
     Returns one `uint16[256, 256]` table of raw output patterns per design, indexed
-    `[a, b]`. Raises SimulationError naming the file and the first (a, b) pair (in
-    ascending order of a, then b) whose output holds X or Z (the first such design).
+    `[a, b]`. Raises the first design's error: a NetlistError from elaboration, or a
+    SimulationError naming the file and the first (a, b) pair (in ascending order of
+    a, then b) whose output holds X or Z.
     """
-    out = simulate_designs(designs, workdir, timeout)
+    from hwflow.characterize.netlist import stage_netlist
+    from hwflow.characterize.synth import ElabJob, elaborate_batch
+
+    with tempfile.TemporaryDirectory(prefix="hwflow-sim-") as tmp:
+        work = Path(workdir).absolute() if workdir is not None else Path(tmp)
+        cell_files = () if cells is None else (stage_netlist(cells, work / "cells").copy,)
+        jobs = []
+        for i, d in enumerate(designs):
+            own = stage_netlist(Path(d.source), work / f"n{i}").copy
+            files = (*cell_files, own)
+            jobs.append(ElabJob(f"n{i}", files, d.top, d.ports, d.where(), {own: d.where()}))
+        kw = {} if timeout is None else {"timeout": timeout}
+        views: list[SimView] = []
+        for d, e in zip(designs, elaborate_batch(jobs, work, synthesize=False, **kw), strict=True):
+            if isinstance(e, NetlistError):
+                raise e
+            views.append(SimView(d.name, e.sim_path, e.sim_top, d.where(), d.top, d.ports))
+        out = simulate_views(views, work / "sim", timeout)
     for item in out:
         if isinstance(item, HwflowError):
             raise item
     return out  # type: ignore[return-value]
 
 
-def simulate_designs(
-    designs: Sequence[SimDesign],
+def simulate_views(
+    views: Sequence[SimView],
     workdir: str | Path | None = None,
     timeout: float | None = None,
 ) -> list[np.ndarray | SimulationError]:
-    """Like `simulate_batch`, one result per design: its table or its own error.
+    """Simulate views in one launch; one result per view: its table or its own error.
 
     `timeout` bounds each design (a launch of n designs gets n * timeout). When a launch
     of several designs fails as a whole (did not finish, did not compile), each design
-    is simulated alone, so only the faulty one fails: `FILE: simulation did not finish
-    in N s` for a circuit that never settles (e.g. a zero-delay loop)."""
-    if not designs:
+    is simulated alone, so only the faulty one fails (`FILE: simulation did not finish
+    in N s`)."""
+    if not views:
         return []
     with tempfile.TemporaryDirectory(prefix="hwflow-sim-") as tmp:
         # absolute: the testbench writes its files from inside the build folder
         work = Path(workdir).absolute() if workdir is not None else Path(tmp)
-        limit = None if timeout is None else timeout * len(designs)
+        limit = None if timeout is None else timeout * len(views)
         try:
-            return _launch(designs, work, limit)
+            return _launch(views, work, limit)
         except SimulationError as exc:
-            if len(designs) > 1:  # the launch failed as a whole: find the faulty design
+            if len(views) > 1:  # the launch failed as a whole: find the faulty design
                 alone = [
-                    simulate_designs([d], work / f"alone{i}", timeout)
-                    for i, d in enumerate(designs)
+                    simulate_views([v], work / f"alone{i}", timeout) for i, v in enumerate(views)
                 ]
                 return [r[0] for r in alone]
             if isinstance(exc, SimulationTimeout) and timeout is not None:
-                msg = f"{designs[0].where()}: simulation did not finish in {timeout:g} s"
+                msg = f"{views[0].what}: simulation did not finish in {timeout:g} s"
                 return [SimulationTimeout(msg)]
             return [exc]
 
 
+def planes_to_table(planes: np.ndarray) -> np.ndarray:
+    """uint16[256, 256] outputs from uint8[16, PAIRS // 8] product planes (bit p of plane k,
+    little-endian, = output bit k for pair p = 256 a + b)."""
+    bits = np.unpackbits(planes, axis=1, bitorder="little").astype(np.uint16)
+    weights = (np.uint16(1) << np.arange(len(O_PLANES), dtype=np.uint16))[:, None]
+    return (bits * weights).sum(axis=0, dtype=np.uint16).reshape(256, 256)
+
+
 def _launch(
-    designs: Sequence[SimDesign], work: Path, timeout: float | None
+    views: Sequence[SimView], work: Path, timeout: float | None
 ) -> list[np.ndarray | SimulationError]:
     work.mkdir(parents=True, exist_ok=True)
     wrapper = work / f"{WRAPPER_TOP}.v"
-    wrapper.write_text(wrapper_verilog(designs))
+    wrapper.write_text(wrapper_verilog(views))
     out, xz_out = work / "raw.bin", work / "xz.json"
-    names = [d.name for d in designs]
+    names = [v.name for v in views]
     run_cocotb(
-        [*(d.source for d in designs), wrapper],
+        [*(v.path for v in views), wrapper],
         WRAPPER_TOP,
         TESTBENCH,
         work / "build",
-        args={
-            "designs": names,
-            "sweep_ns": 256 * STEP_NS + STEP_NS,
-            "out": str(out),
-            "xz_out": str(xz_out),
-        },
+        args={"designs": names, "planes": len(O_PLANES), "out": str(out), "xz_out": str(xz_out)},
         timeout=timeout,
     )
     xz = json.loads(xz_out.read_text())
-    raw = np.fromfile(out, dtype="<u2")
-    if raw.size != len(designs) * 65536:
-        raise SimulationError(f"testbench wrote {raw.size} outputs, expected {len(designs)}x65536")
-    by_design = raw.reshape(256, len(designs), 256).transpose(1, 0, 2)  # [a, d, b] -> [d, a, b]
+    raw = np.fromfile(out, dtype=np.uint8)
+    if raw.size != len(views) * len(O_PLANES) * PAIRS // 8:
+        raise SimulationError(
+            f"testbench wrote {raw.size} bytes, expected {len(views)} x 16 planes"
+        )
+    planes = raw.reshape(len(views), len(O_PLANES), PAIRS // 8)
     results: list[np.ndarray | SimulationError] = []
-    for i, design in enumerate(designs):
-        if design.name in xz:
-            a, b = xz[design.name]
+    for i, view in enumerate(views):
+        if view.name in xz:
+            a, b = divmod(int(xz[view.name]), 256)
             results.append(
                 SimulationError(
-                    f"{design.where()}: output {design.ports[2]} of "
-                    f"{design.label_top or design.top} is X or Z for {design.ports[0]}={a}, "
-                    f"{design.ports[1]}={b} (first such pair); "
+                    f"{view.what}: output {view.ports[2]} of {view.top} is X or Z for "
+                    f"{view.ports[0]}={a}, {view.ports[1]}={b} (first such pair); "
                     "check for undriven or multiply-driven output bits"
                 )
             )
         else:
-            results.append(np.ascontiguousarray(by_design[i]))
+            results.append(planes_to_table(planes[i]))
     return results
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwflow.characterize.bitparallel import view_verilog
 from hwflow.characterize.netlist import (
     DEFAULT_TIMEOUT_S,
     Netlist,
@@ -109,14 +110,13 @@ def synthesis_script(files: Sequence[str], top: str, out_dir: str) -> list[str]:
     ]
 
 
-def simulation_view_script(files: Sequence[str], top: str, sim_top: str, out_dir: str) -> list[str]:
+def simulation_view_script(files: Sequence[str], top: str, out_dir: str) -> list[str]:
     """yosys commands writing what the simulator runs: the design as a simulator reads it
-    (`SYNTHESIS` undefined), elaborated and flattened into one module, internal nets
-    split where separate drivers write them (so a gate netlist wired through one wide
-    vector, `wire [2031:0] N`, simulates as fast as its scalar form: Icarus re-evaluates
-    every reader of a vector whenever any bit of it changes). Writes `out_dir`/netlist.v
-    (module `top`, the library's copy) and `out_dir`/sim.v (module `sim_top`, so that
-    designs sharing cell names simulate in one launch)."""
+    (`SYNTHESIS` undefined), elaborated and flattened into one module. Writes
+    `out_dir`/netlist.v (the library's copy: internal nets split where separate drivers
+    write them, so a gate netlist wired through one wide vector reads as its scalar form)
+    and `out_dir`/sim.json, the same design mapped to yosys' one-bit gates, from which
+    `bitparallel.view_verilog` writes the simulated module."""
     t = _yosys_name(top)
     return [
         read_verilog_command(files, synthesis=False),
@@ -129,8 +129,10 @@ def simulation_view_script(files: Sequence[str], top: str, sim_top: str, out_dir
         "opt_clean -purge",
         "delete t:$scopeinfo",
         f"write_verilog -noattr {out_dir}/netlist.v",
-        f"rename {t} {sim_top}",
-        f"write_verilog -noattr {out_dir}/sim.v",
+        "memory",
+        "techmap",
+        "opt_clean -purge",
+        f"write_json {out_dir}/sim.json",
     ]
 
 
@@ -149,28 +151,33 @@ class ElabJob:
 
 @dataclass(frozen=True)
 class Elaborated:
-    """A design as simulated (`sim_path`, module `sim_top`), its flattened netlist text
-    under its own top name (`netlist`), and its synthesis."""
+    """A design as simulated (`sim_path`: its bit-parallel view, module `sim_top`), its
+    flattened netlist text under its own top name (`netlist`), and its synthesis (None
+    when not asked for)."""
 
     sim_path: Path
     sim_top: str
     netlist: str
-    synth: SynthResult
+    synth: SynthResult | None
 
 
 def elaborate_batch(
-    jobs: Sequence[ElabJob], work: Path, timeout: float = DEFAULT_TIMEOUT_S
+    jobs: Sequence[ElabJob],
+    work: Path,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    synthesize: bool = True,
 ) -> list[Elaborated | NetlistError]:
-    """Simulation view and gate-level synthesis of every job, in one yosys process."""
+    """Simulation view and (`synthesize`) gate-level synthesis of every job, in one yosys
+    process."""
     items = []
     for job in jobs:
         (work / job.key).mkdir(parents=True, exist_ok=True)
-        script = [
-            *simulation_view_script(job.files, job.top, _sim_top(job.key), job.key),
-            "design -reset",
-            *synthesis_script(job.files, job.top, job.key),
-        ]
-        items.append(YosysItem(tuple(script), f"{job.key}/gates.json", job.what, job.names))
+        script = simulation_view_script(job.files, job.top, job.key)
+        done = f"{job.key}/sim.json"
+        if synthesize:
+            script += ["design -reset", *synthesis_script(job.files, job.top, job.key)]
+            done = f"{job.key}/gates.json"
+        items.append(YosysItem(tuple(script), done, job.what, job.names))
     out: list[Elaborated | NetlistError] = []
     for job, error in zip(jobs, run_yosys_items(items, work, timeout), strict=True):
         if error is not None:
@@ -178,15 +185,20 @@ def elaborate_batch(
             continue
         try:
             folder = work / job.key
-            design = json.loads((folder / "gates.json").read_text())
-            stat = json.loads((folder / "stat.json").read_text())
-            design["hwflow"] = {"top": job.top, "ports": list(job.ports)}
-            synth = SynthResult(parse_gates(design, job.what), design, stat)
-            sim_text = (folder / "sim.v").read_text()
-            # yosys drops what it cannot build; check its output as the user's text anyway
-            check_system_tasks(sim_text, f"{job.what} (as elaborated by yosys)")
+            synth = None
+            if synthesize:
+                design = json.loads((folder / "gates.json").read_text())
+                stat = json.loads((folder / "stat.json").read_text())
+                design["hwflow"] = {"top": job.top, "ports": list(job.ports)}
+                synth = SynthResult(parse_gates(design, job.what), design, stat)
             netlist = (folder / "netlist.v").read_text()
-            out.append(Elaborated(folder / "sim.v", _sim_top(job.key), netlist, synth))
+            # yosys drops what it cannot build; check its output as the user's text anyway
+            check_system_tasks(netlist, f"{job.what} (as elaborated by yosys)")
+            view = json.loads((folder / "sim.json").read_text())
+            sim_top = _sim_top(job.key)
+            sim_text = view_verilog(view, job.top, job.ports, sim_top, job.what)
+            (folder / "sim.v").write_text(sim_text)
+            out.append(Elaborated(folder / "sim.v", sim_top, netlist, synth))
         except NetlistError as exc:
             out.append(exc)
     return out
@@ -209,6 +221,7 @@ def synthesize(netlist: Netlist, timeout: float = DEFAULT_TIMEOUT_S) -> SynthRes
         result = elaborate_batch([job], work, timeout)[0]
     if isinstance(result, NetlistError):
         raise result
+    assert result.synth is not None
     return result.synth
 
 

@@ -11,29 +11,26 @@ Prints, measured side by side in one run:
    testbench on the scalar form (target <= 1.5x);
 2. a cached rerun of 500 netlists (target < 5 s); the whole built-in library with
    `--jobs 2`, fresh and cached (targets < 120 s, < 5 s);
-3. with `--netlists DIR --costs FILE` (and no timing): Spearman rank correlation of each
-   estimate (switching energy, the former typed energy model, cell count, transistor area)
-   vs the published power of the netlists under DIR (CSV or EvoApprox meta.json, matched by
-   module name), per signedness, overall and among circuits of >= 0.3 mW. Each netlist is
-   synthesized and its energy estimated as `characterize` does (no simulation: the
-   signedness comes from evaluating the gate netlist); `--cells FILE` is read with every
-   netlist (published gate-level netlists keep their standard cells apart), `--cache DIR`
-   keeps the yosys output between runs.
+3. with `--netlists DIR --costs FILE` (instead of 1 and 2): the full `characterize` of
+   the netlists under DIR, CPU seconds per netlist, then the Spearman rank correlation of
+   each estimate (switching energy, the former typed energy model, cell count, transistor
+   area) vs their published power (CSV or EvoApprox meta.json, matched by module name),
+   per signedness, overall and among circuits of >= 0.3 mW; `--cells FILE` is read with
+   every netlist (published gate-level netlists keep their standard cells apart),
+   `--library DIR` keeps the library between runs (a rerun is all cache hits).
 
     .venv/bin/python -m bench.characterize [--sample 8] [--jobs 2] [--skip-library]
     .venv/bin/python -m bench.characterize --netlists DIR --costs meta.json [--cells cells.v]
-        [--cache DIR] [--jobs 2]
+        [--library DIR] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -273,110 +270,47 @@ def rows(quick: bool = False) -> list[Row]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-RANK_BATCH = 24  # netlists per yosys process (its start-up dominates small designs)
-
-
-@dataclass(frozen=True)
-class RankJob:
-    paths: tuple[Path, ...]
-    cells: Path | None  # cell library read with each netlist, as `characterize --cells`
-    cache: Path | None
-
-
-def _estimate(job: RankJob) -> list[LibraryEntry | str]:
-    """Synthesize netlists (one yosys process, as `characterize` batches them) and estimate
-    their costs: an entry each, or the reason it failed."""
-    import json
-
-    from hwflow.characterize.energy import uniform_energy
-    from hwflow.characterize.netlist import PORT_STYLES, read_source, stage_netlist
-    from hwflow.characterize.pipeline import choose_signedness, gate_level_table
-    from hwflow.characterize.synth import ElabJob, Gates, elaborate_batch, parse_gates
-    from hwflow.errors import HwflowError
-    from hwflow.io import sha256_bytes
-
-    cell_text = read_source(job.cells)[1] if job.cells is not None else ""
-    found: dict[Path, Gates | str] = {}
-    todo: list[tuple[Path, str, tuple[str, str, str], Path | None]] = []
-    for path in job.paths:
-        text = read_source(path)[1]
-        own = re.findall(r"^\s*module\s+([A-Za-z_]\w*)", text, flags=re.M)
-        tops = [m for m in own if not re.search(rf"^\s*{m}\s+[\w\\]", text, flags=re.M)]
-        ports = next(
-            (ps for ps in PORT_STYLES if all(re.search(rf"\b{p}\b", text) for p in ps)), None
-        )
-        if len(tops) != 1 or ports is None:
-            found[path] = f"{path}: top modules {tops}, ports {ports}"
-            continue
-        cached = None
-        if job.cache is not None:
-            key = sha256_bytes((cell_text + "\0" + text).encode())
-            cached = job.cache / f"{key}.json"
-            if cached.is_file():
-                found[path] = parse_gates(json.loads(cached.read_text()), str(path))
-                continue
-        todo.append((path, tops[0], ports, cached))
-    if todo:
-        with tempfile.TemporaryDirectory(prefix="hwflow-rank-") as tmp:
-            work = Path(tmp)
-            cells = [stage_netlist(job.cells, work / "cells").copy] if job.cells else []
-            jobs = []
-            for i, (path, top, ports, _) in enumerate(todo):
-                staged = stage_netlist(path, work / f"n{i}")
-                jobs.append(ElabJob(f"n{i}", (*cells, staged.copy), top, ports, str(path)))
-            for (path, _, _, cached), result in zip(todo, elaborate_batch(jobs, work), strict=True):
-                if isinstance(result, HwflowError):
-                    found[path] = f"{path}: {str(result).split(': ', 1)[-1]}"
-                    continue
-                found[path] = result.synth.gates
-                if cached is not None:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    cached.write_text(json.dumps(result.synth.yosys_json))
-    out: list[LibraryEntry | str] = []
-    for path in job.paths:
-        gates = found[path]
-        if isinstance(gates, str):
-            out.append(gates)
-            continue
-        cost = {
-            "energy": uniform_energy(gates),
-            "energy_typed": uniform_energy(gates, model="typed"),
-            "cells": len(gates.gates),
-            "area": float(gates.area()),
-        }
-        signed, _ = choose_signedness(gate_level_table(gates))  # as characterize decides
-        source = {"kind": "netlist", "path": str(path), "top": gates.top}
-        out.append(LibraryEntry(path.stem, signed, source, {}, cost))
-    return out
-
-
 def bench_ranking(
-    costs: Path, netlists: Path, cells: Path | None, cache: Path | None, jobs: int
+    costs: Path, netlists: Path, cells: Path | None, library: Path | None, jobs: int
 ) -> None:
-    """Correlation of each estimate with the published power (see the module docstring)."""
-    from hwflow.characterize.costs import Comparison, correlations, lookup, read_costs
-    from hwflow.executor import run_parallel
+    """Full `characterize` of a folder of published netlists (timed per netlist), then
+    the correlation of each estimate with the published power (module docstring)."""
+    from dataclasses import replace
 
-    published = read_costs(costs)
-    files = sorted(p for p in netlists.rglob("*.v") if cells is None or p != cells)
-    batches = [
-        RankJob(tuple(files[i : i + RANK_BATCH]), cells, cache)
-        for i in range(0, len(files), RANK_BATCH)
-    ]
+    from hwflow.characterize.costs import Comparison, correlations, lookup, read_costs
+    from hwflow.characterize.energy import uniform_energy
+    from hwflow.characterize.pipeline import CharacterizeError, characterize_netlists
+    from hwflow.characterize.synth import load_gates
+    from hwflow.multipliers.library import Library
+
+    lib_dir = library or Path(tempfile.mkdtemp(prefix="hwflow-bench-lib-"))
+    failed = []
     with Clock() as clock:
-        results = [r for batch in run_parallel(_estimate, batches, jobs) for r in batch]
-    failed = [r for r in results if isinstance(r, str)]
-    by_module: dict[str, LibraryEntry] = {}
-    for e in results:  # one entry per module: `X.v` and `X_pdk45.v` are the same circuit
-        if isinstance(e, LibraryEntry) and lookup(e, published) is not None:
-            by_module.setdefault(e.source["top"], e)
-    entries = list(by_module.values())
+        try:
+            outcomes = characterize_netlists(
+                [netlists], lib_dir, cells=cells, costs=costs, jobs=jobs
+            )
+        except CharacterizeError as exc:  # the good ones were kept
+            outcomes, failed = exc.outcomes, exc.failures
+    done = sum(not o.cached for o in outcomes)
+    per = f", {clock.cpu / done:.2f} CPU s per characterized netlist" if done else ""
     print(
-        f"{len(files)} netlists under {netlists}: {len(failed)} not synthesized "
-        f"({clock.wall:.0f} s wall, {clock.cpu / max(1, len(files)):.2f} s CPU per netlist)"
+        f"{len(outcomes) + len(failed)} netlists under {netlists}: {len(failed)} failed, "
+        f"{done} characterized, {len(outcomes) - done} cached ({clock.wall:.0f} s wall{per})"
     )
-    for reason in failed[:5]:
-        print(f"  skipped {reason}")
+    for f in failed[:5]:
+        print(f"  failed {f.line()}")
+    published = read_costs(costs)
+    lib = Library.open(lib_dir)
+    by_module: dict[str, LibraryEntry] = {}
+    for o in outcomes:  # one entry per module: `X.v` and `X_pdk45.v` are the same circuit
+        e = o.entry
+        if lookup(e, published) is not None and e.source.get("top") not in by_module:
+            typed = uniform_energy(load_gates(lib.gate_netlist_path(e.name)), model="typed")
+            by_module[e.source.get("top", e.name)] = replace(
+                e, cost={**e.cost, "energy_typed": typed}
+            )
+    entries = list(by_module.values())
     estimates = ("energy", "energy_typed", "cells", "area")
     rows = correlations(entries, published, estimates=estimates)
     for line in Comparison(str(costs), len(entries), [], rows).lines():
@@ -391,12 +325,17 @@ def main() -> None:
     ap.add_argument("--costs", type=Path, default=None, help="CSV or EvoApprox meta.json")
     ap.add_argument("--netlists", type=Path, default=None, help="folder of netlists for --costs")
     ap.add_argument("--cells", type=Path, default=None, help="cell library read with each")
-    ap.add_argument("--cache", type=Path, default=None, help="keep yosys output here")
+    ap.add_argument(
+        "--library",
+        type=Path,
+        default=None,
+        help="characterize --netlists into this library (reruns are cached)",
+    )
     args = ap.parse_args()
     if (args.costs is None) != (args.netlists is None):
         ap.error("--costs and --netlists go together")
     if args.costs is not None:  # the correlations alone, without the timing part
-        bench_ranking(args.costs, args.netlists, args.cells, args.cache, args.jobs)
+        bench_ranking(args.costs, args.netlists, args.cells, args.library, args.jobs)
         return
     work = Path(tempfile.mkdtemp(prefix="hwflow-bench-"))
     try:

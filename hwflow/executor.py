@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hwflow.errors import ExecutorError, HwflowError, Terminated
+from hwflow.resources import resource_dir
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -230,8 +231,9 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     files = sorted((root / "hwflow").rglob("*.py"))
     for extra in ("sim", "rtl_templates"):
-        if (root / extra).is_dir():
-            files += sorted(p for p in (root / extra).rglob("*") if p.is_file())
+        folder = resource_dir(extra)
+        if not folder.is_relative_to(root / "hwflow"):  # a wheel's copies were listed above
+            files += sorted(p for p in folder.rglob("*") if p.is_file())
     for path in files:
         if "__pycache__" in path.parts:
             continue

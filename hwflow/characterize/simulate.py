@@ -24,11 +24,11 @@ import numpy as np
 
 from hwflow.characterize.bitparallel import A_PLANES, B_PLANES, O_PLANES, PAIRS
 from hwflow.errors import HwflowError, NetlistError, SimulationError
+from hwflow.resources import resource_dir
 from hwflow.simulator import SimulationTimeout, run_cocotb
 
-_ROOT = Path(__file__).resolve().parents[2]
-TESTBENCH = _ROOT / "sim" / "multiplier_tb.py"
-PLAIN_TESTBENCH = _ROOT / "rtl_templates" / "mul_exhaustive_tb.v"
+TESTBENCH = resource_dir("sim") / "multiplier_tb.py"
+PLAIN_TESTBENCH = resource_dir("rtl_templates") / "mul_exhaustive_tb.v"
 WRAPPER_TOP = "hwflow_mul_bench"
 MAX_BATCH = 16
 DEFAULT_TIMEOUT_S = 300.0  # per design and launch step; see characterize.netlist

@@ -30,11 +30,11 @@ import numpy as np
 
 from hwflow import io, verilator_kit
 from hwflow.errors import VerificationError
+from hwflow.resources import resource_dir
 from hwflow.rtl import check, mac, net, vectors
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "rtl_templates"
-SIM = REPO / "sim"
+TEMPLATES = resource_dir("rtl_templates")
+SIM = resource_dir("sim")
 HARNESS_TOP = "hwflow_harness"  # toplevel of the `layers` simulation (the engines)
 NET_HARNESS = "hwflow_net_harness"  # toplevel of the `net` simulation (hwflow_net)
 TEST_MODULE = "test_hwflow"

@@ -359,3 +359,32 @@ def test_a_yosys_crash_without_an_error_line_reports_the_runtime_s_last_words():
     )
     assert "out of memory?" in _yosys_error(log, "", -9, item)
     assert "n0/" not in _yosys_error("n0/huge.v:7: ERROR: bad\n", "", 1, item)
+
+
+def test_an_interrupted_run_keeps_finished_groups_and_the_rerun_does_the_rest(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "MAX_BATCH", 1)  # one design per group
+    monkeypatch.setattr(pipeline, "COMMIT_EVERY_S", 0.0)  # commit after every group
+    bodies = ("a * b", "(a * b) & 16'hfff0", "(a * b) | 16'h0001")
+    files = [
+        write(tmp_path / f"m{i}.v", MUL.format(name=f"m{i}", body=f"  assign o = {body};"))
+        for i, body in enumerate(bodies)
+    ]
+    lib_dir = tmp_path / "lib"
+    groups = []
+
+    def ctrl_c_after_the_second_group(n: int) -> None:
+        groups.append(n)
+        if len(groups) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.characterize_netlists(files, lib_dir, progress=ctrl_c_after_the_second_group)
+    assert sorted(e.name for e in Library.open(lib_dir).entries) == ["m0", "m1"]
+    done = pipeline.characterize_netlists(files, lib_dir)
+    assert [(o.entry.name, o.cached) for o in done] == [
+        ("m0", True), ("m1", True), ("m2", False)
+    ]  # fmt: skip
+    lib = Library.open(lib_dir)
+    assert "u_exact" in lib and lib.get("m2").cost["energy_rel"] is not None

@@ -16,9 +16,10 @@ Per design, in groups that each take one yosys process and one simulator launch
 5. metrics, gate costs and the switching-energy estimate.
 
 A bad netlist fails alone: the good ones of the call are kept (`CharacterizeError`
-lists the failures, one line each), and a rerun only does what is missing.
-`--builtin` commits after every finished group, so an interrupted run resumes without
-redoing finished designs. Unchanged designs are cache hits (sha256 of the file's
+lists the failures, one line each), and a rerun only does what is missing. Finished
+entries are committed as the run goes (`--builtin` after every group, netlists every
+COMMIT_EVERY_S or so), so an interrupted run resumes without redoing them.
+Unchanged designs are cache hits (sha256 of the file's
 bytes, plus top, ports and cell library; for generators a fingerprint of the generator
 code and Amaranth version); a file whose content the library already holds under
 another name reuses that entry's table and costs.
@@ -34,6 +35,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -69,6 +71,9 @@ EXACT_NAMES = {False: "u_exact", True: "s_exact"}
 # mean |exact product| over all operand pairs: the error of a constant-0 "multiplier"
 _EXACT = {s: exact_table(s) for s in (False, True)}
 _MEAN_ABS_EXACT = {s: float(np.abs(_EXACT[s]).mean()) for s in (False, True)}
+# A long run commits its finished entries at least this often, so an interrupted run
+# resumes from them; rarer when commits are slow (a large index): at most ~1/10 of the time.
+COMMIT_EVERY_S = 10.0
 _ALL_A = np.repeat(np.arange(256), 256)  # operand pairs in table order: a outer, b inner
 _ALL_B = np.tile(np.arange(256), 256)
 
@@ -248,15 +253,28 @@ def characterize_netlists(
             todo.append(design)
         order.append(name)
 
-    results = _run_groups(_groups(todo, jobs, options), jobs, progress)
     new: list[NewEntry] = []
     notes: dict[str, str] = {}
-    for r in results:
-        if r.new is None:
-            failures.append(Failure(str(_path_of(todo, r.name)), r.error))
-        else:
-            new.append(r.new)
-            notes[r.name] = r.note
+    committed: set[str] = set()
+    pending: list[NewEntry] = []
+    last, wait = time.monotonic(), COMMIT_EVERY_S
+    for results in run_parallel(_run_group, _groups(todo, jobs, options), jobs):
+        for r in results:
+            if r.new is None:
+                failures.append(Failure(str(_path_of(todo, r.name)), r.error))
+            else:
+                new.append(r.new)
+                pending.append(r.new)
+                notes[r.name] = r.note
+        if pending and time.monotonic() - last >= wait:  # keep what is done (resumable)
+            start = time.monotonic()
+            lib.commit(pending)
+            committed.update(n.entry.name for n in pending)
+            pending = []
+            last = time.monotonic()
+            wait = max(COMMIT_EVERY_S, 10 * (last - start))
+        if progress:
+            progress(len(results))
     fresh = {n.entry.name: n for n in new}
     for design, of in twins:
         copied = _copy_entry(lib, fresh, design, of)
@@ -276,10 +294,12 @@ def characterize_netlists(
     cached = [o.entry for o in outcomes.values() if o.cached]
     if published:  # by module name, else entry name (characterize.costs)
         missing = set(attach_published([n.entry for n in new] + cached, published))
-    if new:  # a run of cache hits writes nothing
-        lib.commit(new)
-    if published:
-        lib.update([e for e in cached if e.name not in missing])
+    final = [n for n in new if n.entry.name not in committed]
+    if final:  # a run of cache hits writes nothing
+        lib.commit(final)
+    if published:  # entries committed earlier get their published figures now
+        early = [n.entry for n in new if n.entry.name in committed]
+        lib.update([e for e in cached + early if e.name not in missing])
     done = [
         Outcome(lib.get(n), outcomes[n].cached, notes.get(n, ""))
         for n in order

@@ -22,7 +22,7 @@ nets, bound the simulator's memory: 16 KB each).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hwflow.errors import NetlistError
@@ -115,47 +115,51 @@ def view_verilog(
         for i, bit in enumerate(info.get("bits", [])):
             if isinstance(bit, int) and bit not in names:
                 names[bit] = name if len(info["bits"]) == 1 else f"{name}[{i}]"
-    order = _gate_order(gates, drivers, names, where, top)
+    graph = [(list(ins.values()), out) for _, ins, out in gates]
+    order = gate_order(graph, where, top, names, " in simulation")
     return _emit(module, gates, order, drivers, port_bits["o"])
 
 
-def _gate_order(
-    gates: list[tuple[str, dict[str, int | str], int]],
-    drivers: dict[int, list[str | int]],
-    names: dict[int, str],
+def gate_order(
+    gates: Sequence[tuple[Sequence[int | str], int]],
     where: str,
     top: str,
+    names: Mapping[int, str] | None = None,
+    context: str = "",
 ) -> list[int]:
-    """Gate indices in topological order (depth-first, iterative)."""
+    """Indices of `gates` ((input nets, output net) each) in topological order, inputs
+    first (iterative depth-first search). NetlistError on a loop, naming `where`, `top`
+    and, with `names` (net -> name), a net on it, a user's name before yosys' own."""
+    driver = {out: i for i, (_, out) in enumerate(gates)}
     state = [0] * len(gates)  # 0 new, 1 on the stack, 2 done
     order: list[int] = []
     for root in range(len(gates)):
         if state[root]:
             continue
         state[root] = 1
-        stack = [(root, iter(gates[root][1].values()))]
+        stack = [(root, 0)]
         while stack:
-            g, pending = stack[-1]
-            for net in pending:
-                src = drivers.get(net) if isinstance(net, int) else None
-                if not src or not isinstance(src[0], int) or state[src[0]] == 2:
-                    continue
-                if state[src[0]] == 1:  # the stack from src[0] on is the loop
-                    start = next(i for i, (h, _) in enumerate(stack) if h == src[0])
-                    nets = [gates[h][2] for h, _ in stack[start:]]
+            i, k = stack.pop()
+            ins = gates[i][0]
+            if k == len(ins):
+                state[i] = 2
+                order.append(i)
+                continue
+            stack.append((i, k + 1))
+            j = driver.get(ins[k]) if isinstance(ins[k], int) else None
+            if j is None or state[j] == 2:
+                continue
+            if state[j] == 1:  # the stack from j on is the loop
+                msg = f"{where}: {top} has a combinational loop{context}"
+                if names is not None:
+                    start = next(n for n, (h, _) in enumerate(stack) if h == j)
+                    nets = [gates[h][1] for h, _ in stack[start:]]
                     named = [names[n] for n in nets if not names.get(n, "$").startswith("$")]
-                    shown = named[0] if named else names.get(net, net)
-                    raise NetlistError(
-                        f"{where}: {top} has a combinational loop in simulation: net "
-                        f"{shown} feeds back into itself without a register"
-                    )
-                state[src[0]] = 1
-                stack.append((src[0], iter(gates[src[0]][1].values())))
-                break
-            else:
-                stack.pop()
-                state[g] = 2
-                order.append(g)
+                    msg += f": net {named[0] if named else names.get(ins[k], ins[k])} feeds "
+                    msg += "back into itself without a register"
+                raise NetlistError(msg)
+            state[j] = 1
+            stack.append((j, 0))
     return order
 
 

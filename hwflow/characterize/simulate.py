@@ -112,9 +112,9 @@ def simulate_batch(
             own = stage_netlist(Path(d.source), work / f"n{i}").copy
             files = (*cell_files, own)
             jobs.append(ElabJob(f"n{i}", files, d.top, d.ports, d.where(), {own: d.where()}))
-        kw = {} if timeout is None else {"timeout": timeout}
+        limit = DEFAULT_TIMEOUT_S if timeout is None else timeout
         views: list[SimView] = []
-        for d, e in zip(designs, elaborate_batch(jobs, work, synthesize=False, **kw), strict=True):
+        for d, e in zip(designs, elaborate_batch(jobs, work, limit, synthesize=False), strict=True):
             if isinstance(e, NetlistError):
                 raise e
             views.append(SimView(d.name, e.sim_path, e.sim_top, d.where(), d.top, d.ports))

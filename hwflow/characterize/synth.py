@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwflow.characterize.bitparallel import view_verilog
+from hwflow.characterize.bitparallel import gate_order, view_verilog
 from hwflow.characterize.netlist import (
     DEFAULT_TIMEOUT_S,
     Netlist,
@@ -257,7 +257,8 @@ def parse_gates(design: dict[str, Any], where: str = "gate netlist") -> Gates:
     def bits(p: str) -> tuple[int, ...]:
         return tuple(_net(x) for x in ports[p]["bits"])
 
-    return Gates(top, bits(pa), bits(pb), bits(po), _topological(raw, where, top))
+    order = gate_order([(ins, out) for _, ins, out in raw], where, top)
+    return Gates(top, bits(pa), bits(pb), bits(po), tuple(raw[i] for i in order))
 
 
 def load_gates(path: str | os.PathLike[str]) -> Gates:
@@ -276,35 +277,6 @@ def _net(bit: int | str) -> int:
 
 def _is_sequential(cell_type: str) -> bool:
     return any(mark in cell_type for mark in _SEQUENTIAL_MARKS)
-
-
-def _topological(
-    raw: list[tuple[str, tuple[int, ...], int]], where: str, top: str
-) -> tuple[tuple[str, tuple[int, ...], int], ...]:
-    driver = {out: i for i, (_, _, out) in enumerate(raw)}
-    state = [0] * len(raw)  # 0 new, 1 on stack, 2 done
-    order: list[int] = []
-    for root in range(len(raw)):
-        if state[root]:
-            continue
-        stack = [(root, 0)]
-        state[root] = 1
-        while stack:
-            i, k = stack.pop()
-            ins = raw[i][1]
-            if k < len(ins):
-                stack.append((i, k + 1))
-                j = driver.get(ins[k])
-                if j is None or state[j] == 2:
-                    continue
-                if state[j] == 1:
-                    raise NetlistError(f"{where}: {top} has a combinational loop")
-                state[j] = 1
-                stack.append((j, 0))
-            else:
-                state[i] = 2
-                order.append(i)
-    return tuple(raw[i] for i in order)
 
 
 def _yosys_name(name: str) -> str:

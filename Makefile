@@ -6,7 +6,7 @@ STAMP := $(VENV)/.hwflow-installed
 LIB ?= hwflow-lib
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test test-fast bench lint format clean
+.PHONY: setup demo test test-fast bench docs lint format clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The documentation site (Sphinx, docs/conf.py), warnings as errors, into build/docs/.
+docs: setup
+	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs build/docs
+	@echo "open build/docs/index.html"
 
 lint: setup
 	$(VENV)/bin/ruff check hwflow tests sim bench

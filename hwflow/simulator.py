@@ -1,7 +1,7 @@
 """Build and run a cocotb testbench on Icarus Verilog or Verilator, with readable errors.
 
-A thin wrapper over `cocotb_tools.runner` that handles the measured gotchas of
-TOOLCHAIN.md once, for every stage that simulates (multiplier characterization, MAC
+A thin wrapper over `cocotb_tools.runner` that handles its measured gotchas once, for
+every stage that simulates (multiplier characterization, MAC
 engines, exported tops):
 
 - a default `timescale` (Amaranth emits none, and cocotb's `Timer` needs a precision);

@@ -64,8 +64,8 @@ def test_gate_counts_area_and_depth_match_yosys(synth):
         assert cost["cells"] == stat["num_cells"] == sum(cost["gates"].values())
         assert cost["area"] == int(stat["estimated_num_transistors"])
         assert 0 < cost["depth"] < cost["cells"]
-    # yosys 0.70, synthesized after the simulation view in one process (TOOLCHAIN.md
-    # measured 2426 alone: yosys' result moves by ~1 % with what its process ran before)
+    # yosys 0.70, synthesized after the simulation view in one process (synthesized alone
+    # it measured 2426: yosys' result moves by ~1 % with what its process ran before)
     assert synth["exact_u"].cost()["area"] == 2416
 
 

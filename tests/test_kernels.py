@@ -14,7 +14,7 @@ from hwflow.nn.kernels import approx_matmul, table_matmul
 
 
 def naive_loop(x: np.ndarray, w: np.ndarray, table: np.ndarray, sign_magnitude: bool) -> np.ndarray:
-    """Scalar Python loop straight from DESIGN.md's equation (small shapes only)."""
+    """Scalar Python loop straight from docs/concepts/operands.md's equation (small shapes)."""
     m, k = x.shape
     n = w.shape[1]
     out = np.zeros((m, n), dtype=object)

@@ -65,7 +65,7 @@ def _random_trace(rng, signed, g=2, m=5, k=7, n=3):
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_reference_acc_matches_nn_kernel(signed):
-    """Two independent implementations of the DESIGN.md equation agree exactly."""
+    """Two independent implementations of docs/concepts/operands.md's equation agree exactly."""
     rng = np.random.default_rng(1)
     table = rng.integers(-30000, 30000, (256, 256)).astype(np.int32)
     x, w = _random_trace(rng, signed)

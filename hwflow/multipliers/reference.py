@@ -4,7 +4,7 @@ Each model is written from the family's arithmetic definition (which partial-pro
 bits are summed, how operands are rounded, how the logarithm is approximated), never by
 evaluating the Amaranth circuit, so that comparing the two checks the circuit.
 Every model returns `int32[256, 256]` with `table[a & 0xFF, b & 0xFF]` = the circuit's
-output (a signed integer for signed circuits), as in DESIGN.md.
+output (a signed integer for signed circuits), as in docs/concepts/operands.md.
 
 Partial-product bits: unsigned `pp(i, j) = a_i & b_j` with weight `2^(i+j)`; row `j`
 belongs to multiplier bit `b_j`. Signed multipliers use the modified Baugh-Wooley matrix:

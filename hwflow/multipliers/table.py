@@ -1,4 +1,4 @@
-"""Error tables of 8x8 multipliers and their metrics (DESIGN.md "Operands and tables").
+"""Error tables of 8x8 multipliers and their metrics (docs/concepts/operands.md).
 
 A table is `int32[256, 256]` with `table[a & 0xFF, b & 0xFF]` = the product the circuit
 outputs (a signed integer for signed circuits). First index = first operand `a` (the
@@ -51,7 +51,7 @@ def error_table(table: np.ndarray, signed: bool) -> np.ndarray:
 
 
 def compute_metrics(table: np.ndarray, signed: bool) -> dict[str, float]:
-    """The DESIGN.md metrics over all 65,536 operand pairs (e = approx - exact).
+    """The metrics of docs/concepts/operands.md over all 65,536 operand pairs (e = approx - exact).
 
     `mae_pct` and `wce_pct` are relative to 2^16 (EvoApproxLib's definition);
     `mre_pct` averages |e| / |exact| over pairs whose exact product is non-zero.

@@ -3,7 +3,8 @@
 `acc[m, n] = sum_k table[x[m, k] & 0xFF, w[k, n] & 0xFF]`; for unsigned multipliers with
 sign-magnitude weights (`sign_magnitude=True`)
 `acc[m, n] = sum_k sign(w[k, n]) * table[x[m, k] & 0xFF, |w[k, n]|]`, with sign(0) = 0:
-a zero weight contributes nothing whatever table[x, 0] holds (DESIGN.md's equation).
+a zero weight contributes nothing whatever table[x, 0] holds (the equation of
+docs/concepts/operands.md).
 First table index = activation, never transposed.
 
 Algorithm (chosen by measurement, see bench/kernels.py): the weights are folded into a

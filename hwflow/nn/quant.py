@@ -1,4 +1,4 @@
-"""8-bit quantization with straight-through estimators (DESIGN.md "Operands and tables").
+"""8-bit quantization with straight-through estimators (docs/concepts/operands.md).
 
 Decisions (the RTL and the error model rely on them):
 - Weights: symmetric int8 in [-127, 127] (never -128, so |w| fits the 0..128 magnitude

@@ -1,6 +1,6 @@
 """`hwflow train`: float baseline -> QAT -> AGN sigma search, checkpointed and resumable.
 
-Run directory `RUN/` (docs/INTERFACES.md):
+Run directory `RUN/` (docs/reference/file-formats.md):
 - `config.yaml`: the config as run (seed included; a factory's file and the weights as
   absolute paths); `summary.json`: seed, test accuracies `{float, quant, agn,
   quant_after_agn}` in [0, 1] (top-1; `accuracy_top5` likewise), `threads`, `device`,

@@ -75,7 +75,8 @@ def render(template: str, **values: object) -> str:
 
 def check_plan(plan: LayerPlan) -> None:
     """Refuse inconsistent input: signedness, operand ranges, and sums that disagree with
-    the DESIGN.md table equation (computed here independently of the nn kernels)."""
+    the table equation of docs/concepts/operands.md (computed here independently of the
+    nn kernels)."""
     if plan.multiplier.signed != plan.signed:
         kind = "signed" if plan.multiplier.signed else "unsigned"
         raise VerificationError(

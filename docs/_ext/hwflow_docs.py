@@ -1,0 +1,182 @@
+"""Pages built from hwflow's code at documentation time, so they cannot go stale.
+
+- ``hwflow-api``: one section per hwflow package with every module's docstring and public
+  members (autodoc), found by walking the package, so a new module appears by itself.
+- ``hwflow-imports``: the table of which hwflow parts import which, read from the sources
+  with ``ast`` (module-level and deferred imports alike), checked against the layers the
+  directive's content declares: an import that points up, or a part with no layer, is a
+  build warning, and the docs build fails on warnings.
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
+
+PACKAGE = Path(__file__).resolve().parents[2] / "hwflow"
+logger = logging.getLogger(__name__)
+
+
+def modules(package: Path = PACKAGE) -> dict[str, list[str]]:
+    """Module names per part: "hwflow" for the top-level modules, else the subpackage."""
+    parts: dict[str, list[str]] = defaultdict(list)
+    for info in pkgutil.walk_packages([str(package)], prefix="hwflow."):
+        name = info.name
+        if name.rsplit(".", 1)[-1].startswith("_") and not info.ispkg:
+            continue  # private helpers (_cells, _table_kernel...) are not API
+        if name.split(".")[1].startswith("_"):
+            continue  # hwflow._files: testbenches and templates, not Python API
+        part = name.split(".")[1] if (package / name.split(".")[1]).is_dir() else "hwflow"
+        parts[part].append(name)
+    return dict(parts)
+
+
+class ApiDirective(SphinxDirective):
+    """Every hwflow module's docstring and members, one section per package."""
+
+    def run(self) -> list[nodes.Node]:
+        lines: list[str] = []
+        for part, names in sorted(modules().items(), key=lambda kv: (kv[0] != "hwflow", kv)):
+            title = "hwflow (top-level modules)" if part == "hwflow" else f"hwflow.{part}"
+            lines += [title, "-" * len(title), ""]
+            for name in sorted(names, key=lambda n: (n.count("."), n)):
+                if name == "hwflow.cli":
+                    continue  # the CLI reference documents the commands
+                lines += [f".. automodule:: {name}", "   :members:", ""]
+        container = nodes.section()
+        container.document = self.state.document
+        nested_parse_with_titles(self.state, StringList(lines, "hwflow-api"), container)
+        return container.children
+
+
+def part_of(module: str) -> str:
+    """`hwflow.nn.train` -> "nn/", `hwflow.io` -> "io", "hwflow" -> "hwflow"."""
+    pieces = module.split(".")
+    if len(pieces) == 1:
+        return "hwflow"
+    return pieces[1] + "/" if (PACKAGE / pieces[1]).is_dir() else pieces[1]
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Which parts each part imports (hwflow's own; every import statement counts)."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package.parent).with_suffix("")
+        module = ".".join(p for p in relative.parts if p != "__init__")
+        source = part_of(module)
+        graph[source]  # noqa: B018 (a part that imports nothing of hwflow still appears)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("hwflow.") and part_of(target) != source:
+                    graph[source].add(part_of(target))
+    graph.pop("hwflow", None)  # the package file itself holds only the version
+    graph.pop("_files/", None)  # testbenches and templates, copied into a wheel
+    return graph
+
+
+class ImportsDirective(SphinxDirective):
+    """Content: one line per layer, lowest first, `layer name: part, part, ...`."""
+
+    has_content = True
+
+    def run(self) -> list[nodes.Node]:
+        layers: dict[str, int] = {}
+        names: list[str] = []
+        for number, line in enumerate(self.content):
+            label, _, parts = line.partition(":")
+            names.append(label.strip())
+            for part in parts.split(","):
+                if part.strip():
+                    layers[part.strip()] = number
+        graph = import_graph()
+        rows = []
+        for part in sorted(graph, key=lambda p: (layers.get(p, len(names)), p)):
+            where = f"{self.env.docname}.md"
+            if part not in layers:
+                logger.warning(f"hwflow/{part} has no layer in the hwflow-imports list of {where}")
+            for target in sorted(graph[part]):
+                if layers.get(target, len(names)) >= layers.get(part, -1):
+                    logger.warning(
+                        f"{part} imports {target}, which is not in a lower layer ({where})"
+                    )
+            layer = names[layers[part]] if part in layers else "(not placed)"
+            rows.append((part, layer, ", ".join(sorted(graph[part], key=str)) or "nothing"))
+        return [self._table(rows)]
+
+    def _table(self, rows: list[tuple[str, str, str]]) -> nodes.table:
+        table = nodes.table()
+        group = nodes.tgroup(cols=3)
+        table += group
+        for width in (2, 2, 6):
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        body = nodes.tbody()
+        group += head
+        group += body
+        for target, cells in (
+            (head, ("part", "layer", "imports (hwflow)")),
+            *[(body, r) for r in rows],
+        ):
+            row = nodes.row()
+            for text in cells:
+                entry = nodes.entry()
+                entry += nodes.paragraph(text=text)
+                row += entry
+            target += row
+        return table
+
+
+_LITERAL = re.compile(r"(`[^`]*`)")
+_TRAILING_UNDERSCORE = re.compile(r"(?<=\w)_(?=[\s,.;:)/]|$)")
+
+
+def plain_docstring(
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """hwflow's docstrings are plain text with `code` in backticks and ``` fences, not
+    reStructuredText: keep `|x|` and `name_` literal, turn fences into literal blocks, and
+    give every change of indentation its blank line, so an indented continuation reads as
+    a block instead of a markup error."""
+    pieces = _LITERAL.split("\n".join(lines))
+    for i in range(0, len(pieces), 2):
+        pieces[i] = _TRAILING_UNDERSCORE.sub(r"\\_", pieces[i].replace("|", "\\|"))
+    fixed: list[str] = []
+    previous_indent = None
+    fenced = False
+    for line in "".join(pieces).split("\n"):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            fixed += ["::", ""] if fenced else [""]
+            continue
+        if fenced:
+            fixed.append("    " + line)
+            continue
+        indent = len(line) - len(line.lstrip()) if line.strip() else None
+        if None not in (indent, previous_indent) and indent != previous_indent and fixed[-1]:
+            fixed.append("")
+        previous_indent = indent if indent is not None else previous_indent
+        fixed.append(line)
+    lines[:] = fixed
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.connect("autodoc-process-docstring", plain_docstring)
+    app.add_directive("hwflow-api", ApiDirective)
+    app.add_directive("hwflow-imports", ImportsDirective)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

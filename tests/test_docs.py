@@ -1,0 +1,79 @@
+"""The documentation builds without a warning, and the README's links all resolve."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hwflow.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and MyST's heading anchors) give a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    fenced = False
+    found = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6}\s+(.*)", line)):
+            found.add(github_anchor(m.group(1)))
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """Relative links of a Markdown page whose file, or heading anchor, does not exist."""
+    broken = []
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not checked offline
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{target}: no heading with that anchor")
+    return broken
+
+
+def test_readme_is_short_and_every_link_resolves():
+    readme = ROOT / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 150
+    assert not broken_links(readme)
+
+
+def test_the_link_check_finds_missing_files_and_anchors(tmp_path):
+    (tmp_path / "a.md").write_text("# A page\n\n## Two words\n", encoding="utf-8")
+    page = tmp_path / "b.md"
+    page.write_text(
+        "[ok](a.md#two-words) [file](c.md) [anchor](a.md#three) ![img](x.png) "
+        "[web](https://example.org/none)\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "c.md: no such file",
+        "a.md#three: no heading with that anchor",
+        "x.png: no such file",
+    ]
+
+
+def test_the_documentation_site_builds_without_a_warning(tmp_path):
+    # -W: every warning (a broken cross-reference or anchor, a docstring that is not valid
+    # markup, an import that breaks the architecture page's layers) fails the build.
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-W", "--keep-going", "-b", "html",
+         "-d", str(tmp_path / "doctrees"), str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    cli_page = (tmp_path / "html" / "reference" / "cli.html").read_text(encoding="utf-8")
+    assert all(f'id="hwflow-{name}"' in cli_page for name in cli.commands)  # generated

@@ -892,7 +892,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
 @click.option("--library", default="hwflow-lib", show_default=True, type=click.Path(),
               help="Multiplier library (built-in designs, cached by sha256).")  # fmt: skip
 @click.option("--config", "train_config", default=None, type=click.Path(dir_okay=False),
-              help="Training config [default: examples/digits.yaml].")  # fmt: skip
+              help="Training config [default: hwflow's examples/digits.yaml].")  # fmt: skip
 @click.option("--quick", is_flag=True, help="A few steps per stage (tests, smoke runs).")
 @click.option("--scale", default=1.0, show_default=True, help="Tolerance scale for assign.")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel workers.")

@@ -20,16 +20,22 @@ from typing import Any
 
 from hwflow.errors import HwflowError, VerificationError
 from hwflow.io import claim_dir, read_json, write_json
+from hwflow.resources import resource_dir
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLOW_KIND = "flow"  # `demo --out` marker: a rerun resumes only a directory a flow made
+
+
+def default_train_config() -> Path:
+    """examples/digits.yaml of this installation (a checkout's, or the one a wheel carries)."""
+    return resource_dir("examples") / "digits.yaml"
 
 
 @dataclass
 class FlowConfig:
     out: Path = Path("runs/demo")
     library: Path = Path("hwflow-lib")
-    train_config: Path = EXAMPLES / "digits.yaml"
+    # the checkout's examples/, or the copy a wheel carries: the demo runs from anywhere
+    train_config: Path = field(default_factory=default_train_config)
     quick: bool = False  # a few steps per stage: the end-to-end test, not a result
     scale: float = 1.0
     error_model: str = "sampled"

@@ -13,7 +13,7 @@ operands' accumulators are also recomputed with the emulation's table kernel
     .venv/bin/python -m bench.verify --resnet WORK_DIR   # a Fashion-MNIST ResNet-20 export
     (EXPORT_DIR from `hwflow export RUN --assignment A --out EXPORT_DIR --images 16`)
 
-Targets (issue 14): Verilator >= 10x Icarus on the simulation of the whole network;
+Targets: Verilator >= 10x Icarus on the simulation of the whole network;
 every accumulation of one ResNet-20 image (no `--rows` sampling) verified in < 2 min.
 """
 

@@ -127,7 +127,7 @@ def executor_options(gpu_tasks: bool = False, fans_out_if: str | None = None):
     return decorate
 
 
-# ---- characterize / library (issue 3) -------------------------------------------------
+# ---- characterize / library -----------------------------------------------------------
 
 _LIB_OPTION = click.option(
     "--library", "library", default="hwflow-lib", show_default=True, type=click.Path(),
@@ -349,7 +349,7 @@ def library_remove(name, library) -> None:
     click.echo(f"removed {name} from {library}")
 
 
-# ---- train / evaluate (issue 4) -------------------------------------------------------
+# ---- train / evaluate -----------------------------------------------------------------
 
 _DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default=None,
@@ -419,7 +419,7 @@ def evaluate(run_dir, mode, split, data_dir, assignment, retrained, device, as_j
     """Accuracy of a trained run (agn: with its learned noise drawn at evaluation)."""
     from hwflow.nn.train import evaluate_run
 
-    if mode == "approx" or assignment is not None:  # issue 5: approx mode with tables
+    if mode == "approx" or assignment is not None:  # approx mode with tables
         from hwflow.assign.retrain import evaluate_assignment
 
         if mode != "approx" or assignment is None:
@@ -439,7 +439,7 @@ def evaluate(run_dir, mode, split, data_dir, assignment, retrained, device, as_j
         )
 
 
-# ---- assign / retrain / sweep (issue 5) -----------------------------------------------
+# ---- assign / retrain / sweep ---------------------------------------------------------
 
 _GRADIENT_OPTION = click.option(
     "--gradient", type=click.Choice(["ste", "table"]), default=None,
@@ -751,7 +751,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
     click.echo(f"wrote {out}/study.csv, study.md, study.json, pareto.png")
 
 
-# ---- export / verify (issue 6) --------------------------------------------------------
+# ---- export / verify ------------------------------------------------------------------
 
 
 @cli.command("export")
@@ -883,7 +883,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
         )
 
 
-# ---- demo / report (issue 7) ----------------------------------------------------------
+# ---- demo / report --------------------------------------------------------------------
 
 
 @cli.command()

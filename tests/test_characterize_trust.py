@@ -1,4 +1,4 @@
-"""Characterization a user can trust (issues 11 and 12): the table is what yosys builds,
+"""Characterization a user can trust: the table is what yosys builds,
 user files run no code, every tool call ends, and files as published simply work."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-# ---- simulation = synthesis (issue 11 §3) -------------------------------------------------
+# ---- simulation = synthesis ---------------------------------------------------------------
 
 
 def test_a_netlist_that_synthesizes_to_other_logic_than_it_simulates_is_refused(tmp_path):
@@ -95,7 +95,7 @@ def test_gate_check_names_the_first_differing_pair(tmp_path):
         pipeline.check_gates_match(raw, gates, True, "exact_s.v")
 
 
-# ---- no code from data files (issue 11 §2) -------------------------------------------------
+# ---- no code from data files ---------------------------------------------------------------
 
 
 def test_system_tasks_are_refused_with_file_and_line(tmp_path):
@@ -134,7 +134,7 @@ def test_system_task_scan(text, refused):
             check_system_tasks(text, "m.v")
 
 
-# ---- bounded time (issue 11 §4) ------------------------------------------------------------
+# ---- bounded time --------------------------------------------------------------------------
 
 # settles at once under synthesis; in simulation, a[0] = 1 starts a zero-delay oscillation
 NEVER_SETTLES = MUL.format(
@@ -235,7 +235,7 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-# ---- files as published (issue 12 §1) ------------------------------------------------------
+# ---- files as published --------------------------------------------------------------------
 
 
 def test_crlf_bom_duplicates_and_constant_circuits(tmp_path):

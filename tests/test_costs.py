@@ -1,4 +1,4 @@
-"""Published figures (issue 12 §2): CSV and EvoApprox meta.json, matching by module name,
+"""Published figures: CSV and EvoApprox meta.json, matching by module name,
 `library list` / `library compare`, and rank correlation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Devices (issue 13 §5): `--device` resolution, and the exact torch fallback of the table
+"""Devices: `--device` resolution, and the exact torch fallback of the table
 kernel, which runs on the operands' own device (CPU here, forced with backend="torch")
 without copying anything to the CPU."""
 

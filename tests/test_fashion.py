@@ -1,4 +1,4 @@
-"""Fashion-MNIST (issue 13 §1): the loader on tiny generated IDX files, its default
+"""Fashion-MNIST: the loader on tiny generated IDX files, its default
 directory, the examples, thread choice, top-5 accuracy; the real data set (installed by
 `make setup` from Debian's dataset-fashion-mnist) only in a slow test on a small subset."""
 

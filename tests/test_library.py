@@ -101,7 +101,7 @@ def test_sort_entries_by_metric_energy_and_name():
         sort_entries(entries, "nope")
 
 
-# ---- issue 11: content identity, concurrent writers, table integrity -----------------------
+# ---- content identity, concurrent writers, table integrity -----------------------
 
 
 def netlist_entry(name: str, content: str, path: str = "/x/a.v", shift: int = 0, signed=False):

@@ -1,4 +1,4 @@
-"""The library under concurrent writers, clashing names and wrong paths (issue 11):
+"""The library under concurrent writers, clashing names and wrong paths:
 every entry kept, nothing overwritten, one `error:` line and exit 2, nothing written.
 
 Concurrency: each repetition makes the race as wide as it gets: both writers load the library before

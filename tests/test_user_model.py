@@ -1,4 +1,4 @@
-"""A user's own network from a factory in the config (issue 13 §3): the whole flow on a
+"""A user's own network from a factory in the config: the whole flow on a
 model defined in a file outside the package (residual block, depthwise conv, average
 pooling, batch norm, dropout), with its trained float weights given; and the one-line
 errors a user will meet."""

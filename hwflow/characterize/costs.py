@@ -29,7 +29,7 @@ Published = dict[str, dict[str, float]]  # name -> {"power": ..., "area": ..., "
 
 FIELDS = ("power", "area", "delay")
 META_PARAMS = {"pwr": "power", "area": "area", "delay": "delay"}  # meta.json -> our names
-LARGE_POWER = 0.3  # mW (45 nm): where the issue's ranking target applies
+LARGE_POWER = 0.3  # mW (45 nm): the larger circuits, where ranking them is hardest
 ESTIMATES = ("energy", "cells", "area")  # library `cost` keys compared with the power
 
 

@@ -20,7 +20,7 @@ Model (dynamic power of static CMOS, E ~ sum over nets of toggles x switched cap
   from per-operand histograms); temporal correlation of real operand streams, leakage,
   wires and the accumulator are not modelled.
 
-Why these weights (issue 12; `python -m bench.characterize --netlists DIR --costs FILE`
+Why these weights (`python -m bench.characterize --netlists DIR --costs FILE`
 on 554 published 8x8 circuits synthesized as `characterize` does: EvoApprox8b's 505
 unsigned gate-level netlists with their cells in a separate file, EvoApproxLib's 36
 unsigned and 13 signed; Spearman rho against the published 45 nm power, all circuits /

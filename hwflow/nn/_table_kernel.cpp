@@ -1,6 +1,6 @@
 // Compiled accumulation loop of hwflow.nn.kernels (see that module for the contract).
 //
-// out[m, n] = sum_k T[k, xb[m, k], n], with T the per-weight table (build_tiles below)
+// out[m, n] = sum_k T[k, x[rows[m] + cols[k]], n], with T the per-weight table (build_tiles below)
 // laid out (NT, K, 256, NB) so one tile of NB output columns over a block of K is a
 // contiguous run that stays in L2 while every row of a task's M block reads it.
 // Accumulators are fixed-size local vectors the compiler keeps in registers.
@@ -44,8 +44,8 @@ struct Vec16 {
 // guarantees G * max|T| fits int16, so no partial sum leaves it), halving or quartering
 // the widening conversions, the costliest step of the loop.
 template <typename TV, typename ACC, int NB, int R, int G>
-inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, ACC* const* o,
-                            bool first) {
+inline void accumulate_rows(const uint8_t* const* xr, const int64_t* off, const TV* tk,
+                            int64_t kb, ACC* const* o, bool first) {
   typedef typename Vec16<TV>::type tv_t;
   typedef typename Vec16<ACC>::type acc_t;
   constexpr int NV = NB / 16;
@@ -65,7 +65,7 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
     for (int r = 0; r < R; ++r) {
       const TV* rows[G];
       for (int g = 0; g < G; ++g)
-        rows[g] = base + g * kStride + static_cast<int64_t>(xr[r][k + g]) * NB;
+        rows[g] = base + g * kStride + static_cast<int64_t>(xr[r][off[k + g]]) * NB;
       for (int v = 0; v < NV; ++v) {
         tv_t t;
         std::memcpy(&t, rows[0] + 16 * v, sizeof(tv_t));
@@ -81,7 +81,7 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
   for (; k < kb; ++k) {
     const TV* base = tk + k * kStride;
     for (int r = 0; r < R; ++r) {
-      const TV* row = base + static_cast<int64_t>(xr[r][k]) * NB;
+      const TV* row = base + static_cast<int64_t>(xr[r][off[k]]) * NB;
       for (int v = 0; v < NV; ++v) {
         tv_t t;
         std::memcpy(&t, row + 16 * v, sizeof(tv_t));
@@ -94,9 +94,9 @@ inline void accumulate_rows(const uint8_t* const* xr, const TV* tk, int64_t kb, 
 }
 
 template <typename TV, typename ACC, int NB, int G>
-void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* T, int64_t NT,
-                ACC* out, int64_t ldo, bool add_to_out, int64_t rows_per_task,
-                int64_t block_bytes) {
+void accumulate(const uint8_t* x, const int64_t* row_base, const int64_t* col_off, int64_t M,
+                int64_t K, const TV* T, int64_t NT, ACC* out, int64_t ldo, bool add_to_out,
+                int64_t rows_per_task, int64_t block_bytes) {
   // Rows per register block: enough independent chains to hide load latency while
   // R * NB / 16 accumulators still fit the vector register file.
   constexpr int R = NB == 16 ? HWFLOW_R16 : (NB == 32 ? HWFLOW_R32 : HWFLOW_R64);
@@ -112,20 +112,21 @@ void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* 
       for (int64_t k0 = 0; k0 < K; k0 += KB) {
         const int64_t kb = std::min(KB, K - k0);
         const TV* tk = tile + k0 * 256 * NB;
+        const int64_t* off = col_off + k0;
         int64_t m = m0;
         for (; m + R <= m1; m += R) {
           const uint8_t* xr[R];
           ACC* o[R];
           for (int r = 0; r < R; ++r) {
-            xr[r] = xb + (m + r) * ldx + k0;
+            xr[r] = x + row_base[m + r];
             o[r] = out + (m + r) * ldo + nt * NB;
           }
-          accumulate_rows<TV, ACC, NB, R, G>(xr, tk, kb, o, k0 == 0 && !add_to_out);
+          accumulate_rows<TV, ACC, NB, R, G>(xr, off, tk, kb, o, k0 == 0 && !add_to_out);
         }
         for (; m < m1; ++m) {
-          const uint8_t* xr[1] = {xb + m * ldx + k0};
+          const uint8_t* xr[1] = {x + row_base[m]};
           ACC* o[1] = {out + m * ldo + nt * NB};
-          accumulate_rows<TV, ACC, NB, 1, G>(xr, tk, kb, o, k0 == 0 && !add_to_out);
+          accumulate_rows<TV, ACC, NB, 1, G>(xr, off, tk, kb, o, k0 == 0 && !add_to_out);
         }
       }
     }
@@ -133,50 +134,68 @@ void accumulate(const uint8_t* xb, int64_t ldx, int64_t M, int64_t K, const TV* 
 }
 
 template <typename TV, typename ACC, int G>
-void dispatch_nb(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out, bool add,
-                 int64_t rows, int64_t bytes) {
-  const int64_t M = xb.size(0), K = xb.size(1), NT = t.size(0), NB = t.size(3);
-  const uint8_t* x = xb.data_ptr<uint8_t>();
+void dispatch_nb(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols,
+                 const at::Tensor& t, const at::Tensor& out, bool add, int64_t task_rows,
+                 int64_t bytes) {
+  const int64_t M = rows.numel(), K = cols.numel(), NT = t.size(0), NB = t.size(3);
+  const uint8_t* xp = x.data_ptr<uint8_t>();
+  const int64_t* rp = rows.data_ptr<int64_t>();
+  const int64_t* cp = cols.data_ptr<int64_t>();
   const TV* tp = t.data_ptr<TV>();
   ACC* o = out.data_ptr<ACC>();
-  const int64_t ldo = out.size(1), ldx = xb.stride(0);
+  const int64_t ldo = out.size(1), r = task_rows;
   switch (NB) {
-    case 16: return accumulate<TV, ACC, 16, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
-    case 32: return accumulate<TV, ACC, 32, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
-    case 64: return accumulate<TV, ACC, 64, G>(x, ldx, M, K, tp, NT, o, ldo, add, rows, bytes);
+    case 16: return accumulate<TV, ACC, 16, G>(xp, rp, cp, M, K, tp, NT, o, ldo, add, r, bytes);
+    case 32: return accumulate<TV, ACC, 32, G>(xp, rp, cp, M, K, tp, NT, o, ldo, add, r, bytes);
+    case 64: return accumulate<TV, ACC, 64, G>(xp, rp, cp, M, K, tp, NT, o, ldo, add, r, bytes);
     default: TORCH_CHECK(false, "table kernel: tile width must be 16, 32 or 64, got ", NB);
   }
 }
 
-// xb: uint8 (M, K), unit column stride; t: int16/int32 (NT, K, 256, NB);
-// out: int32/int64 (M, NT * NB), overwritten, or added to when `add` is true.
-// group: rows of int16 T summed in int16 before widening (1, 2 or 4; the caller checks
-// group * max|T| fits int16).
-void table_accumulate(const at::Tensor& xb, const at::Tensor& t, const at::Tensor& out,
-                      bool add, int64_t rows_per_task, int64_t block_bytes, int64_t group) {
+// Activation code of operand (m, k) = x[rows[m] + cols[k]] (x: uint8, any shape, contiguous):
+// a plain matrix has rows[m] = m * K, cols[k] = k; a convolution reads its zero-point padded
+// input image in place (rows: each output position's corner, cols: each tap's offset), so
+// no im2col copy is ever made. t: int16/int32 (NT, K, 256, NB); out: int32/int64
+// (M, NT * NB), overwritten, or added to when `add` is true. group: rows of int16 T summed
+// in int16 before widening (1, 2 or 4; the caller checks group * max|T| fits int16).
+void table_accumulate(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols,
+                      const at::Tensor& t, const at::Tensor& out, bool add,
+                      int64_t rows_per_task, int64_t block_bytes, int64_t group) {
   TORCH_CHECK(rows_per_task > 0 && block_bytes > 0, "table kernel: bad blocking");
   TORCH_CHECK(group == 1 || (t.scalar_type() == at::kShort && (group == 2 || group == 4)),
               "table kernel: group must be 1, or 2 or 4 with int16 T");
-  TORCH_CHECK(xb.scalar_type() == at::kByte && xb.dim() == 2 && xb.stride(1) == 1,
-              "table kernel: xb must be uint8 (M, K) with unit column stride");
-  TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.size(1) == xb.size(1) && t.size(2) == 256,
+  TORCH_CHECK(x.scalar_type() == at::kByte && x.is_contiguous(),
+              "table kernel: x must be contiguous uint8");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.dim() == 1 && rows.is_contiguous() &&
+                  cols.scalar_type() == at::kLong && cols.dim() == 1 && cols.is_contiguous(),
+              "table kernel: rows and cols must be contiguous int64 vectors");
+  TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.size(1) == cols.numel() && t.size(2) == 256,
               "table kernel: t must be contiguous (NT, K, 256, NB)");
-  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == xb.size(0) &&
+  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == rows.numel() &&
                   out.size(1) == t.size(0) * t.size(3),
               "table kernel: out must be contiguous (M, NT * NB)");
-  if (xb.size(0) == 0 || xb.size(1) == 0 || t.size(0) == 0) return;
+  const int64_t M = rows.numel(), K = cols.numel();
+  if (M == 0 || K == 0 || t.size(0) == 0) return;
+  {  // every index inside x: the loop itself never checks
+    const int64_t* rp = rows.data_ptr<int64_t>();
+    const int64_t* cp = cols.data_ptr<int64_t>();
+    const auto [rlo, rhi] = std::minmax_element(rp, rp + M);
+    const auto [clo, chi] = std::minmax_element(cp, cp + K);
+    TORCH_CHECK(*rlo + *clo >= 0 && *rhi + *chi < x.numel(),
+                "table kernel: operand index outside x");
+  }
   const auto tv = t.scalar_type();
   const auto acc = out.scalar_type();
   const int64_t r = rows_per_task, b = block_bytes;
   if (tv == at::kShort && acc == at::kInt) {
-    if (group == 4) return dispatch_nb<int16_t, int32_t, 4>(xb, t, out, add, r, b);
-    if (group == 2) return dispatch_nb<int16_t, int32_t, 2>(xb, t, out, add, r, b);
-    return dispatch_nb<int16_t, int32_t, 1>(xb, t, out, add, r, b);
+    if (group == 4) return dispatch_nb<int16_t, int32_t, 4>(x, rows, cols, t, out, add, r, b);
+    if (group == 2) return dispatch_nb<int16_t, int32_t, 2>(x, rows, cols, t, out, add, r, b);
+    return dispatch_nb<int16_t, int32_t, 1>(x, rows, cols, t, out, add, r, b);
   }
   if (tv == at::kInt && acc == at::kInt)
-    return dispatch_nb<int32_t, int32_t, 1>(xb, t, out, add, r, b);
+    return dispatch_nb<int32_t, int32_t, 1>(x, rows, cols, t, out, add, r, b);
   if (tv == at::kInt && acc == at::kLong)
-    return dispatch_nb<int32_t, int64_t, 1>(xb, t, out, add, r, b);
+    return dispatch_nb<int32_t, int64_t, 1>(x, rows, cols, t, out, add, r, b);
   TORCH_CHECK(false, "table kernel: unsupported dtypes ", tv, " -> ", acc);
 }
 
@@ -304,8 +323,8 @@ int64_t to_codes(const at::Tensor& x, const at::Tensor& out, int64_t lo, int64_t
 }  // namespace
 
 TORCH_LIBRARY(hwflow_table_kernel, m) {
-  m.def("table_accumulate(Tensor xb, Tensor t, Tensor(a!) out, bool add, int rows_per_task, "
-        "int block_bytes, int group) -> ()",
+  m.def("table_accumulate(Tensor x, Tensor rows, Tensor cols, Tensor t, Tensor(a!) out, "
+        "bool add, int rows_per_task, int block_bytes, int group) -> ()",
         &table_accumulate);
   m.def("to_codes(Tensor x, Tensor(a!) out, int lo, int hi) -> int", &to_codes);
   m.def("build_tiles(Tensor table_t, Tensor codes, Tensor signs, Tensor(a!) out) -> ()",

@@ -23,6 +23,12 @@ weight in int16. Summing table rows in float32 without K blocks is wrong past 2^
 an exact matmul plus a low-rank error term is exact only for tables whose error has
 exactly low integer rank, so it was not kept.
 
+Operands are addressed as `codes[rows[m] + cols[k]]`, so convolutions (`table_conv2d`,
+`approx_conv2d`) read the zero-point-padded input image in place instead of im2col rows;
+`approx_conv2d`'s backward is torch's own convolution backward (the straight-through
+gradients), which made the ResNet retraining step 2.5-3x cheaper than im2col rows with
+matmul gradients (bench/train_step.py --approx).
+
 Devices: the compiled kernel runs on CPU tensors. Weights on another device (CUDA) take
 the torch path on that device: T is built there, and activations, index tensors and sums
 stay there (no copy to the CPU); `backend="torch"` takes the same path on the CPU.
@@ -139,9 +145,9 @@ _build_state: dict[str, object] = {}
 
 
 def _build_tag() -> str:
-    """Short hash of the CPU's feature flags and the torch version: a -march=native build
-    cached in a shared home directory must never be loaded on a machine lacking its
-    instructions, nor against another torch's ABI."""
+    """Short hash of the CPU's feature flags, the torch version and the kernel source: a
+    -march=native build cached in a shared home directory must never be loaded on a machine
+    lacking its instructions, nor against another torch's ABI, nor for another source."""
     try:
         flags = next(
             (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
@@ -149,7 +155,8 @@ def _build_tag() -> str:
         )
     except OSError:
         flags = ""
-    return hashlib.sha256(f"{flags}|{torch.__version__}".encode()).hexdigest()[:10]
+    source = _KERNEL_SOURCE.read_bytes()  # a changed kernel never loads an old build
+    return hashlib.sha256(f"{flags}|{torch.__version__}|".encode() + source).hexdigest()[:10]
 
 
 def compiled_kernel():
@@ -441,14 +448,27 @@ class PreparedWeights:
                 "inner sizes differ"
             )
         m = xb.shape[0]
+        rows = torch.arange(m, dtype=torch.int64, device=xb.device) * self.k
+        return self.accumulate(xb, rows, torch.arange(self.k, device=xb.device))
+
+    def accumulate(
+        self, codes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """Exact accumulators (M, N) where operand (m, k) is the activation code
+        `codes.flatten()[rows[m] + cols[k]]`: codes is contiguous uint8 (on the prepared
+        device), rows (M,) and cols (K,) int64 index vectors within it. A matrix has
+        rows = arange(M) * K, cols = arange(K); a convolution indexes its padded input."""
+        m = rows.numel()
         if self.backend == "compiled":
             width = -(-self.n // self._nb) * self._nb if self.n else 0
-            out = torch.empty(m, width, dtype=self.out_dtype)
             if not self._ranges or m == 0:
                 return torch.zeros(m, self.n, dtype=self.out_dtype)
+            out = torch.empty(m, width, dtype=self.out_dtype)
             for i, c in enumerate(self._iter_chunks()):
                 self._op.table_accumulate(
-                    xb[:, c.k0 : c.k1],
+                    codes,
+                    rows,
+                    cols[c.k0 : c.k1],
                     c.data,
                     out,
                     i > 0,
@@ -459,13 +479,15 @@ class PreparedWeights:
         out = torch.zeros(m, self.n, dtype=self.out_dtype, device=self.device)
         if m == 0:
             return out
+        flat = codes.reshape(-1)
         # Bound each (rows, chunk) index tensor to ~32 MB.
         block_m = max(1, (4 << 20) // max((k1 - k0 for k0, k1 in self._ranges), default=1))
         for c in self._iter_chunks():
             # int32 indices: half the bytes of int64, measured 1.8x faster.
             offsets = torch.arange(c.k1 - c.k0, dtype=torch.int32, device=self.device) * 256
             for m0 in range(0, m, block_m):
-                idx = xb[m0 : m0 + block_m, c.k0 : c.k1].to(torch.int32) + offsets
+                taps = rows[m0 : m0 + block_m, None] + cols[None, c.k0 : c.k1]
+                idx = flat[taps].to(torch.int32) + offsets
                 part = torch.nn.functional.embedding_bag(idx, c.data, mode="sum")
                 out[m0 : m0 + block_m] += part.to(self.out_dtype)
         return out
@@ -556,6 +578,136 @@ def table_matmul(
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x is {tuple(x.shape)} but w is {tuple(w.shape)}: inner sizes differ")
     return prepare(w, table, sign_magnitude, backend=backend).matmul(x)
+
+
+# -- convolutions --------------------------------------------------------------------------
+def _pair(v: int | tuple[int, ...], name: str) -> tuple[int, int]:
+    p = (v, v) if isinstance(v, int) else tuple(int(i) for i in v)
+    if len(p) != 2:
+        raise ValueError(f"{name}: expected an int or a pair, got {v!r}")
+    return p  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Stride, padding, dilation (pairs) and groups of a 2-D convolution."""
+
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def of(cls, stride=1, padding=0, dilation=1, groups: int = 1) -> ConvGeometry:
+        geo = cls(
+            _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"), groups
+        )
+        if min(geo.stride + geo.dilation) < 1 or min(geo.padding) < 0 or groups < 1:
+            raise ValueError(f"conv geometry out of range: {geo}")
+        return geo
+
+    def taps(
+        self, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device
+    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
+        """Index vectors into the padded input (N, C, H + 2ph, W + 2pw), flattened:
+        rows (M,) for output positions m = (n, oh, ow), one cols (K,) per group for taps
+        k = (c, i, j) in the weight's own order; and the output size (Ho, Wo)."""
+        n, c, h, w = x_shape
+        cout, cg, kh, kw = w_shape
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        hp, wp = h + 2 * ph, w + 2 * pw
+        ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+        if c != cg * self.groups or cout % self.groups or ho < 1 or wo < 1:
+            raise ValueError(
+                f"conv shapes do not fit: x {tuple(x_shape)}, w {tuple(w_shape)}, {self}"
+            )
+
+        def ar(k: int) -> torch.Tensor:
+            return torch.arange(k, dtype=torch.int64, device=device)
+
+        rows = ar(n)[:, None, None] * (c * hp * wp) + ar(ho)[:, None] * (sh * wp) + ar(wo) * sw
+        tap = ar(cg)[:, None, None] * (hp * wp) + ar(kh)[:, None] * (dh * wp) + ar(kw) * dw
+        cols = [(tap + g * cg * hp * wp).reshape(-1) for g in range(self.groups)]
+        return rows.reshape(-1), cols, (ho, wo)
+
+
+def _padded_codes(
+    x: torch.Tensor, padding: tuple[int, int], pad_value: int, ops, allow_float: bool
+) -> torch.Tensor:
+    """x (N, C, H, W) as uint8 codes (x & 0xFF), padded with pad_value & 0xFF."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x: expected a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', x)}")
+    if not -128 <= pad_value <= 255:
+        raise ValueError(f"pad_value must lie in [-128, 255], got {pad_value}")
+    n, c, h, w = x.shape
+    codes = _activation_codes(x.reshape(n * c, h * w), ops, allow_float).reshape(n, c, h, w)
+    ph, pw = padding
+    if ph or pw:
+        codes = torch.nn.functional.pad(codes, (pw, pw, ph, ph), value=pad_value & 0xFF)
+    return codes.contiguous()
+
+
+def _conv_accumulate(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    sign_magnitude: bool,
+    geo: ConvGeometry,
+    pad_value: int,
+    backend: str,
+    cache: PreparedCache | None,
+    allow_float: bool,
+) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor) or w.dim() != 4:
+        raise ValueError(f"w: expected a 4-D tensor (Cout, C / groups, kh, kw), got {w.shape}")
+    cout, groups = w.shape[0], geo.groups
+    w_int = _to_int(w) if w.is_floating_point() else w.detach()
+    ng = cout // max(groups, 1)
+    # (K, Ng) per group: column n of group g is output channel g * Ng + n.
+    wg = [w_int[g * ng : (g + 1) * ng].reshape(ng, -1).t() for g in range(groups)]
+    if cache is not None:
+        prepared = [cache.get(v, table, sign_magnitude) for v in wg]
+    else:
+        prepared = [prepare(v, table, sign_magnitude, backend=backend) for v in wg]
+    device = prepared[0].device
+    if x.device != device:
+        raise ValueError(f"x is on {x.device} but the weights are on {device}")
+    ops = prepared[0]._op if prepared[0].backend == "compiled" else None
+    codes = _padded_codes(x, geo.padding, pad_value, ops, allow_float)
+    rows, cols, (ho, wo) = geo.taps(tuple(x.shape), tuple(w.shape), codes.device)
+    n = x.shape[0]
+    accs = [p.accumulate(codes, rows, c) for p, c in zip(prepared, cols, strict=True)]
+    dtype = torch.int64 if any(a.dtype == torch.int64 for a in accs) else torch.int32
+    out = torch.empty(n, cout, ho * wo, dtype=dtype, device=codes.device)
+    for g, a in enumerate(accs):  # rows are (n, position): to (n, channel, position)
+        out[:, g * ng : (g + 1) * ng].copy_(a.view(n, ho * wo, ng).transpose(1, 2))
+    return out.view(n, cout, ho, wo)
+
+
+def table_conv2d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    *,
+    sign_magnitude: bool = False,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    pad_value: int = 0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact accumulators (N, Cout, Ho, Wo) of a 2-D convolution through `table`.
+
+    `table_matmul` of the im2col rows (F.unfold order: taps (c, i, j) within the group)
+    with the weights w (Cout, C / groups, kh, kw) as (K, Cout / groups) per group, where
+    the padding holds `pad_value` (a layer's zero-point code) instead of 0. The input is
+    read in place: no im2col copy is made. x holds integer values in [-128, 255].
+    """
+    _check_backend(backend)
+    _check_tensor("w", w.reshape(w.shape[0], -1) if w.dim() == 4 else w, "(Cout, C, kh, kw)")
+    geo = ConvGeometry.of(stride, padding, dilation, groups)
+    return _conv_accumulate(x, w, table, sign_magnitude, geo, pad_value, backend, None, False)
 
 
 # -- straight-through autograd -----------------------------------------------------------------
@@ -743,3 +895,57 @@ def approx_matmul(
     if cache is not None:
         prepared = cache.get(_to_int(w), table, sign_magnitude)
     return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared, gradient)
+
+
+class ApproxConv(torch.autograd.Function):
+    """Forward: the table convolution of centered codes x (code = x + zero_point; padding
+    is real zero, the code zero_point) minus the zero-point term zero_point * sum(w), as
+    float: with the exact table this is F.conv2d(x, w) exactly. Backward: F.conv2d's own
+    gradients (the exact product's, straight-through), computed by torch's convolution
+    backward rather than through im2col rows."""
+
+    @staticmethod
+    def forward(ctx, x, w, table, sign_magnitude, zero_point, geo, cache):  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.geo = geo
+        codes = x.detach() + zero_point
+        acc = _conv_accumulate(
+            codes, w, table, sign_magnitude, geo, zero_point, "auto", cache, True
+        )
+        w_sum = _to_int(w).flatten(1).sum(1).to(acc.device)
+        y = acc - (zero_point * w_sum).reshape(1, -1, 1, 1)
+        return y.to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        geo = ctx.geo
+        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, w, None, geo.stride, geo.padding, geo.dilation, False, [0, 0],
+            geo.groups, need,
+        )  # fmt: skip
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def approx_conv2d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    sign_magnitude: bool = False,
+    *,
+    zero_point: int = 0,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    cache: PreparedCache | None = None,
+) -> torch.Tensor:
+    """Differentiable table convolution: x (N, C, H, W) float centered codes (the operand
+    code is x + zero_point; padded positions are real zero, i.e. the code zero_point), w
+    (Cout, C / groups, kh, kw) float integer weights. Returns the accumulators minus
+    zero_point * sum(w) per output channel, as float, so the exact table gives
+    F.conv2d(x, w) exactly; gradients are F.conv2d's (straight-through). `cache` as in
+    `approx_matmul`."""
+    geo = ConvGeometry.of(stride, padding, dilation, groups)
+    return ApproxConv.apply(x, w, table, sign_magnitude, zero_point, geo, cache)

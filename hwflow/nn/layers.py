@@ -18,6 +18,9 @@ Integer path (identical for conv and linear; what the RTL computes):
 3. subtract the zero-point correction `z * sum_k w_int[k, n]` (padded positions therefore
    contribute `table[z, w] - z * w`, exactly as in hardware), scale by `s_x * s_w`, then
    AGN noise (agn mode), then add the bias.
+Approx-mode convolutions with straight-through gradients never materialize the im2col
+rows: `kernels.approx_conv2d` reads each operand from the zero-point-padded input codes in
+place (same operands, same sums) and takes its gradients from torch's conv backward.
 `quant`/`agn` compute step 2-3 as a float conv of the centered codes `q - z` with the
 integer weights: bit-identical to `approx` with the exact table while accumulators stay
 below 2^24 in magnitude (float32 integers are exact up to there).
@@ -205,27 +208,8 @@ class _ApproxMixin:
         sx, zp, signed = self._act_qparams()
         xc = quant.quantize_centered(x, sx, zp, signed)
         wq, sw = quant.quantize_weight(self.weight, self.per_channel)
-        if self.mode == "approx":
-            rows, meta = self._operand_rows(xc)  # (G, M, K) centered
-            wg = self._grouped_weight(wq)  # (G, K, Ng)
-            # eval: weights are fixed batch after batch, so reuse their prepared tables
-            cache = None if self.training else self._prepared_cache()
-            table = self._table_on(rows.device)
-            accs = [
-                kernels.approx_matmul(
-                    (rows[g] + zp).contiguous(),
-                    wg[g],
-                    table,
-                    not signed,
-                    cache=cache,
-                    gradient=self.gradient,
-                )
-                for g in range(rows.shape[0])
-            ]
-            acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
-            y = self._rows_to_output(acc, meta)
-        else:
-            y = self._float_op(xc, wq)
+        approx = self.mode == "approx"
+        y = self._table_op(xc, zp, wq, signed) if approx else self._float_op(xc, wq)
         y = y * self._out_scale(sx, sw, y.dim())
         if self.mode == "agn" and (self.training or self.agn_eval_noise):
             y = add_noise(y, self.sigma, self.agn_noise)
@@ -233,6 +217,29 @@ class _ApproxMixin:
         if self._trace_sink is not None:
             self._trace_sink.append(self._make_trace(xc, zp, wq, sx, sw, signed, y))
         return y + self._bias_view(y) if self.bias is not None else y
+
+    def _table_op(self, xc: Tensor, zp: int, wq: Tensor, signed: bool) -> Tensor:
+        """Accumulators through the table, zero-point term removed, in the output layout."""
+        rows, meta = self._operand_rows(xc)  # (G, M, K) centered
+        wg = self._grouped_weight(wq)  # (G, K, Ng)
+        table = self._table_on(rows.device)
+        accs = [
+            kernels.approx_matmul(
+                (rows[g] + zp).contiguous(),
+                wg[g],
+                table,
+                not signed,
+                cache=self._weight_cache(),
+                gradient=self.gradient,
+            )
+            for g in range(rows.shape[0])
+        ]
+        acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
+        return self._rows_to_output(acc, meta)
+
+    def _weight_cache(self) -> kernels.PreparedCache | None:
+        # eval: weights are fixed batch after batch, so reuse their prepared tables
+        return None if self.training else self._prepared_cache()
 
     def _table_on(self, device: torch.device) -> Tensor:
         """The table on `device` (copied there once, not every step)."""
@@ -294,6 +301,24 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
 
     def _float_op(self, x: Tensor, w: Tensor) -> Tensor:
         return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _table_op(self, xc: Tensor, zp: int, wq: Tensor, signed: bool) -> Tensor:
+        if self.gradient != "ste":  # the table's slopes need the operand rows
+            return super()._table_op(xc, zp, wq, signed)
+        # Straight-through: the input is read in place (no im2col rows) and the backward
+        # is torch's own convolution backward.
+        return kernels.approx_conv2d(
+            xc,
+            wq,
+            self._table_on(xc.device),
+            not signed,
+            zero_point=zp,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            cache=self._weight_cache(),
+        )
 
     def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:
         n, _, h, w = xc.shape

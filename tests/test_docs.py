@@ -77,3 +77,17 @@ def test_the_documentation_site_builds_without_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     cli_page = (tmp_path / "html" / "reference" / "cli.html").read_text(encoding="utf-8")
     assert all(f'id="hwflow-{name}"' in cli_page for name in cli.commands)  # generated
+
+
+def test_code_cites_no_tracker_numbers_and_no_files_outside_the_repository():
+    cite = re.compile(r"\bissues? \d+|\b(?:TOOLCHAIN|DESIGN)\.md\b|\bdocs/INTERFACES\.md\b")
+    folders = ("hwflow", "tests", "bench", "sim", "rtl_templates")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.suffix in {".py", ".v", ".tmpl", ".cpp"} and path.name != "test_docs.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if cite.search(line)
+    ]
+    assert not found, "\n".join(found)

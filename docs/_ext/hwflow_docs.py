@@ -90,8 +90,17 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     return graph
 
 
+def summary(part: str, package: Path = PACKAGE) -> str | None:
+    """The first paragraph of a part's docstring (its package file or its module)."""
+    name = part.rstrip("/")
+    path = package / name / "__init__.py" if part.endswith("/") else package / f"{name}.py"
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    return " ".join(doc.split("\n\n")[0].split()) if doc else None
+
+
 class ImportsDirective(SphinxDirective):
-    """Content: one line per layer, lowest first, `layer name: part, part, ...`."""
+    """Content: one line per layer, lowest first, `layer name: part, part, ...`. Renders a
+    Markdown table (the page is MyST) of every part: layer, docstring summary, imports."""
 
     has_content = True
 
@@ -105,41 +114,24 @@ class ImportsDirective(SphinxDirective):
                 if part.strip():
                     layers[part.strip()] = number
         graph = import_graph()
-        rows = []
+        where = f"{self.env.docname}.md"
+        lines = ["| part | layer | what it holds | imports (of hwflow) |", "|---|---|---|---|"]
         for part in sorted(graph, key=lambda p: (layers.get(p, len(names)), p)):
-            where = f"{self.env.docname}.md"
             if part not in layers:
                 logger.warning(f"hwflow/{part} has no layer in the hwflow-imports list of {where}")
             for target in sorted(graph[part]):
                 if layers.get(target, len(names)) >= layers.get(part, -1):
-                    logger.warning(
-                        f"{part} imports {target}, which is not in a lower layer ({where})"
-                    )
+                    logger.warning(f"{part} imports {target}, not a lower layer ({where})")
+            text = summary(part)
+            if text is None:
+                logger.warning(f"hwflow/{part} has no docstring to say what it holds ({where})")
+            imports = ", ".join(f"`{t}`" for t in sorted(graph[part])) or "nothing"
             layer = names[layers[part]] if part in layers else "(not placed)"
-            rows.append((part, layer, ", ".join(sorted(graph[part], key=str)) or "nothing"))
-        return [self._table(rows)]
-
-    def _table(self, rows: list[tuple[str, str, str]]) -> nodes.table:
-        table = nodes.table()
-        group = nodes.tgroup(cols=3)
-        table += group
-        for width in (2, 2, 6):
-            group += nodes.colspec(colwidth=width)
-        head = nodes.thead()
-        body = nodes.tbody()
-        group += head
-        group += body
-        for target, cells in (
-            (head, ("part", "layer", "imports (hwflow)")),
-            *[(body, r) for r in rows],
-        ):
-            row = nodes.row()
-            for text in cells:
-                entry = nodes.entry()
-                entry += nodes.paragraph(text=text)
-                row += entry
-            target += row
-        return table
+            cells = (f"`{part}`", layer, (text or "").replace("|", "\\|"), imports)
+            lines.append("| " + " | ".join(cells) + " |")
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, where), self.content_offset, container)
+        return container.children
 
 
 _LITERAL = re.compile(r"(`[^`]*`)")

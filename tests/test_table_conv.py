@@ -18,7 +18,7 @@ from hwflow.nn.kernels import approx_conv2d, table_conv2d
 
 
 def naive_conv(x, w, table, sign_magnitude, stride, padding, dilation, groups, pad_value):
-    """Scalar loop straight from DESIGN.md's equation over each output's taps."""
+    """Scalar loop straight from docs/concepts/operands.md's equation over each output's taps."""
     n, c, h, wd = x.shape
     cout, cg, kh, kw = w.shape
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1

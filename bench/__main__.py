@@ -14,7 +14,16 @@ import importlib
 
 from bench._common import Row, print_rows
 
-AREAS = ["characterize", "kernels", "train_step", "error_model", "verify", "demo", "executor"]
+AREAS = [
+    "characterize",
+    "kernels",
+    "train_step",
+    "error_model",
+    "verify",
+    "demo",
+    "executor",
+    "evolve",
+]
 
 
 def main() -> None:

@@ -58,7 +58,8 @@ def test_the_wheel_holds_every_package_testbench_template_and_kernel_source(tmp_
     expected = {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("sim", "*.py")}
     expected |= {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("rtl_templates")}
     expected |= {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("examples")}
-    expected |= {"hwflow/nn/_table_kernel.cpp", "hwflow/py.typed"}
+    expected |= {"hwflow/nn/_table_kernel.cpp", "hwflow/evolve/_evolve_kernel.cpp"}
+    expected |= {"hwflow/py.typed"}
     assert expected <= names, sorted(expected - names)
     _demo_config_resolves_inside(wheel, tmp_path)
 

@@ -213,10 +213,19 @@ def energy_under_histograms(
     layers code 255 is -1), normalised here. `n` operations (rounded up to a multiple of
     64), sampled with `numpy.random.default_rng(seed)`.
     """
+    a_codes, b_codes = operand_stream(p_a, p_b, n, seed)
+    return switching_energy(gates, a_codes, b_codes, model)
+
+
+def operand_stream(
+    p_a: np.ndarray, p_b: np.ndarray, n: int = DEFAULT_OPS, seed: int = DEFAULT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """The operand codes `energy_under_histograms` feeds its gates: `n` operations (rounded
+    up to a multiple of 64, at least 128) drawn independently from `p_a` and `p_b`."""
     rng = np.random.default_rng(seed)
     n = max(128, -(-int(n) // 64) * 64)
-    codes = [_sample(rng, _normalise(p, name), n) for p, name in ((p_a, "p_a"), (p_b, "p_b"))]
-    return switching_energy(gates, codes[0], codes[1], model)
+    a, b = (_sample(rng, _normalise(p, name), n) for p, name in ((p_a, "p_a"), (p_b, "p_b")))
+    return a, b
 
 
 def _sample(rng: np.random.Generator, p: np.ndarray, n: int) -> np.ndarray:

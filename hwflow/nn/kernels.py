@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from hwflow.multipliers.table import operand_values
+from hwflow.native import build_tag
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +146,7 @@ _build_state: dict[str, object] = {}
 
 
 def _build_tag() -> str:
-    """Short hash of the CPU's feature flags, the torch version and the kernel source: a
-    -march=native build cached in a shared home directory must never be loaded on a machine
-    lacking its instructions, nor against another torch's ABI, nor for another source."""
-    try:
-        flags = next(
-            (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
-            "",
-        )
-    except OSError:
-        flags = ""
-    source = _KERNEL_SOURCE.read_bytes()  # a changed kernel never loads an old build
-    return hashlib.sha256(f"{flags}|{torch.__version__}|".encode() + source).hexdigest()[:10]
+    return build_tag(_KERNEL_SOURCE)
 
 
 def compiled_kernel():

@@ -1,0 +1,286 @@
+// Compiled evaluator of hwflow.evolve (see evaluator.py for the contract; the numpy
+// NumpyEvaluator there is the reference this must match integer for integer).
+//
+// Node rows are W machine words: the operand-pair table, then the energy stream. A child
+// is scored against the parent: only active gates downstream of a changed gene (or not
+// kept by the parent) are recomputed, into a scratch buffer; `keep` swaps the scratch
+// with the generation's best, `accept` copies the best's recomputed rows into the parent.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace py = pybind11;
+using u64 = uint64_t;
+using i64 = int64_t;
+
+static const int N_IN = 18, N_OUT = 16, FIELDS = 4;
+static const int ARITY[11] = {1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3};
+
+template <class F>
+static inline void apply(u64* __restrict y, const u64* __restrict a, const u64* __restrict b,
+                         const u64* __restrict s, int w, F f) {
+  for (int i = 0; i < w; ++i) y[i] = f(a[i], b[i], s[i]);
+}
+
+static void gate(int kind, u64* y, const u64* a, const u64* b, const u64* s, int w) {
+  switch (kind) {
+    case 0: apply(y, a, b, s, w, [](u64 x, u64, u64) { return x; }); break;
+    case 1: apply(y, a, b, s, w, [](u64 x, u64, u64) { return ~x; }); break;
+    case 2: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return x & z; }); break;
+    case 3: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return ~(x & z); }); break;
+    case 4: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return x | z; }); break;
+    case 5: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return ~(x | z); }); break;
+    case 6: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return x ^ z; }); break;
+    case 7: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return ~(x ^ z); }); break;
+    case 8: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return x & ~z; }); break;
+    case 9: apply(y, a, b, s, w, [](u64 x, u64 z, u64) { return x | ~z; }); break;
+    default: apply(y, a, b, s, w, [](u64 x, u64 z, u64 t) { return (z & t) | (x & ~t); });
+  }
+}
+
+static i64 toggles(const u64* x, int w) {
+  i64 t = 0;
+  for (int i = 0; i < w; ++i) t += __builtin_popcountll((x[i] ^ (x[i] >> 1)) & 0x7FFFFFFFFFFFFFFFULL);
+  for (int i = 0; i + 1 < w; ++i) t += (int)((x[i] >> 63) ^ (x[i + 1] & 1));
+  return t;
+}
+
+struct State {  // a genome and what scoring it produced
+  std::vector<i64> func, conn, outs;
+  std::vector<uint8_t> active, dirty;
+  std::vector<i64> tog, e, err;
+  bool changed = false, skipped = false;
+  i64 energy = 0, s1 = 0;
+  __int128 s2 = 0;
+};
+
+class Evaluator {
+ public:
+  Evaluator(py::array_t<u64, py::array::c_style> inputs, int table_words, py::array_t<i64> pairs,
+            py::array_t<i64> exact, py::array_t<i64> h_ptr, py::array_t<i64> h_row,
+            py::array_t<i64> h_val, int outputs, bool is_signed, py::array_t<i64> func,
+            py::array_t<i64> conn, py::array_t<i64> outs)
+      : tw_(table_words), signed_(is_signed), outputs_(outputs) {
+    w_ = (int)inputs.shape(1);
+    n_ = (int)func.size();
+    auto copy = [](py::array_t<i64> a) { return std::vector<i64>(a.data(), a.data() + a.size()); };
+    pairs_ = copy(pairs), exact_ = copy(exact), hptr_ = copy(h_ptr), hrow_ = copy(h_row);
+    hval_ = copy(h_val);
+    wptr_.assign(table_words + 1, 0);  // pairs are sorted: pairs of word w at wptr_[w]..
+    for (i64 p : pairs_) wptr_[(p >> 6) + 1] += 1;
+    for (int w = 0; w < table_words; ++w) wptr_[w + 1] += wptr_[w];
+    size_t rows = (size_t)(N_IN + n_) * w_;
+    values_.assign(rows, 0), scratch_.assign(rows, 0), best_.assign(rows, 0);
+    std::memcpy(values_.data(), inputs.data(), sizeof(u64) * N_IN * w_);
+    valid_.assign(n_, 0);
+    parent_.func = copy(func), parent_.conn = copy(conn), parent_.outs = copy(outs);
+    parent_.tog.assign(n_, 0), parent_.e.assign(pairs_.size(), 0), parent_.err.assign(outputs_, 0);
+    parent_.active.assign(n_, 0);
+    State first = parent_;
+    std::vector<uint8_t> all(n_, 1);
+    score(first, all, true, -1);
+    last_ = std::move(first);
+    std::swap(scratch_, best_);
+    best_state_ = std::move(last_);
+    accept();
+  }
+
+  py::tuple try_child(const std::vector<std::pair<i64, i64>>& deltas, i64 limit) {
+    State c;
+    c.func = parent_.func, c.conn = parent_.conn, c.outs = parent_.outs;
+    std::vector<uint8_t> mutated(n_, 0);
+    for (auto& d : deltas) {
+      i64 g = d.first;
+      if (g >= (i64)FIELDS * n_) {
+        c.outs[g - FIELDS * n_] = d.second;
+        continue;
+      }
+      i64 j = g / FIELDS, f = g % FIELDS;
+      mutated[j] = 1;
+      if (f == 0) c.func[j] = d.second;
+      else c.conn[j * 3 + f - 1] = d.second;
+    }
+    score(c, mutated, false, limit);
+    last_ = std::move(c);
+    return result(last_);
+  }
+
+  void keep() {
+    std::swap(scratch_, best_);
+    best_state_ = std::move(last_);
+  }
+
+  void accept() {
+    State& c = best_state_;
+    for (int j = 0; j < n_; ++j) {
+      if (!c.dirty[j]) continue;
+      std::memcpy(&values_[(size_t)(N_IN + j) * w_], &best_[(size_t)(N_IN + j) * w_], sizeof(u64) * w_);
+      parent_.tog[j] = c.tog[j];
+    }
+    if (c.changed) parent_.e = c.e, parent_.err = c.err;
+    parent_.func = c.func, parent_.conn = c.conn, parent_.outs = c.outs;
+    parent_.active = c.active, valid_ = c.active;
+    parent_.energy = c.energy, parent_.s1 = c.s1, parent_.s2 = c.s2;
+  }
+
+  py::tuple parent_score() { return result(parent_); }
+
+  py::array_t<bool> active() {
+    py::array_t<bool> out(n_);
+    for (int j = 0; j < n_; ++j) out.mutable_data()[j] = parent_.active[j] != 0;
+    return out;
+  }
+
+  py::array_t<i64> genome_func() { return py::array_t<i64>(n_, parent_.func.data()); }
+  py::array_t<i64> genome_conn() {
+    return py::array_t<i64>(std::vector<py::ssize_t>{n_, 3}, parent_.conn.data());
+  }
+  py::array_t<i64> genome_outs() { return py::array_t<i64>(N_OUT, parent_.outs.data()); }
+
+  py::array_t<i64> table() {  // the parent's product at every operand pair
+    py::array_t<i64> out(1 << 16);
+    i64* o = out.mutable_data();
+    for (int p = 0; p < (1 << 16); ++p) o[p] = product(parent_.outs, values_, nullptr, nullptr, p);
+    return out;
+  }
+
+ private:
+  const u64* row(int i, const std::vector<uint8_t>* dirty) const {
+    if (dirty && i >= N_IN && (*dirty)[i - N_IN]) return &scratch_[(size_t)i * w_];
+    return &values_[(size_t)i * w_];
+  }
+
+  i64 product(const std::vector<i64>& outs, const std::vector<u64>& vals,
+              const std::vector<uint8_t>* dirty, const u64* const* planes, i64 p) const {
+    i64 v = 0;
+    int word = (int)(p >> 6), bit = (int)(p & 63);
+    for (int k = 0; k < N_OUT; ++k) {
+      const u64* r = planes ? planes[k] : &vals[(size_t)outs[k] * w_];
+      v |= (i64)((r[word] >> bit) & 1) << k;
+    }
+    if (signed_) v -= (v & 0x8000) << 1;
+    return v;
+  }
+
+  void find_active(State& c) const {
+    c.active.assign(n_, 0);
+    std::vector<i64> stack;
+    for (int k = 0; k < N_OUT; ++k)
+      if (c.outs[k] >= N_IN) stack.push_back(c.outs[k] - N_IN);
+    while (!stack.empty()) {
+      i64 j = stack.back();
+      stack.pop_back();
+      if (c.active[j]) continue;
+      c.active[j] = 1;
+      for (int q = 0; q < ARITY[c.func[j]]; ++q) {
+        i64 i = c.conn[j * 3 + q];
+        if (i >= N_IN && !c.active[i - N_IN]) stack.push_back(i - N_IN);
+      }
+    }
+  }
+
+  // limit >= 0: a child whose energy exceeds it cannot win, its error is not computed.
+  void score(State& c, const std::vector<uint8_t>& mutated, bool full, i64 limit) {
+    find_active(c);
+    c.dirty.assign(n_, 0);
+    c.tog = parent_.tog;
+    std::vector<i64> load(n_, 0);
+    for (int j = 0; j < n_; ++j) {
+      if (!c.active[j]) continue;
+      int ar = ARITY[c.func[j]];
+      bool d = mutated[j] || !valid_[j];
+      for (int q = 0; q < ar; ++q) {
+        i64 i = c.conn[j * 3 + q];
+        if (i >= N_IN) {
+          load[i - N_IN] += 1;
+          d = d || c.dirty[i - N_IN];
+        }
+      }
+      if (!d) continue;
+      c.dirty[j] = 1;
+      u64* y = &scratch_[(size_t)(N_IN + j) * w_];
+      gate((int)c.func[j], y, row((int)c.conn[j * 3], &c.dirty), row((int)c.conn[j * 3 + 1], &c.dirty),
+           row((int)c.conn[j * 3 + 2], &c.dirty), w_);
+      c.tog[j] = toggles(y + tw_, w_ - tw_);
+    }
+    c.changed = full;
+    for (int k = 0; k < N_OUT; ++k) {
+      i64 o = c.outs[k];
+      if (o >= N_IN) load[o - N_IN] += 1;
+      if (o != parent_.outs[k] || (o >= N_IN && c.dirty[o - N_IN])) c.changed = true;
+    }
+    c.energy = 0;
+    for (int j = 0; j < n_; ++j)
+      if (c.active[j]) c.energy += load[j] * c.tog[j];
+    c.skipped = limit >= 0 && c.energy > limit;
+    if (!c.changed || c.skipped) {
+      c.s1 = parent_.s1, c.s2 = parent_.s2;
+      c.changed = false;
+      return;
+    }
+    // Only pairs in words where a product bit changed are looked at again.
+    const u64 *cp[N_OUT], *pp[N_OUT];
+    int ch[N_OUT], nch = 0;
+    for (int k = 0; k < N_OUT; ++k) {
+      cp[k] = row((int)c.outs[k], &c.dirty);
+      pp[k] = &values_[(size_t)parent_.outs[k] * w_];
+      if (full || cp[k] != pp[k]) ch[nch++] = k;
+    }
+    c.e = parent_.e;
+    c.err = parent_.err;
+    for (int w = 0; w < tw_; ++w) {
+      if (wptr_[w] == wptr_[w + 1]) continue;
+      u64 m = full ? ~0ULL : 0;
+      for (int q = 0; q < nch; ++q) m |= cp[ch[q]][w] ^ pp[ch[q]][w];
+      if (!m) continue;
+      for (i64 u = wptr_[w]; u < wptr_[w + 1]; ++u) {
+        if (!((m >> (pairs_[u] & 63)) & 1)) continue;
+        i64 e = product(c.outs, values_, nullptr, cp, pairs_[u]) - exact_[u];
+        i64 de = e - c.e[u];
+        if (!de) continue;
+        c.e[u] = e;
+        for (i64 q = hptr_[u]; q < hptr_[u + 1]; ++q) c.err[hrow_[q]] += hval_[q] * de;
+      }
+    }
+    c.s1 = 0, c.s2 = 0;
+    for (i64 v : c.err) c.s1 += v, c.s2 += (__int128)v * v;
+  }
+
+  py::tuple result(const State& s) const {
+    u64 lo = (u64)s.s2, hi = (u64)(s.s2 >> 64);  // s2 >= 0
+    py::int_ s2 = py::reinterpret_steal<py::int_>(PyLong_FromUnsignedLongLong(hi));
+    s2 = py::reinterpret_steal<py::int_>(PyNumber_Lshift(s2.ptr(), py::int_(64).ptr()));
+    s2 = py::reinterpret_steal<py::int_>(PyNumber_Or(s2.ptr(), py::int_(lo).ptr()));
+    return py::make_tuple(s.energy, s.s1, s2, s.skipped);
+  }
+
+  int w_, n_, tw_;
+  bool signed_;
+  int outputs_;
+  std::vector<i64> pairs_, exact_, hptr_, hrow_, hval_, wptr_;
+  std::vector<u64> values_, scratch_, best_;
+  std::vector<uint8_t> valid_;
+  State parent_, last_, best_state_;
+};
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  py::class_<Evaluator>(m, "Evaluator")
+      .def(py::init<py::array_t<u64, py::array::c_style>, int, py::array_t<i64>, py::array_t<i64>,
+                    py::array_t<i64>, py::array_t<i64>, py::array_t<i64>, int, bool,
+                    py::array_t<i64>, py::array_t<i64>, py::array_t<i64>>())
+      .def("try_child", &Evaluator::try_child)
+      .def("keep", &Evaluator::keep)
+      .def("accept", &Evaluator::accept)
+      .def("parent_score", &Evaluator::parent_score)
+      .def("active", &Evaluator::active)
+      .def("genome_func", &Evaluator::genome_func)
+      .def("genome_conn", &Evaluator::genome_conn)
+      .def("genome_outs", &Evaluator::genome_outs)
+      .def("table", &Evaluator::table);
+}

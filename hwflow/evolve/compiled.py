@@ -1,0 +1,92 @@
+"""The compiled evaluator (`_evolve_kernel.cpp`, built just in time with
+torch.utils.cpp_extension and cached), behind the interface of `NumpyEvaluator`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow.evolve.evaluator import Score
+from hwflow.evolve.genome import Genome
+from hwflow.evolve.problem import TABLE_WORDS, Problem
+
+log = logging.getLogger(__name__)
+_SOURCE = Path(__file__).with_name("_evolve_kernel.cpp")
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def kernel() -> Any:
+    """The compiled module, built on first use; None if it cannot be built (logged once).
+    HWFLOW_KERNEL=torch (no compiled code) disables it too."""
+    with _lock:
+        if "mod" in _state:
+            return _state["mod"]
+        mod = None
+        if os.environ.get("HWFLOW_KERNEL", "").lower() != "torch":
+            try:
+                from torch.utils import cpp_extension
+
+                from hwflow.native import build_tag
+
+                log.info("evolve: building/loading the compiled evaluator (first build ~40 s)")
+                mod = cpp_extension.load(
+                    name=f"hwflow_evolve_kernel_{build_tag(_SOURCE)}",
+                    sources=[str(_SOURCE)],
+                    extra_cflags=["-O3", "-march=native"],
+                    verbose=False,
+                )
+            except Exception as exc:  # any build failure: the numpy backend is exact too
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                log.warning(
+                    "evolve: compiled evaluator unavailable (%s: %s); using numpy",
+                    type(exc).__name__,
+                    last,
+                )
+        _state["mod"] = mod
+        return mod
+
+
+class CompiledEvaluator:
+    """Same contract and results as `evaluator.NumpyEvaluator`."""
+
+    def __init__(self, problem: Problem, genome: Genome) -> None:
+        genome.check()
+        mod = kernel()
+        if mod is None:
+            raise RuntimeError("the compiled evaluator could not be built")
+        p = problem
+        self.p = p
+        self._e = mod.Evaluator(
+            p.inputs, TABLE_WORDS, p.pairs, p.exact, p.h_ptr, p.h_row, p.h_val, p.outputs,
+            p.signed, genome.func.astype(np.int64), genome.conn.astype(np.int64).reshape(-1),
+            genome.outs.astype(np.int64),
+        )  # fmt: skip
+        self._sync()
+
+    def _sync(self) -> None:
+        self.score = Score(*self._e.parent_score())
+        self.active = self._e.active()
+
+    @property
+    def genome(self) -> Genome:
+        return Genome(self._e.genome_func(), self._e.genome_conn(), self._e.genome_outs())
+
+    def try_child(self, deltas: Sequence[tuple[int, int]], limit: int = -1) -> Score:
+        return Score(*self._e.try_child(deltas, limit))
+
+    def keep(self) -> None:
+        self._e.keep()
+
+    def accept(self) -> None:
+        self._e.accept()
+        self._sync()
+
+    def table(self) -> np.ndarray:
+        return self._e.table().reshape(256, 256)

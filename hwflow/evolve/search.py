@@ -1,0 +1,201 @@
+"""The (1 + lambda) evolution strategy, with checkpoints it resumes from exactly.
+
+Each generation makes `lam` children of the parent. A child changes one gene that
+matters (a function or used connection of an active gate, or an output) and up to
+`mutations - 1` more genes anywhere (unused genes drift freely, as in CGP). Fitness,
+best first: within the error constraint, lower energy; outside it, lower error std. The
+best child replaces the parent when it is at least as fit (neutral drift: ties go to the
+child). A child whose energy already exceeds that of the best fitting candidate of the
+generation cannot win, so its error is not computed (it is still counted).
+
+Every random choice comes from one `random.Random(seed)`, whose state the checkpoint
+keeps with the parent genome and the counters; a resumed run continues the same
+sequence, so its result equals an uninterrupted run's (tests check it). Checkpoints are
+written atomically every `checkpoint_s` seconds and at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwflow.errors import RunError
+from hwflow.evolve.evaluator import BACKENDS, NumpyEvaluator, Score, active_genes
+from hwflow.evolve.genome import FIELDS, FUNCS, N_IN, Genome
+from hwflow.evolve.problem import Problem
+from hwflow.io import read_json, write_json
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    budget: int = 100_000  # candidate evaluations
+    lam: int = 4
+    mutations: int = 3  # genes changed per child, at most
+    seed: int = 0
+    checkpoint_s: float = 30.0
+    backend: str = "auto"
+
+
+@dataclass
+class Progress:
+    """What a progress callback sees (and the search returns)."""
+
+    evaluations: int
+    generations: int
+    score: Score
+    std: float
+    fits: bool
+    wall_s: float  # this session's seconds
+    rate: float  # evaluations per second in this session
+    trace: list[list[float]] = field(default_factory=list)  # [evaluations, energy, std]
+
+
+def make_evaluator(problem: Problem, genome: Genome, backend: str = "auto") -> Any:
+    """The compiled evaluator where it builds (`auto`, `compiled`), else numpy."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "numpy":
+        from hwflow.evolve.compiled import CompiledEvaluator, kernel
+
+        if kernel() is not None:
+            return CompiledEvaluator(problem, genome)
+        if backend == "compiled":
+            raise RuntimeError("the compiled evaluator could not be built")
+    return NumpyEvaluator(problem, genome)
+
+
+def fitness_key(problem: Problem, s: Score) -> tuple[int, float]:
+    """Smaller is fitter: (0, energy) within the constraint, else (1, std)."""
+    if problem.fits(s.s1, s.s2):
+        return (0, float(s.energy))
+    return (1, problem.std(s.s1, s.s2))
+
+
+def mutate(rng: random.Random, genome: Genome, genes: np.ndarray, mutations: int) -> list:
+    """(gene, value) changes: one of `genes` (those that matter) to a new value, then up to
+    `mutations - 1` genes of any kind to random values."""
+    out = []
+    extra = rng.randrange(mutations)
+    for k in range(1 + extra):
+        gene = int(genes[rng.randrange(len(genes))]) if k == 0 else rng.randrange(genome.genes)
+        if gene >= FIELDS * genome.n:
+            span = N_IN + genome.n
+        elif gene % FIELDS == 0:
+            span = len(FUNCS)
+        else:
+            span = N_IN + gene // FIELDS
+        if k == 0:  # a value other than the current one: the circuit changes
+            v = rng.randrange(span - 1)
+            v += v >= genome.get(gene)
+        else:
+            v = rng.randrange(span)
+        out.append((gene, v))
+    return out
+
+
+def problem_key(problem: Problem, seed_genome: Genome, cfg: SearchConfig) -> str:
+    """What a checkpoint must match to be resumed (not the budget: it may grow)."""
+    h = hashlib.sha256()
+    for a in (problem.inputs, problem.pairs, problem.exact, problem.h_ptr, problem.h_row,
+              problem.h_val, seed_genome.func, seed_genome.conn, seed_genome.outs):  # fmt: skip
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([problem.signed, problem.tolerance, cfg.lam, cfg.mutations, cfg.seed])
+             .encode())  # fmt: skip
+    return h.hexdigest()
+
+
+def evolve(
+    problem: Problem,
+    seed_genome: Genome,
+    cfg: SearchConfig,
+    checkpoint: Path | None = None,
+    report: Callable[[Progress], None] | None = None,
+    report_s: float = 1.0,
+) -> tuple[Genome, Progress]:
+    """Run (or resume, from `checkpoint`) the search; returns the best genome and the
+    final counters. `report` is called about every `report_s` seconds."""
+    key = problem_key(problem, seed_genome, cfg)
+    rng = random.Random(cfg.seed)
+    genome, evals, gens, trace, prior_s = seed_genome.copy(), 0, 0, [], 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        state = read_json(checkpoint)
+        if state.get("key") != key or state.get("version") != CHECKPOINT_VERSION:
+            raise RunError(
+                f"{checkpoint}: checkpoint of another layer, tolerance or search setting; "
+                "delete it to start afresh"
+            )
+        genome = Genome.from_dict(state["genome"])
+        v, st, gauss = state["rng"]
+        rng.setstate((v, tuple(st), gauss))
+        evals, gens, trace = state["evaluations"], state["generations"], state["trace"]
+        prior_s = state["wall_s"]
+    ev = make_evaluator(problem, genome, cfg.backend)
+    start = last_ck = last_rep = time.monotonic()
+    start_evals = evals
+
+    def progress() -> Progress:
+        s = ev.score
+        wall = time.monotonic() - start
+        rate = (evals - start_evals) / wall if wall > 0 else 0.0
+        std = problem.std(s.s1, s.s2)
+        return Progress(evals, gens, s, std, problem.fits(s.s1, s.s2), wall, rate, trace)
+
+    def save() -> None:
+        if checkpoint is None:
+            return
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "key": key,
+            "genome": genome.to_dict(),
+            "rng": list(rng.getstate()),
+            "evaluations": evals,
+            "generations": gens,
+            "trace": trace,
+            "wall_s": prior_s + time.monotonic() - start,
+        }
+        write_json(checkpoint, state)
+
+    parent_key = fitness_key(problem, ev.score)
+    while evals < cfg.budget:
+        genes = active_genes(genome, ev.active)
+        limit = int(ev.score.energy) if parent_key[0] == 0 else -1
+        best, kept = None, None
+        for _ in range(cfg.lam):
+            deltas = mutate(rng, genome, genes, cfg.mutations)
+            s = ev.try_child(deltas, limit)
+            evals += 1
+            if s.skipped:
+                continue
+            k = fitness_key(problem, s)
+            if best is None or k <= best:
+                best, kept = k, deltas
+                ev.keep()
+                if k[0] == 0:
+                    limit = s.energy
+        gens += 1
+        if best is not None and best <= parent_key:
+            ev.accept()
+            for gene, value in kept:
+                genome.set(gene, value)
+            if best < parent_key:
+                trace.append([evals, float(ev.score.energy), problem.std(ev.score.s1, ev.score.s2)])
+            parent_key = best
+        now = time.monotonic()
+        if now - last_ck >= cfg.checkpoint_s:
+            save()
+            last_ck = now
+        if report is not None and now - last_rep >= report_s:
+            report(progress())
+            last_rep = now
+    save()
+    return genome, progress()

@@ -1,0 +1,168 @@
+"""hwflow evolve: genome, bit-parallel evaluator (both backends), search, resume, flow."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from hwflow.assign.stats import layer_stats_from_arrays
+from hwflow.characterize.energy import energy_under_histograms, output_codes
+from hwflow.characterize.synth import Gates
+from hwflow.evolve.evaluator import NumpyEvaluator, active_genes
+from hwflow.evolve.genome import FUNCS, Genome, from_gates
+from hwflow.evolve.problem import layer_problem
+from hwflow.evolve.search import SearchConfig, evolve, mutate
+from hwflow.multipliers.table import output_to_int
+
+KINDS = [k for k in FUNCS if k != "BUF"]
+
+
+def random_gates(n: int, seed: int) -> Gates:
+    """A random combinational netlist over the operand bits (net ids as yosys numbers)."""
+    rng = np.random.default_rng(seed)
+    nets = list(range(2, 18))  # a: 2..9, b: 10..17
+    gates = []
+    for i in range(n):
+        kind = KINDS[rng.integers(len(KINDS))]
+        arity = {"NOT": 1, "MUX": 3}.get(kind, 2)
+        ins = tuple(int(nets[j]) for j in rng.integers(len(nets), size=arity))
+        gates.append((kind, ins, 100 + i))
+        nets.append(100 + i)
+    outs = tuple(int(x) for x in rng.choice(nets[16:], size=16))
+    return Gates("rand", tuple(range(2, 10)), tuple(range(10, 18)), outs, tuple(gates))
+
+
+def array_multiplier() -> Gates:
+    """An exact unsigned 8x8 shift-and-add multiplier as a gate netlist (no yosys)."""
+    gates: list = []
+
+    def g(kind: str, *ins: int) -> int:
+        gates.append((kind, ins, 100 + len(gates)))
+        return 100 + len(gates) - 1
+
+    a, b = list(range(2, 10)), list(range(10, 18))
+    total: list = [g("AND", a[j], b[0]) for j in range(8)] + [None] * 8
+    for i in range(1, 8):
+        carry = None
+        for j in range(8):
+            x, y = total[i + j], g("AND", a[j], b[i])
+            if x is None:
+                x, y = y, None
+            if y is not None and carry is not None:
+                t = g("XOR", x, y)
+                total[i + j] = g("XOR", t, carry)
+                carry = g("OR", g("AND", x, y), g("AND", t, carry))
+            elif y is not None or carry is not None:
+                z = y if y is not None else carry
+                total[i + j], carry = g("XOR", x, z), g("AND", x, z)
+            else:
+                total[i + j] = x
+        total[i + 8] = carry
+    return Gates("mul", tuple(a), tuple(b), tuple(total), tuple(gates))
+
+
+def test_array_multiplier_is_exact():
+    every = np.arange(1 << 16)
+    raw = output_codes(array_multiplier(), every >> 8, every & 0xFF)
+    assert np.array_equal(raw, (every >> 8) * (every & 0xFF))
+
+
+def live(gates: Gates) -> Gates:
+    """The gates some product bit depends on (what yosys keeps of a netlist)."""
+    driver = {out: g for g in gates.gates for out in [g[2]]}
+    need, stack = set(), list(gates.o)
+    while stack:
+        n = stack.pop()
+        if n in driver and n not in need:
+            need.add(n)
+            stack += driver[n][1]
+    kept = tuple(g for g in gates.gates if g[2] in need)
+    return Gates(gates.top, gates.a, gates.b, gates.o, kept)
+
+
+def small_layer(signed: bool, seed: int = 0):  # noqa: ANN201
+    rng = np.random.default_rng(seed)
+    k = 16
+    lo = -128 if signed else 0
+    x = rng.integers(lo, 128, size=(1, 64, k))
+    x[rng.random(x.shape) < 0.5] = 0
+    w = np.clip(np.round(rng.normal(0, 30, size=(1, k, 8))), -127, 127).astype(np.int64)
+    acc = np.einsum("gmk,gkn->gmn", x, w)
+    return layer_stats_from_arrays("l", x, w, acc, signed, ops=x.size * 8, rows=32, cols=8, rng=rng)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_evaluator_table_and_energy_are_the_characterize_models(signed):
+    gates = random_gates(120, seed=1)
+    layer = small_layer(signed)
+    prob = layer_problem(layer, tolerance=1.0, stream=1024)
+    ev = NumpyEvaluator(prob, from_gates(gates))
+    every = np.arange(1 << 16)
+    raw = output_codes(gates, every >> 8, every & 0xFF)
+    expect = output_to_int(raw.reshape(256, 256), signed)
+    assert np.array_equal(ev.table(), expect)
+    p_a, p_b = layer.multiplier_operand_hists()
+    ref = energy_under_histograms(live(gates), p_a, p_b, n=1024, seed=0) * 1023
+    assert ev.score.energy == round(ref)
+
+
+def _children(ev, genome, n, seed):  # noqa: ANN001, ANN202
+    rng = random.Random(seed)
+    genes = active_genes(genome, ev.active)
+    return [mutate(rng, genome, genes, 3) for _ in range(n)]
+
+
+def test_incremental_scores_equal_a_fresh_evaluation():
+    gates = random_gates(150, seed=2)
+    prob = layer_problem(small_layer(False), tolerance=1e9, stream=256)
+    genome = from_gates(gates, extra=10)
+    ev = NumpyEvaluator(prob, genome)
+    for deltas in _children(ev, genome, 12, seed=3):
+        s = ev.try_child(deltas)
+        child = genome.copy()
+        for g, v in deltas:
+            child.set(g, v)
+        assert NumpyEvaluator(prob, child).score == s
+
+
+def test_compiled_and_numpy_backends_agree():
+    from hwflow.evolve.compiled import CompiledEvaluator, kernel
+
+    if kernel() is None:
+        pytest.skip("no C++ compiler: the compiled evaluator cannot be built here")
+    gates = random_gates(150, seed=4)
+    for signed in (False, True):
+        prob = layer_problem(small_layer(signed), tolerance=50.0, stream=256)
+        genome = from_gates(gates, extra=10)
+        a, b = NumpyEvaluator(prob, genome), CompiledEvaluator(prob, genome)
+        assert a.score == b.score and np.array_equal(a.active, b.active)
+        for i, deltas in enumerate(_children(a, genome, 40, seed=5)):
+            limit = -1 if i % 3 else a.score.energy
+            assert a.try_child(deltas, limit) == b.try_child(deltas, limit)
+        cfg = SearchConfig(budget=400, seed=1)
+        ga, pa = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "backend": "numpy"}))
+        gb, pb = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "backend": "compiled"}))
+        assert ga.to_dict() == gb.to_dict() and pa.trace == pb.trace and pa.score == pb.score
+
+
+def _is_same(a: Genome, b: Genome) -> bool:
+    return a.to_dict() == b.to_dict()
+
+
+def test_search_is_deterministic_and_resumes_exactly(tmp_path):
+    prob = layer_problem(small_layer(False), tolerance=200.0, stream=256)
+    genome = from_gates(array_multiplier())
+    cfg = SearchConfig(budget=400, seed=3)
+    g1, p1 = evolve(prob, genome, cfg)
+    g2, p2 = evolve(prob, genome, cfg)
+    assert _is_same(g1, g2) and p1.trace == p2.trace
+    assert p1.fits and p1.score.energy <= NumpyEvaluator(prob, genome).score.energy
+    # interrupted after 200 evaluations (the checkpoint written at its end), then resumed
+    ck = tmp_path / "ck.json"
+    evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "budget": 200}), checkpoint=ck)
+    g3, p3 = evolve(prob, genome, cfg, checkpoint=ck)
+    assert _is_same(g1, g3) and p1.trace == p3.trace and p3.evaluations == p1.evaluations
+    other = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "seed": 4}))[0]
+    assert not _is_same(g1, other)

@@ -48,7 +48,7 @@ bench: setup
 
 # The documentation site (Sphinx, docs/conf.py), warnings as errors, into build/docs/.
 docs: setup
-	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs build/docs
+	$(VENV)/bin/sphinx-build -q -n -W --keep-going -b html docs build/docs
 	@echo "open build/docs/index.html"
 
 lint: setup

@@ -23,7 +23,6 @@ copyright = "the hwflow developers"  # noqa: A001 (Sphinx's name)
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
     "sphinx_click",
     "hwflow_docs",  # docs/_ext: the API pages and the import table, built from the code
 ]
@@ -39,7 +38,9 @@ myst_heading_anchors = 4  # `page.md#a-heading` links, as GitHub renders them
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # signatures show them; torch/numpy types would not resolve
-autodoc_default_options = {"members": True, "undoc-members": False}
+# nitpicky (-n): every cross-reference must resolve, except the string annotations autodoc
+# prints verbatim for dataclass fields (`from __future__ import annotations`)
+nitpick_ignore_regex = [("py:class", r"[\'\"].*")]
 autodoc_inherit_docstrings = False  # torch's own docstrings are torch's documentation
 default_role = "code"  # docstrings write `name` for code, as in Markdown
 

@@ -52,7 +52,10 @@ class ApiDirective(SphinxDirective):
             for name in sorted(names, key=lambda n: (n.count("."), n)):
                 if name == "hwflow.cli":
                     continue  # the CLI reference documents the commands
-                lines += [f".. automodule:: {name}", "   :members:", ""]
+                # a package's own page shows its docstring only: the names it re-exports
+                # are documented once, in the module that defines them
+                members = [] if name == f"hwflow.{part}" else ["   :members:"]
+                lines += [f".. automodule:: {name}", *members, ""]
         container = nodes.section()
         container.document = self.state.document
         nested_parse_with_titles(self.state, StringList(lines, "hwflow-api"), container)

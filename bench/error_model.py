@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from bench._common import Row
-from hwflow.assign.error_model import MODELS, predict
+from hwflow.assign.error_model import ERROR_MODELS, predict
 from hwflow.assign.stats import DEFAULT_COLS, DEFAULT_ROWS, layer_stats_from_arrays
 from hwflow.multipliers.table import exact_table
 
@@ -62,7 +62,7 @@ def timings(multipliers: int, layers: int, mixed: bool) -> dict[str, float]:
     tables, signed = synthetic_library(multipliers, mixed, rng)
     stats = synthetic_layers(layers, mixed, rng)
     out = {}
-    for model in MODELS:
+    for model in ERROR_MODELS:
         t0, c0 = time.perf_counter(), time.process_time()
         p = predict(tables, signed, stats, model)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0

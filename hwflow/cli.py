@@ -458,6 +458,14 @@ _ENERGY_OPTION = click.option(
 )  # fmt: skip
 
 
+# `model` names the network everywhere else; --model stays accepted as the old spelling.
+_ERROR_MODEL_OPTION = click.option(
+    "--error-model", "--model", "error_model", type=click.Choice(["seed", "channel", "sampled"]),
+    default="sampled", show_default=True,
+    help="Error model (seed = the paper's histogram model).",
+)  # fmt: skip
+
+
 def _print_assignment(doc: dict) -> None:
     from hwflow.assign.energy import saved_text
 
@@ -494,13 +502,7 @@ def _print_assignment(doc: dict) -> None:
     show_default=True,
     help="Multiply every layer's tolerated error std.",
 )
-@click.option(
-    "--model",
-    type=click.Choice(["seed", "channel", "sampled"]),
-    default="sampled",
-    show_default=True,
-    help="Error model (seed = the paper's histogram model).",
-)
+@_ERROR_MODEL_OPTION
 @click.option(
     "--validate",
     "do_validate",
@@ -522,7 +524,7 @@ def assign(
     library,
     out,
     scale,
-    model,
+    error_model,
     do_validate,
     no_record,
     no_hist_energy,
@@ -542,7 +544,7 @@ def assign(
         library,
         out=out,
         scale=scale,
-        model=model,
+        error_model=error_model,
         do_validate=do_validate,
         record=not no_record,
         hist_energy=not no_hist_energy,
@@ -560,7 +562,7 @@ def assign(
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--assignment", required=True, type=click.Path(), help="assignment.yaml")
+@click.option("--assignment", required=True, type=click.Path(), help="An assignment.yaml.")
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -634,12 +636,7 @@ def _float_list(text: str, what: str) -> list[float]:
 @click.option("--epochs", type=int, default=1, show_default=True, help="Retraining per point.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="Retraining seeds, e.g. 0,1,2.")
-@click.option(
-    "--model",
-    type=click.Choice(["seed", "channel", "sampled"]),
-    default="sampled",
-    show_default=True,
-)
+@_ERROR_MODEL_OPTION
 @click.option("--no-homogeneous", is_flag=True, help="Skip the one-multiplier baselines.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
 @_ENERGY_OPTION
@@ -656,7 +653,7 @@ def sweep(
     epochs,
     lr,
     seeds,
-    model,
+    error_model,
     no_homogeneous,
     no_hist_energy,
     energy_model,
@@ -677,7 +674,7 @@ def sweep(
         epochs=epochs,
         lr=lr,
         seeds=[int(v) for v in _float_list(seeds, "--seeds")],
-        model=model,
+        error_model=error_model,
         homogeneous=not no_homogeneous,
         jobs=jobs,
         hist_energy=not no_hist_energy,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE
 from hwflow.errors import HwflowError, VerificationError
 from hwflow.io import claim_dir, read_json, write_json
 from hwflow.resources import resource_dir
@@ -55,7 +56,7 @@ class FlowConfig:
 
     @property
     def assignment(self) -> Path:
-        return self.run / "assignment.yaml"
+        return self.run / ASSIGNMENT_FILE
 
     @property
     def export_dir(self) -> Path:
@@ -113,7 +114,7 @@ def step_assign(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     from hwflow.assign.flow import assign_run
 
     doc = assign_run(
-        cfg.run, cfg.library, out=cfg.assignment, scale=cfg.scale, model=cfg.error_model,
+        cfg.run, cfg.library, out=cfg.assignment, scale=cfg.scale, error_model=cfg.error_model,
         energy_model=cfg.energy_model, do_validate=True, seed=cfg.seed, log=log,
     )  # fmt: skip
     pairs = doc.pop("validation_pairs", [])
@@ -139,9 +140,9 @@ def step_sweep(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     from hwflow.assign.sweep import sweep_run
 
     rows = sweep_run(
-        cfg.run, cfg.library, cfg.sweep_scales, epochs=cfg.sweep_epochs, model=cfg.error_model,
-        energy_model=cfg.energy_model, jobs=cfg.jobs, max_steps=8 if cfg.quick else None,
-        seeds=(cfg.seed,), log=log,
+        cfg.run, cfg.library, cfg.sweep_scales, epochs=cfg.sweep_epochs,
+        error_model=cfg.error_model, energy_model=cfg.energy_model, jobs=cfg.jobs,
+        max_steps=8 if cfg.quick else None, seeds=(cfg.seed,), log=log,
     )  # fmt: skip
     return {"points": len(rows)}
 
@@ -191,7 +192,7 @@ STEPS: list[
     tuple[str, Callable[[FlowConfig, Log], dict[str, Any]], Callable[[FlowConfig], Path] | None]
 ] = [
     ("library", step_library, None),  # the library's own sha256 cache makes reruns cheap
-    ("train", step_train, lambda c: c.run / "summary.json"),
+    ("train", step_train, lambda c: c.run / SUMMARY_FILE),
     ("assign", step_assign, lambda c: c.assignment),
     ("retrain", step_retrain, lambda c: c.run / "retrain.json"),
     ("sweep", step_sweep, lambda c: c.run / "sweep" / "sweep.csv"),

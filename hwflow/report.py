@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hwflow import io  # noqa: E402
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, RunSummary  # noqa: E402
 from hwflow.assign.energy import saved_text  # noqa: E402
 from hwflow.errors import RunError  # noqa: E402
 from hwflow.multipliers.library import Library, save_error_heatmap  # noqa: E402
@@ -209,25 +210,26 @@ def _optional(path: Path, reader: Any) -> Any:
 
 def _run_dir(out: Path) -> Path:
     """A flow directory holds the run in `run/`; a plain train run is the directory itself."""
-    return out / "run" if (out / "run" / "summary.json").is_file() else out
+    return out / "run" if (out / "run" / SUMMARY_FILE).is_file() else out
 
 
 def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Section]:
     """Read what the stages wrote under `out` and draw the figures into `fig_dir`."""
     run = _run_dir(out)
-    summary = _optional(run / "summary.json", io.read_json)
+    summary = _optional(run / SUMMARY_FILE, RunSummary.load)
     if summary is None:
         raise RunError(f"{out}: no summary.json (run `hwflow train` or `hwflow demo` first)")
-    assignment = _optional(run / "assignment.yaml", io.read_yaml)
+    chosen = _optional(run / ASSIGNMENT_FILE, Assignment.load)
     retrain = _optional(run / "retrain.json", io.read_json)
     validation = _optional(run / "validation.json", io.read_json)
     verify = _optional(out / "verify.json", io.read_json)
     sweep_csv = run / "sweep" / "sweep.csv"
-    if library is None and assignment is not None:
-        library = Path(assignment["library"])
+    if library is None and chosen is not None:
+        library = chosen.library_path()
+    assignment = chosen.to_dict() if chosen is not None else None
     sections: list[Section] = []
 
-    acc, acc5 = summary["accuracy"], summary.get("accuracy_top5") or {}
+    acc, acc5 = summary.accuracy, summary.accuracy_top5 or {}
     s = Section("Accuracy (test set, top-1 and top-5)")
     rows = [
         ["float", _pct(acc.get("float")), _pct(acc5.get("float"))],
@@ -241,12 +243,12 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
             for when, key in (("before", "approx_before"), ("after", "approx_after"))
         ]
     s.text += _table(["network", "top-1", "top-5"], rows)
-    if summary.get("float_weights"):
-        s.text.append(f"\nFloat weights given (not trained here): `{summary['float_weights']}`.")
-    if summary.get("classes"):
-        s.text.append(f"\nClasses: {', '.join(summary['classes'])}.")
+    if summary.float_weights:
+        s.text.append(f"\nFloat weights given (not trained here): `{summary.float_weights}`.")
+    if summary.classes:
+        s.text.append(f"\nClasses: {', '.join(summary.classes)}.")
     s.text.append(
-        f"\nSeed {summary.get('seed')}; digits' test set has few images, so one "
+        f"\nSeed {summary.seed}; digits' test set has few images, so one "
         "point of accuracy is a handful of images."
     )
     sections.append(s)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hwflow.assign.assignment import load_assignment
+from hwflow.assign.assignment import assignment_tables
 from hwflow.assign.error_model import predict
 from hwflow.assign.flow import assign_run, library_view, run_stats
 from hwflow.assign.retrain import retrain_run
@@ -179,7 +179,7 @@ def test_load_assignment_bad_inputs(run_copy, tmp_path):
     names = {layer["name"]: layer["signed"] for layer in summary["layers"]}
     first = next(iter(names))
     good = [{"name": n, "multiplier": "u_exact"} for n in names]
-    ok = load_assignment(_write_assignment(tmp_path / "ok.yaml", good, lib_dir), lib_dir, names)
+    ok = assignment_tables(_write_assignment(tmp_path / "ok.yaml", good, lib_dir), lib_dir, names)
     assert set(ok) == set(names) and ok[first][0] == "u_exact" and ok[first][2] is False
     cases = {
         "unknown layer nope": [{"name": "nope", "multiplier": "u_exact"}],
@@ -190,10 +190,10 @@ def test_load_assignment_bad_inputs(run_copy, tmp_path):
     for message, layers in cases.items():
         path = _write_assignment(tmp_path / "bad.yaml", layers, lib_dir)
         with pytest.raises(AssignmentError, match=message):
-            load_assignment(path, lib_dir, names)
+            assignment_tables(path, lib_dir, names)
     (tmp_path / "notalist.yaml").write_text("layers: 3\n")
     with pytest.raises(AssignmentError, match="layers"):
-        load_assignment(tmp_path / "notalist.yaml", lib_dir, names)
+        assignment_tables(tmp_path / "notalist.yaml", lib_dir, names)
 
 
 def test_library_without_tables_and_run_without_stats(run_copy, tmp_path):
@@ -253,7 +253,7 @@ def test_cli_assign_and_errors(run_copy, tmp_path):
 
     run = load_run(run_dir)
     model = run.fresh_model()
-    apply_tables(model, {n: (t, s) for n, (_, t, s) in load_assignment(a, lib_dir).items()})
+    apply_tables(model, {n: (t, s) for n, (_, t, s) in assignment_tables(a, lib_dir).items()})
     assert got["accuracy"] == run.evaluate(model, "test")
     assert set(got["multipliers"].values()) == {i["multiplier"] for i in doc["layers"]}
     res = runner.invoke(cli, ["evaluate", str(run_dir), "--mode", "approx"])
@@ -450,3 +450,29 @@ def test_published_ratios_take_the_exact_reference():
     got = published_ratios(entries, [True, True, False, False, False])
     assert got[:3].tolist() == [1.0, 1.0, 0.25]
     assert np.isnan(got[3]) and np.isnan(got[4])
+
+
+def test_a_relative_library_resolves_against_the_assignment_file_from_anywhere(
+    run_copy, tmp_path, monkeypatch
+):
+    """`library: ../lib` in an assignment is relative to the file's folder for evaluate
+    and retrain alike (they once read it relative to the working directory)."""
+    import shutil
+
+    run_dir, lib_dir = run_copy
+    shutil.copytree(lib_dir, tmp_path / "a" / "lib")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    layers = [{"name": layer["name"], "multiplier": "u_exact"} for layer in summary["layers"]]
+    assignment = tmp_path / "a" / "point" / "assignment.yaml"
+    assignment.parent.mkdir()
+    assignment.write_text(yaml.safe_dump({"library": "../lib", "layers": layers}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runner = CliRunner()
+    args = ["--assignment", str(assignment), "--json"]
+    res = runner.invoke(cli, ["evaluate", str(run_dir), "--mode", "approx", *args])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["retrain", str(run_dir), "--epochs", "0", *args])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["layers"] == {la["name"]: "u_exact" for la in layers}

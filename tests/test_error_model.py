@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwflow.assign.error_model import MODELS, SAMPLED_PAIRS, predict, weight_moment_maps
+from hwflow.assign.error_model import ERROR_MODELS, SAMPLED_PAIRS, predict, weight_moment_maps
 from hwflow.assign.stats import W_OFFSET, layer_stats_from_arrays, load_stats, save_stats
 from hwflow.errors import RunError
 from hwflow.multipliers.table import exact_table
@@ -35,7 +35,7 @@ def _measured(x, w, err_table, signed):
 
 
 @pytest.mark.parametrize("signed", [True, False])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ERROR_MODELS)
 def test_exact_table_predicts_zero(signed, model):
     rng = np.random.default_rng(1)
     lo = -128 if signed else 0
@@ -45,7 +45,7 @@ def test_exact_table_predicts_zero(signed, model):
     assert p.mean[0, 0] == 0.0 and p.std[0, 0] == 0.0
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ERROR_MODELS)
 def test_constant_offset_gives_known_mean_and_no_spread(model):
     rng = np.random.default_rng(2)
     k, c = 30, 7
@@ -176,7 +176,7 @@ def test_sampled_model_subsamples_pairs():
     assert p.mean[0, 0] == pytest.approx(e.mean(), abs=0.05 * e.std())
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ERROR_MODELS)
 def test_signedness_mismatch_is_nan_and_library_is_vectorised(model):
     rng = np.random.default_rng(5)
     x = rng.integers(0, 128, size=(20, 10))

@@ -226,7 +226,7 @@ def test_integer_inference_matches_the_emulation(run_and_library, monkeypatch):
 
     _, run_dir, lib = run_and_library
     run = load_run(run_dir)
-    names = [layer["name"] for layer in run.summary["layers"]]
+    names = [layer.name for layer in run.summary.layers]
     apply_tables(run.model, {names[0]: (lib.table("u_trunc_k5_c"), False)})
     x = run.data.test.x[:16]
     result = integer_inference(run.model, x)
@@ -272,7 +272,7 @@ def test_whole_network_classifies_several_images(run_and_library):
     compares both on a 16-image digits export)."""
     import torch
 
-    from hwflow.assign.assignment import load_assignment
+    from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
     from hwflow.nn.train import load_run
     from hwflow.rtl.intinfer import integer_inference
@@ -296,9 +296,9 @@ def test_whole_network_classifies_several_images(run_and_library):
     assert report["checked"] == net["accumulations"] == images * 3594
     assert report["accumulations_checked"] == 2 * images * 3594 > 100_000
     assert net["checked"] == images * (64 * (1 + 16 + 32) + 16 * 64 + 4 * 32 + 3594)
-    assignment_tables = load_assignment(assignment, lib)
+    tables = assignment_tables(assignment, lib)
     model = load_run(run).model
-    apply_tables(model, {n: (t, s) for n, (_, t, s) in assignment_tables.items()})
+    apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
     ref = integer_inference(model, load_run(run).data.test.x[:images])
     assert net["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
     assert torch.equal(ref.classes, torch.tensor(net["expected_classes"]))
@@ -425,7 +425,7 @@ def _whole_network_checked(run_dir, out, manifest, report, names):
     engine's sums were compared, and the class is the integer reference's."""
     import torch
 
-    from hwflow.assign.assignment import load_assignment
+    from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
     from hwflow.nn.train import load_run
     from hwflow.rtl.intinfer import integer_inference
@@ -445,7 +445,7 @@ def _whole_network_checked(run_dir, out, manifest, report, names):
     assert sizes["input"] == 64 and sizes["4.pool"] == sizes[f"{names[2]}.codes"] == 512
     assert result["accumulations"] == report["checked"] == 3594  # same sums, other design
     run = load_run(run_dir)
-    assigned = load_assignment(manifest["assignment"], manifest["library"])
+    assigned = assignment_tables(manifest["assignment"], manifest["library"])
     apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
     ref = integer_inference(run.model, run.data.test.x[:1])
     assert result["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
@@ -460,13 +460,13 @@ def _codes_match_integer_reference(run_dir, out, manifest, names):
     next layer (no pooling between them), position by position."""
     import torch
 
-    from hwflow.assign.assignment import load_assignment
+    from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
     from hwflow.nn.train import load_run
     from hwflow.rtl.intinfer import integer_inference
 
     run = load_run(run_dir)
-    assigned = load_assignment(manifest["assignment"], manifest["library"])
+    assigned = assignment_tables(manifest["assignment"], manifest["library"])
     apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
     ref = integer_inference(run.model, run.data.test.x[: manifest["images"]])
     first = manifest["layers"][0]
@@ -475,3 +475,24 @@ def _codes_match_integer_reference(run_dir, out, manifest, names):
     nxt = ref.tensors[f"{names[1]}.input"]  # (N, C, H, W) codes
     want = nxt.permute(0, 2, 3, 1).reshape(g, m, ng)
     assert torch.equal(torch.from_numpy(codes.reshape(g, m, ng)), want)
+
+
+def test_export_reads_a_relative_library_against_the_assignment_folder(
+    run_and_library, tmp_path, monkeypatch
+):
+    """One rule for `library: ../lib`: the assignment file's folder, never the working
+    directory, even where the same relative path names a folder there too."""
+    _, run, lib = run_and_library
+    shutil.copytree(lib.path, tmp_path / "a" / "lib")
+    assignment = tmp_path / "a" / "point" / "assignment.yaml"
+    assignment.parent.mkdir()
+    assignment.write_text(yaml.safe_dump({"library": "../lib", "layers": []}))
+    (tmp_path / "b" / "lib").mkdir(parents=True)  # ../lib seen from the working directory
+    (tmp_path / "b" / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "b" / "cwd")
+    args = ["export", str(run), "--assignment", str(assignment), "--out", str(tmp_path / "d")]
+    # the library and assignment are read before the split is checked: this error means
+    # both resolved, and stops before the (slow) RTL work
+    result = CliRunner().invoke(cli, [*args, "--images", "100000", "--no-network"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --images 100000: the test split has only ")

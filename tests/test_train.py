@@ -111,7 +111,7 @@ def test_resume_after_interruptions_matches_uninterrupted_run(tiny_run, tmp_path
 def test_load_run_model_is_quantized_and_reproduces_summary(tiny_run):
     out, summary = tiny_run
     run = load_run(out)
-    assert run.summary == summary
+    assert run.summary.to_dict() == summary
     assert {layer.mode for _, layer in hn.approx_layers(run.model)} == {"quant"}
     assert run.evaluate() == summary["accuracy"]["quant_after_agn"]
     assert len(run.data.test) == 160

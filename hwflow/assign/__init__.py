@@ -2,12 +2,12 @@
 
 Modules: `stats` (operand statistics, RUN/stats.npz), `error_model` (predicted accumulator
 error of every layer x multiplier pair), `select` (cheapest fitting multiplier), `energy`
-(E_rel, uniform and recorded-operand figures), `assignment` (assignment.yaml, reading it
-back validated), `validate` (predicted vs measured by table emulation), `flow` (`hwflow
+(E_rel, uniform and recorded-operand figures), `assignment` (an assignment's tables,
+checked against the library), `validate` (predicted vs measured by table emulation), `flow` (`hwflow
 assign`), `retrain` (`hwflow retrain`, STE fine-tuning), `sweep` (`hwflow sweep`).
 """
 
-from hwflow.assign.assignment import load_assignment
-from hwflow.assign.error_model import MODELS, Prediction, predict
+from hwflow.assign.assignment import assignment_tables
+from hwflow.assign.error_model import ERROR_MODELS, Prediction, predict
 
-__all__ = ["MODELS", "Prediction", "load_assignment", "predict"]
+__all__ = ["ERROR_MODELS", "Prediction", "assignment_tables", "predict"]

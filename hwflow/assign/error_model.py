@@ -6,7 +6,7 @@ the layer's outputs, for every (layer, multiplier) pair at once: the library's e
 tables are stacked and contracted with the histograms by matrix products, so the work is
 a few BLAS calls, not a loop over pairs.
 
-Three variants (`MODELS`):
+Three variants (`ERROR_MODELS`):
 
 - `seed` (Trommer et al., docs/concepts/error-model.md): each sampled output row i has
   its activation histogram p_x^i; every product draws its weight independently from the
@@ -50,7 +50,7 @@ from scipy import sparse
 from hwflow.assign.stats import W_BINS, W_OFFSET, LayerStats
 from hwflow.multipliers.table import exact_table
 
-MODELS = ("seed", "channel", "sampled")
+ERROR_MODELS = ("seed", "channel", "sampled")
 SAMPLED_PAIRS = 2048  # (row, column) pairs the `sampled` model evaluates per layer
 
 
@@ -84,9 +84,9 @@ class Prediction:
     std: np.ndarray  # (n_layers, n_multipliers)
 
 
-def _weight_hists(layer: LayerStats, model: str) -> tuple[np.ndarray, np.ndarray]:
+def _weight_hists(layer: LayerStats, error_model: str) -> tuple[np.ndarray, np.ndarray]:
     """The weight histograms the model pairs rows with, and the (rows, hists) pair weights."""
-    if model == "seed":
+    if error_model == "seed":
         return layer.w_hist[None, :], np.ones((len(layer.x_rows), 1))
     return layer.w_cols, layer.pair_mask()
 
@@ -102,11 +102,11 @@ def _pool(mu: np.ndarray, var: np.ndarray, weights: np.ndarray, k: int) -> tuple
 
 
 def _histogram_moments(
-    e_stack: np.ndarray, layers: Sequence[LayerStats], signed: bool, model: str
+    e_stack: np.ndarray, layers: Sequence[LayerStats], signed: bool, error_model: str
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """seed / channel: (mean, std) arrays (c,) per layer for one chunk of error tables."""
     s1, s2 = weight_moment_maps(signed)
-    hists = [_weight_hists(layer, model) for layer in layers]
+    hists = [_weight_hists(layer, error_model) for layer in layers]
     w_all = np.concatenate([h for h, _ in hists])  # (total, 511)
     q1, q2 = (w_all @ s1).T, (w_all @ s2).T  # (256, total)
     bounds = np.cumsum([0] + [len(h) for h, _ in hists])
@@ -168,7 +168,7 @@ def predict(
     tables: np.ndarray,
     table_signed: Sequence[bool] | np.ndarray,
     layers: Sequence[LayerStats],
-    model: str = "seed",
+    error_model: str = "seed",
     chunk: int = 32,
 ) -> Prediction:
     """Predicted accumulator error mean and std for every layer x multiplier pair.
@@ -176,8 +176,10 @@ def predict(
     tables: (L, 256, 256) integer tables of the library's multipliers; table_signed: (L,).
     A multiplier only pairs with layers of its own signedness (others get NaN).
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown error model {model!r} (choose from {', '.join(MODELS)})")
+    if error_model not in ERROR_MODELS:
+        raise ValueError(
+            f"unknown error model {error_model!r} (choose from {', '.join(ERROR_MODELS)})"
+        )
     tables = np.asarray(tables)
     table_signed = np.asarray(table_signed, dtype=bool)
     if tables.ndim != 3 or tables.shape[1:] != (256, 256) or len(table_signed) != len(tables):
@@ -192,17 +194,17 @@ def predict(
         group = [layers[i] for i in li]
         mats = (
             [(pair_matrix(g), pair_matrix(g, skip_zero_x=True)) for g in group]
-            if model == "sampled"
+            if error_model == "sampled"
             else []
         )
         exact = exact_table(signed).astype(np.float64)
         for c0 in range(0, len(mi), chunk):
             idx = mi[c0 : c0 + chunk]
             e = tables[idx].astype(np.float64) - exact  # (c, 256, 256)
-            if model == "sampled":
+            if error_model == "sampled":
                 moments = _sampled_moments(e, mats)
             else:
-                moments = _histogram_moments(e, group, signed, model)
+                moments = _histogram_moments(e, group, signed, error_model)
             for i, (m, sd) in zip(li, moments, strict=True):
                 mean[i, idx], std[i, idx] = m, sd
     return Prediction(mean=mean, std=std)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.assignment import library_table, open_library
-from hwflow.assign.error_model import MODELS, Prediction, predict
+from hwflow.assign.error_model import ERROR_MODELS, Prediction, predict
 from hwflow.assign.select import choose, tolerances
 from hwflow.assign.stats import (
     DEFAULT_COLS,
@@ -30,7 +31,6 @@ from hwflow.assign.stats import (
 )
 from hwflow.assign.validate import measure_errors, relative_errors, spread
 from hwflow.errors import AssignmentError, LibraryError, RunError
-from hwflow.io import write_yaml
 from hwflow.multipliers.table import exact_table
 
 DEFAULT_STATS_BATCHES = 4
@@ -104,7 +104,7 @@ def run_stats(
             return layers
     if not record:
         raise RunError(f"{path}: no operand statistics recorded with these settings; rerun assign")
-    ops = {layer["name"]: int(layer["ops"]) for layer in run.summary["layers"]}
+    ops = run.summary.ops()
     xs = _stats_batches(run.data.train, batches, batch_size, seed)
     layers = record_stats(run.model, xs, ops, rows=rows, cols=cols, seed=seed)
     save_stats(path, layers, meta)
@@ -115,31 +115,23 @@ def assign(
     stats: list[LayerStats],
     sigmas: dict[str, float],
     lib: LibraryView,
+    energy_model: str,
     *,
     scale: float = 1.0,
-    model: str = "sampled",
+    error_model: str = "sampled",
     hist_energy: energy_mod.HistogramEnergy | None = None,
-    energy_model: str | None = None,
 ) -> tuple[dict[str, Any], Prediction]:
     """The assignment document (without validation) for one scale, and the predictions.
 
-    `energy_model`: minimise the library's uniform-operand energy, each layer's energy
-    under its recorded operands (`histogram`, needs `hist_energy`), or the published power;
-    None: `histogram` when `hist_energy` is given, else `uniform`.
+    `energy_model` (as `check_selection` returned it): minimise the library's
+    uniform-operand energy, each layer's energy under its recorded operands (`histogram`,
+    needs `hist_energy`), or the published power.
     """
-    energy_model = energy_mod.selection_model(energy_model, hist_energy is not None)
-    if energy_model not in energy_mod.ENERGY_MODELS:
-        raise AssignmentError(
-            f"unknown --energy {energy_model!r} (choose from {', '.join(energy_mod.ENERGY_MODELS)})"
-        )
-    if energy_model == "histogram" and hist_energy is None:
-        raise AssignmentError("--energy histogram needs the recorded-operand energy model")
-    if model not in MODELS:
-        raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
+    assert energy_model != "histogram" or hist_energy is not None, "check_selection"
     missing = [s.name for s in stats if s.name not in sigmas]
     if missing:
         raise RunError(f"stats name layers the run does not have: {', '.join(missing)}")
-    pred = predict(lib.tables, lib.signed, stats, model)
+    pred = predict(lib.tables, lib.signed, stats, error_model)
     acc_std = [s.acc_std for s in stats]
     tol = tolerances([sigmas[s.name] for s in stats], acc_std, scale)
     energy: np.ndarray = lib.energy
@@ -176,7 +168,7 @@ def assign(
     hist = [item["energy_rel_hist"] for item in layers] if hist_energy is not None else None
     doc = {
         "library": str(Path(getattr(lib.library, "path", "")).resolve()),
-        "model": model,
+        "model": error_model,
         "scale": scale,
         "layers": layers,
         "energy": energy_mod.summary(
@@ -190,10 +182,24 @@ def assign(
     return doc, pred
 
 
-def check_energy_model(requested: str | None, hist_energy: bool, log: Callable[[str], None]) -> str:
-    """The selection's energy for a run with or without the recorded-operand figure: an
-    explicit `histogram` without it is an error; the default falls back to uniform, said
-    in one log line."""
+def check_selection(
+    error_model: str,
+    requested: str | None,
+    hist_energy: bool,
+    log: Callable[[str], None] = lambda _m: None,
+) -> str:
+    """Check the error model and the selection's energy once, before any work, and
+    return the energy the selection minimises (for a run with or without the
+    recorded-operand figure): an explicit `histogram` without it is an error; the default
+    falls back to uniform, said in one log line."""
+    if error_model not in ERROR_MODELS:
+        raise AssignmentError(
+            f"unknown --error-model {error_model!r} (choose from {', '.join(ERROR_MODELS)})"
+        )
+    if requested is not None and requested not in energy_mod.ENERGY_MODELS:
+        raise AssignmentError(
+            f"unknown --energy {requested!r} (choose from {', '.join(energy_mod.ENERGY_MODELS)})"
+        )
     if requested == "histogram" and not hist_energy:
         raise AssignmentError("--energy histogram needs the recorded-operand energy figure")
     chosen = energy_mod.selection_model(requested, hist_energy)
@@ -277,7 +283,7 @@ def assign_run(
     *,
     out: str | os.PathLike[str] | None = None,
     scale: float = 1.0,
-    model: str = "sampled",
+    error_model: str = "sampled",
     do_validate: bool = False,
     record: bool = True,
     hist_energy: bool = True,
@@ -294,18 +300,16 @@ def assign_run(
     energy, or with `hist_energy` off the uniform-operand one (logged)."""
     from hwflow.nn.train import load_run
 
-    if model not in MODELS:
-        raise AssignmentError(f"unknown --model {model!r} (choose from {', '.join(MODELS)})")
-    energy_model = check_energy_model(energy_model, hist_energy, log)
+    energy_model = check_selection(error_model, energy_model, hist_energy, log)
     lib = library_view(library)
     run = load_run(run_dir, device=device)
     log("operand statistics ...")
     stats = run_stats(run, batches=stats_batches, seed=seed, record=record)
-    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    sigmas = run.summary.sigmas()
     he = energy_mod.HistogramEnergy(lib.library, seed=seed) if hist_energy else None
     log("error model and selection ...")
     doc, pred = assign(
-        stats, sigmas, lib, scale=scale, model=model, hist_energy=he, energy_model=energy_model
+        stats, sigmas, lib, energy_model, scale=scale, error_model=error_model, hist_energy=he
     )
     doc["run"] = str(Path(run_dir).resolve())
     validation = None
@@ -313,7 +317,8 @@ def assign_run(
         log("validating against table emulation ...")
         validation = validate(run, stats, lib, doc, pred, jobs=jobs)
         doc["validation"] = validation["summary"]
-    write_yaml(Path(out) if out is not None else Path(run_dir) / "assignment.yaml", doc)
+    path = Path(out) if out is not None else Path(run_dir) / ASSIGNMENT_FILE
+    Assignment.from_dict(doc).save(path)
     if validation is not None:
         doc["validation_pairs"] = validation["pairs"]
     return doc

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hwflow.assign.assignment import load_assignment
+from hwflow.artifacts import Assignment
+from hwflow.assign.assignment import assignment_tables
 from hwflow.errors import AssignmentError
-from hwflow.io import load_torch, read_yaml, save_torch, sha256_bytes, write_json
+from hwflow.io import load_torch, save_torch, sha256_bytes, write_json
 from hwflow.progress import progress
 
 DEFAULT_EPOCHS = 3
@@ -109,24 +110,15 @@ def retrain_run(
         raise AssignmentError(f"--lr must be > 0, got {lr}")
     run_dir = Path(run_dir)
     assignment = Path(assignment)
-    doc = read_yaml(assignment)
-    if not isinstance(doc, dict):
-        raise AssignmentError(f"{assignment}: expected a mapping with `library:` and `layers:`")
-    lib_path = library if library is not None else doc.get("library")
-    if not lib_path:
-        raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
+    chosen = Assignment.load(assignment)
+    lib_path = chosen.library_path(library)
     run = run if run is not None else load_run(run_dir, device=device)
     gradient = gradient if gradient is not None else run.config.retrain.gradient
     if gradient not in GRADIENTS:
         choices = ", ".join(GRADIENTS)
         raise AssignmentError(f"--gradient must be one of {choices}, got {gradient!r}")
     with torch_threads(run.threads):  # as `hwflow train` does
-        layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
-        tables = load_assignment(assignment, lib_path, layers)
-        missing = sorted(set(layers) - set(tables))
-        if missing:
-            raise AssignmentError(f"{assignment}: no multiplier for layers {', '.join(missing)}")
-
+        tables = _complete_tables(run, chosen, lib_path)
         cfg = run.config
         bs = cfg.data.batch_size
         model = run.fresh_model()
@@ -147,7 +139,7 @@ def retrain_run(
         before = _val_score(run, model)
         val["approx_before"] = before[0]
 
-        key = retrain_key(assignment.read_bytes(), epochs, lr, seed, gradient)
+        key = retrain_key(chosen.raw, epochs, lr, seed, gradient)
         ckpt_dir = run_dir / "checkpoints"
         last = ckpt_dir / f"retrain-{key}.last.pt"
         sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
@@ -230,13 +222,26 @@ def retrain_run(
             "accuracy": acc,
             "accuracy_top5": top5,
             "val_accuracy": val,
-            "energy": doc.get("energy", {}),
+            "energy": chosen.energy or {},
             "layers": assigned,
             "history": history,
         }
         write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
         last.unlink(missing_ok=True)
         return result
+
+
+def _complete_tables(
+    run: Any, assignment: Assignment, library: Path
+) -> dict[str, tuple[str, Any, bool]]:
+    """{layer: (multiplier, table, signed)} for every approximable layer of the run."""
+    layers = run.summary.signedness()
+    tables = assignment_tables(assignment, library, layers)
+    missing = sorted(set(layers) - set(tables))
+    if missing:
+        where = assignment.path or "assignment"
+        raise AssignmentError(f"{where}: no multiplier for layers {', '.join(missing)}")
+    return tables
 
 
 def evaluate_assignment(
@@ -259,15 +264,8 @@ def evaluate_assignment(
     from hwflow.nn.train import load_run, load_weights
 
     run = load_run(run_dir, data_dir, device)
-    doc = read_yaml(assignment)
-    lib_path = library if library is not None else (doc or {}).get("library")
-    if not lib_path:
-        raise AssignmentError(f"{assignment}: no `library:` recorded; pass --library")
-    layers = {item["name"]: bool(item["signed"]) for item in run.summary["layers"]}
-    tables = load_assignment(assignment, lib_path, layers)
-    missing = sorted(set(layers) - set(tables))
-    if missing:
-        raise AssignmentError(f"{assignment}: no multiplier for layers {', '.join(missing)}")
+    chosen = Assignment.load(assignment)
+    tables = _complete_tables(run, chosen, chosen.library_path(library))
     model = run.fresh_model()
     checkpoint = "checkpoints/agn.pt"
     if retrained is not None:

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment
 from hwflow.assign import energy as energy_mod
-from hwflow.assign.flow import assign, library_view, run_stats
+from hwflow.assign.flow import assign, check_selection, library_view, run_stats
 from hwflow.assign.retrain import predict_test_set
 from hwflow.assign.sweep import RetrainJob, homogeneous_docs, pareto_front, retrain_point, save_npy
 from hwflow.errors import AssignmentError
@@ -44,11 +45,9 @@ from hwflow.io import (
     check_dir,
     claim_dir,
     read_json,
-    read_yaml,
     write_bytes,
     write_json,
     write_text,
-    write_yaml,
 )
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
@@ -149,7 +148,7 @@ def _train_seed(item: tuple) -> str:
     from hwflow.nn.train import load_train_config, train
 
     run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / SUMMARY_FILE).is_file():
         return str(run_dir)
     cfg = load_train_config(config_path)
     cfg = replace(cfg, seed=seed)
@@ -164,7 +163,7 @@ def seed_points(
     lib: Any,
     scales: Sequence[float],
     energy_models: Sequence[str],
-    model: str = "sampled",
+    error_model: str = "sampled",
     homog_min_saved: float = 0.0,
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
@@ -173,19 +172,19 @@ def seed_points(
 
     run = load_run(run_dir)
     stats = run_stats(run)
-    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    sigmas = run.summary.sigmas()
     home = claim_dir(run_dir / "study", POINTS_KIND)
     hist = None
     docs: dict[str, dict] = {}
     for em in energy_models:
         for s in scales:
             name = hetero_name(em, s)
-            if (home / name / "assignment.yaml").is_file():
-                docs[name] = read_yaml(home / name / "assignment.yaml")
+            if (home / name / ASSIGNMENT_FILE).is_file():
+                docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
                 continue
             hist = hist or energy_mod.HistogramEnergy(lib.library)
             doc, _ = assign(
-                stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist, energy_model=em
+                stats, sigmas, lib, em, scale=float(s), error_model=error_model, hist_energy=hist
             )
             docs[name] = doc
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
@@ -195,15 +194,15 @@ def seed_points(
     for name, doc in homog.items():
         if doc["energy"]["reduction_pct"] < homog_min_saved:
             continue
-        if (home / name / "assignment.yaml").is_file():
-            docs[name] = read_yaml(home / name / "assignment.yaml")
+        if (home / name / ASSIGNMENT_FILE).is_file():
+            docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
         else:
             hist = hist or energy_mod.HistogramEnergy(lib.library)
             docs[name] = homogeneous_docs(stats, lib, hist, keep={name_of(doc)}.__contains__)[name]
     for name, doc in docs.items():
-        path = home / name / "assignment.yaml"
+        path = home / name / ASSIGNMENT_FILE
         if not path.is_file():
-            write_yaml(path, doc)
+            Assignment.from_dict(doc).save(path)
     baseline = home / "int8.pred.npy"
     if not baseline.is_file():
         save_npy(baseline, predict_test_set(run, run.model))
@@ -508,7 +507,7 @@ def study_run(
     gradient_scale: float | None = None,
     compare_gradients: bool = True,
     data_dir: str | None = None,
-    model: str = "sampled",
+    error_model: str = "sampled",
     homog_min_saved: float = 0.0,
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
@@ -525,11 +524,12 @@ def study_run(
         raise AssignmentError("--seeds: give at least one training seed")
     if not scales or any(s < 0 for s in scales):
         raise AssignmentError(f"--scales: give scales >= 0, got {list(scales)}")
-    bad = [e for e in energy_models if e not in energy_mod.ENERGY_MODELS]
-    if bad or not energy_models:
+    if not energy_models:
         raise AssignmentError(
-            f"--energy: choose from {', '.join(energy_mod.ENERGY_MODELS)}, got {bad or 'none'}"
+            f"--energy: choose from {', '.join(energy_mod.ENERGY_MODELS)}, got none"
         )
+    for em in energy_models:  # the study always records the operand energy
+        check_selection(error_model, em, hist_energy=True)
     if epochs < 0:
         raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
     check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
@@ -543,7 +543,7 @@ def study_run(
     list(run_parallel(_train_seed, items, jobs))
     docs: dict[int, dict[str, dict]] = {}
     for s in seeds:
-        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, model, homog_min_saved)
+        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved)
     names = list(docs[seeds[0]])
     threads = 1 if jobs > 1 else 0
 
@@ -596,7 +596,7 @@ def study_run(
         if point not in docs[seeds[0]]:
             for s in seeds:
                 docs[s] |= seed_points(
-                    run_dirs[s], lib, [scale], energy_models[:1], model, homog_min_saved
+                    run_dirs[s], lib, [scale], energy_models[:1], error_model, homog_min_saved
                 )
             ste_extra = jobs_for([point], "ste")
             for job, res in zip(

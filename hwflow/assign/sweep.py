@@ -21,18 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
 from hwflow.assign import energy as energy_mod
-from hwflow.assign.flow import assign, check_energy_model, library_view, run_stats
+from hwflow.assign.flow import assign, check_selection, library_view, run_stats
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
 from hwflow.io import (
     check_dir,
     claim_dir,
     read_json,
-    read_yaml,
     write_bytes,
     write_text,
-    write_yaml,
 )
 
 SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
@@ -143,7 +142,7 @@ def retrain_point(job: RetrainJob) -> dict:
         torch.set_num_threads(job.threads)
     return retrain_run(
         job.run_dir,
-        point / "assignment.yaml",
+        point / ASSIGNMENT_FILE,
         epochs=job.epochs,
         lr=job.lr,
         seed=job.seed,
@@ -237,7 +236,7 @@ def sweep_run(
     epochs: int = 1,
     lr: float = 1e-3,
     seeds: Sequence[int] = (0,),
-    model: str = "sampled",
+    error_model: str = "sampled",
     homogeneous: bool = True,
     jobs: int = 1,
     hist_energy: bool = True,
@@ -257,30 +256,30 @@ def sweep_run(
         raise AssignmentError("--scales: give at least one scale")
     if any(s < 0 for s in scales):
         raise AssignmentError(f"--scales must be >= 0, got {list(scales)}")
-    energy_model = check_energy_model(energy_model, hist_energy, log)
+    energy_model = check_selection(error_model, energy_model, hist_energy, log)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
     check_dir(out, SWEEP_KIND)  # before the work; claimed when the first file is written
     lib = library_view(library)
     run = load_run(run_dir)
     stats = run_stats(run)
-    sigmas = {layer["name"]: float(layer["sigma"]) for layer in run.summary["layers"]}
+    sigmas = run.summary.sigmas()
     hist = energy_mod.HistogramEnergy(lib.library) if hist_energy else None
     docs: dict[str, dict] = {}
     for s in scales:
         doc, _ = assign(
-            stats, sigmas, lib, scale=float(s), model=model, hist_energy=hist,
-            energy_model=energy_model,
+            stats, sigmas, lib, energy_model, scale=float(s), error_model=error_model,
+            hist_energy=hist,
         )  # fmt: skip
         docs[f"scale-{float(s):g}"] = doc
     if homogeneous:
         docs |= homogeneous_docs(stats, lib, hist)
     for name, doc in docs.items():
-        _check_earlier_point(out / name / "assignment.yaml", doc)
+        _check_earlier_point(out / name / ASSIGNMENT_FILE, doc)
     claim_dir(out, SWEEP_KIND)
     for name, doc in docs.items():
-        path = out / name / "assignment.yaml"
+        path = out / name / ASSIGNMENT_FILE
         if not path.is_file():
-            write_yaml(path, doc)
+            Assignment.from_dict(doc).save(path)
     threads = 1 if jobs > 1 else 0
     gradient = gradient if gradient is not None else run.config.retrain.gradient
     items = [
@@ -336,13 +335,7 @@ def _check_earlier_point(path: Path, doc: dict) -> None:
     multipliers: a sweep made with another --energy (or model, library) is refused."""
     if not path.is_file():
         return
-    earlier = read_yaml(path)
-    layers = earlier.get("layers") if isinstance(earlier, dict) else None
-    before = (
-        [i.get("multiplier") if isinstance(i, dict) else None for i in layers]
-        if isinstance(layers, list)
-        else None
-    )
+    before = [layer.multiplier for layer in Assignment.load(path).layers]
     if before != [i["multiplier"] for i in doc["layers"]]:
         raise AssignmentError(
             f"{path}: an earlier sweep chose other multipliers here (another --energy, "

@@ -38,16 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwflow.artifacts import SUMMARY_FILE, RunSummary, SummaryLayer
 from hwflow.config import dump_dataclass, load_config, load_dataclass
 from hwflow.errors import ConfigError, RunError
 from hwflow.io import (
     check_dir,
     claim_dir,
     load_torch,
-    read_json,
     read_yaml,
     save_torch,
-    write_json,
     write_text,
     write_yaml,
 )
@@ -532,8 +531,8 @@ def train(
     out = Path(out)
     _validate(cfg, "config")
     _check_out_dir(out, cfg, resume)
-    if resume and (out / "summary.json").is_file():
-        return read_json(out / "summary.json")
+    if resume and (out / SUMMARY_FILE).is_file():
+        return RunSummary.load(out / SUMMARY_FILE).to_dict()
     return _train(cfg, out, quiet, on_epoch, log, resolve_device(device))
 
 
@@ -617,14 +616,14 @@ def _train(
             ctx.done_metrics += kept[stage]["metrics"]
             ctx.write_metrics([])
         summary = _summarize(cfg, data, model, kept)
-    summary["threads"], summary["device"] = threads, device.type
-    write_json(out / "summary.json", summary)
-    return summary
+    summary.threads, summary.device = threads, device.type
+    summary.save(out / SUMMARY_FILE)
+    return summary.to_dict()
 
 
 def _summarize(
     cfg: TrainConfig, data: Data, model: nn.Module, kept: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
+) -> RunSummary:
     bs = cfg.data.eval_batch_size
     acc: dict[str, dict[int, float]] = {}
     model.load_state_dict(kept["float"]["model"])
@@ -638,25 +637,25 @@ def _summarize(
     acc["agn"] = accuracies_noisy(model, data.test, bs, cfg.seed)
     L.set_mode(model, "quant")
     acc["quant_after_agn"] = accuracies(model, data.test, bs)
-    return {
-        "seed": cfg.seed,
-        "split_seed": cfg.data.split_seed,
-        "accuracy": {stage: a[1] for stage, a in acc.items()},
-        "accuracy_top5": {stage: a[5] for stage, a in acc.items()},
-        "classes": list(data.class_names) if data.class_names else None,
-        "float_weights": cfg.model.weights,
-        "val_accuracy": {s: kept[s]["val_acc"] for s in STAGES},
-        "layers": [
-            {
-                "name": name,
-                "ops": layer.ops,
-                "fan_in": layer.fan_in,
-                "sigma": abs(float(layer.sigma.detach())),
-                "signed": layer.signed,
-            }
+    return RunSummary(
+        seed=cfg.seed,
+        split_seed=cfg.data.split_seed,
+        accuracy={stage: a[1] for stage, a in acc.items()},
+        accuracy_top5={stage: a[5] for stage, a in acc.items()},
+        classes=list(data.class_names) if data.class_names else None,
+        float_weights=cfg.model.weights,
+        val_accuracy={s: kept[s]["val_acc"] for s in STAGES},
+        layers=[
+            SummaryLayer(
+                name=name,
+                ops=layer.ops,
+                fan_in=layer.fan_in,
+                sigma=abs(float(layer.sigma.detach())),
+                signed=layer.signed,
+            )
             for name, layer in L.approx_layers(model)
         ],
-    }
+    )
 
 
 # -- loading a finished run ------------------------------------------------------------
@@ -666,7 +665,7 @@ class Run:
 
     path: Path
     config: TrainConfig
-    summary: dict[str, Any]
+    summary: RunSummary
     model: nn.Module
     data: Data
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -674,7 +673,7 @@ class Run:
     @property
     def threads(self) -> int | None:
         """The config's threads, else those training chose (None: runs from before)."""
-        return self.config.threads or self.summary.get("threads")
+        return self.config.threads or self.summary.threads
 
     def evaluate(self, model: nn.Module | None = None, split: str = "test") -> float:
         """Top-1 accuracy of `model` (default: this run's) in its current modes."""
@@ -708,7 +707,7 @@ def load_run(
     """
     dev = resolve_device(device)
     run_dir = Path(run_dir)
-    for need in ("config.yaml", "summary.json", "checkpoints/agn.pt"):
+    for need in ("config.yaml", SUMMARY_FILE, "checkpoints/agn.pt"):
         if not (run_dir / need).is_file():
             raise RunError(
                 f"{run_dir / need}: not found (is {run_dir} a finished hwflow train run?)"
@@ -725,32 +724,9 @@ def load_run(
     L.set_mode(model, "quant")
     model.eval().to(dev)
     data.to(dev)
-    summary = read_json(run_dir / "summary.json")
-    _check_summary(summary, model, run_dir / "summary.json")
+    summary = RunSummary.load(run_dir / SUMMARY_FILE)
+    summary.check_layers([name for name, _ in L.approx_layers(model)], run_dir / SUMMARY_FILE)
     return Run(run_dir, cfg, summary, model, data, dev)
-
-
-_SUMMARY_LAYER = {
-    "name": (str,), "ops": (int,), "fan_in": (int,), "sigma": (int, float), "signed": (bool,)
-}  # fmt: skip
-
-
-def _check_summary(summary: Any, model: nn.Module, path: Path) -> None:
-    """The fields later stages read, with their types, and layer names matching the model."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("accuracy"), dict):
-        raise RunError(f"{path}: not a train summary (no `accuracy` mapping)")
-    layers = summary.get("layers")
-    if not isinstance(layers, list):
-        raise RunError(f"{path}: layers: expected a list")
-    for i, layer in enumerate(layers):
-        for key, tp in _SUMMARY_LAYER.items():
-            value = layer.get(key) if isinstance(layer, dict) else None
-            if not isinstance(value, tp) or (isinstance(value, bool) and bool not in tp):
-                what = " or ".join(t.__name__ for t in tp)
-                raise RunError(f"{path}: layers[{i}].{key}: missing or not a {what}")
-    names = [name for name, _ in L.approx_layers(model)]
-    if [layer["name"] for layer in layers] != names:
-        raise RunError(f"{path}: layers do not match the model's ({', '.join(names)})")
 
 
 def evaluate_run(

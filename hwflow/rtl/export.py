@@ -197,7 +197,8 @@ def export_run(
     `retrain.json`'s `checkpoint`). `network`: also export the whole network
     (`hwflow.rtl.net`, plain conv/ReLU/max-pool/flatten/linear stacks only). `rows`: at
     most this many operand rows per layer for the per-layer engines (`write_design`)."""
-    from hwflow.assign.assignment import load_assignment
+    from hwflow.artifacts import Assignment
+    from hwflow.assign.assignment import assignment_tables
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
     from hwflow.nn.train import load_run, load_weights
@@ -211,13 +212,14 @@ def export_run(
     adopt_earlier_export(out)
     io.check_dir(out, EXPORT_KIND)  # before the work; atomic_dir checks again at the end
     assignment = Path(assignment)
-    lib_path = Path(library) if library is not None else _assignment_library(assignment)
+    chosen = Assignment.load(assignment)
+    lib_path = chosen.library_path(library)
     lib = Library.open(lib_path)
     run = load_run(run_dir)
     if checkpoint is not None:
         load_weights(run.model, checkpoint)
     signedness = {info.name: bool(info.signed) for info in layer_info(run.model)}
-    assigned = load_assignment(assignment, lib, layers=signedness)
+    assigned = assignment_tables(chosen, lib, layers=signedness)
     data = run.data.split(split)
     if images > len(data):
         raise RunError(f"--images {images}: the {split} split has only {len(data)} images")
@@ -303,14 +305,3 @@ def split_accuracy(run: Any, data: Any) -> dict[str, dict[str, float | None]]:
         key: {"fake_quant": fake[k], "integer_only": None if integer is None else integer[k]}
         for key, k in (("accuracy", 1), ("accuracy_top5", 5))
     }
-
-
-def _assignment_library(assignment: Path) -> Path:
-    doc = io.read_yaml(assignment)
-    lib = doc.get("library") if isinstance(doc, dict) else None
-    if not isinstance(lib, str):
-        raise AssignmentError(f"{assignment}: no `library:` path; pass --library")
-    path = Path(lib)
-    if not path.is_absolute() and not path.exists():
-        path = assignment.parent / path
-    return path

@@ -1,0 +1,132 @@
+"""Typed stage artifacts: one reader and one writer each, validated once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, RunSummary
+from hwflow.errors import AssignmentError, RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DOC = {  # as `hwflow assign --validate` writes it, keys in that order
+    "library": "/abs/lib",
+    "model": "sampled",
+    "scale": 1.5,
+    "layers": [
+        {
+            "name": "0",
+            "multiplier": "u_drum_k4",
+            "signed": False,
+            "ops": 3456,
+            "sigma_learned": 0.1,
+            "sigma_tolerated": 0.15,
+            "sigma_predicted": 0.12,
+            "mean_predicted": -0.01,
+            "energy_rel": 0.3,
+            "energy_rel_hist": 0.28,
+            "sigma_measured": 0.11,
+        },  # fmt: skip
+        {"name": "2", "multiplier": "u_exact", "future_key": [1, 2]},
+    ],
+    "energy": {"relative": 0.5, "reduction_pct": 50.0, "model": "histogram"},
+    "run": "/abs/run",
+    "validation": {"pairs": 3},
+    "note": "kept",
+}
+
+
+def test_assignment_saves_what_it_loaded_byte_for_byte(tmp_path):
+    path = tmp_path / ASSIGNMENT_FILE
+    Assignment.from_dict(DOC).save(path)
+    loaded = Assignment.load(path)
+    assert loaded.to_dict() == DOC and list(loaded.to_dict()) == list(DOC)
+    assert [list(a) for a in loaded.to_dict()["layers"]] == [list(a) for a in DOC["layers"]]
+    assert loaded.error_model == "sampled" and loaded.layers[0].sigma_measured == 0.11
+    assert loaded.layers[1].signed is None and loaded.multipliers() == {
+        "0": "u_drum_k4",
+        "2": "u_exact",
+    }
+    again = tmp_path / "again.yaml"
+    loaded.save(again)
+    assert again.read_bytes() == path.read_bytes() == loaded.raw
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], r"a.yaml: expected a mapping with a `layers:` list"),
+        ({"layers": [3]}, r"a.yaml: layers\[0\]: expected a mapping with name and multiplier"),
+        ({"layers": [{"name": "0"}]}, r"layers\[0\]: `name` and `multiplier` must be strings"),
+        ({"layers": [{"name": "0", "multiplier": "m", "ops": "many"}]}, r"layers\[0\]\.ops"),
+        ({"layers": [{"name": "0", "multiplier": "m", "signed": 1}]}, r"layers\[0\]\.signed"),
+        ({"layers": [{"name": "0", "multiplier": "m", "energy_rel": "x"}]}, r"\.energy_rel"),
+        ({"layers": [{"name": "0", "multiplier": "m"}] * 2}, "layer 0 is assigned twice"),
+        ({"layers": [], "scale": "big"}, r"a.yaml: scale: expected a number"),
+        ({"layers": [], "library": 3}, r"a.yaml: library: expected a string"),
+        ({"layers": [], "energy": [1]}, r"a.yaml: energy: expected a mapping"),
+    ],
+)
+def test_assignment_errors_name_the_file_and_key(tmp_path, doc, message):
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(AssignmentError, match=message):
+        Assignment.load(path)
+
+
+def test_a_relative_library_is_relative_to_the_assignments_folder(tmp_path, monkeypatch):
+    path = tmp_path / "point" / ASSIGNMENT_FILE
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"library": "../lib", "layers": []}))
+    monkeypatch.chdir(path.parent)  # the working directory plays no part
+    assert Assignment.load(path).library_path() == tmp_path / "point" / ".." / "lib"
+    assert Assignment.load(path).library_path("given") == Path("given")
+    path.write_text(yaml.safe_dump({"layers": []}))
+    with pytest.raises(AssignmentError, match=r"assignment.yaml: no `library:` recorded"):
+        Assignment.load(path).library_path()
+
+
+SUMMARY = {
+    "seed": 1, "split_seed": 0, "accuracy": {"float": 0.9}, "accuracy_top5": {"float": 1.0},
+    "classes": None, "float_weights": None, "val_accuracy": {"float": 0.8},
+    "layers": [{"name": "0", "ops": 10, "fan_in": 9, "sigma": 0.25, "signed": False}],
+    "threads": 1, "device": "cpu",
+}  # fmt: skip
+
+
+def test_run_summary_round_trip_and_errors(tmp_path):
+    path = tmp_path / SUMMARY_FILE
+    RunSummary.from_dict(SUMMARY).save(path)
+    loaded = RunSummary.load(path)
+    assert loaded.to_dict() == SUMMARY and list(loaded.to_dict()) == list(SUMMARY)
+    assert loaded.sigmas() == {"0": 0.25} and loaded.signedness() == {"0": False}
+    assert loaded.ops() == {"0": 10} and loaded.threads == 1
+    old = {"accuracy": {}, "layers": []}  # an older run: absent keys stay absent
+    assert RunSummary.from_dict(old).to_dict() == old
+    path.write_text('{"accuracy": {}, "layers": [], "threads": "two"}')
+    with pytest.raises(RunError, match=r"summary.json: threads: expected an integer"):
+        RunSummary.load(path)
+
+
+ARTIFACT_FILES = {ASSIGNMENT_FILE, SUMMARY_FILE}
+
+
+def test_only_the_artifacts_package_names_the_artifact_files():
+    """A path literal naming an artifact file outside hwflow/artifacts (`run /
+    "summary.json"`) is a second reader or writer in the making: use the artifact's class
+    and its *_FILE constant. Messages and help texts that mention a file are fine."""
+    stray = []
+    for path in sorted((ROOT / "hwflow").rglob("*.py")):
+        if path.relative_to(ROOT / "hwflow").parts[0] == "artifacts":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if not isinstance(value, str) or any(c.isspace() for c in value):
+                continue
+            if any(value == name or value.endswith("/" + name) for name in ARTIFACT_FILES):
+                stray.append(f"{path.relative_to(ROOT)}:{node.lineno}: {value!r}")
+    assert not stray, "\n".join(stray)

@@ -153,6 +153,16 @@ def _scalar_mitchell(x: int, y: int, w: int) -> int:
     return (s << (kx + ky + 1)) >> w
 
 
+def _scalar_vct_sum(spec: MultiplierSpec, a: int, b: int) -> int:
+    """vct without its constant: columns >= k, plus n bits of column k-1 (smallest
+    |i - j| first, then larger i) counted one column up."""
+    k, n = spec.params["k"], spec.params["n"]
+    column = [(i, k - 1 - i) for i in range(7, -1, -1) if 0 <= k - 1 - i <= 7]
+    doubled = sorted(column, key=lambda ij: abs(ij[0] - ij[1]))[:n]  # stable: larger i first
+    total = _pp_sum(a, b, spec.signed, lambda i, j: i + j >= k)
+    return total + 2 * _pp_sum(a, b, spec.signed, lambda i, j: (i, j) in doubled)
+
+
 SCALAR_FAMILIES = ("exact", "optrunc", "drum", "mitchell", "orcol")
 
 
@@ -170,6 +180,26 @@ def test_reference_equals_scalar_definition(spec: MultiplierSpec) -> None:
     pairs += [tuple(int(v) for v in rng.integers(0, 256, 2)) for _ in range(300)]
     for a, b in pairs:
         assert table[a, b] == _scalar(spec, a, b), (spec.name, a, b)
+
+
+VCT_SPECS = [s for s in builtin_specs() if s.family == "vct"] + [
+    MultiplierSpec("vct", True, {"k": 13, "n": 2}),
+    MultiplierSpec("vct", False, {"k": 1, "n": 1}),
+]
+
+
+@pytest.mark.parametrize("spec", VCT_SPECS, ids=_spec_id)
+def test_vct_reference_is_the_doubled_sum_plus_the_mean_error(spec: MultiplierSpec) -> None:
+    """The table is the scalar definition's sum plus one constant, and that constant
+    leaves a mean error within half a unit of zero."""
+    table = reference_table(spec).astype(np.int64)
+    rng = np.random.default_rng(1)
+    pairs = [(0, 0), (255, 255), (128, 128), (127, 128), (1, 255)]
+    pairs += [tuple(int(v) for v in rng.integers(0, 256, 2)) for _ in range(200)]
+    offsets = {(int(table[a, b]) - _scalar_vct_sum(spec, a, b)) % 65536 for a, b in pairs}
+    assert len(offsets) == 1, spec.name
+    error = table - exact_table(spec.signed)
+    assert -0.5 <= error.mean() < 0.5, spec.name
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -266,6 +296,8 @@ def test_spec_defaults_names_roundtrip_and_hash() -> None:
         ("trunc", False, {"k": 6, "kk": 1}, "unknown parameter(s) ['kk']"),
         ("perf", False, {"row": 6, "n": 3}, "row + n must be <= 8"),
         ("drum", True, {"k": 2}, "signed DRUM needs k >= 3"),
+        ("vct", False, {"k": 5}, "unsigned compensation would be negative"),
+        ("vct", False, {"k": 10, "n": 9}, "params.n must be in 0..8"),
         ("exact", False, [1], "params must be a mapping"),
     ],
 )
@@ -395,6 +427,9 @@ EDGE_SPECS = [
     MultiplierSpec("drum", False, {"k": 2}),
     MultiplierSpec("drum", True, {"k": 7}),
     MultiplierSpec("mitchell", False, {"w": 1}),
+    MultiplierSpec("vct", True, {"k": 15, "n": 1}),
+    MultiplierSpec("vct", False, {"k": 3, "n": 1}),
+    MultiplierSpec("vct", True, {"k": 6, "n": 8}),
 ]
 
 

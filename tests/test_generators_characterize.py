@@ -16,7 +16,7 @@ from hwflow.characterize.netlist import Netlist
 from hwflow.characterize.simulate import MAX_BATCH, SimDesign, simulate_batch
 from hwflow.characterize.synth import synthesize
 from hwflow.multipliers.generators import MultiplierSpec, builtin_specs, reference_table, to_verilog
-from hwflow.multipliers.table import output_to_int
+from hwflow.multipliers.table import compute_metrics, output_to_int
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,14 @@ def test_cost_falls_as_approximation_grows(signed: bool, tmp_path: Path) -> None
     assert cells[-1] <= 0.2 * cells[0] and energy[-1] <= 0.2 * energy[0]
     drum_cells = [_cost(MultiplierSpec("drum", signed, {"k": k}), tmp_path)[0] for k in (3, 5)]
     assert drum_cells[0] < drum_cells[1] < cells[0]
+
+
+def test_variable_correction_beats_constant_correction(tmp_path: Path) -> None:
+    """Unsigned `vct` with k = 10 has a smaller error and a lower energy than constant-
+    compensated truncation one column lower (`trunc` k = 9), the built-in it replaces on
+    the front."""
+    vct = MultiplierSpec("vct", False, {"k": 10, "n": 6})
+    trunc = MultiplierSpec("trunc", False, {"k": 9, "comp": True})
+    maes = [compute_metrics(reference_table(s), False)["mae_pct"] for s in (vct, trunc)]
+    energies = [_cost(s, tmp_path)[1] for s in (vct, trunc)]
+    assert maes[0] < 0.9 * maes[1] and energies[0] < energies[1]

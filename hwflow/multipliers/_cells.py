@@ -103,6 +103,38 @@ class BitCircuit:
             out.append(s)
         return out
 
+    def tree_sum(self, columns: dict[int, list[Bit]], width: int, name: str) -> list[Bit]:
+        """Sum columns of equally weighted bits ({column: [bits]}) with a Dadda tree.
+
+        Each stage lowers every column to the next height of 2, 3, 4, 6, 9, 13, ... with
+        as few full and half adders as that needs; a ripple-carry adder merges the last
+        two rows. Unlike `array_sum`, a column may hold any number of bits (bits moved to
+        a higher column). Columns >= width are dropped (the result wraps modulo 2^width).
+        """
+        cols = {c: list(columns.get(c, [])) for c in range(width)}
+        stage = 0
+        while (tallest := max(len(bits) for bits in cols.values())) > 2:
+            target = 2
+            while target * 3 // 2 < tallest:
+                target = target * 3 // 2
+            carries: dict[int, list[Bit]] = {c: [] for c in range(width + 1)}
+            for c in range(width):
+                pending, done = cols[c] + carries[c], []
+                while len(pending) + len(done) > target and len(pending) >= 2:
+                    take = 3 if len(pending) + len(done) - target >= 2 and len(pending) >= 3 else 2
+                    s, carry = self.add(pending[:take], f"{name}_d{stage}c{c}_{len(done)}")
+                    pending, done = pending[take:], done + [s]
+                    if not (isinstance(carry, int) and carry == 0):
+                        carries[c + 1].append(carry)
+                cols[c] = pending + done
+            stage += 1
+        out: list[Bit] = []
+        carry: Bit = 0
+        for c in range(width):
+            s, carry = self.add([*cols[c], carry], f"{name}_rca{c}")
+            out.append(s)
+        return out
+
     # ---- word-level helpers -----------------------------------------------------------
 
     def multiply_unsigned(self, a: Sequence[Bit], b: Sequence[Bit], name: str) -> list[Bit]:

@@ -19,12 +19,18 @@ Families (`MultiplierSpec.family`, parameters, name tags):
 - `drum` (k): DRUM (Hashemi et al., ICCAD 2015): leading-one detection, k-bit segments
   with the lowest kept bit set to 1 (unbiased), a k x k multiplier and a shifter.
 - `mitchell` (w): Mitchell's logarithmic multiplier with w fraction bits (truncating).
+- `vct` (k, n): truncation with a variable correction term (after King and Swartzlander,
+  1997): columns below k are removed, except that up to n bits of column k-1 (those with
+  the most balanced i, j first) are added one column higher, at twice their weight, where
+  they stand in for the removed columns as well as for themselves; a constant makes the
+  mean error about zero. Summed by a Dadda tree (the other families use an array).
 
 Signed variants read a and b as two's complement and output the two's complement
 product pattern. `drum` and `mitchell` are sign-magnitude around the unsigned core:
 |a| and |b| (0..128) go into the core and its output is negated when the signs differ.
 All other families act on the Baugh-Wooley partial-product matrix (constants 2^8 and
-2^15 included; they are removed with their column in `trunc`/`bam`).
+2^15 included; they are removed with their column in `trunc`/`bam`, and folded into the
+compensation constant in `vct`).
 """
 
 from __future__ import annotations
@@ -91,6 +97,10 @@ _FAMILIES: dict[str, _Family] = {
         lambda p, signed: "signed DRUM needs k >= 3" if signed and p["k"] < 3 else None,
     ),
     "mitchell": _Family((_Param("w", "w", int, 1, 7, 7),)),
+    "vct": _Family(
+        (_Param("k", "k", int, 1, 15), _Param("n", "n", int, 0, 8, 8)),
+        lambda p, signed: _vct_problem(signed, **p),
+    ),
 }
 
 
@@ -224,16 +234,23 @@ def _constant_row(value: int) -> dict[int, int]:
     return {c: 1 for c in range(OUT_WIDTH) if value >> c & 1}
 
 
-def _expected_dropped(signed: bool, keep_bit, keep_column) -> int:
-    """Mean of the removed bits for uniform independent operands, rounded to nearest:
-    an AND bit is 1 with probability 1/4, a Baugh-Wooley NAND bit 3/4."""
+def _bits_mean(signed: bool, select) -> Fraction:
+    """Mean of the weighted partial-product bits with `select(i, j)` true, for uniform
+    independent operands: an AND bit is 1 with probability 1/4, a Baugh-Wooley NAND 3/4."""
     top = WIDTH - 1
     mean = Fraction(0)
     for i in range(WIDTH):
         for j in range(WIDTH):
-            if not keep_bit(i, j):
+            if select(i, j):
                 nand = signed and ((i == top) != (j == top))
                 mean += Fraction(3 if nand else 1, 4) * 2 ** (i + j)
+    return mean
+
+
+def _expected_dropped(signed: bool, keep_bit, keep_column) -> int:
+    """Mean of the removed bits (and removed Baugh-Wooley constants) for uniform
+    independent operands, rounded to nearest."""
+    mean = _bits_mean(signed, lambda i, j: not keep_bit(i, j))
     if signed:
         mean += sum(2**c for c in _BW_CONSTANT_COLUMNS if not keep_column(c))
     return math.floor(mean + Fraction(1, 2))
@@ -303,6 +320,48 @@ def _optrunc(bc, a, b, signed, ta, tb):
     return to_value(_selected_sum(bc, a, b, signed, a_bits=a_bits, b_bits=b_bits))
 
 
+def _vct_doubled(k: int, n: int) -> list[tuple[int, int]]:
+    """The (i, j) bits of column k-1 that `vct` moves up a column: most balanced first."""
+    column = [(i, k - 1 - i) for i in range(WIDTH) if 0 <= k - 1 - i < WIDTH]
+    return sorted(column, key=lambda ij: (abs(ij[0] - ij[1]), -ij[0]))[:n]
+
+
+def _vct_constant(signed: bool, k: int, n: int) -> int:
+    """Rounded mean of (exact - kept - doubled) under uniform operands; the Baugh-Wooley
+    constants are part of it."""
+    doubled = _vct_doubled(k, n)
+    mean = _bits_mean(signed, lambda i, j: i + j < k and (i, j) not in doubled)
+    mean -= _bits_mean(signed, lambda i, j: (i, j) in doubled)
+    if signed:
+        mean += sum(2**c for c in _BW_CONSTANT_COLUMNS)
+    return math.floor(mean + Fraction(1, 2))
+
+
+def _vct_problem(signed: bool, k: int, n: int) -> str | None:
+    if not signed and _vct_constant(signed, k, n) < 0:
+        return (
+            f"k={k}, n={n} doubles more than it removes, so the unsigned compensation "
+            "would be negative: use k >= 9 or a smaller n"
+        )
+    return None
+
+
+def _vct(bc, a, b, signed, k, n):
+    doubled = _vct_doubled(k, n)
+    a_bits, b_bits = _bits(a), _bits(b)
+    top = WIDTH - 1
+    columns: dict[int, list] = {}
+    for j in range(WIDTH):
+        for i in range(WIDTH):
+            if i + j >= k or (i, j) in doubled:
+                invert = signed and ((i == top) != (j == top))
+                bit = bc.partial_product(a_bits[i], b_bits[j], invert, f"pp{i}_{j}")
+                columns.setdefault(i + j + (i + j < k), []).append(bit)
+    for c, bit in _constant_row(_vct_constant(signed, k, n)).items():
+        columns.setdefault(c, []).append(bit)
+    return to_value(bc.tree_sum(columns, OUT_WIDTH, "acc"))
+
+
 def _sign_magnitude(bc: BitCircuit, a: Value, b: Value, signed: bool, core) -> Value:
     """Wrap an unsigned core: magnitudes in (|-128| = 128 fits 8 bits), sign applied out."""
     if not signed:
@@ -366,6 +425,7 @@ _BUILDERS = {
     "optrunc": _optrunc,
     "drum": _drum,
     "mitchell": _mitchell,
+    "vct": _vct,
 }
 
 
@@ -431,6 +491,12 @@ _BUILTIN: list[tuple[str, bool, dict[str, int | bool]]] = [
     ("drum", _U, {"k": 6}),
     ("mitchell", _U, {"w": 5}),
     ("mitchell", _U, {"w": 7}),
+    # variable correction: on or near the front from 60 % to 81 % energy saved
+    ("vct", _U, {"k": 9, "n": 5}),
+    ("vct", _U, {"k": 10, "n": 6}),
+    ("vct", _U, {"k": 10, "n": 4}),
+    ("vct", _U, {"k": 11, "n": 5}),
+    ("vct", _U, {"k": 11, "n": 4}),
     ("exact", _S, {}),
     ("orcol", _S, {"m": 3}),
     ("orcol", _S, {"m": 5}),
@@ -453,4 +519,7 @@ _BUILTIN: list[tuple[str, bool, dict[str, int | bool]]] = [
     ("drum", _S, {"k": 5}),
     ("mitchell", _S, {"w": 3}),
     ("mitchell", _S, {"w": 6}),
+    ("vct", _S, {"k": 9, "n": 5}),
+    ("vct", _S, {"k": 10, "n": 4}),
+    ("vct", _S, {"k": 11, "n": 3}),
 ]

@@ -171,6 +171,21 @@ def mitchell(signed: bool, w: int) -> np.ndarray:
     return _finish(product * sign, signed)
 
 
+def vct(signed: bool, k: int, n: int) -> np.ndarray:
+    """Truncation with a variable correction term: the bits of columns >= k are summed;
+    of column k-1, the n bits (i, j) with the smallest |i - j| (ties: larger i) count at
+    twice their weight and the rest are dropped, with everything below. A constant, the
+    mean over all operand pairs of exact minus that sum rounded to nearest, is added."""
+    column = [(i, k - 1 - i) for i in range(8) if 0 <= k - 1 - i <= 7]
+    doubled = sorted(column, key=lambda ij: (abs(2 * ij[0] - (k - 1)), -ij[0]))[:n]
+    approx = _sum_bits(signed, lambda i, j: i + j >= k, lambda c: False)
+    for i, j in doubled:
+        approx = approx + (_pp_bit(signed, i, j) << (i + j + 1))
+    raw_exact = _sum_bits(signed, lambda i, j: True)
+    constant = int(np.floor((raw_exact - approx).mean() + 0.5))
+    return _finish(approx + constant, signed)
+
+
 FAMILIES = {
     "exact": exact,
     "trunc": trunc,
@@ -180,4 +195,5 @@ FAMILIES = {
     "optrunc": optrunc,
     "drum": drum,
     "mitchell": mitchell,
+    "vct": vct,
 }

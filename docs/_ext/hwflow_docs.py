@@ -138,6 +138,7 @@ class ImportsDirective(SphinxDirective):
 
 
 _LITERAL = re.compile(r"(`[^`]*`)")
+_LIST_ITEM = re.compile(r"\s*(?:[-*+]|\d+\.)\s+")
 _TRAILING_UNDERSCORE = re.compile(r"(?<=\w)_(?=[\s,.;:)/]|$)")
 
 
@@ -146,13 +147,14 @@ def plain_docstring(
 ) -> None:
     """hwflow's docstrings are plain text with `code` in backticks and ``` fences, not
     reStructuredText: keep `|x|` and `name_` literal, turn fences into literal blocks, and
-    give every change of indentation its blank line, so an indented continuation reads as
-    a block instead of a markup error."""
+    give every list item and every change of indentation (but a list item's continuation)
+    its blank line, so an indented block reads as a block instead of a markup error."""
     pieces = _LITERAL.split("\n".join(lines))
     for i in range(0, len(pieces), 2):
         pieces[i] = _TRAILING_UNDERSCORE.sub(r"\\_", pieces[i].replace("|", "\\|"))
     fixed: list[str] = []
     previous_indent = None
+    item_text = None  # where the text of the current list item starts: its continuation
     fenced = False
     for line in "".join(pieces).split("\n"):
         if line.strip().startswith("```"):
@@ -163,9 +165,16 @@ def plain_docstring(
             fixed.append("    " + line)
             continue
         indent = len(line) - len(line.lstrip()) if line.strip() else None
-        if None not in (indent, previous_indent) and indent != previous_indent and fixed[-1]:
-            fixed.append("")
-        previous_indent = indent if indent is not None else previous_indent
+        if indent is not None:
+            item = _LIST_ITEM.match(line)
+            if item or item_text is not None:  # a list starts, goes on or ends here
+                blank = item or indent != item_text
+            else:
+                blank = previous_indent is not None and indent != previous_indent
+            if blank and fixed and fixed[-1]:
+                fixed.append("")
+            item_text = item.end() if item else (item_text if indent == item_text else None)
+            previous_indent = indent
         fixed.append(line)
     lines[:] = fixed
 

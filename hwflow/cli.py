@@ -664,7 +664,7 @@ def sweep(
     quiet,
 ) -> None:
     """Accuracy/energy trade-off: scales x retraining, plus homogeneous baselines."""
-    from hwflow.assign.sweep import sweep_run
+    from hwflow.experiments.sweep import sweep_run
 
     log = stderr_log(quiet or as_json)
     rows = sweep_run(
@@ -727,7 +727,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
           gradient_scale, no_gradient_compare, homog_min_saved, data_dir, jobs, as_json,
           quiet) -> None:  # fmt: skip
     """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
-    from hwflow.assign.study import study_run
+    from hwflow.experiments.study import study_run
 
     result = study_run(
         config, library, out,
@@ -742,7 +742,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
     if as_json:
         echo_json(result)
         return
-    from hwflow.assign.study import markdown
+    from hwflow.experiments.study import markdown
 
     click.echo(markdown(result), nl=False)
     click.echo(f"wrote {out}/study.csv, study.md, study.json, pareto.png")

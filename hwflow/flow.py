@@ -137,7 +137,7 @@ def step_retrain(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
 
 def step_sweep(cfg: FlowConfig, log: Log) -> dict[str, Any]:
-    from hwflow.assign.sweep import sweep_run
+    from hwflow.experiments.sweep import sweep_run
 
     rows = sweep_run(
         cfg.run, cfg.library, cfg.sweep_scales, epochs=cfg.sweep_epochs,

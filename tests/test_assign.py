@@ -340,7 +340,7 @@ def test_retrain_resumes_to_the_same_result(run_copy, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_writes_csv_and_plot(run_copy):
-    from hwflow.assign.sweep import pareto_front, sweep_run
+    from hwflow.experiments.sweep import pareto_front, sweep_run
 
     run_dir, lib_dir = run_copy
     rows = sweep_run(run_dir, lib_dir, [0.0, 4.0], epochs=1, max_steps=2, hist_energy=False)

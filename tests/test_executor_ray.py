@@ -146,7 +146,7 @@ def test_assign_validate_on_ray_equals_local(cluster, tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_sweep_on_ray_equals_local(cluster, tiny_run, tmp_path):
-    from hwflow.assign.sweep import sweep_run
+    from hwflow.experiments.sweep import sweep_run
 
     run, lib = tiny_run
     opts = dict(epochs=1, max_steps=2, hist_energy=False, homogeneous=False, jobs=2)

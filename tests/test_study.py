@@ -11,8 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hwflow.assign.study import discordant, library_front, mcnemar_exact, mean_ci
 from hwflow.cli import cli
+from hwflow.experiments.statistics import discordant, mcnemar_exact, mean_ci
+from hwflow.experiments.study import library_front
 
 
 def test_mcnemar_exact_known_values():

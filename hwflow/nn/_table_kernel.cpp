@@ -17,7 +17,12 @@
 #include <cstring>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 
 // Rows per register block by tile width (overridable for tuning builds).
 #ifndef HWFLOW_R16
@@ -38,6 +43,19 @@ template <typename T>
 struct Vec16 {
   typedef T type __attribute__((vector_size(16 * sizeof(T))));
 };
+
+// Lanes of T widened to the accumulator type. GCC lowers the generic 16 x int16 -> int32
+// conversion to two half-width conversions and an insert (three shuffles per row read);
+// with AVX-512 one vpmovsxwd does it.
+template <typename TV, typename ACC>
+inline typename Vec16<ACC>::type widen(typename Vec16<TV>::type t) {
+#if defined(__AVX512BW__)
+  if constexpr (std::is_same_v<TV, int16_t> && std::is_same_v<ACC, int32_t>)
+    return reinterpret_cast<typename Vec16<ACC>::type>(
+        _mm512_cvtepi16_epi32(reinterpret_cast<__m256i>(t)));
+#endif
+  return __builtin_convertvector(t, typename Vec16<ACC>::type);
+}
 
 // acc[r] += T row of x[r, k] for each k of the block, for R rows x NB columns held in
 // registers. With G > 1, G rows of int16 T are first summed in int16 (exact: the caller
@@ -74,7 +92,7 @@ inline void accumulate_rows(const uint8_t* const* xr, const int64_t* off, const 
           std::memcpy(&u, rows[g] + 16 * v, sizeof(tv_t));
           t += u;
         }
-        acc[r][v] += __builtin_convertvector(t, acc_t);
+        acc[r][v] += widen<TV, ACC>(t);
       }
     }
   }
@@ -85,7 +103,7 @@ inline void accumulate_rows(const uint8_t* const* xr, const int64_t* off, const 
       for (int v = 0; v < NV; ++v) {
         tv_t t;
         std::memcpy(&t, row + 16 * v, sizeof(tv_t));
-        acc[r][v] += __builtin_convertvector(t, acc_t);
+        acc[r][v] += widen<TV, ACC>(t);
       }
     }
   }
@@ -260,10 +278,35 @@ inline V round_half_even(V v) {
   return std::abs(v) < limit ? r : v;
 }
 
-// One pass over operand values: out = value & 0xFF (floats rounded half to even, as
-// torch.round), returning how many values lie outside [lo, hi] (NaN included), so the
-// caller can reject bad operands without another pass. Branch-free, count-only bodies
-// let the compiler vectorize (float min/max reductions would not).
+// Codes of one contiguous span: out[i] = (value + offset) & 0xFF (floats rounded half to
+// even first, as torch.round), returning how many values + offset lie outside [lo, hi]
+// (NaN included), so the caller can reject bad operands without another pass.
+// Branch-free, count-only bodies let the compiler vectorize (float min/max reductions
+// would not).
+template <typename V>
+int64_t codes_span(const V* __restrict xs, int64_t n, uint8_t* __restrict os, int64_t offset,
+                   int64_t lo, int64_t hi) {
+  int64_t nbad = 0;
+  if constexpr (std::is_floating_point_v<V>) {
+    // Integer-valued floats: compare before the offset (exact), add it to the integer.
+    const V vlo = static_cast<V>(lo - offset), vhi = static_cast<V>(hi - offset);
+    const int32_t off = static_cast<int32_t>(offset);
+    for (int64_t i = 0; i < n; ++i) {
+      const V r = round_half_even(xs[i]);
+      const bool ok = r >= vlo && r <= vhi;  // false for NaN
+      nbad += !ok;
+      os[i] = static_cast<uint8_t>((static_cast<int32_t>(ok ? r : V(0)) + off) & 0xFF);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = static_cast<int64_t>(xs[i]) + offset;
+      nbad += !(v >= lo && v <= hi);
+      os[i] = static_cast<uint8_t>(v);  // modulo 256: v & 0xFF
+    }
+  }
+  return nbad;
+}
+
 template <typename V>
 int64_t codes_of(const V* x, int64_t n, uint8_t* out, int64_t lo, int64_t hi) {
   constexpr int64_t kChunk = 1 << 16;
@@ -272,35 +315,48 @@ int64_t codes_of(const V* x, int64_t n, uint8_t* out, int64_t lo, int64_t hi) {
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t i0 = c * kChunk, i1 = std::min(n, (c + 1) * kChunk);
-      // Restrict-qualified locals: byte stores through `out` may otherwise alias anything.
-      const V* __restrict xs = x;
-      uint8_t* __restrict os = out;
-      int64_t nbad = 0;
-      if constexpr (std::is_floating_point_v<V>) {
-        const V vlo = static_cast<V>(lo), vhi = static_cast<V>(hi);
-        for (int64_t i = i0; i < i1; ++i) {
-          const V r = round_half_even(xs[i]);
-          const bool ok = r >= vlo && r <= vhi;  // false for NaN
-          nbad += !ok;
-          os[i] = static_cast<uint8_t>(static_cast<int32_t>(ok ? r : V(0)) & 0xFF);
-        }
-      } else {
-        // Bounds clamped into V's own range, so comparisons stay in V's width.
-        const V vlo = static_cast<V>(std::max<int64_t>(lo, std::numeric_limits<V>::min()));
-        const V vhi = static_cast<V>(std::min<int64_t>(hi, std::numeric_limits<V>::max()));
-        for (int64_t i = i0; i < i1; ++i) {
-          const V v = xs[i];
-          nbad += !(v >= vlo && v <= vhi);
-          os[i] = static_cast<uint8_t>(v);  // modulo 256: v & 0xFF
-        }
-      }
-      bad[c] = nbad;
+      bad[c] = codes_span(x + i0, i1 - i0, out + i0, 0, lo, hi);
     }
   });
   int64_t total = 0;
   for (int64_t c = 0; c < chunks; ++c) total += bad[c];
   return total;
 }
+
+// Planes (P, H, W) of values to codes (P, H + 2 ph, W + 2 pw) with the border = pad_code.
+template <typename V>
+int64_t padded_codes_of(const V* x, int64_t P, int64_t H, int64_t W, uint8_t* out, int64_t ph,
+                        int64_t pw, int64_t offset, int64_t lo, int64_t hi, uint8_t pad) {
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+  std::vector<int64_t> bad(P, 0);
+  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      uint8_t* o = out + p * Hp * Wp;
+      std::memset(o, pad, ph * Wp);
+      std::memset(o + (ph + H) * Wp, pad, ph * Wp);
+      int64_t nbad = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        uint8_t* row = o + (ph + h) * Wp;
+        std::memset(row, pad, pw);
+        std::memset(row + pw + W, pad, pw);
+        nbad += codes_span(x + (p * H + h) * W, W, row + pw, offset, lo, hi);
+      }
+      bad[p] = nbad;
+    }
+  });
+  int64_t total = 0;
+  for (int64_t p = 0; p < P; ++p) total += bad[p];
+  return total;
+}
+
+#define HWFLOW_CODE_TYPES(CASE)                                                               \
+  CASE(at::kByte, uint8_t)                                                                    \
+  CASE(at::kChar, int8_t)                                                                     \
+  CASE(at::kShort, int16_t)                                                                   \
+  CASE(at::kInt, int32_t)                                                                     \
+  CASE(at::kLong, int64_t)                                                                    \
+  CASE(at::kFloat, float)                                                                     \
+  CASE(at::kDouble, double)
 
 int64_t to_codes(const at::Tensor& x, const at::Tensor& out, int64_t lo, int64_t hi) {
   TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && out.scalar_type() == at::kByte &&
@@ -309,15 +365,88 @@ int64_t to_codes(const at::Tensor& x, const at::Tensor& out, int64_t lo, int64_t
   const int64_t n = x.numel();
   uint8_t* o = out.data_ptr<uint8_t>();
   switch (x.scalar_type()) {
-    case at::kByte: return codes_of(x.data_ptr<uint8_t>(), n, o, lo, hi);
-    case at::kChar: return codes_of(x.data_ptr<int8_t>(), n, o, lo, hi);
-    case at::kShort: return codes_of(x.data_ptr<int16_t>(), n, o, lo, hi);
-    case at::kInt: return codes_of(x.data_ptr<int32_t>(), n, o, lo, hi);
-    case at::kLong: return codes_of(x.data_ptr<int64_t>(), n, o, lo, hi);
-    case at::kFloat: return codes_of(x.data_ptr<float>(), n, o, lo, hi);
-    case at::kDouble: return codes_of(x.data_ptr<double>(), n, o, lo, hi);
+#define HWFLOW_CASE(ST, T) \
+  case ST: return codes_of(x.data_ptr<T>(), n, o, lo, hi);
+    HWFLOW_CODE_TYPES(HWFLOW_CASE)
+#undef HWFLOW_CASE
     default: TORCH_CHECK(false, "to_codes: unsupported dtype ", x.scalar_type());
   }
+}
+
+// x: (N, C, H, W) contiguous values; out: uint8 (N, C, H + 2 ph, W + 2 pw), the codes
+// (x + offset) & 0xFF inside and pad_code & 0xFF on the border. Returns the number of
+// values with x + offset outside [lo, hi].
+int64_t padded_codes(const at::Tensor& x, const at::Tensor& out, int64_t offset, int64_t lo,
+                     int64_t hi, int64_t pad_code) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && out.dim() == 4 && out.is_contiguous() &&
+                  out.scalar_type() == at::kByte && out.size(0) == x.size(0) &&
+                  out.size(1) == x.size(1) && out.size(2) >= x.size(2) &&
+                  out.size(3) >= x.size(3) && (out.size(2) - x.size(2)) % 2 == 0 &&
+                  (out.size(3) - x.size(3)) % 2 == 0,
+              "padded_codes: x (N, C, H, W) and out uint8 (N, C, H + 2 ph, W + 2 pw)");
+  const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t ph = (out.size(2) - H) / 2, pw = (out.size(3) - W) / 2;
+  uint8_t* o = out.data_ptr<uint8_t>();
+  const auto pad = static_cast<uint8_t>(pad_code & 0xFF);
+  switch (x.scalar_type()) {
+#define HWFLOW_CASE(ST, T) \
+  case ST: return padded_codes_of(x.data_ptr<T>(), P, H, W, o, ph, pw, offset, lo, hi, pad);
+    HWFLOW_CODE_TYPES(HWFLOW_CASE)
+#undef HWFLOW_CASE
+    default: TORCH_CHECK(false, "padded_codes: unsupported dtype ", x.scalar_type());
+  }
+}
+
+// Accumulator rows (n, position) back to channels: out[n, c0 + j, l] = acc[n * L + l, j]
+// - corr[j] for j < corr.numel(), subtracted in int64 and then converted to out's type.
+template <typename A, typename O>
+void rows_to_channels_of(const A* acc, int64_t lda, const int64_t* corr, int64_t width,
+                         int64_t N, int64_t C, int64_t L, int64_t c0, O* out) {
+  constexpr int64_t kBlock = 64;  // positions per block: the rows read stay in L1
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t l0 = 0; l0 < L; l0 += kBlock) {
+        const int64_t l1 = std::min(L, l0 + kBlock);
+        for (int64_t j = 0; j < width; ++j) {
+          const A* a = acc + (n * L) * lda + j;
+          O* o = out + (n * C + c0 + j) * L;
+          const int64_t cj = corr[j];
+          for (int64_t l = l0; l < l1; ++l)
+            o[l] = static_cast<O>(static_cast<int64_t>(a[l * lda]) - cj);
+        }
+      }
+    }
+  });
+}
+
+// acc: int32/int64 (N * L, lda) contiguous; corr: int64 (width,); out: float32/float64/
+// int64/int32 (N, C, L) contiguous with c0 + width <= C.
+void rows_to_channels(const at::Tensor& acc, const at::Tensor& corr, const at::Tensor& out,
+                      int64_t c0) {
+  TORCH_CHECK(acc.dim() == 2 && acc.is_contiguous() && out.dim() == 3 && out.is_contiguous() &&
+                  corr.scalar_type() == at::kLong && corr.is_contiguous() &&
+                  acc.size(0) == out.size(0) * out.size(2) && corr.numel() <= acc.size(1) &&
+                  c0 >= 0 && c0 + corr.numel() <= out.size(1),
+              "rows_to_channels: acc (N * L, >= width), corr (width,), out (N, C, L)");
+  const int64_t N = out.size(0), C = out.size(1), L = out.size(2), w = corr.numel();
+  const int64_t lda = acc.size(1);
+  const int64_t* cp = corr.data_ptr<int64_t>();
+  auto run = [&](auto* a) {
+    switch (out.scalar_type()) {
+      case at::kFloat:
+        return rows_to_channels_of(a, lda, cp, w, N, C, L, c0, out.data_ptr<float>());
+      case at::kDouble:
+        return rows_to_channels_of(a, lda, cp, w, N, C, L, c0, out.data_ptr<double>());
+      case at::kLong:
+        return rows_to_channels_of(a, lda, cp, w, N, C, L, c0, out.data_ptr<int64_t>());
+      case at::kInt:  // the caller checks the values fit
+        return rows_to_channels_of(a, lda, cp, w, N, C, L, c0, out.data_ptr<int32_t>());
+      default: TORCH_CHECK(false, "rows_to_channels: unsupported out dtype ", out.scalar_type());
+    }
+  };
+  if (acc.scalar_type() == at::kInt) return run(acc.data_ptr<int32_t>());
+  if (acc.scalar_type() == at::kLong) return run(acc.data_ptr<int64_t>());
+  TORCH_CHECK(false, "rows_to_channels: acc must be int32 or int64");
 }
 
 }  // namespace
@@ -327,6 +456,10 @@ TORCH_LIBRARY(hwflow_table_kernel, m) {
         "bool add, int rows_per_task, int block_bytes, int group) -> ()",
         &table_accumulate);
   m.def("to_codes(Tensor x, Tensor(a!) out, int lo, int hi) -> int", &to_codes);
+  m.def("padded_codes(Tensor x, Tensor(a!) out, int offset, int lo, int hi, int pad_code) -> int",
+        &padded_codes);
+  m.def("rows_to_channels(Tensor acc, Tensor corr, Tensor(a!) out, int c0) -> ()",
+        &rows_to_channels);
   m.def("build_tiles(Tensor table_t, Tensor codes, Tensor signs, Tensor(a!) out) -> ()",
         &build_tiles);
 }

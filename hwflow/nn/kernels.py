@@ -622,16 +622,25 @@ class ConvGeometry:
 
 
 def _padded_codes(
-    x: torch.Tensor, padding: tuple[int, int], pad_value: int, ops, allow_float: bool
+    x: torch.Tensor, padding: tuple[int, int], pad_value: int, offset: int, ops, allow_float: bool
 ) -> torch.Tensor:
-    """x (N, C, H, W) as uint8 codes (x & 0xFF), padded with pad_value & 0xFF."""
+    """(x + offset) (N, C, H, W) as uint8 codes (value & 0xFF), padded with pad_value & 0xFF;
+    with the compiled `ops` on the CPU in one pass."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x: expected a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', x)}")
     if not -128 <= pad_value <= 255:
         raise ValueError(f"pad_value must lie in [-128, 255], got {pad_value}")
     n, c, h, w = x.shape
-    codes = _activation_codes(x.reshape(n * c, h * w), ops, allow_float).reshape(n, c, h, w)
     ph, pw = padding
+    if ops is not None and x.dtype in _CODE_DTYPES + _FLOAT_CODE_DTYPES:
+        if x.is_floating_point() and not allow_float:
+            raise ValueError(f"x: expected an integer tensor, got dtype {x.dtype}")
+        codes = torch.empty(n, c, h + 2 * ph, w + 2 * pw, dtype=torch.uint8)
+        if not ops.padded_codes(x.detach().cpu().contiguous(), codes, offset, -128, 255, pad_value):
+            return codes
+    # Without the compiled ops, or to describe bad values: the torch path.
+    v = x.detach() + offset if offset else x
+    codes = _activation_codes(v.reshape(n * c, h * w), None, allow_float).reshape(n, c, h, w)
     if ph or pw:
         codes = torch.nn.functional.pad(codes, (pw, pw, ph, ph), value=pad_value & 0xFF)
     return codes.contiguous()
@@ -643,11 +652,17 @@ def _conv_accumulate(
     table: np.ndarray | torch.Tensor,
     sign_magnitude: bool,
     geo: ConvGeometry,
-    pad_value: int,
+    codes_of: tuple[int, int, bool],
     backend: str,
     cache: PreparedCache | None,
-    allow_float: bool,
+    zero_point_term: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
+    """Accumulators (N, Cout, Ho, Wo) of the table convolution, the operand codes being
+    x + offset with padding pad_value (`codes_of` = (offset, pad_value, allow_float));
+    minus offset * sum(w) per output channel if `zero_point_term`, as `out_dtype` (default:
+    the accumulators' own integer type)."""
+    offset, pad_value, allow_float = codes_of
     if not isinstance(w, torch.Tensor) or w.dim() != 4:
         raise ValueError(f"w: expected a 4-D tensor (Cout, C / groups, kh, kw), got {w.shape}")
     cout, groups = w.shape[0], geo.groups
@@ -663,14 +678,25 @@ def _conv_accumulate(
     if x.device != device:
         raise ValueError(f"x is on {x.device} but the weights are on {device}")
     ops = prepared[0]._op if prepared[0].backend == "compiled" else None
-    codes = _padded_codes(x, geo.padding, pad_value, ops, allow_float)
+    codes = _padded_codes(x, geo.padding, pad_value, offset, ops, allow_float)
     rows, cols, (ho, wo) = geo.taps(tuple(x.shape), tuple(w.shape), codes.device)
     n = x.shape[0]
     accs = [p.accumulate(codes, rows, c) for p, c in zip(prepared, cols, strict=True)]
-    dtype = torch.int64 if any(a.dtype == torch.int64 for a in accs) else torch.int32
-    out = torch.empty(n, cout, ho * wo, dtype=dtype, device=codes.device)
+    acc_dtype = torch.int64 if any(a.dtype == torch.int64 for a in accs) else torch.int32
+    corr = (
+        offset * w_int.reshape(cout, -1).sum(1).to(torch.int64).to(codes.device)
+        if zero_point_term
+        else torch.zeros(cout, dtype=torch.int64, device=codes.device)
+    )
+    if zero_point_term and acc_dtype == torch.int32 and corr.abs().max() > 0:
+        acc_dtype = torch.int64  # the difference may leave int32
+    out = torch.empty(n, cout, ho * wo, dtype=out_dtype or acc_dtype, device=codes.device)
     for g, a in enumerate(accs):  # rows are (n, position): to (n, channel, position)
-        out[:, g * ng : (g + 1) * ng].copy_(a.view(n, ho * wo, ng).transpose(1, 2))
+        cg = corr[g * ng : (g + 1) * ng]
+        if ops is not None:
+            ops.rows_to_channels(a, cg, out, g * ng)
+        else:
+            out[:, g * ng : (g + 1) * ng] = (a.view(n, ho * wo, ng) - cg).transpose(1, 2)
     return out.view(n, cout, ho, wo)
 
 
@@ -697,7 +723,7 @@ def table_conv2d(
     _check_backend(backend)
     _check_tensor("w", w.reshape(w.shape[0], -1) if w.dim() == 4 else w, "(Cout, C, kh, kw)")
     geo = ConvGeometry.of(stride, padding, dilation, groups)
-    return _conv_accumulate(x, w, table, sign_magnitude, geo, pad_value, backend, None, False)
+    return _conv_accumulate(x, w, table, sign_magnitude, geo, (0, pad_value, False), backend, None)
 
 
 # -- straight-through autograd -----------------------------------------------------------------
@@ -898,13 +924,11 @@ class ApproxConv(torch.autograd.Function):
     def forward(ctx, x, w, table, sign_magnitude, zero_point, geo, cache):  # type: ignore[override]
         ctx.save_for_backward(x, w)
         ctx.geo = geo
-        codes = x.detach() + zero_point
-        acc = _conv_accumulate(
-            codes, w, table, sign_magnitude, geo, zero_point, "auto", cache, True
+        codes_of = (zero_point, zero_point, True)
+        y = _conv_accumulate(
+            x, w, table, sign_magnitude, geo, codes_of, "auto", cache, True, x.dtype
         )
-        w_sum = _to_int(w).flatten(1).sum(1).to(acc.device)
-        y = acc - (zero_point * w_sum).reshape(1, -1, 1, 1)
-        return y.to(device=x.device, dtype=x.dtype)
+        return y.to(x.device)  # compiled: summed on the CPU
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]

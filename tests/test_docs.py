@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -91,3 +92,48 @@ def test_code_cites_no_tracker_numbers_and_no_files_outside_the_repository():
         if cite.search(line)
     ]
     assert not found, "\n".join(found)
+
+
+REPO_PATH = re.compile(
+    r"(?<![\w/.-])((?:hwflow|rtl_templates|sim|tests|bench|examples|docs)/[\w./-]*\w)"
+)
+DOTTED = re.compile(r"(?<![\w.])(hwflow(?:\.\w+)+)(?![\w*{])")
+
+
+def stale_references(text: str) -> list[str]:
+    """Repository files and hwflow names a page mentions that do not exist (any more)."""
+    stale = [p for p in REPO_PATH.findall(text) if not (ROOT / p).exists()]
+    for name in DOTTED.findall(text):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+                break
+            except ImportError:
+                continue
+        for attribute in parts[cut:]:
+            obj = getattr(obj, attribute, None)
+        if obj is None:
+            stale.append(name)
+    return stale
+
+
+def test_pages_name_only_files_and_python_names_that_exist():
+    pages = [p for p in (ROOT / "docs").rglob("*.md") if "study" not in p.parts]
+    stale = {
+        str(page.relative_to(ROOT)): found
+        for page in [ROOT / "README.md", *pages]
+        if (
+            found := stale_references(page.read_text(encoding="utf-8").replace("hwflow/_files", ""))
+        )
+    }
+    assert not stale
+
+
+def test_a_renamed_module_or_file_is_a_stale_reference():
+    assert stale_references("`hwflow/io.py`, `hwflow.io.write_json`, hwflow.nn.layers") == []
+    assert stale_references("see hwflow/gone.py and `hwflow.nosuch.thing`, hwflow.io.nope") == [
+        "hwflow/gone.py",
+        "hwflow.nosuch.thing",
+        "hwflow.io.nope",
+    ]

@@ -748,6 +748,53 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
     click.echo(f"wrote {out}/study.csv, study.md, study.json, pareto.png")
 
 
+# ---- evolve ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@_LIB_OPTION
+@click.option("--layers", default=None, help="Comma-separated layer names [default: all].")
+@click.option("--scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Tolerance scale, as in assign.")  # fmt: skip
+@click.option("--budget", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Candidate evaluations per layer.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
+@click.option("--lam", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Children per generation.")  # fmt: skip
+@click.option("--mutations", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Genes changed per child, at most.")  # fmt: skip
+@click.option("--stream", type=click.IntRange(min=128), default=8192, show_default=True,
+              help="Operations of the energy stream (multiple of 64).")  # fmt: skip
+@click.option("--from-library", is_flag=True,
+              help="Seed from the layer's best existing design (else exact).")  # fmt: skip
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Layers evolved side by side.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@executor_options()
+def evolve(
+    run_dir, library, layers, scale, budget, seed, lam, mutations, stream, from_library, jobs,
+    as_json, quiet,
+) -> None:  # fmt: skip
+    """Evolve a multiplier per layer for the operands it sees (CGP), into the library."""
+    from hwflow.evolve.flow import EvolveOptions, evolve_run
+
+    options = EvolveOptions(
+        scale=scale, budget=budget, seed=seed, lam=lam, mutations=mutations, stream=stream,
+        from_library=from_library,
+    )  # fmt: skip
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    summary = evolve_run(
+        run_dir, library, layers=names, options=options, jobs=jobs,
+        quiet=quiet or as_json, log=stderr_log(quiet or as_json),
+    )  # fmt: skip
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"wrote {run_dir}/evolve/summary.json; library {library}")
+
+
 # ---- export / verify ------------------------------------------------------------------
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
 import pytest
 
-from hwflow.assign.stats import layer_stats_from_arrays
+from hwflow.assign.stats import layer_stats_from_arrays, load_stats
 from hwflow.characterize.energy import energy_under_histograms, output_codes
 from hwflow.characterize.synth import Gates
 from hwflow.evolve.evaluator import NumpyEvaluator, active_genes
@@ -166,3 +167,56 @@ def test_search_is_deterministic_and_resumes_exactly(tmp_path):
     assert _is_same(g1, g3) and p1.trace == p3.trace and p3.evaluations == p1.evaluations
     other = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "seed": 4}))[0]
     assert not _is_same(g1, other)
+
+
+@pytest.fixture(scope="module")
+def evolve_setup(tmp_path_factory):
+    """A run folder with what evolve reads (operand statistics of two small layers and
+    their sigmas) and a library holding the built-in exact multipliers."""
+    import json
+
+    from hwflow.assign.stats import save_stats
+    from hwflow.characterize.pipeline import characterize_builtin
+    from hwflow.multipliers.generators import MultiplierSpec
+
+    root = tmp_path_factory.mktemp("evolve")
+    run = root / "run"
+    run.mkdir()
+    layers = [dataclasses.replace(small_layer(s, seed=i), name=f"l{i}") for i, s in
+              enumerate((False, True))]  # fmt: skip
+    save_stats(run / "stats.npz", layers, {"test": True})
+    sig = [{"name": s.name, "sigma": 0.05, "signed": s.signed} for s in layers]
+    (run / "summary.json").write_text(json.dumps({"layers": sig}))
+    characterize_builtin(root / "lib", specs=[MultiplierSpec("exact", False, {})])
+    return run, root / "lib"
+
+
+@pytest.mark.slow
+def test_evolve_flow_characterizes_the_netlist_and_keeps_the_constraint(evolve_setup):
+    from hwflow.assign.error_model import predict
+    from hwflow.evolve.flow import EvolveOptions, evolve_run
+    from hwflow.io import read_json
+    from hwflow.multipliers.library import Library
+
+    run, lib_dir = evolve_setup
+    opts = EvolveOptions(budget=800, seed=2, stream=1024)
+    summary = evolve_run(run, lib_dir, layers=["l1"], options=opts, quiet=True)
+    (item,) = summary["layers"]
+    lib = Library.open(lib_dir)
+    entry = lib.get(item["evolved"])
+    assert entry.signed and entry.source["evolved"]["layer"] == "l1"
+    assert entry.source["evolved"]["evaluations"] == 800
+    # the constraint holds on the characterized table, by assign's own error model
+    layer = next(s for s in load_stats(run / "stats.npz")[0] if s.name == "l1")
+    std = predict(lib.table(item["evolved"])[None], [True], [layer], "sampled").std[0, 0]
+    assert item["fits"] and std <= 0.05 * layer.acc_std
+    assert item["evolved_energy_hist"] < 1.0  # cheaper than exact under its operands
+    # the netlist read back by characterize is the circuit the evolver scored
+    (ck,) = (run / "evolve").glob("l1_*.checkpoint.json")
+    genome = Genome.from_dict(read_json(ck)["genome"])
+    prob = layer_problem(layer, tolerance=1.0, stream=1024)
+    assert np.array_equal(NumpyEvaluator(prob, genome).table(), lib.table(item["evolved"]))
+    assert len((run / "evolve" / "evolve.log").read_text().splitlines()) == 1
+    again = evolve_run(run, lib_dir, layers=["l1"], options=opts, quiet=True)
+    assert again["layers"][0]["evolved"] == item["evolved"]  # resumed: nothing left to do
+    assert again["layers"][0]["rate"] == 0  # no evaluation in the resumed session

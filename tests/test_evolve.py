@@ -185,8 +185,9 @@ def evolve_setup(tmp_path_factory):
     layers = [dataclasses.replace(small_layer(s, seed=i), name=f"l{i}") for i, s in
               enumerate((False, True))]  # fmt: skip
     save_stats(run / "stats.npz", layers, {"test": True})
-    sig = [{"name": s.name, "sigma": 0.05, "signed": s.signed} for s in layers]
-    (run / "summary.json").write_text(json.dumps({"layers": sig}))
+    sig = [{"name": s.name, "ops": s.ops, "fan_in": s.fan_in, "sigma": 0.05, "signed": s.signed}
+           for s in layers]  # fmt: skip
+    (run / "summary.json").write_text(json.dumps({"accuracy": {}, "layers": sig}))
     characterize_builtin(root / "lib", specs=[MultiplierSpec("exact", False, {})])
     return run, root / "lib"
 

@@ -1,7 +1,7 @@
-"""Evolution of approximate multipliers (CGP) for one layer's recorded operands.
+"""CGP evolution of multipliers for the operands a layer records (`hwflow evolve`).
 
-Modules: `genome` (the CGP genome), `problem` (the operands and error model a candidate is
-scored on), `evaluator` and `compiled` (bit-parallel scoring, numpy and compiled C++),
-`search` (the (1 + lambda) strategy, resumable). Evolved netlists go to `hwflow
-characterize` like any user netlist.
+Modules: `genome` (the gate row and its Verilog), `problem` (a layer's operands and error
+model as integer arrays), `evaluator` (bit-parallel scoring of a child against its
+parent; `compiled` is the same in C++), `search` (the (1 + lambda) strategy, checkpoints),
+`flow` (the per-layer driver: executor, characterize, provenance).
 """

@@ -37,15 +37,16 @@ from typing import Any
 
 import numpy as np
 
+from hwflow.artifacts import SUMMARY_FILE, RunSummary
 from hwflow.assign.error_model import predict
 from hwflow.assign.stats import STATS_FILE, LayerStats, load_stats
 from hwflow.characterize.synth import Gates, load_gates
-from hwflow.errors import ConfigError, RunError
+from hwflow.errors import ConfigError
 from hwflow.evolve.genome import from_gates, to_verilog
 from hwflow.evolve.problem import DEFAULT_STREAM, layer_problem
 from hwflow.evolve.search import Progress, SearchConfig, evolve, make_evaluator
 from hwflow.executor import run_parallel
-from hwflow.io import read_json, write_json, write_text
+from hwflow.io import write_json, write_text
 
 OUT_DIR = "evolve"  # inside the run
 NETLIST_DIR = "evolved"  # inside the library
@@ -99,7 +100,7 @@ def evolve_run(
     view = _without_evolved(library_view(library))
     lib = view.library
     he = HistogramEnergy(lib, seed=0)
-    doc, _ = assign(stats, sigmas, view, scale=options.scale, hist_energy=he)
+    doc, _ = assign(stats, sigmas, view, "histogram", scale=options.scale, hist_energy=he)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
     work = []
@@ -148,11 +149,7 @@ def _without_evolved(view: Any) -> Any:
 
 def _read_run(run: Path, layers: Sequence[str] | None) -> tuple[Path, list, dict]:
     stats, _ = load_stats(run / STATS_FILE)
-    summary = read_json(run / "summary.json")
-    try:
-        sigmas = {str(x["name"]): float(x["sigma"]) for x in summary["layers"]}
-    except (KeyError, TypeError, ValueError):
-        raise RunError(f"{run / 'summary.json'}: no layers with a sigma; retrain the run") from None
+    sigmas = RunSummary.load(run / SUMMARY_FILE).sigmas()
     if layers:
         known = [s.name for s in stats]
         unknown = [n for n in layers if n not in known]

@@ -10,12 +10,13 @@ the layer's recorded histograms.
   stream. The stream is drawn exactly as `energy_under_histograms` draws its own (same
   sampler, seed and order), so with `stream = 65536` the evolver's integer energy is that
   function's figure times (stream - 1); shorter streams are a cheaper estimate of it.
-- Error: the `sampled` error model `hwflow assign` uses by default (`error_model.
-  pair_matrix`): the exact accumulator errors of sampled output (row, column) pairs,
-  `err = H @ vec(E)`, here with H's columns restricted to the operand pairs it touches
-  and its integer counts kept as integers, so the evolver's `err` is exact.
-- The constraint: std(err) <= scale * |sigma_l| * std(exact accumulator), the fit rule
-  of `assign.select`.
+- Error: the `sampled` error model `hwflow assign` uses by default
+  (`error_model.pair_matrix`): the exact accumulator errors of sampled output (row,
+  column) pairs, `err = H @ vec(E)`, here with H's columns restricted to the operand
+  pairs it touches and its integer counts kept as integers, so the evolver's `err` is
+  exact.
+- The constraint: `std(err) <= scale * |sigma_l| * std(exact accumulator)`, the fit
+  rule of `assign.select`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import pkgutil
 import re
 from collections import defaultdict
@@ -52,14 +53,27 @@ class ApiDirective(SphinxDirective):
             for name in sorted(names, key=lambda n: (n.count("."), n)):
                 if name == "hwflow.cli":
                     continue  # the CLI reference documents the commands
-                # a package's own page shows its docstring only: the names it re-exports
-                # are documented once, in the module that defines them
-                members = [] if name == f"hwflow.{part}" else ["   :members:"]
+                members = ["   :members:"]
+                if name == f"hwflow.{part}":
+                    members = (
+                        [f"   :members: {', '.join(n)}"] if (n := private_exports(name)) else []
+                    )
                 lines += [f".. automodule:: {name}", *members, ""]
         container = nodes.section()
         container.document = self.state.document
         nested_parse_with_titles(self.state, StringList(lines, "hwflow-api"), container)
         return container.children
+
+
+def private_exports(package: str) -> list[str]:
+    """The names a package re-exports from its private modules (`hwflow.artifacts._x`):
+    documented with the package. Names from public modules are documented there, once."""
+    module = importlib.import_module(package)
+    return [
+        name
+        for name in getattr(module, "__all__", [])
+        if getattr(getattr(module, name), "__module__", "").rsplit(".", 1)[-1].startswith("_")
+    ]
 
 
 def part_of(module: str) -> str:

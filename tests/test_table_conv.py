@@ -164,3 +164,50 @@ def test_bad_conv_input_is_a_clear_error():
         table_conv2d(torch.ones(1, 3, 5, 5, dtype=torch.int64), w, t, padding=1, pad_value=300)
     with pytest.raises(ValueError, match=r"\[-128, 255\]"):
         table_conv2d(torch.full((1, 3, 5, 5), 256, dtype=torch.int64), w, t)
+
+
+def _same_tables(a: kernels.PreparedWeights, b: kernels.PreparedWeights) -> bool:
+    meta = (a.out_dtype, a._tdtype, a._group, a._nb)
+    return meta == (b.out_dtype, b._tdtype, b._group, b._nb) and all(
+        torch.equal(c.data, d.data) for c, d in zip(a._chunks, b._chunks, strict=True)
+    )
+
+
+@pytest.mark.parametrize("sign_magnitude", [False, True])
+def test_training_tables_patch_to_exactly_what_prepare_builds(sign_magnitude):
+    """Steps that move a few weights (sign flips and zeros included), many weights, or
+    into values needing other dtypes: T always equals a fresh `prepare`, and the few-weight
+    steps are patched in place."""
+    rng = np.random.default_rng(11)
+    table = torch.from_numpy(random_table(rng, "g2"))
+    w = torch.from_numpy(rng.integers(-127, 128, (40, 21)))
+    tables = kernels.TrainingTables()
+    x = torch.from_numpy(rng.integers(0 if sign_magnitude else -128, 128, (30, 40)))
+    steps = []
+    for _ in range(3):  # a few weights move
+        w = w.clone()
+        idx = rng.integers(0, w.numel(), 5)
+        w.view(-1)[idx] = torch.from_numpy(rng.integers(-127, 128, 5))
+        w.view(-1)[idx[0]] = 0
+        w.view(-1)[idx[1]] = -w.view(-1)[idx[1]]
+        steps.append(w)
+    steps.append(torch.from_numpy(rng.integers(-127, 128, (40, 21))))  # most weights move
+    steps.append(steps[-1].clone())  # nothing moves
+    for w in steps:
+        got = tables.get(w, table, sign_magnitude, slot=1)
+        want = kernels.prepare(w, table, sign_magnitude)
+        assert _same_tables(got, want)
+        assert torch.equal(got.matmul(x), want.matmul(x))
+    assert tables.rebuilt == 1 and tables.patched == len(steps) - 1
+    # Same table, but a weight code whose column needs int16 rows summed one at a time.
+    wide = random_table(rng, "g4")
+    wide[:, 77] = 30000
+    wide = torch.from_numpy(wide)
+    w = torch.from_numpy(rng.integers(-70, 71, (40, 21)))
+    first = tables.get(w, wide, sign_magnitude, slot=1)
+    assert first._group == 4 and tables.rebuilt == 2
+    w = w.clone()
+    w[3, 4] = 77
+    got = tables.get(w, wide, sign_magnitude, slot=1)
+    assert got._group == 1 and tables.rebuilt == 3
+    assert _same_tables(got, kernels.prepare(w, wide, sign_magnitude))

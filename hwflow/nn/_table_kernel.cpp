@@ -284,9 +284,9 @@ inline V round_half_even(V v) {
 // Branch-free, count-only bodies let the compiler vectorize (float min/max reductions
 // would not).
 template <typename V>
-int64_t codes_span(const V* __restrict xs, int64_t n, uint8_t* __restrict os, int64_t offset,
-                   int64_t lo, int64_t hi) {
-  int64_t nbad = 0;
+int32_t codes_block(const V* __restrict xs, int64_t n, uint8_t* __restrict os, int64_t offset,
+                    int64_t lo, int64_t hi) {
+  int32_t nbad = 0;  // int32 vectorizes better than int64; blocks are < 2^31 values
   if constexpr (std::is_floating_point_v<V>) {
     // Integer-valued floats: compare before the offset (exact), add it to the integer.
     const V vlo = static_cast<V>(lo - offset), vhi = static_cast<V>(hi - offset);
@@ -304,6 +304,16 @@ int64_t codes_span(const V* __restrict xs, int64_t n, uint8_t* __restrict os, in
       os[i] = static_cast<uint8_t>(v);  // modulo 256: v & 0xFF
     }
   }
+  return nbad;
+}
+
+template <typename V>
+int64_t codes_span(const V* xs, int64_t n, uint8_t* os, int64_t offset, int64_t lo,
+                   int64_t hi) {
+  constexpr int64_t kBlock = 1 << 20;
+  int64_t nbad = 0;
+  for (int64_t i = 0; i < n; i += kBlock)
+    nbad += codes_block(xs + i, std::min(kBlock, n - i), os + i, offset, lo, hi);
   return nbad;
 }
 
@@ -330,18 +340,19 @@ int64_t padded_codes_of(const V* x, int64_t P, int64_t H, int64_t W, uint8_t* ou
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
   std::vector<int64_t> bad(P, 0);
   at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+    // A plane's codes in one vectorized span (its rows are short), then copied into place.
+    std::vector<uint8_t> plane(H * W);
     for (int64_t p = begin; p < end; ++p) {
       uint8_t* o = out + p * Hp * Wp;
+      bad[p] = codes_span(x + p * H * W, H * W, plane.data(), offset, lo, hi);
       std::memset(o, pad, ph * Wp);
       std::memset(o + (ph + H) * Wp, pad, ph * Wp);
-      int64_t nbad = 0;
       for (int64_t h = 0; h < H; ++h) {
         uint8_t* row = o + (ph + h) * Wp;
         std::memset(row, pad, pw);
+        std::memcpy(row + pw, plane.data() + h * W, W);
         std::memset(row + pw + W, pad, pw);
-        nbad += codes_span(x + (p * H + h) * W, W, row + pw, offset, lo, hi);
       }
-      bad[p] = nbad;
     }
   });
   int64_t total = 0;

@@ -214,15 +214,22 @@ def _weight_codes_torch(
     return w64 & 0xFF, None
 
 
-def _value_range(table: torch.Tensor, codes, signs):
-    """Exact (min, max) over all entries of T, from per-column extremes of the table.
+def _column_extremes(table: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per weight code (table column): the (min, max) product over all activations."""
+    t = np.asarray(table.cpu()).astype(np.int64)
+    return t.min(axis=0), t.max(axis=0)
+
+
+def _value_range(table: torch.Tensor, codes, signs, extremes=None):
+    """Exact (min, max) over all entries of T, from per-column extremes of the table
+    (`extremes`: `_column_extremes(table)` if already known).
 
     `codes`, `signs`: numpy arrays (CPU table) or tensors on the table's device."""
     if isinstance(codes, np.ndarray):
         if codes.size == 0:
             return 0, 0
-        t = np.asarray(table).astype(np.int64)
-        lo, hi = t.min(axis=0)[codes], t.max(axis=0)[codes]
+        col_lo, col_hi = _column_extremes(table) if extremes is None else extremes
+        lo, hi = col_lo[codes], col_hi[codes]
         if signs is not None:
             lo, hi = (
                 np.where(signs > 0, lo, np.where(signs < 0, -hi, 0)),
@@ -273,6 +280,21 @@ def _gather(
     return g * signs.to(dtype).unsqueeze(-1) if signs is not None else g
 
 
+def _compiled_dtypes(k: int, tmin: int, tmax: int) -> tuple[torch.dtype, torch.dtype, int]:
+    """(accumulator dtype, T dtype, row group) of the compiled kernel for T values in
+    [tmin, tmax] (within int32) summed over k rows."""
+    max_abs = max(-tmin, tmax)
+    # Exact in int32 while no partial sum can leave int32.
+    out_dtype = torch.int32 if k * max_abs <= _INT32[1] else torch.int64
+    # int16 T halves the bytes read; int64 accumulators (K > 65,538) pair with int32.
+    small = _INT16[0] <= tmin and tmax <= _INT16[1] and out_dtype == torch.int32
+    # Rows of int16 T the kernel may sum in int16 before widening: exact while
+    # group * (every T value) stays within int16.
+    bound = max(max_abs, 1)
+    group = next((g for g in (4, 2) if small and g * bound <= _INT16[1]), 1)
+    return out_dtype, (torch.int16 if small else torch.int32), group
+
+
 @dataclass(frozen=True)
 class _Chunk:
     """T for rows k0:k1 of the weights, in the layout its backend reads."""
@@ -308,6 +330,9 @@ class PreparedWeights:
         op = compiled_kernel() if backend in ("auto", "compiled") and on_cpu else None
         if backend == "compiled" and op is None:
             raise RuntimeError("table kernel: the compiled backend is unavailable (see the log)")
+        self._source = table  # what `_patch` checks it is given again
+        self._source_version = getattr(table, "_version", None)
+        self._extremes: tuple[np.ndarray, np.ndarray] | None = None  # for `_patch`
         table = _as_table(table).to(self.device)
         if op is not None:  # numpy weight preparation (measured faster, see above)
             codes, signs = _weight_codes(w, sign_magnitude)
@@ -317,20 +342,14 @@ class PreparedWeights:
         self.sign_magnitude = sign_magnitude
         tmin, tmax = _value_range(table, codes, signs)
         max_abs = max(-tmin, tmax)
-        # Exact in int32 while no partial sum can leave int32.
-        self.out_dtype = torch.int32 if self.k * max_abs <= _INT32[1] else torch.int64
         fits32 = _INT32[0] <= tmin and tmax <= _INT32[1]
         if op is not None and fits32:
             self.backend = "compiled"
-            # int16 T halves the bytes read; int64 accumulators (K > 65,538) pair with int32.
-            small = _INT16[0] <= tmin and tmax <= _INT16[1] and self.out_dtype == torch.int32
-            self._tdtype = torch.int16 if small else torch.int32
-            # Rows of int16 T the kernel may sum in int16 before widening: exact while
-            # group * (every T value) stays within int16.
-            bound = max(-tmin, tmax, 1)
-            self._group = next((g for g in (4, 2) if small and g * bound <= _INT16[1]), 1)
+            self.out_dtype, self._tdtype, self._group = _compiled_dtypes(self.k, tmin, tmax)
             self._nb = _tile_width(max(self.n, 1))
         else:
+            # Exact in int32 while no partial sum can leave int32.
+            self.out_dtype = torch.int32 if self.k * max_abs <= _INT32[1] else torch.int64
             # Also where sign-magnitude negation of -2^31 leaves int32: only int64 holds T.
             self.backend = "torch"
             # float32 unless its exact blocks would be tiny (huge table values).
@@ -415,6 +434,45 @@ class PreparedWeights:
             empty = torch.empty(0, dtype=torch.int64)
             self._op.build_tiles(self._table_t, codes, empty if signs is None else signs, data)
         return _Chunk(k0, k1, data)
+
+    def _patch(self, w: torch.Tensor, table, sign_magnitude: bool) -> bool:
+        """Update T in place to weights w where their codes changed; False (nothing
+        changed) where that is not possible: another table or shape, T not kept, the torch
+        backend, or new weights whose values need other dtypes."""
+        same = (
+            self.backend == "compiled"
+            and self._chunks is not None
+            and table is self._source
+            and getattr(table, "_version", None) == self._source_version
+            and sign_magnitude == self.sign_magnitude
+            and tuple(w.shape) == (self.k, self.n)
+        )
+        if not same:
+            return False
+        codes, signs = _weight_codes(w, sign_magnitude)
+        if self._extremes is None:
+            self._extremes = _column_extremes(self._table_t.t())
+        tmin, tmax = _value_range(self._table_t.t(), codes, signs, self._extremes)
+        if _compiled_dtypes(self.k, tmin, tmax) != (self.out_dtype, self._tdtype, self._group):
+            return False
+        codes, signs = self._padded(codes, signs)
+        diff = codes != self._codes
+        if signs is not None:
+            diff |= signs != self._signs
+        ks, ns = np.nonzero(diff)
+        self._codes, self._signs = codes, signs
+        if 4 * len(ks) > diff.size:  # most weights moved: a full rebuild is cheaper
+            self._chunks = [self._chunk(k0, k1) for k0, k1 in self._ranges]
+            return True
+        rows = self._table_t[torch.from_numpy(codes[ks, ns])]  # (changes, 256)
+        if signs is not None:
+            rows = rows * torch.from_numpy(signs[ks, ns]).to(rows.dtype)[:, None]
+        nt, j = torch.from_numpy(ns // self._nb), torch.from_numpy(ns % self._nb)
+        kt = torch.from_numpy(ks)
+        for c in self._chunks:
+            sel = (kt >= c.k0) & (kt < c.k1)
+            c.data[nt[sel], kt[sel] - c.k0, :, j[sel]] = rows[sel].to(self._tdtype)
+        return True
 
     def _iter_chunks(self):
         if self._chunks is not None:
@@ -546,6 +604,36 @@ class PreparedCache:
         return prepared
 
 
+class TrainingTables:
+    """Prepared weights of one layer while it trains: `get(w, table, sign_magnitude,
+    slot)` updates the previous call's per-weight table T in place where the weight codes
+    changed (an SGD step moves few of them across a rounding boundary) instead of
+    rebuilding it, and prepares afresh when the table, shape or sign mode differs or the
+    new values need other dtypes; results are identical to `prepare`. One owner, one
+    thread: what `get` returns is valid until the next `get` for the same slot (e.g. a
+    conv group)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, PreparedWeights] = {}
+        self.patched = 0
+        self.rebuilt = 0
+
+    def get(
+        self,
+        w: torch.Tensor,
+        table: np.ndarray | torch.Tensor,
+        sign_magnitude: bool = False,
+        slot: int = 0,
+    ) -> PreparedWeights:
+        prev = self._slots.get(slot)
+        if prev is not None and prev._patch(w, table, sign_magnitude):
+            self.patched += 1
+            return prev
+        self.rebuilt += 1
+        self._slots[slot] = prepare(w, table, sign_magnitude)
+        return self._slots[slot]
+
+
 def table_matmul(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -654,7 +742,7 @@ def _conv_accumulate(
     geo: ConvGeometry,
     codes_of: tuple[int, int, bool],
     backend: str,
-    cache: PreparedCache | None,
+    cache: PreparedCache | TrainingTables | None,
     zero_point_term: bool = False,
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
@@ -670,7 +758,9 @@ def _conv_accumulate(
     ng = cout // max(groups, 1)
     # (K, Ng) per group: column n of group g is output channel g * Ng + n.
     wg = [w_int[g * ng : (g + 1) * ng].reshape(ng, -1).t() for g in range(groups)]
-    if cache is not None:
+    if isinstance(cache, TrainingTables):
+        prepared = [cache.get(v, table, sign_magnitude, slot=g) for g, v in enumerate(wg)]
+    elif cache is not None:
         prepared = [cache.get(v, table, sign_magnitude) for v in wg]
     else:
         prepared = [prepare(v, table, sign_magnitude, backend=backend) for v in wg]
@@ -953,13 +1043,14 @@ def approx_conv2d(
     padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
-    cache: PreparedCache | None = None,
+    cache: PreparedCache | TrainingTables | None = None,
 ) -> torch.Tensor:
     """Differentiable table convolution: x (N, C, H, W) float centered codes (the operand
     code is x + zero_point; padded positions are real zero, i.e. the code zero_point), w
     (Cout, C / groups, kh, kw) float integer weights. Returns the accumulators minus
     zero_point * sum(w) per output channel, as float, so the exact table gives
-    F.conv2d(x, w) exactly; gradients are F.conv2d's (straight-through). `cache` as in
-    `approx_matmul`."""
+    F.conv2d(x, w) exactly; gradients are F.conv2d's (straight-through). `cache`: a
+    `PreparedCache` (fixed weights, as in `approx_matmul`) or, while training, the layer's
+    `TrainingTables`."""
     geo = ConvGeometry.of(stride, padding, dilation, groups)
     return ApproxConv.apply(x, w, table, sign_magnitude, zero_point, geo, cache)

@@ -119,6 +119,7 @@ class _ApproxMixin:
         self._ops: int | None = None
         self._trace_sink: list[LayerTrace] | None = None
         self._cache: kernels.PreparedCache | None = None
+        self._train_tables: kernels.TrainingTables | None = None
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -237,6 +238,12 @@ class _ApproxMixin:
         acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
         return self._rows_to_output(acc, meta)
 
+    def _training_tables(self) -> kernels.TrainingTables:
+        # training: T follows the weights by updating what an SGD step changed
+        if self._train_tables is None:
+            self._train_tables = kernels.TrainingTables()
+        return self._train_tables
+
     def _weight_cache(self) -> kernels.PreparedCache | None:
         # eval: weights are fixed batch after batch, so reuse their prepared tables
         return None if self.training else self._prepared_cache()
@@ -317,7 +324,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
-            cache=self._weight_cache(),
+            cache=self._training_tables() if self.training else self._prepared_cache(),
         )
 
     def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:

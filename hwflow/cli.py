@@ -319,12 +319,14 @@ def library_compare(library, costs, min_power, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def library_show(name, library, heatmap, as_json) -> None:
     """Metrics, cost and source of one multiplier; optionally its error heatmap."""
-    from hwflow.multipliers.library import Library, save_error_heatmap
+    from hwflow.multipliers.library import Library
 
     lib = Library.open(library)
     entry = lib.get(name)
     if heatmap:
-        save_error_heatmap(lib, name, heatmap)
+        from hwflow.present.plots import error_heatmap
+
+        error_heatmap(lib, name, heatmap)
     if as_json:
         echo_json({**entry.to_dict(), "table": str(lib.table_path(name))})
         return
@@ -664,7 +666,7 @@ def sweep(
     quiet,
 ) -> None:
     """Accuracy/energy trade-off: scales x retraining, plus homogeneous baselines."""
-    from hwflow.experiments.sweep import sweep_run
+    from hwflow.experiments.sweep import sweep_dir, sweep_run
 
     log = stderr_log(quiet or as_json)
     rows = sweep_run(
@@ -683,6 +685,9 @@ def sweep(
         log=log,
         gradient=gradient,
     )
+    from hwflow.present.experiments import render_sweep
+
+    render_sweep(rows, sweep_dir(run_dir, out))
     if as_json:
         echo_json(rows)
         return
@@ -739,12 +744,13 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
         data_dir=data_dir, jobs=jobs,
         log=stderr_log(quiet or as_json),
     )  # fmt: skip
+    from hwflow.present.experiments import render_study
+
+    text = render_study(result, out)
     if as_json:
         echo_json(result)
         return
-    from hwflow.experiments.study import markdown
-
-    click.echo(markdown(result), nl=False)
+    click.echo(text, nl=False)
     click.echo(f"wrote {out}/study.csv, study.md, study.json, pareto.png")
 
 
@@ -913,17 +919,10 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
         for line in format_report(report):
             click.echo(line)
     if not report["ok"]:
-        bad = [
-            lay["layer"]
-            for lay in report["layers"]
-            if lay["mismatches"] or lay.get("code_mismatches") or lay.get("error")
-        ]
-        if report.get("net") and not report["net"]["ok"]:
-            bad.append("network")
+        from hwflow.rtl.check import failure_message
+
         raise VerificationError(
-            f"{export_dir}: {report['mismatches']:,} of {report['checked']:,} accumulations "
-            f"and {report.get('code_mismatches', 0):,} output codes differ from the emulation "
-            f"(layers: {', '.join(bad)})"
+            failure_message(export_dir, report, Path(export_dir) / "verify.json")
         )
 
 

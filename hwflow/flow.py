@@ -137,13 +137,15 @@ def step_retrain(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
 
 def step_sweep(cfg: FlowConfig, log: Log) -> dict[str, Any]:
-    from hwflow.experiments.sweep import sweep_run
+    from hwflow.experiments.sweep import sweep_dir, sweep_run
+    from hwflow.present.experiments import render_sweep
 
     rows = sweep_run(
         cfg.run, cfg.library, cfg.sweep_scales, epochs=cfg.sweep_epochs,
         error_model=cfg.error_model, energy_model=cfg.energy_model, jobs=cfg.jobs,
         max_steps=8 if cfg.quick else None, seeds=(cfg.seed,), log=log,
     )  # fmt: skip
+    render_sweep(rows, sweep_dir(cfg.run, None))
     return {"points": len(rows)}
 
 
@@ -164,13 +166,13 @@ def _retrained_checkpoint(cfg: FlowConfig) -> Path | None:
 
 
 def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
-    from hwflow.rtl.check import summary
+    from hwflow.rtl.check import failure_message
     from hwflow.rtl.verify import verify
 
     report = verify(cfg.export_dir, jobs=cfg.jobs)
     write_json(cfg.out / "verify.json", report)
     if not report["ok"]:
-        raise VerificationError(f"{cfg.export_dir}: {summary(report)} (see verify.json)")
+        raise VerificationError(failure_message(cfg.export_dir, report, cfg.out / "verify.json"))
     net = report.get("net") or {}
     return {
         "checked": report["checked"],

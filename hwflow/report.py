@@ -10,178 +10,25 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on machines without a screen
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
 from hwflow import io  # noqa: E402
 from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, RunSummary  # noqa: E402
 from hwflow.assign.energy import saved_text  # noqa: E402
 from hwflow.errors import RunError  # noqa: E402
-from hwflow.multipliers.library import Library, save_error_heatmap  # noqa: E402
+from hwflow.multipliers.library import Library  # noqa: E402
+from hwflow.present.plots import (  # noqa: E402
+    error_heatmap,
+    plot_layer_energy,
+    plot_layer_sigmas,
+    plot_library_pareto,
+    plot_predicted_vs_measured,
+)
 
 REPORT_KIND = "report"  # RUN/report's marker: rewritten only if an earlier report made it
-_CHOSEN = "tab:red"
-_OTHER = "tab:blue"
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    with io.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
-def plot_library_pareto(points: Sequence[dict[str, Any]], chosen: set[str], path: Path) -> Path:
-    """Energy vs error std of every library multiplier, one panel per signedness.
-
-    `points`: dicts with name, signed, std (error std over uniform operands), energy_rel.
-    The Pareto front (no other design both cheaper and more accurate) is drawn as a step
-    line; chosen multipliers are marked and labelled.
-    """
-    kinds = [s for s in (False, True) if any(p["signed"] == s for p in points)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.6), squeeze=False)
-    for ax, signed in zip(axes[0], kinds, strict=True):
-        pts = [p for p in points if p["signed"] == signed]
-        std = np.array([max(p["std"], 1e-1) for p in pts])  # exact (std 0) sits on the axis
-        energy = np.array([p["energy_rel"] * 100 for p in pts])
-        ax.scatter(std, energy, s=18, color=_OTHER, alpha=0.6, label="library")
-        order = np.argsort(energy)
-        front, best = [], math.inf
-        for i in order:
-            if std[i] < best:
-                best = std[i]
-                front.append(i)
-        ax.step(std[front], energy[front], where="post", color="gray", lw=1, label="Pareto front")
-        for i, p in enumerate(pts):
-            if p["name"] in chosen:
-                ax.scatter(std[i], energy[i], s=70, color=_CHOSEN, marker="*", zorder=3)
-                ax.annotate(
-                    p["name"],
-                    (std[i], energy[i]),
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    fontsize=7,
-                    color=_CHOSEN,
-                )
-        ax.set_xscale("log")
-        ax.set_xlim(0.05, std.max() * 4)  # room for the labels of the cheapest designs
-        ax.set_xlabel("error std over uniform operands (LSB, log; exact drawn at 0.1)")
-        ax.set_ylabel("energy per multiplication (% of exact)")
-        ax.set_title(f"{'signed' if signed else 'unsigned'} multipliers ({len(pts)})")
-        ax.grid(alpha=0.3)
-        ax.scatter([], [], s=70, color=_CHOSEN, marker="*", label="chosen")
-        ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path)
-
-
-def plot_layer_sigmas(layers: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Per layer: the tolerated accumulator error std (scale x learned sigma) vs the chosen
-    multiplier's predicted and measured std, all relative to the std of the layer's exact
-    accumulator (the units AGN learns sigma in)."""
-    names = [layer["name"] for layer in layers]
-    x = np.arange(len(names))
-    series = [
-        ("sigma_tolerated", "tolerated (scale · learned σ_l)", "tab:green"),
-        ("sigma_predicted", "predicted (error model)", "tab:blue"),
-        ("sigma_measured", "measured (emulation)", "tab:orange"),
-    ]
-    present = [s for s in series if any(layer.get(s[0]) is not None for layer in layers)]
-    width = 0.8 / max(len(present), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
-    for j, (key, label, color) in enumerate(present):
-        vals = [max(float(layer.get(key) or 0.0), 1e-3) for layer in layers]
-        ax.bar(x + (j - (len(present) - 1) / 2) * width, vals, width, label=label, color=color)
-    ax.set_yscale("log")
-    ax.set_xticks(
-        x,
-        [f"{n}\n{layer['multiplier']}" for n, layer in zip(names, layers, strict=True)],
-        fontsize=8,
-    )
-    ax.set_ylabel("error std / std(exact accumulator), log")
-    ax.set_title("Per-layer error budget and the chosen multiplier's error")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_predicted_vs_measured(pairs: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Scatter of predicted vs measured accumulator error std for validated pairs."""
-    # Exact multipliers (no error, predicted and measured) have no place on log axes.
-    nonzero = [p for p in pairs if p["predicted"] > 0 or p["measured"] > 0]
-    pred = np.array([max(p["predicted"], 1e-3) for p in nonzero])
-    meas = np.array([max(p["measured"], 1e-3) for p in nonzero])
-    fig, ax = plt.subplots(figsize=(5.2, 5.0))
-    ax.scatter(meas, pred, s=16, alpha=0.7)
-    lo, hi = min(pred.min(), meas.min()) / 1.5, max(pred.max(), meas.max()) * 1.5
-    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, label="predicted = measured")
-    ax.fill_between(
-        [lo, hi],
-        [lo * 0.9, hi * 0.9],
-        [lo * 1.1, hi * 1.1],
-        color="gray",
-        alpha=0.15,
-        label="±10 %",
-    )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured accumulator error std (LSB)")
-    ax.set_ylabel("predicted accumulator error std (LSB)")
-    ax.set_title(f"Error model validation ({len(nonzero)} layer/multiplier pairs)")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_layer_energy(layers: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Per layer: its share of the multiplications and its energy relative to exact, under
-    uniform operands and (where recorded) under the layer's own operands."""
-    names = [layer["name"] for layer in layers]
-    ops = np.array([layer["ops"] for layer in layers], dtype=float)
-    bars = [
-        (ops / ops.sum() * 100, "share of multiplications (%)", "tab:gray"),
-        (
-            np.array([layer["energy_rel"] for layer in layers], dtype=float) * 100,
-            "energy per multiplication, uniform operands (% of exact)",
-            "tab:green",
-        ),
-    ]
-    if all("energy_rel_hist" in layer for layer in layers):
-        bars.append(
-            (
-                np.array([layer["energy_rel_hist"] for layer in layers], dtype=float) * 100,
-                "energy per multiplication, recorded operands (% of exact)",
-                "tab:orange",
-            )
-        )
-    x = np.arange(len(names))
-    width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(names) + 2), 4.0))
-    for k, (values, label, color) in enumerate(bars):
-        ax.bar(x + (k - (len(bars) - 1) / 2) * width, values, width, label=label, color=color)
-    ax.set_xticks(
-        x,
-        [f"{n}\n{layer['multiplier']}" for n, layer in zip(names, layers, strict=True)],
-        fontsize=8,
-    )
-    ax.set_ylabel("%")
-    # recorded-operand energy can exceed exact (a design switching more on real operands)
-    ax.set_ylim(0, max(110.0, 1.05 * max(float(v.max()) for v, _, _ in bars)))
-    ax.set_title("Per-layer multiplications and energy")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
 
 
 # -- assembling the report from a flow directory ---------------------------------------
@@ -337,7 +184,7 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
         )
         for name in sorted(chosen):
             path = fig_dir / f"heatmap_{name}.png"
-            save_error_heatmap(lib, name, path)
+            error_heatmap(lib, name, path)
             s.figures.append((path, f"Error table of `{name}`"))
         sections.append(s)
 

@@ -282,3 +282,12 @@ def test_merge_script_flags_a_missing_simulation(tmp_path, capsys):
     assert check.main(["merge", str(tmp_path), str(results)]) == 0
     assert json.loads((results / check.REPORT).read_text())["ok"]
     assert check.main(["nonsense"]) == 2
+
+
+def test_verify_failure_message_is_one_line_for_cli_and_demo(tmp_path):
+    failing = check._report([_layer_result("a", 0), _layer_result("b", 2)], None)
+    failing["first_mismatch"] |= {"cycle": 3, "pass": 0, "index": [1, 2], "expected": 5,
+                                  "actual": 6, "x": [1, 2], "w": [3, 4]}  # fmt: skip
+    message = check.failure_message("design", failing, tmp_path / "verify.json")
+    assert message.startswith("design: 2 of 12 accumulations mismatch; first: layer b lane 0")
+    assert message.endswith(f"(see {tmp_path / 'verify.json'})") and "\n" not in message

@@ -15,10 +15,10 @@ interval over training seeds for each point; paired tests over the same test ima
 McNemar's exact test (two-sided binomial test on the discordant pairs), pooled over seeds
 (every (seed, image) pair is one paired observation).
 
-Writes `OUT/study.csv` (one row per point), `OUT/study.json` (rows, comparisons),
-`OUT/study.md` (tables) and `OUT/pareto.png` (accuracy vs energy saved, both energy
-figures, 95 % CI error bars). Every file is written atomically; a rerun skips finished
-trainings and retrainings.
+Writes `OUT/study.csv` (one row per point) and `OUT/study.json` (rows, comparisons);
+`hwflow.present` draws `OUT/study.md` (tables) and `OUT/pareto.png` (accuracy vs energy
+saved, both energy figures, 95 % CI error bars) from study.json. Every file is written
+atomically; a rerun skips finished trainings and retrainings.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from hwflow.experiments.statistics import discordant, mcnemar_exact, mean_ci, pa
 from hwflow.experiments.sweep import (
     RetrainJob,
     homogeneous_docs,
-    pareto_front,
     retrain_point,
     save_npy,
 )
@@ -51,10 +50,10 @@ from hwflow.io import (
     check_dir,
     claim_dir,
     read_json,
-    write_bytes,
     write_json,
     write_text,
 )
+from hwflow.pareto import pareto_front
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
 STUDY_KIND = "study"  # OUT's marker (hwflow.io.claim_dir): reruns write only into their own
@@ -94,15 +93,12 @@ def library_front(lib: Any, metric: str = "mae") -> set[str]:
     keep = set()
     for signed in (False, True):
         names = [n for n in lib.names if bool(entries[n].signed) == signed]
-        err = {n: float(entries[n].metrics.get(metric, np.inf)) for n in names}
-        en = {n: float(lib.energy[lib.names.index(n)]) for n in names}
-        for n in names:
-            dominated = any(
-                err[o] <= err[n] and en[o] <= en[n] and (err[o] < err[n] or en[o] < en[n])
-                for o in names
-            )
-            if not dominated:
-                keep.add(n)
+        # lower is better in both: the front of the negated figures
+        points = [
+            (-float(entries[n].metrics.get(metric, np.inf)), -float(lib.energy[lib.names.index(n)]))
+            for n in names
+        ]
+        keep |= {names[i] for i in pareto_front(points)}
     return keep
 
 
@@ -291,153 +287,6 @@ def drop_scale(rows: list[dict], energy_model: str, int8_mean: float) -> float |
 
 
 # -- outputs ----------------------------------------------------------------------------------
-def plot(rows: list[dict], int8: tuple[float, float, float], path: Path) -> None:
-    """Accuracy after retraining (mean, 95 % CI over seeds) vs energy saved, under
-    uniform operands (left) and each layer's recorded operands (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    styles = {
-        ("homogeneous", ""): ("s", "tab:gray", "homogeneous (library front)"),
-        ("heterogeneous", "uniform"): ("o", "C0", "heterogeneous, selection: uniform energy"),
-        ("heterogeneous", "histogram"): ("D", "C1", "heterogeneous, selection: recorded energy"),
-    }
-    accs = [100 * r["acc_mean"] for r in rows]
-    floor = 100 * int8[0] - 10
-    lo = max(0.0, min([100 * int8[0] - 3, *(a for a in accs if a >= floor)]) - 1)
-    hi = max([100 * int8[0], *accs]) + 1
-    for ax, energy in zip(axes, ("uniform", "recorded"), strict=True):
-        for (kind, em), (marker, color, label) in styles.items():
-            sel = [
-                r
-                for r in rows
-                if r["kind"] == kind
-                and r["energy_model"] == em
-                and r["gradient"] == "ste"
-                and 100 * r["acc_mean"] >= lo  # those below: marked at the bottom edge
-            ]
-            if not sel:
-                continue
-            x = [r[f"saved_{energy}_mean"] for r in sel]
-            xe = [r[f"saved_{energy}_std"] for r in sel]
-            y = [100 * r["acc_mean"] for r in sel]
-            ye = [
-                [100 * (r["acc_mean"] - r["acc_ci_low"]) for r in sel],
-                [100 * (r["acc_ci_high"] - r["acc_mean"]) for r in sel],
-            ]
-            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marker, color=color, label=label, ms=5,
-                        capsize=2, alpha=0.85)  # fmt: skip
-            front = pareto_front(list(zip(x, y, strict=True)))
-            ax.plot([x[i] for i in front], [y[i] for i in front], "-", color=color, lw=1)
-            if kind == "heterogeneous":
-                for r, xi, yi in zip(sel, x, y, strict=True):
-                    ax.annotate(f"x{r['scale']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
-                                textcoords="offset points")  # fmt: skip
-        below = [r for r, a in zip(rows, accs, strict=True) if a < lo and r["gradient"] == "ste"]
-        if below:
-            ax.scatter([r[f"saved_{energy}_mean"] for r in below], [lo + 0.15] * len(below),
-                       marker="v", color="tab:red", s=30, zorder=3,
-                       label=f"below {lo:.0f} % ({len(below)})")  # fmt: skip
-        ax.axhspan(100 * int8[1], 100 * int8[2], color="k", alpha=0.08)
-        ax.axhline(100 * int8[0], color="k", lw=0.8, label="int8 (exact), 95 % CI band")
-        ax.axhline(100 * int8[0] - 1, color="k", lw=0.8, ls="--", label="int8 - 1 pp")
-        which = "uniform operands" if energy == "uniform" else "recorded operands per layer"
-        ax.set_xlabel(f"multiplication energy saved [%] ({which})")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test top-1 after retraining [%] (mean, 95 % CI over seeds)")
-    axes[0].set_ylim(lo, hi)
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
-
-
-def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 1) -> str:
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The study's tables as markdown (what the README quotes)."""
-    rows, int8 = result["rows"], result["int8"]
-    n = int8["seeds"]
-    lines = [
-        f"Training seeds {', '.join(map(str, result['seeds']))}; {result['test_images']:,} "
-        f"test images; retraining {result['epochs']} epoch(s)"
-        + (f" of at most {result['max_steps']} steps" if result["max_steps"] else "")
-        + f". int8 (exact) baseline: {_pm(int8['mean'], int8['std'], 100, 2)} % "
-        f"(95 % CI {100 * int8['ci'][0]:.2f}-{100 * int8['ci'][1]:.2f}).",
-        "Accuracy: mean ± sample std over seeds, 95 % CI = Student t over seeds; p = exact "
-        f"McNemar vs int8, pooled over the {n} seeds' paired test images.",
-        "",
-        "| point | saved % (uniform) | saved % (recorded) | top-1 % | 95 % CI | loss pp "
-        "| p vs int8 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["kind"], r["gradient"], -r["saved_uniform_mean"])):
-        name = r["point"] + (" (table grad)" if r["gradient"] == "table" else "")
-        lines.append(
-            f"| {name} | {_pm(r['saved_uniform_mean'], r['saved_uniform_std'])} | "
-            f"{_pm(r['saved_recorded_mean'], r['saved_recorded_std'])} | "
-            f"{_pm(r['acc_mean'], r['acc_std'], 100, 2)} | "
-            f"{100 * r['acc_ci_low']:.2f}-{100 * r['acc_ci_high']:.2f} | "
-            f"{r['loss_pp']:.2f} | {_p(r['p_vs_int8'])} |"
-        )
-    for energy, comps in result["comparisons"].items():
-        lines += [
-            "",
-            f"Heterogeneous vs the best homogeneous design of equal or higher mean accuracy "
-            f"(most energy saved, {energy} operands); p = exact McNemar, pooled over seeds; "
-            "last column: homogeneous designs saving more without being significantly less "
-            "accurate (p < 0.05).",
-            "",
-            "| heterogeneous | saved % | top-1 % | best homogeneous (acc >=) | saved % | top-1 % "
-            "| only hetero / only homog right | p | cheaper, not significantly worse |",
-            "|---|---:|---:|---|---:|---:|---:|---:|---|",
-        ]
-        for c in comps:
-            b = c.get("best_homogeneous")
-            best = (
-                f"{b['point']} | {b['saved']:.1f} | {100 * b['acc']:.2f} | "
-                f"{b['only_a']} / {b['only_b']} | {_p(b['p'])}"
-                if b
-                else "none | | | |"
-            )
-            cheaper = ", ".join(f"{g['point']} (p {_p(g['p'])})" for g in c["cheaper_not_worse"])
-            lines.append(
-                f"| {c['point']} | {c['saved']:.1f} | {100 * c['acc']:.2f} | {best} | "
-                f"{cheaper or 'none'} |"
-            )
-    g = result.get("gradients")
-    if g:
-        lines += [
-            "",
-            f"Retraining gradients at {g['point']} (the first scale more than {DROP_PP} pp "
-            "below int8): STE vs the table's own slopes.",
-            "",
-            "| gradient | top-1 % per seed | mean ± std | only STE / only table right | p |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for name in ("ste", "table"):
-            accs = g[name]
-            t = g["paired"]
-            sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-            lines.append(
-                f"| {name} | {', '.join(f'{100 * a:.2f}' for a in accs)} | "
-                f"{_pm(float(np.mean(accs)), sd, 100, 2)}"
-                f" | {t['only_a']} / {t['only_b']} | {_p(t['p'])} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -619,8 +468,6 @@ def study_run(
     }
     write_text(out / "study.csv", _csv(rows))
     write_json(out / "study.json", result)
-    write_text(out / "study.md", markdown(result))
-    plot(rows, (int8_mean, int8_lo, int8_hi), out / "pareto.png")
     return result
 
 

@@ -5,8 +5,8 @@ per multiplier (the same design in every layer; layers of the other signedness g
 same family and parameters in that signedness, or the point is skipped). Every point is
 retrained briefly (`epochs`, per seed) and evaluated; points run through
 `hwflow.executor.run_parallel`. Each lives in `RUN/sweep/<point>/` (assignment.yaml,
-retrain-s<seed>.json): a rerun skips finished points. Writes `RUN/sweep/sweep.csv` and
-`RUN/sweep/pareto.png`.
+retrain-s<seed>.json): a rerun skips finished points. Writes `RUN/sweep/sweep.csv`; its
+figure (`pareto.png`) is drawn from the rows by `hwflow.present.plots.sweep_pareto`.
 """
 
 from __future__ import annotations
@@ -153,81 +153,6 @@ def retrain_point(job: RetrainJob) -> dict:
     )
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated in (higher reduction, higher accuracy)."""
-    front = []
-    for i, (r, a) in enumerate(points):
-        dominated = any(
-            (r2 >= r and a2 >= a) and (r2 > r or a2 > a)
-            for j, (r2, a2) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def plot(rows: list[dict], baseline: float, path: Path, recorded: bool = False) -> None:
-    """Pareto plot: energy saved vs test accuracy after retraining; `recorded`: the
-    recorded-operand figure on the x axis (every row has it), else the uniform-operand one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    saved = "reduction_pct_hist" if recorded else "reduction_pct"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind, marker, color in (("homogeneous", "s", "tab:gray"), ("heterogeneous", "o", "C0")):
-        sel = [r for r in rows if r["kind"] == kind]
-        if not sel:
-            continue
-        x = [r[saved] for r in sel]
-        y = [100 * r["acc_after_mean"] for r in sel]
-        e = [100 * r["acc_after_std"] for r in sel]
-        ax.errorbar(x, y, yerr=e, fmt=marker, color=color, label=kind, ms=5, capsize=2, alpha=0.8)
-        front = pareto_front(list(zip(x, y, strict=True)))
-        ax.plot([x[i] for i in front], [y[i] for i in front], "-", color=color, lw=1)
-        if kind == "heterogeneous":
-            for r, xi, yi in zip(sel, x, y, strict=True):
-                ax.annotate(
-                    f"x{r['scale']:g}",
-                    (xi, yi),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-    ax.axhline(100 * baseline, color="k", lw=0.8, label="int8 (exact) baseline")
-    ax.axhline(100 * baseline - 1, color="k", lw=0.8, ls="--", label="baseline - 1 pp")
-    which = "recorded" if recorded else "uniform"
-    ax.set_xlabel(f"multiplication energy saved [%] ({which}-operand estimate)")
-    ax.set_ylabel("test top-1 accuracy after retraining [%]")
-    # Zoom on the interesting band; points far below it are marked at its bottom edge so
-    # that one broken design doesn't flatten every other point into a line.
-    ys = [100 * r["acc_after_mean"] for r in rows]
-    floor = 100 * baseline - 15
-    lo = max(0.0, min([100 * baseline - 3, *(y for y in ys if y >= floor)]) - 1)
-    hi = max([100 * baseline, *ys]) + 1
-    below = [r for r, y in zip(rows, ys, strict=True) if y < lo]
-    if below:
-        ax.scatter(
-            [r[saved] for r in below],
-            [lo + 0.15] * len(below),
-            marker="v",
-            color="tab:red",
-            s=30,
-            label=f"below {lo:.0f} % ({len(below)})",
-            zorder=3,
-        )
-    ax.set_ylim(lo, hi)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
-
-
 def sweep_run(
     run_dir: str | os.PathLike[str],
     library: str | os.PathLike[str],
@@ -246,7 +171,7 @@ def sweep_run(
     log: Callable[[str], None] = lambda _m: None,
     gradient: str | None = None,
 ) -> list[dict]:
-    """Run the sweep; returns the CSV rows (also written with the plot).
+    """Run the sweep; returns the CSV rows (also written to sweep.csv).
 
     `gradient`: retraining backward, "ste" or "table" (None: the run config's).
     `energy_model`: what the heterogeneous selections minimise (None: as `assign_run`)."""
@@ -257,7 +182,7 @@ def sweep_run(
     if any(s < 0 for s in scales):
         raise AssignmentError(f"--scales must be >= 0, got {list(scales)}")
     energy_model = check_selection(error_model, energy_model, hist_energy, log)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
+    out = sweep_dir(run_dir, out_dir)
     check_dir(out, SWEEP_KIND)  # before the work; claimed when the first file is written
     lib = library_view(library)
     run = load_run(run_dir)
@@ -325,9 +250,12 @@ def sweep_run(
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "sweep.csv", buf.getvalue())
-    recorded = energy_model == "histogram" and all(r["reduction_pct_hist"] != "" for r in rows)
-    plot(rows, rows[0]["acc_quant"], out / "pareto.png", recorded)
     return rows
+
+
+def sweep_dir(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None) -> Path:
+    """Where a sweep writes: `out_dir`, by default RUN/sweep."""
+    return Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
 
 
 def _check_earlier_point(path: Path, doc: dict) -> None:

@@ -368,6 +368,12 @@ def summary(report: dict) -> str:
     return "; ".join(parts)
 
 
+def failure_message(export_dir: str | Path, report: dict, saved: str | Path) -> str:
+    """The one line a failed verification ends with (`hwflow verify`, the demo): what
+    differs, the first mismatch, and where the whole report was written."""
+    return f"{export_dir}: {summary(report)} (see {saved})"
+
+
 def simulation_outputs(results: Path, manifest: dict) -> dict[str, list]:
     """Every value the simulations under `results` (one folder per simulation) wrote: the
     words of the sums and codes ($writememh: Icarus adds `// 0x...` address comments,

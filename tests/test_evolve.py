@@ -221,3 +221,17 @@ def test_evolve_flow_characterizes_the_netlist_and_keeps_the_constraint(evolve_s
     again = evolve_run(run, lib_dir, layers=["l1"], options=opts, quiet=True)
     assert again["layers"][0]["evolved"] == item["evolved"]  # resumed: nothing left to do
     assert again["layers"][0]["rate"] == 0  # no evaluation in the resumed session
+
+
+def test_the_short_energy_stream_ranks_circuits_as_the_library_figure_does():
+    # The evolver counts toggles on an 8192-operation stream; the library's recorded-
+    # operand figure uses 65,536. Both must order circuits of different cost alike.
+    layer = small_layer(False, seed=3)
+    circuits = [live(random_gates(n, seed=n)) for n in (20, 40, 80, 160, 320)]
+    circuits.append(array_multiplier())
+    prob = layer_problem(layer, tolerance=1.0)
+    p_a, p_b = layer.multiplier_operand_hists()
+    short = [NumpyEvaluator(prob, from_gates(g)).score.energy for g in circuits]
+    full = [energy_under_histograms(g, p_a, p_b) for g in circuits]
+    assert len(set(short)) == len(short)
+    assert list(np.argsort(short)) == list(np.argsort(full))

@@ -134,8 +134,8 @@ def test_compiled_and_numpy_backends_agree():
     if kernel() is None:
         pytest.skip("no C++ compiler: the compiled evaluator cannot be built here")
     gates = random_gates(150, seed=4)
-    for signed in (False, True):
-        prob = layer_problem(small_layer(signed), tolerance=50.0, stream=256)
+    for signed, bound in ((False, -1), (True, -1), (False, 3000)):
+        prob = layer_problem(small_layer(signed), tolerance=50.0, stream=256, max_error=bound)
         genome = from_gates(gates, extra=10)
         a, b = NumpyEvaluator(prob, genome), CompiledEvaluator(prob, genome)
         assert a.score == b.score and np.array_equal(a.active, b.active)
@@ -200,7 +200,7 @@ def test_evolve_flow_characterizes_the_netlist_and_keeps_the_constraint(evolve_s
     from hwflow.multipliers.library import Library
 
     run, lib_dir = evolve_setup
-    opts = EvolveOptions(budget=800, seed=2, stream=1024)
+    opts = EvolveOptions(budget=800, seed=2, stream=1024, max_error=3000)
     summary = evolve_run(run, lib_dir, layers=["l1"], options=opts, quiet=True)
     (item,) = summary["layers"]
     lib = Library.open(lib_dir)
@@ -211,6 +211,7 @@ def test_evolve_flow_characterizes_the_netlist_and_keeps_the_constraint(evolve_s
     layer = next(s for s in load_stats(run / "stats.npz")[0] if s.name == "l1")
     std = predict(lib.table(item["evolved"])[None], [True], [layer], "sampled").std[0, 0]
     assert item["fits"] and std <= 0.05 * layer.acc_std
+    assert entry.metrics["wce"] <= 3000 and entry.source["evolved"]["max_error"] == 3000
     assert item["evolved_energy_hist"] < 1.0  # cheaper than exact under its operands
     # the netlist read back by characterize is the circuit the evolver scored
     (ck,) = (run / "evolve").glob("l1_*.checkpoint.json")

@@ -56,7 +56,8 @@ struct State {  // a genome and what scoring it produced
   std::vector<uint8_t> active, dirty;
   std::vector<i64> tog, e, err;
   bool changed = false, skipped = false;
-  i64 energy = 0, s1 = 0;
+  i64 energy = 0, s1 = 0, viol = 0;  // viol: pairs with |error| > max_error
+  std::vector<std::pair<int32_t, int32_t>> eall;  // (pair, error) changed vs the parent
   __int128 s2 = 0;
 };
 
@@ -64,9 +65,10 @@ class Evaluator {
  public:
   Evaluator(py::array_t<u64, py::array::c_style> inputs, int table_words, py::array_t<i64> pairs,
             py::array_t<i64> exact, py::array_t<i64> h_ptr, py::array_t<i64> h_row,
-            py::array_t<i64> h_val, int outputs, bool is_signed, py::array_t<i64> func,
-            py::array_t<i64> conn, py::array_t<i64> outs)
-      : tw_(table_words), signed_(is_signed), outputs_(outputs) {
+            py::array_t<i64> h_val, int outputs, bool is_signed, i64 max_error,
+            py::array_t<i64> func, py::array_t<i64> conn, py::array_t<i64> outs)
+      : tw_(table_words), signed_(is_signed), outputs_(outputs), max_err_(max_error) {
+    if (max_err_ >= 0) eall_.assign((size_t)tw_ * 64, 0);
     w_ = (int)inputs.shape(1);
     n_ = (int)func.size();
     auto copy = [](py::array_t<i64> a) { return std::vector<i64>(a.data(), a.data() + a.size()); };
@@ -124,6 +126,8 @@ class Evaluator {
       parent_.tog[j] = c.tog[j];
     }
     if (c.changed) parent_.e = c.e, parent_.err = c.err;
+    for (auto& pe : c.eall) eall_[pe.first] = pe.second;
+    parent_.viol = c.viol;
     parent_.func = c.func, parent_.conn = c.conn, parent_.outs = c.outs;
     parent_.active = c.active, valid_ = c.active;
     parent_.energy = c.energy, parent_.s1 = c.s1, parent_.s2 = c.s2;
@@ -166,6 +170,11 @@ class Evaluator {
     }
     if (signed_) v -= (v & 0x8000) << 1;
     return v;
+  }
+
+  i64 exact_of(i64 p) const {
+    i64 a = p >> 8, b = p & 255;
+    return signed_ ? (i64)(int8_t)a * (int8_t)b : a * b;
   }
 
   void find_active(State& c) const {
@@ -219,6 +228,7 @@ class Evaluator {
     for (int j = 0; j < n_; ++j)
       if (c.active[j]) c.energy += load[j] * c.tog[j];
     c.skipped = limit >= 0 && c.energy > limit;
+    c.viol = parent_.viol;
     if (!c.changed || c.skipped) {
       c.s1 = parent_.s1, c.s2 = parent_.s2;
       c.changed = false;
@@ -235,10 +245,17 @@ class Evaluator {
     c.e = parent_.e;
     c.err = parent_.err;
     for (int w = 0; w < tw_; ++w) {
-      if (wptr_[w] == wptr_[w + 1]) continue;
+      if (wptr_[w] == wptr_[w + 1] && max_err_ < 0) continue;
       u64 m = full ? ~0ULL : 0;
       for (int q = 0; q < nch; ++q) m |= cp[ch[q]][w] ^ pp[ch[q]][w];
       if (!m) continue;
+      for (u64 mm = max_err_ >= 0 ? m : 0; mm; mm &= mm - 1) {  // the worst-case bound
+        i64 p = (i64)w * 64 + __builtin_ctzll(mm);
+        i64 e = product(c.outs, values_, nullptr, cp, p) - exact_of(p), old = eall_[p];
+        if (e == old) continue;
+        c.viol += (int)(e > max_err_ || -e > max_err_) - (int)(old > max_err_ || -old > max_err_);
+        c.eall.emplace_back((int32_t)p, (int32_t)e);
+      }
       for (i64 u = wptr_[w]; u < wptr_[w + 1]; ++u) {
         if (!((m >> (pairs_[u] & 63)) & 1)) continue;
         i64 e = product(c.outs, values_, nullptr, cp, pairs_[u]) - exact_[u];
@@ -257,12 +274,14 @@ class Evaluator {
     py::int_ s2 = py::reinterpret_steal<py::int_>(PyLong_FromUnsignedLongLong(hi));
     s2 = py::reinterpret_steal<py::int_>(PyNumber_Lshift(s2.ptr(), py::int_(64).ptr()));
     s2 = py::reinterpret_steal<py::int_>(PyNumber_Or(s2.ptr(), py::int_(lo).ptr()));
-    return py::make_tuple(s.energy, s.s1, s2, s.skipped);
+    return py::make_tuple(s.energy, s.s1, s2, s.skipped, s.viol);
   }
 
   int w_, n_, tw_;
   bool signed_;
   int outputs_;
+  i64 max_err_;
+  std::vector<int32_t> eall_;  // the parent's error at every pair (with a bound only)
   std::vector<i64> pairs_, exact_, hptr_, hrow_, hval_, wptr_;
   std::vector<u64> values_, scratch_, best_;
   std::vector<uint8_t> valid_;
@@ -272,7 +291,7 @@ class Evaluator {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<Evaluator>(m, "Evaluator")
       .def(py::init<py::array_t<u64, py::array::c_style>, int, py::array_t<i64>, py::array_t<i64>,
-                    py::array_t<i64>, py::array_t<i64>, py::array_t<i64>, int, bool,
+                    py::array_t<i64>, py::array_t<i64>, py::array_t<i64>, int, bool, i64,
                     py::array_t<i64>, py::array_t<i64>, py::array_t<i64>>())
       .def("try_child", &Evaluator::try_child)
       .def("keep", &Evaluator::keep)

@@ -65,8 +65,8 @@ class CompiledEvaluator:
         self.p = p
         self._e = mod.Evaluator(
             p.inputs, TABLE_WORDS, p.pairs, p.exact, p.h_ptr, p.h_row, p.h_val, p.outputs,
-            p.signed, genome.func.astype(np.int64), genome.conn.astype(np.int64).reshape(-1),
-            genome.outs.astype(np.int64),
+            p.signed, p.max_error, genome.func.astype(np.int64),
+            genome.conn.astype(np.int64).reshape(-1), genome.outs.astype(np.int64),
         )  # fmt: skip
         self._sync()
 

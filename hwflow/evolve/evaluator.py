@@ -26,8 +26,10 @@ from scipy import sparse
 
 from hwflow.evolve.genome import ARITY, FIELDS, N_IN, N_OUT, Genome
 from hwflow.evolve.problem import TABLE_WORDS, Problem
+from hwflow.multipliers.table import exact_table
 
 BACKENDS = ("auto", "compiled", "numpy")
+_EXACT = {s: exact_table(s).reshape(-1).astype(np.int64) for s in (False, True)}
 _LOW63 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
 
@@ -41,6 +43,7 @@ class Score:
     s1: int
     s2: int
     skipped: bool = False  # energy above the caller's limit: s1, s2 not computed
+    violations: int = 0  # pairs beyond the problem's worst-case bound (if it has one)
 
 
 def gate(kind: int, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -116,6 +119,7 @@ class _Child:
         self.tog: dict[int, int] = {}
         self.err: np.ndarray | None = None  # None: the parent's
         self.e: np.ndarray | None = None
+        self.eall: np.ndarray | None = None
         self.score = Score(0, 0, 0)
 
 
@@ -133,6 +137,7 @@ class NumpyEvaluator:
         self.genome = genome.copy()
         self.e = np.zeros(len(problem.pairs), dtype=np.int64)
         self.err = np.zeros(problem.outputs, dtype=np.int64)
+        self.eall = np.zeros(1 << 16, dtype=np.int64)  # every pair's error (with a bound)
         self._h = sparse.csc_matrix(
             (problem.h_val, problem.h_row, problem.h_ptr),
             shape=(problem.outputs, len(problem.pairs)),
@@ -177,7 +182,7 @@ class NumpyEvaluator:
             self.values[N_IN + j] = row
             self.tog[j] = c.tog[j]
         if c.e is not None:
-            self.e, self.err = c.e, c.err
+            self.e, self.err, self.eall = c.e, c.err, c.eall
         self.genome, self._active, self.valid = c.genome, c.active, c.active.copy()
         self._parent_score = c.score
         self._best = None
@@ -216,34 +221,42 @@ class NumpyEvaluator:
             for o, p in zip(genome.outs, self.genome.outs, strict=True)
         )
         if changed and not skipped:
-            c.e, c.err = self._errors(genome, c.rows, full)
+            c.e, c.err, c.eall = self._errors(genome, c.rows, full)
             s1, s2 = sums(c.err)
+            bound = self.p.max_error
+            viol = int(np.count_nonzero(np.abs(c.eall) > bound)) if bound >= 0 else 0
         else:
             s1, s2 = self._parent_score.s1, self._parent_score.s2
-        c.score = Score(energy, s1, s2, skipped)
+            viol = self._parent_score.violations
+        c.score = Score(energy, s1, s2, skipped, viol)
         return c
 
     def _errors(
         self, genome: Genome, rows: dict[int, np.ndarray], full: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pair errors and sampled outputs' errors of a child: pairs are looked at again
-        only in words where a product bit changed."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pair errors, sampled outputs' errors and (with a bound) every pair's error of a
+        child: pairs are looked at again only in words where a product bit changed."""
         p = self.p
         planes = [self._word(genome, rows, int(o))[:TABLE_WORDS] for o in genome.outs]
         words, bits = p.pairs >> 6, (p.pairs & 63).astype(np.uint64)
-        if full:
-            look = np.arange(len(p.pairs))
-        else:
-            diff = np.zeros(TABLE_WORDS, dtype=np.uint64)
+        diff = np.full(TABLE_WORDS, ~np.uint64(0))
+        if not full:
+            diff[:] = 0
             for new, o in zip(planes, self.genome.outs, strict=True):
                 diff |= new ^ self.values[o, :TABLE_WORDS]
-            look = np.nonzero((diff[words] >> bits) & _ONE)[0]
+        look = np.nonzero((diff[words] >> bits) & _ONE)[0]
+        eall = self.eall
+        if p.max_error >= 0:
+            every = np.arange(1 << 16)
+            again = np.nonzero((diff[every >> 6] >> (every & 63).astype(np.uint64)) & _ONE)[0]
+            eall = eall.copy()
+            eall[again] = product_values(planes, again, p.signed) - _EXACT[p.signed][again]
         e = self.e.copy()
         e[look] = product_values(planes, p.pairs[look], p.signed) - p.exact[look]
         de = e - self.e
         changed = np.nonzero(de)[0]
         err = self.err + self._h[:, changed] @ de[changed]
-        return e, err.astype(np.int64)
+        return e, err.astype(np.int64), eall
 
 
 def active_genes(genome: Genome, active: np.ndarray) -> np.ndarray:

@@ -65,6 +65,7 @@ class EvolveOptions:
     from_library: bool = False
     backend: str = "auto"
     report_s: float = 5.0
+    max_error: int | None = None  # bound on |product error| at every operand pair
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ def _read_run(run: Path, layers: Sequence[str] | None) -> tuple[Path, list, dict
 def _check_options(o: EvolveOptions) -> None:
     if o.budget < 1 or o.lam < 1 or o.mutations < 1:
         raise ConfigError("--budget, --lam and --mutations must be at least 1")
+    if o.max_error is not None and o.max_error < 0:
+        raise ConfigError(f"--max-error must be >= 0, got {o.max_error}")
     if o.scale < 0:
         raise ConfigError(f"--scale must be >= 0, got {o.scale}")
     if o.stream < 128 or o.stream % 64:
@@ -174,7 +177,7 @@ def _names(run: Path, s: LayerStats, o: EvolveOptions) -> tuple[str, str]:
     """(library name, checkpoint key): the key leaves out the budget, so a rerun with a
     larger one resumes; the name includes it, so each result keeps its own entry."""
     setting = [str(run.resolve()), s.name, o.scale, o.seed, o.lam, o.mutations, o.stream]
-    setting.append(o.from_library)
+    setting += [o.from_library, o.max_error]
     key = hashlib.sha256(json.dumps(setting).encode()).hexdigest()[:8]
     full = hashlib.sha256(json.dumps([*setting, o.budget]).encode()).hexdigest()[:8]
     layer = re.sub(r"[^A-Za-z0-9_]", "_", s.name)
@@ -185,14 +188,15 @@ def _names(run: Path, s: LayerStats, o: EvolveOptions) -> tuple[str, str]:
 def _evolve_layer(job: LayerJob) -> dict[str, Any]:
     """Search one layer; returns the Verilog and the search's figures."""
     o = job.options
-    problem = layer_problem(job.layer, job.tolerance, stream=o.stream)
+    bound = -1 if o.max_error is None else o.max_error
+    problem = layer_problem(job.layer, job.tolerance, stream=o.stream, max_error=bound)
     exact_name, exact_gates = job.seeds[-1]
     exact_energy = make_evaluator(problem, from_gates(exact_gates), o.backend).score.energy
     seed_name, genome = exact_name, from_gates(exact_gates)
     for name, gates in job.seeds[:-1]:
         g = from_gates(gates)
         s = make_evaluator(problem, g, o.backend).score
-        if problem.fits(s.s1, s.s2):
+        if problem.fits(s.s1, s.s2, s.violations):
             seed_name, genome = name, g
             break
     cfg = SearchConfig(o.budget, o.lam, o.mutations, o.seed, backend=o.backend)
@@ -246,6 +250,7 @@ def _characterize(
         "layer": job.layer.name,
         "sigma": round(job.sigma, 6),
         "scale": job.options.scale,
+        "max_error": job.options.max_error,
         "seed": job.options.seed,
         "seeded_from": res["seed"],
         "evaluations": res["evaluations"],
@@ -257,6 +262,8 @@ def _characterize(
     table = lib.table(job.name)
     pred = predict(table[None], [job.layer.signed], [job.layer], "sampled")
     std = float(pred.std[0, 0])
+    bound = job.options.max_error
+    wce_ok = bound is None or float(entry.metrics.get("wce", np.inf)) <= bound
     ref = job.layer.acc_std if job.layer.acc_std > 0 else 1.0
     he = HistogramEnergy(lib, seed=0)  # as assign measures it
     return {
@@ -271,7 +278,8 @@ def _characterize(
         "evolved_energy_hist": round(he.ratio(job.layer, job.name), 6),
         "evolved_energy_uniform": round(float(entry.cost.get("energy_rel", np.nan)), 6),
         "predicted_std": round(std / ref, 6),
-        "fits": bool(std <= job.tolerance * (1 + 1e-12)),
+        "fits": bool(std <= job.tolerance * (1 + 1e-12) and wce_ok),
+        "wce": entry.metrics.get("wce"),
         "cells": entry.cost.get("cells"),
         "netlist": str(path),
         **{k: res[k] for k in ("seed", "evaluations", "wall_s", "rate", "fitness", "gates")},

@@ -16,7 +16,8 @@ the layer's recorded histograms.
   pairs it touches and its integer counts kept as integers, so the evolver's `err` is
   exact.
 - The constraint: `std(err) <= scale * |sigma_l| * std(exact accumulator)`, the fit
-  rule of `assign.select`.
+  rule of `assign.select`; optionally also |product error| <= `max_error` at every one
+  of the 65,536 operand pairs (recorded or not).
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ class Problem:
     h_val: np.ndarray  # int64 (nnz,): signed count of the pair in that output's sum
     outputs: int  # P, sampled outputs
     tolerance: float  # tolerated accumulator error std
+    max_error: int = -1  # >= 0: bound on |product error| over all 65,536 pairs
 
     @property
     def words(self) -> int:
         return self.inputs.shape[1]
 
-    def fits(self, s1: int, s2: int) -> bool:
-        return self.std(s1, s2) <= self.tolerance * (1 - MARGIN)
+    def fits(self, s1: int, s2: int, violations: int = 0) -> bool:
+        """Within the error std tolerance, and no pair beyond the worst-case bound."""
+        return violations == 0 and self.std(s1, s2) <= self.tolerance * (1 - MARGIN)
 
     def std(self, s1: int, s2: int) -> float:
         """Accumulator error std of the sampled outputs from their sums."""
@@ -86,6 +89,7 @@ def layer_problem(
     stream: int = DEFAULT_STREAM,
     seed: int = DEFAULT_SEED,
     pairs: int = SAMPLED_PAIRS,
+    max_error: int = -1,
 ) -> Problem:
     """The scoring data of one layer (see the module docstring)."""
     if stream < 128 or stream % 64:
@@ -114,4 +118,5 @@ def layer_problem(
         h_val=counts,
         outputs=h.shape[0],
         tolerance=float(tolerance),
+        max_error=int(max_error),
     )

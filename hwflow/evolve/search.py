@@ -74,11 +74,12 @@ def make_evaluator(problem: Problem, genome: Genome, backend: str = "auto") -> A
     return NumpyEvaluator(problem, genome)
 
 
-def fitness_key(problem: Problem, s: Score) -> tuple[int, float]:
-    """Smaller is fitter: (0, energy) within the constraint, else (1, std)."""
-    if problem.fits(s.s1, s.s2):
+def fitness_key(problem: Problem, s: Score) -> tuple[float, ...]:
+    """Smaller is fitter: (0, energy) within the constraints, else (1, pairs beyond the
+    worst-case bound, std)."""
+    if problem.fits(s.s1, s.s2, s.violations):
         return (0, float(s.energy))
-    return (1, problem.std(s.s1, s.s2))
+    return (1, float(s.violations), problem.std(s.s1, s.s2))
 
 
 def mutate(rng: random.Random, genome: Genome, genes: np.ndarray, mutations: int) -> list:
@@ -109,8 +110,8 @@ def problem_key(problem: Problem, seed_genome: Genome, cfg: SearchConfig) -> str
     for a in (problem.inputs, problem.pairs, problem.exact, problem.h_ptr, problem.h_row,
               problem.h_val, seed_genome.func, seed_genome.conn, seed_genome.outs):  # fmt: skip
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(json.dumps([problem.signed, problem.tolerance, cfg.lam, cfg.mutations, cfg.seed])
-             .encode())  # fmt: skip
+    setting = [problem.signed, problem.tolerance, problem.max_error, cfg.lam, cfg.mutations]
+    h.update(json.dumps([*setting, cfg.seed]).encode())
     return h.hexdigest()
 
 
@@ -148,7 +149,8 @@ def evolve(
         wall = time.monotonic() - start
         rate = (evals - start_evals) / wall if wall > 0 else 0.0
         std = problem.std(s.s1, s.s2)
-        return Progress(evals, gens, s, std, problem.fits(s.s1, s.s2), wall, rate, trace)
+        fits = problem.fits(s.s1, s.s2, s.violations)
+        return Progress(evals, gens, s, std, fits, wall, rate, trace)
 
     def save() -> None:
         if checkpoint is None:

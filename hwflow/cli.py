@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import signal
 import sys
 import threading
@@ -85,6 +86,57 @@ def cli() -> None:
     """Approximate multipliers for neural networks, from netlist to bit-exact Verilog."""
 
 
+class _Number(click.FloatRange):
+    """A finite number in a range (click's FloatRange lets nan and inf through)."""
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class _List(click.ParamType):
+    """Comma-separated values, each of click type `item` (`0,1,2`)."""
+
+    def __init__(self, item: click.ParamType) -> None:
+        self.item, self.name = item, f"{item.name} list"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, list | tuple):
+            return list(value)
+        items = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not items:
+            self.fail("give at least one value", param, ctx)
+        return [self.item.convert(v, param, ctx) for v in items]
+
+
+COUNT = click.IntRange(min=1)  # jobs, lanes, images, steps
+SEED = click.IntRange(0, 2**63 - 1)  # as a config's seed (hwflow.nn.train_config)
+POSITIVE = _Number(min=0, min_open=True)
+NON_NEGATIVE = _Number(min=0)
+
+
+class _OutputFile(click.Path):
+    """An output file option: a new file, or one hwflow wrote as `kind`, never a file of
+    a library or a run (hwflow.io.check_output_file); `slot`: the managed folder's kind
+    and the file name the command writes there by default."""
+
+    def __init__(self, kind: str, slot: str | None = None) -> None:
+        super().__init__(dir_okay=False)
+        self.kind, self.slot = kind, slot
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        from hwflow.io import RUN_KIND, check_output_file
+
+        path = super().convert(value, param, ctx)
+        try:
+            check_output_file(path, self.kind, (RUN_KIND, self.slot) if self.slot else None)
+        except HwflowError as exc:
+            self.fail(str(exc), param, ctx)
+        return path
+
+
 def echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2))
 
@@ -115,11 +167,10 @@ def executor_options(gpu_tasks: bool = False, fans_out_if: str | None = None):
         @functools.wraps(command)
         def run(*args, executor: str, ray_address: str | None, **kwargs):
             with executor_mod.using(executor, ray_address=ray_address, gpu_tasks=gpu_tasks):
-                ctx = click.get_current_context()
-                defaulted = ctx.get_parameter_source("jobs") == click.core.ParameterSource.DEFAULT
-                fans_out = fans_out_if is None or kwargs[fans_out_if]
-                if executor == "ray" and "jobs" in kwargs and defaulted and fans_out:
-                    kwargs["jobs"] = executor_mod.parallelism()
+                if "jobs" in kwargs and (fans_out_if is None or kwargs[fans_out_if]):
+                    source = click.get_current_context().get_parameter_source("jobs")
+                    given = source != click.core.ParameterSource.DEFAULT
+                    kwargs["jobs"] = executor_mod.jobs_for(kwargs["jobs"], given)
                 return command(*args, **kwargs)
 
         return run
@@ -176,8 +227,8 @@ def _published_text(cost: dict) -> str:
 @click.option("--cells", type=click.Path(), default=None,
               help="Cell modules read with every netlist (never a top).")  # fmt: skip
 @_LIB_OPTION
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel workers.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True, help="Parallel workers.")
+@click.option("--timeout", type=POSITIVE, default=300.0, show_default=True,
               help="Seconds one netlist's synthesis or simulation may take.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of entries.")
 @click.option(
@@ -211,10 +262,6 @@ def characterize(
         port_names = [p.strip() for p in ports.split(",")]
         if len(port_names) != 3 or not all(port_names):
             raise HwflowError(f"--ports needs three names A,B,O; got {ports!r}")
-    if jobs < 1:
-        raise HwflowError(f"--jobs must be at least 1, got {jobs}")
-    if not timeout > 0:
-        raise HwflowError(f"--timeout must be positive, got {timeout:g}")
     bar = progress(desc="characterize", unit="design", quiet=quiet or as_json, leave=True)
     failed = None
     try:
@@ -293,7 +340,7 @@ def library_list(library, sort_key, as_json) -> None:
 )
 @click.option(
     "--min-power",
-    type=float,
+    type=NON_NEGATIVE,
     default=None,
     help="Power threshold of the 'larger circuits' rows [default: 0.3].",
 )
@@ -315,7 +362,8 @@ def library_compare(library, costs, min_power, as_json) -> None:
 @library.command("show")
 @click.argument("name")
 @_LIB_OPTION
-@click.option("--heatmap", type=click.Path(), default=None, help="Write an error heatmap PNG.")
+@click.option("--heatmap", type=_OutputFile("error heatmap"), default=None,
+              help="Write an error heatmap PNG.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def library_show(name, library, heatmap, as_json) -> None:
     """Metrics, cost and source of one multiplier; optionally its error heatmap."""
@@ -363,7 +411,7 @@ _DEVICE_OPTION = click.option(
 @click.option("--config", "config_path", required=True, type=click.Path(), help="YAML config.")
 @click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
-@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("--seed", type=SEED, default=None, help="Override the config's seed.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="Dataset folder (digits needs none; fashion_mnist defaults to "
               "/usr/share/datasets/fashion-mnist).")  # fmt: skip
@@ -496,10 +544,11 @@ def _print_assignment(doc: dict) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @_LIB_OPTION
-@click.option("--out", type=click.Path(), default=None, help="[default: RUN/assignment.yaml]")
+@click.option("--out", type=_OutputFile("assignment", slot="assignment.yaml"), default=None,
+              help="[default: RUN/assignment.yaml]")  # fmt: skip
 @click.option(
     "--scale",
-    type=float,
+    type=NON_NEGATIVE,
     default=1.0,
     show_default=True,
     help="Multiply every layer's tolerated error std.",
@@ -514,8 +563,8 @@ def _print_assignment(doc: dict) -> None:
 @click.option("--no-record", is_flag=True, help="Fail if RUN/stats.npz is missing.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
 @_ENERGY_OPTION
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Sampling seed.")
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
               help="Parallel layer tasks of --validate.")  # fmt: skip
 @_DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment (and pairs) as JSON.")
@@ -565,9 +614,9 @@ def assign(
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--assignment", required=True, type=click.Path(), help="An assignment.yaml.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--library",
     "library",
@@ -575,7 +624,8 @@ def assign(
     type=click.Path(),
     help="[default: the assignment's library]",
 )
-@click.option("--out", type=click.Path(), default=None, help="[default: RUN/retrain.json]")
+@click.option("--out", type=_OutputFile("retrain result", slot="retrain.json"), default=None,
+              help="[default: RUN/retrain.json]")  # fmt: skip
 @_DEVICE_OPTION
 @_GRADIENT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
@@ -619,30 +669,26 @@ def retrain(
         )
 
 
-def _float_list(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{what}: expected numbers like 0.5,1,2, got {text!r}") from None
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @_LIB_OPTION
 @click.option(
     "--scales",
+    type=_List(NON_NEGATIVE),
     default="0.5,1,2,4",
     show_default=True,
     help="Comma-separated tolerance scales (heterogeneous points).",
 )
-@click.option("--epochs", type=int, default=1, show_default=True, help="Retraining per point.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seeds", default="0", show_default=True, help="Retraining seeds, e.g. 0,1,2.")
+@click.option("--epochs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retraining per point.")  # fmt: skip
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--seeds", type=_List(SEED), default="0", show_default=True,
+              help="Retraining seeds, e.g. 0,1,2.")  # fmt: skip
 @_ERROR_MODEL_OPTION
 @click.option("--no-homogeneous", is_flag=True, help="Skip the one-multiplier baselines.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
 @_ENERGY_OPTION
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel points.")
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True, help="Parallel points.")
 @click.option("--out", type=click.Path(), default=None, help="[default: RUN/sweep]")
 @_GRADIENT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -672,10 +718,10 @@ def sweep(
     rows = sweep_run(
         run_dir,
         library,
-        _float_list(scales, "--scales"),
+        scales,
         epochs=epochs,
         lr=lr,
-        seeds=[int(v) for v in _float_list(seeds, "--seeds")],
+        seeds=seeds,
         error_model=error_model,
         homogeneous=not no_homogeneous,
         jobs=jobs,
@@ -709,23 +755,26 @@ def sweep(
 @cli.command()
 @click.argument("config", type=click.Path())
 @_LIB_OPTION
-@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds.")
+@click.option("--seeds", type=_List(SEED), default="0,1,2", show_default=True,
+              help="Training seeds.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(), help="Study directory.")
-@click.option("--scales", default="0.5,1,1.5,2,3", show_default=True,
+@click.option("--scales", type=_List(NON_NEGATIVE), default="0.5,1,1.5,2,3", show_default=True,
               help="Tolerance scales of the heterogeneous points.")  # fmt: skip
 @click.option("--energy", "energy_models", default="uniform,histogram", show_default=True,
+              type=_List(click.Choice(["uniform", "histogram", "published"])),
               help="Selection energies (uniform; histogram = recorded operands).")  # fmt: skip
-@click.option("--epochs", type=int, default=1, show_default=True, help="Retraining per point.")
-@click.option("--max-steps", type=int, default=None, help="Cap on retraining steps per epoch.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--gradient-scale", type=float, default=None,
+@click.option("--epochs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retraining per point.")  # fmt: skip
+@click.option("--max-steps", type=COUNT, default=None, help="Cap on retraining steps per epoch.")
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--gradient-scale", type=NON_NEGATIVE, default=None,
               help="Scale where STE and table gradients are compared [default: the first "
               "scale more than 0.5 pp below int8].")  # fmt: skip
 @click.option("--no-gradient-compare", is_flag=True, help="Skip the table-gradient retraining.")
-@click.option("--homog-min-saved", type=float, default=0.0, show_default=True,
+@click.option("--homog-min-saved", type=_Number(), default=0.0, show_default=True,
               help="Omit homogeneous designs saving less [% energy, uniform].")  # fmt: skip
 @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel runs.")
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True, help="Parallel runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print study.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def study(config, library, seeds, out, scales, energy_models, epochs, max_steps, lr,
@@ -736,9 +785,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
 
     result = study_run(
         config, library, out,
-        seeds=[int(v) for v in _float_list(seeds, "--seeds")],
-        scales=_float_list(scales, "--scales"),
-        energy_models=[e.strip() for e in energy_models.split(",") if e.strip()],
+        seeds=seeds, scales=scales, energy_models=energy_models,
         epochs=epochs, lr=lr, max_steps=max_steps, gradient_scale=gradient_scale,
         compare_gradients=not no_gradient_compare, homog_min_saved=homog_min_saved,
         data_dir=data_dir, jobs=jobs,
@@ -810,8 +857,9 @@ def evolve(
 @click.argument("run", type=click.Path(file_okay=False, path_type=str))
 @click.option("--assignment", required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str))
-@click.option("--lanes", default=16, show_default=True, help="MAC lanes per layer engine.")
-@click.option("--images", default=16, show_default=True, help="Test images to record.")
+@click.option("--lanes", type=COUNT, default=16, show_default=True,
+              help="MAC lanes per layer engine.")  # fmt: skip
+@click.option("--images", type=COUNT, default=16, show_default=True, help="Test images to record.")
 @click.option("--library", default=None, help="Library directory [default: the assignment's].")
 @click.option("--retrained", default=None, help="Retrain checkpoint whose weights to deploy.")
 @click.option("--network/--no-network", default=True, show_default=True,
@@ -881,7 +929,7 @@ def export_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option(
-    "--jobs", type=click.IntRange(min=1), default=None,
+    "--jobs", type=COUNT, default=None,
     help="Simulations run in parallel [default: one process each, up to the CPU count].",
 )  # fmt: skip
 @executor_options()
@@ -939,9 +987,11 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
 @click.option("--config", "train_config", default=None, type=click.Path(dir_okay=False),
               help="Training config [default: hwflow's examples/digits.yaml].")  # fmt: skip
 @click.option("--quick", is_flag=True, help="A few steps per stage (tests, smoke runs).")
-@click.option("--scale", default=1.0, show_default=True, help="Tolerance scale for assign.")
-@click.option("--jobs", "-j", default=2, show_default=True, help="Parallel workers.")
-@click.option("--seed", default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--scale", type=NON_NEGATIVE, default=1.0, show_default=True,
+              help="Tolerance scale for assign.")  # fmt: skip
+@click.option("--jobs", "-j", type=COUNT, default=2, show_default=True, help="Parallel workers.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seed for every random choice.")  # fmt: skip
 @click.option("--force", multiple=True, help="Rerun this step even if its outputs exist.")
 @_ENERGY_OPTION
 @executor_options()

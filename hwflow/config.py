@@ -1,8 +1,10 @@
 """YAML configs loaded into dataclasses, strictly.
 
 `load_dataclass(cls, data)` walks a (nested) dataclass type and the safe_loaded YAML
-together; an unknown key, a missing required key or a value of the wrong type raises
-ConfigError naming the full key path (e.g. `train.qat.lr: expected float, got 'fast'`).
+together; an unknown key, a missing required key, a value of the wrong type or outside
+its field's range (`ranged`) raises ConfigError naming the full key path (e.g.
+`train.qat.lr: expected float, got 'fast'`, `qat.lr: must be > 0, got -1`).
+`check_ranges` applies the same ranges to a config built in Python.
 Stage configs (train, assign, export...) are dataclasses declared next to the stage
 and loaded through here.
 """
@@ -90,6 +92,53 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config field may take (None: no bound on that side)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: Any, key: str) -> None:
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return  # the type check names that; None is an optional field's "unset"
+        ok = not (
+            (self.ge is not None and not value >= self.ge)
+            or (self.gt is not None and not value > self.gt)
+            or (self.le is not None and not value <= self.le)
+            or (self.lt is not None and not value < self.lt)
+        )
+        if not ok:
+            raise ConfigError(f"{key}: must be {self}, got {value!r}")
+
+    def __str__(self) -> str:
+        parts = [
+            f"{op} {bound:g}" if isinstance(bound, float) else f"{op} {bound}"
+            for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if bound is not None
+        ]
+        return " and ".join(parts)
+
+
+def ranged(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value must lie in `Range(**bounds)` (checked on load and
+    by `check_ranges`), e.g. `lr: float = ranged(0.05, gt=0)`."""
+    return dataclasses.field(default=default, metadata={"range": Range(**bounds)})
+
+
+def check_ranges(obj: Any, path: str = "") -> None:
+    """Check every ranged field of dataclass `obj` and of the dataclasses it holds."""
+    for f in dataclasses.fields(obj):
+        key = f"{path}.{f.name}" if path else f.name
+        value = getattr(obj, f.name)
+        if "range" in f.metadata:
+            f.metadata["range"].check(value, key)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, key)
+
+
 def load_dataclass(cls: type[T], data: Any, path: str = "") -> T:
     """Build dataclass `cls` from a mapping; every error names its key path."""
     where = path or "<top>"
@@ -108,6 +157,8 @@ def load_dataclass(cls: type[T], data: Any, path: str = "") -> T:
         key = f"{path}.{name}" if path else name
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], key)
+            if "range" in field.metadata:
+                field.metadata["range"].check(kwargs[name], key)
         elif (
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
         ):

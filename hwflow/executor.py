@@ -170,6 +170,15 @@ def parallelism() -> int:
     return os.cpu_count() or 1
 
 
+def jobs_for(jobs: Any, given: bool) -> Any:
+    """A command's parallel tasks: `jobs` where the user gave them; left at the command's
+    default, Ray runs as many as its cluster has CPUs (the command fills the cluster,
+    connecting to it now), the local pool the default."""
+    if not given and current().kind == "ray":
+        return parallelism()
+    return jobs
+
+
 def describe(item: Any, limit: int = 200) -> str:
     """A short name for an item in error messages: its netlist, design or point (names,
     paths and numbers; arrays and other bulk left out)."""

@@ -174,7 +174,8 @@ def test_failure_does_not_create_a_library(tmp_path):
         (["--builtin", "x.v"], "give netlist files or --builtin"),
         (["--builtin", "--top", "t"], "apply to netlists"),
         (["x.v", "--ports", "A,B"], "--ports needs three names"),
-        (["x.v", "--jobs", "0"], "--jobs must be at least 1"),
+        (["x.v", "--jobs", "0"], "0 is not in the range x>=1"),
+        (["x.v", "--timeout", "nan"], "'nan' is not a finite number"),
     ],
 )
 def test_bad_options(args, message, tmp_path):

@@ -197,7 +197,7 @@ def test_export_errors_leave_no_directory(run_and_library, tmp_path):
     root, run, lib = run_and_library
     out = tmp_path / "design"
     cases = [
-        (["--lanes", "0"], "--lanes must be >= 1"),
+        (["--lanes", "0"], "invalid value for '--lanes': 0 is not in the range x>=1"),
         (["--images", "100000"], "has only"),
     ]
     assignment = _assignment(tmp_path, lib, {})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,14 @@ def retrain_key(
     return sha256_bytes(assignment_text + f"|{epochs}|{lr}|{seed}{tag}".encode())[:12]
 
 
+def check_retrain_options(epochs: int, lr: float) -> None:
+    """Refuse retraining settings before anything is written (sweeps and studies too)."""
+    if epochs < 0:
+        raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
+    if not (lr > 0 and math.isfinite(lr)):  # nan compares false: refused too
+        raise AssignmentError(f"--lr must be a finite number > 0, got {lr}")
+
+
 def retrain_run(
     run_dir: str | os.PathLike[str],
     assignment: str | os.PathLike[str],
@@ -104,10 +113,7 @@ def retrain_run(
     from hwflow.nn.kernels import GRADIENTS
     from hwflow.nn.train import load_run, torch_threads
 
-    if epochs < 0:
-        raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
-    if lr <= 0:
-        raise AssignmentError(f"--lr must be > 0, got {lr}")
+    check_retrain_options(epochs, lr)
     run_dir = Path(run_dir)
     assignment = Path(assignment)
     chosen = Assignment.load(assignment)

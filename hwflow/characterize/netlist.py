@@ -48,6 +48,10 @@ CLOCK_NAMES = {"clk", "clock", "clk_i", "rst", "reset", "rst_n", "resetn", "en",
 # Default bound on one tool step for one netlist (yosys, a simulator launch per design):
 # the largest built-in takes ~1 s per step; a 50 MB gate netlist needs a higher --timeout.
 DEFAULT_TIMEOUT_S = 300.0
+# The name every user file has where yosys reads it. A yosys script is plain text that
+# splits words at spaces and commands at `;`, and quoting cannot carry every name, so the
+# user's name never reaches the script; messages map this name back to it.
+STAGED_NAME = "source.v"
 # System functions a combinational netlist may use: pure, evaluated at elaboration or
 # as plain arithmetic. Every other `$name` (file I/O, $display, $finish, $system, ...)
 # is refused.
@@ -266,10 +270,10 @@ def read_modules(path: Path, what: str = "", timeout: float = DEFAULT_TIMEOUT_S)
     `what`: the user's name for `path` in messages (when `path` is a normalized copy)."""
     with tempfile.TemporaryDirectory(prefix="hwflow-yosys-") as tmp:
         work = Path(tmp)
-        shutil.copyfile(path, work / path.name)
-        script = [f"read_verilog -sv {path.name}", "proc", "write_json modules.json"]
+        shutil.copyfile(path, work / STAGED_NAME)
+        script = [f"read_verilog -sv {STAGED_NAME}", "proc", "write_json modules.json"]
         what = what or str(path)
-        item = YosysItem(tuple(script), "modules.json", what, {path.name: what})
+        item = YosysItem(tuple(script), "modules.json", what, {STAGED_NAME: what})
         error = run_yosys_items([item], work, timeout)[0]
         if error is not None:
             raise error
@@ -444,12 +448,12 @@ class CellLibrary:
 
 
 def stage_netlist(path: Path, folder: Path) -> Staged:
-    """Copy `path` (normalized, system tasks refused) to `folder`/<its name>."""
+    """Copy `path` (normalized, system tasks refused) to `folder`/STAGED_NAME."""
     data, text = read_source(path)
     check_system_tasks(text, path)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / path.name).write_text(text)
-    return Staged(path, f"{folder.name}/{path.name}", sha256_bytes(data), text)
+    (folder / STAGED_NAME).write_text(text)
+    return Staged(path, f"{folder.name}/{STAGED_NAME}", sha256_bytes(data), text)
 
 
 def stage_cells(cells: str | os.PathLike[str], work: Path) -> CellLibrary:

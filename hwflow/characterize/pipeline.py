@@ -34,7 +34,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +47,7 @@ from hwflow.characterize.costs import attach_published, read_costs
 from hwflow.characterize.energy import energy_cost, output_codes, refresh_library_energy
 from hwflow.characterize.netlist import (
     DEFAULT_TIMEOUT_S,
+    STAGED_NAME,
     CellLibrary,
     Netlist,
     Staged,
@@ -59,7 +59,7 @@ from hwflow.characterize.simulate import MAX_BATCH, SimView, simulate_views
 from hwflow.characterize.synth import ElabJob, Elaborated, Gates, elaborate_batch
 from hwflow.errors import ConfigError, HwflowError, NetlistError
 from hwflow.executor import run_parallel
-from hwflow.io import sha256_bytes
+from hwflow.io import sha256_bytes, temp_dir
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
 from hwflow.multipliers.table import compute_metrics, exact_table, output_to_int
 
@@ -393,7 +393,7 @@ def tool_versions() -> dict[str, str]:
 
 def _check_cells(cells: str | os.PathLike[str], timeout: float) -> CellLibrary:
     """Check a cell-library file once (syntax, system tasks) and list its modules."""
-    with tempfile.TemporaryDirectory(prefix="hwflow-cells-") as tmp:
+    with temp_dir("hwflow-cells-") as tmp:
         return stage_cells(cells, Path(tmp))
 
 
@@ -504,7 +504,7 @@ def _run_group(group: _Group) -> list[_Result]:
     Each design fails alone: its _Result carries the error message."""
     opts = group.options
     results: dict[str, _Result] = {}
-    with tempfile.TemporaryDirectory(prefix="hwflow-char-") as tmp:
+    with temp_dir("hwflow-char-") as tmp:
         work = Path(tmp)
         cell_files: list[str] = []
         names: dict[str, str] = {}
@@ -521,11 +521,11 @@ def _run_group(group: _Group) -> list[_Result]:
                 text = _generate(d.spec)
                 folder = work / key
                 folder.mkdir()
-                (folder / f"{d.name}.v").write_text(text)
+                (folder / STAGED_NAME).write_text(text)
                 sha = sha256_bytes(text.encode())
                 d = replace(d, source={**d.source, "sha256": sha})
-                nl = Netlist(folder / f"{d.name}.v", d.top, d.ports, frozenset({d.top}), sha)
-                ready.append((d, key, nl, {f"{key}/{d.name}.v": d.name}))
+                nl = Netlist(folder / STAGED_NAME, d.top, d.ports, frozenset({d.top}), sha)
+                ready.append((d, key, nl, {f"{key}/{STAGED_NAME}": d.name}))
                 continue
             assert d.path is not None
             try:
@@ -555,7 +555,7 @@ def _run_group(group: _Group) -> list[_Result]:
         # 2. simulation view and synthesis (one yosys process)
         jobs = []
         for d, key, nl, file_names in ready:
-            own = f"{key}/{nl.path.name}"
+            own = f"{key}/{STAGED_NAME}"  # what stage_netlist wrote: no user name in scripts
             files = (*cell_files, own) if d.spec is None else (own,)
             what = str(d.path) if d.path is not None else d.name
             jobs.append(ElabJob(key, files, nl.top, nl.ports, what, file_names))

@@ -36,7 +36,7 @@ import numpy as np
 from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, check_selection, library_view, run_stats
-from hwflow.assign.retrain import predict_test_set
+from hwflow.assign.retrain import check_retrain_options, predict_test_set
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
 from hwflow.experiments.statistics import discordant, mcnemar_exact, mean_ci, paired
@@ -49,6 +49,7 @@ from hwflow.experiments.sweep import (
 from hwflow.io import (
     check_dir,
     claim_dir,
+    exclusive_writer,
     read_json,
     write_json,
     write_text,
@@ -297,6 +298,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 # -- the study --------------------------------------------------------------------------------
+@exclusive_writer("study", lambda a: a["out"])
 def study_run(
     config: str | os.PathLike[str],
     library: str | os.PathLike[str],
@@ -334,8 +336,7 @@ def study_run(
         )
     for em in energy_models:  # the study always records the operand energy
         check_selection(error_model, em, hist_energy=True)
-    if epochs < 0:
-        raise AssignmentError(f"--epochs must be >= 0, got {epochs}")
+    check_retrain_options(epochs, lr)
     check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
     load_train_config(config)  # a bad config fails before anything is trained
     lib = library_view(library)

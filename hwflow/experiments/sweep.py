@@ -24,11 +24,13 @@ import numpy as np
 from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, check_selection, library_view, run_stats
+from hwflow.assign.retrain import check_retrain_options
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
 from hwflow.io import (
     check_dir,
     claim_dir,
+    exclusive_writer,
     read_json,
     write_bytes,
     write_text,
@@ -153,6 +155,7 @@ def retrain_point(job: RetrainJob) -> dict:
     )
 
 
+@exclusive_writer("sweep", lambda a: a["out_dir"] or Path(a["run_dir"]) / "sweep")
 def sweep_run(
     run_dir: str | os.PathLike[str],
     library: str | os.PathLike[str],
@@ -177,6 +180,7 @@ def sweep_run(
     `energy_model`: what the heterogeneous selections minimise (None: as `assign_run`)."""
     from hwflow.nn.train import load_run
 
+    check_retrain_options(epochs, lr)
     if not scales:
         raise AssignmentError("--scales: give at least one scale")
     if any(s < 0 for s in scales):

@@ -186,7 +186,7 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: any error is theirs to fix, in one line
+    except (Exception, SystemExit) as exc:  # the user's code: any error is theirs, in one line
         del sys.modules[name]
         raise ConfigError(
             f"model.factory: {path}: importing it failed: {type(exc).__name__}: {exc}"
@@ -213,7 +213,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
                 f"model.factory: module {source!r} not found ({exc}); name a .py file or an "
                 "importable module"
             ) from None
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in user code must not end hwflow
             raise ConfigError(
                 f"model.factory: importing {source!r} failed: {type(exc).__name__}: {exc}"
             ) from None
@@ -231,7 +231,7 @@ def build_from_factory(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn
     fn = load_factory(spec)
     try:
         model = fn(**dict(kwargs or {}))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ConfigError(
             f"model.factory: {spec}(**{dict(kwargs or {})}) failed: {type(exc).__name__}: {exc}"
         ) from None

@@ -32,18 +32,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hwflow.artifacts import SUMMARY_FILE, RunSummary, SummaryLayer
-from hwflow.config import dump_dataclass, load_config, load_dataclass
+from hwflow.config import dump_dataclass, load_dataclass
 from hwflow.errors import ConfigError, RunError
 from hwflow.io import (
+    RUN_KIND,
     check_dir,
     claim_dir,
+    exclusive_writer,
     load_torch,
     read_yaml,
     save_torch,
@@ -51,145 +53,28 @@ from hwflow.io import (
     write_yaml,
 )
 from hwflow.nn import layers as L
-from hwflow.nn.agn import LAMBDA, SIGMA_INIT, SIGMA_MAX, agn_loss
+from hwflow.nn.agn import agn_loss
 from hwflow.nn.data import Data, Split, load_data
 from hwflow.nn.device import resolve_device
 from hwflow.nn.models import (
     build_from_factory,
     build_model,
     check_approximable,
-    is_factory_file,
     load_float_weights,
 )
+from hwflow.nn.train_config import (  # noqa: F401 (the configs' old home: callers import them here)
+    STAGES,
+    AGNConfig,
+    DataConfig,
+    ModelConfig,
+    QATConfig,
+    RetrainConfig,
+    StageConfig,
+    TrainConfig,
+    load_train_config,
+    validate,
+)
 from hwflow.progress import progress
-
-STAGES = ("float", "qat", "agn")
-RUN_KIND = "train run"  # the run directory's marker (hwflow.io.claim_dir)
-REQUIRED_KEYS = ("data.dataset",)  # a config file must name these (and model.name or .factory)
-
-
-@dataclass
-class DataConfig:
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"] = "digits"
-    data_dir: str | None = None
-    split_seed: int = 0
-    val_fraction: float = 0.15
-    augment: bool = True
-    image_size: int = 64
-    max_samples: int | None = None  # truncate every split (smoke runs)
-    batch_size: int = 64
-    eval_batch_size: int = 512
-
-
-@dataclass
-class ModelConfig:
-    name: str = "digits_cnn"  # a built-in model (hwflow.nn.models.MODELS); or:
-    # a user's network: "file.py:build_net" (relative to the config file) or
-    # "package.module:build_net", called with `kwargs`, returning an nn.Module
-    factory: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    # torch.save(model.state_dict()) of the trained float network (relative to the config
-    # file): the float stage is skipped and QAT starts from these weights
-    weights: str | None = None
-    bn: bool | None = None
-    operands: Literal["auto", "signed", "unsigned"] = "auto"
-    per_channel: bool = False
-    observer: Literal["ema", "minmax"] = "ema"
-
-
-@dataclass
-class StageConfig:
-    epochs: int = 10
-    lr: float = 0.05
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: Literal["cosine", "constant"] = "cosine"
-    max_steps: int | None = None  # per-epoch cap on training steps (smoke runs)
-
-
-@dataclass
-class QATConfig(StageConfig):
-    lr: float = 0.01
-    calibration_batches: int = 8
-
-
-@dataclass
-class AGNConfig(StageConfig):
-    lr: float = 0.1
-    lam: float = LAMBDA
-    sigma_init: float = SIGMA_INIT
-    sigma_max: float = SIGMA_MAX
-    sigma_lr: float | None = None  # default: lr
-    noise: Literal["pool", "randn"] = "pool"  # see hwflow.nn.agn.standard_noise
-
-
-@dataclass
-class RetrainConfig:
-    # Backward of approx-mode layers when retraining: "ste" (the exact product's) or
-    # "table" (the multiplier table's own slopes, hwflow.nn.kernels.table_gradients).
-    gradient: Literal["ste", "table"] = "ste"
-
-
-@dataclass
-class TrainConfig:
-    seed: int = 0
-    # torch intra-op threads (None: chosen by measurement, `auto_threads`). Small models
-    # train several times faster on one thread: OpenMP threads spin and thrash on a busy
-    # machine.
-    threads: int | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    float: StageConfig = field(default_factory=StageConfig)
-    qat: QATConfig = field(default_factory=QATConfig)
-    agn: AGNConfig = field(default_factory=AGNConfig)
-    retrain: RetrainConfig = field(default_factory=RetrainConfig)
-
-
-def load_train_config(path: str | Path) -> TrainConfig:
-    """A training config; the model's factory file and weights are resolved relative to the
-    config file's directory (absolute in the run's copy, so the run loads from anywhere)."""
-    cfg = load_config(TrainConfig, path, required=REQUIRED_KEYS)
-    model = (read_yaml(path) or {}).get("model")
-    if not isinstance(model, dict) or not {"name", "factory"} & set(model):
-        raise ConfigError(
-            f"{path}: model.name: required key is missing (or model.factory for your own network)"
-        )
-    cfg = replace(cfg, model=_resolve_model_paths(cfg.model, Path(path).parent))
-    _validate(cfg, str(path))
-    return cfg
-
-
-def _resolve_model_paths(mc: ModelConfig, base: Path) -> ModelConfig:
-    factory, weights = mc.factory, mc.weights
-    if factory is not None:
-        source, sep, attr = factory.rpartition(":")
-        if sep and is_factory_file(source) and not Path(source).expanduser().is_absolute():
-            factory = f"{(base / source).resolve()}:{attr}"
-    if weights is not None and not Path(weights).expanduser().is_absolute():
-        weights = str((base / weights).resolve())
-    return replace(mc, factory=factory, weights=weights)
-
-
-def _validate(cfg: TrainConfig, where: str) -> None:
-    for name in STAGES:
-        st = getattr(cfg, name)
-        if st.epochs < 0:
-            raise ConfigError(f"{where}: {name}.epochs: must be >= 0, got {st.epochs}")
-        if st.lr <= 0:
-            raise ConfigError(f"{where}: {name}.lr: must be > 0, got {st.lr}")
-        if st.max_steps is not None and st.max_steps < 1:
-            raise ConfigError(f"{where}: {name}.max_steps: must be >= 1")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ConfigError(f"{where}: threads: must be >= 1")
-    if cfg.qat.calibration_batches < 1:
-        raise ConfigError(f"{where}: qat.calibration_batches: must be >= 1")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"{where}: data.val_fraction: must lie in (0, 1)")
-    if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
-        raise ConfigError(f"{where}: data.batch_size: must be >= 1")
-    if cfg.model.factory is None and (cfg.model.kwargs or cfg.model.weights):
-        raise ConfigError(f"{where}: model.kwargs and model.weights need model.factory")
 
 
 # -- building blocks ------------------------------------------------------------------
@@ -237,7 +122,25 @@ def build_approx_model(cfg: TrainConfig, data: Data) -> nn.Module:
             f"model.factory: {cfg.model.factory}: the network fails on a batch of shape "
             f"{tuple(x.shape)}: {type(exc).__name__}: {exc}"
         ) from None
+    if cfg.model.factory is not None:
+        _check_logits(model, x, data.num_classes, cfg.model.factory)
     return model
+
+
+def _check_logits(model: nn.Module, x: torch.Tensor, classes: int, factory: str) -> None:
+    """A user's network must return the logits, one row of `classes` per image (in eval
+    mode, as `approximate` ran it: nothing it holds changes)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    model.train(was_training)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (len(x), classes):
+        got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"
+        raise ConfigError(
+            f"model.factory: {factory}: forward returns {got}; hwflow needs the logits, one "
+            f"tensor of shape (batch, {classes})"
+        )
 
 
 @torch.no_grad()
@@ -512,6 +415,7 @@ def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
         )
 
 
+@exclusive_writer("run", lambda a: a["out"])
 def train(
     cfg: TrainConfig,
     out: str | Path,
@@ -529,7 +433,7 @@ def train(
     chosen by measurement (`auto_threads`) when that is None.
     """
     out = Path(out)
-    _validate(cfg, "config")
+    validate(cfg, "config")
     _check_out_dir(out, cfg, resume)
     if resume and (out / SUMMARY_FILE).is_file():
         return RunSummary.load(out / SUMMARY_FILE).to_dict()

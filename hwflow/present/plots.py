@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: figures are drawn on machines without a scree
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hwflow.io import atomic_path  # noqa: E402
+from hwflow.io import PNG_SOFTWARE, atomic_path  # noqa: E402
 from hwflow.multipliers.table import error_table, operand_values  # noqa: E402
 from hwflow.pareto import pareto_front  # noqa: E402
 
@@ -25,11 +25,13 @@ _CHOSEN = "tab:red"
 _OTHER = "tab:blue"
 
 
-def save(fig: plt.Figure, path: str | os.PathLike[str], dpi: int) -> Path:
-    """Lay out, write the PNG atomically, free the figure."""
+def save(fig: plt.Figure, path: str | os.PathLike[str], dpi: int, kind: str = "figure") -> Path:
+    """Lay out, write the PNG atomically, free the figure. The PNG's `Software` text says
+    which hwflow figure it is (`kind`): an output option may replace it, and only it."""
     fig.tight_layout()
+    software = PNG_SOFTWARE.format(kind=kind)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": software})
     plt.close(fig)
     return Path(path)
 
@@ -203,7 +205,7 @@ def error_heatmap(lib: Any, name: str, path: str | os.PathLike[str]) -> Path:
         f"MAE {entry.metrics['mae']:.3g}, WCE {entry.metrics['wce']:.0f}"
     )
     fig.colorbar(im, ax=ax, label="error (approx - exact)")
-    return save(fig, path, dpi=100)  # the figure's own dpi, as it was drawn
+    return save(fig, path, dpi=100, kind="error heatmap")  # the figure's own dpi
 
 
 # -- experiments ------------------------------------------------------------------------

@@ -179,6 +179,7 @@ def trace_plans(
     return plans, {name: name in assigned for name in layers}
 
 
+@io.exclusive_writer("export", lambda a: a["out"])
 def export_run(
     run_dir: str | os.PathLike[str],
     assignment: str | os.PathLike[str],

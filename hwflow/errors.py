@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def listing(names: Iterable[str], limit: int = 8) -> str:
+    """Names for a one-line message: all of a few, else the first `limit` and the count
+    (a file of 10,000 modules must not make a 100 KB error line)."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, ... ({len(names):,} in all)"
+
 
 class HwflowError(Exception):
     """A user-facing error: bad input, missing file, failed tool run.

@@ -219,7 +219,11 @@ def atomic_dir(path: str | os.PathLike[str], kind: str) -> Iterator[Path]:
             old_prefix = f".{path.name}.old-{os.getpid()}-"
             old = Path(tempfile.mkdtemp(prefix=old_prefix, dir=path.parent))
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # the earlier one stays whole
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
@@ -240,8 +244,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale(folder: str | os.PathLike[str], prefix: str) -> None:
-    """Remove `folder`/`prefix`PID-... left by processes no longer running (kill -9
-    skips every cleanup); a live process's, or a name of another shape, stays."""
+    """Remove the entries of `folder` named `prefix` + PID + "-..." whose process no
+    longer runs (kill -9 skips every cleanup); a live process's, or another name, stays."""
     shape = re.compile(re.escape(prefix) + r"(\d+)-")
     with contextlib.suppress(OSError):
         for entry in Path(folder).iterdir():
@@ -256,11 +260,15 @@ def remove_stale(folder: str | os.PathLike[str], prefix: str) -> None:
 
 @contextlib.contextmanager
 def temp_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory `prefix`PID-... in the system's temp folder, removed after
-    the block; those of killed hwflow processes with this prefix are removed first."""
+    """A temporary directory named `prefix` + PID + "-..." in the system's temp folder,
+    removed after the block; those of killed processes with this prefix go first."""
     root = tempfile.gettempdir()
     remove_stale(root, prefix)
-    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=root) as tmp:
+    try:
+        made = tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=root)
+    except OSError as exc:
+        raise write_error(root, exc) from None
+    with made as tmp:
         yield Path(tmp)
 
 

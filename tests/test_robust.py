@@ -451,3 +451,17 @@ def test_ray_fills_its_cluster_only_when_jobs_are_left_at_their_default(monkeypa
         assert (executor.jobs_for(1, given=False), executor.jobs_for(3, given=True)) == (7, 3)
     with executor.using("local"):
         assert executor.jobs_for(2, given=False) == 2
+
+
+def test_a_file_of_ten_thousand_modules_without_top_is_a_short_line() -> None:
+    from hwflow.characterize.netlist import find_top
+    from hwflow.errors import NetlistError
+
+    modules = {f"mul_{i:05d}": {} for i in range(10_000)}
+    with pytest.raises(NetlistError) as err:
+        find_top(modules, Path("big.v"))
+    message = str(err.value)
+    assert len(message) < 300, len(message)
+    assert "mul_00000, mul_00001" in message and "(10,000 in all)" in message
+    with pytest.raises(NetlistError, match=r"\(10,000 in all\)\)$"):
+        find_top(modules, Path("big.v"), top="nosuch")

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hwflow.errors import NetlistError
+from hwflow.errors import NetlistError, listing
 from hwflow.io import sha256_bytes
 
 PORT_STYLES: tuple[tuple[str, str, str], ...] = (("a", "b", "o"), ("A", "B", "O"), ("A", "B", "Z"))
@@ -291,7 +291,7 @@ def find_top(
     if top is not None:
         if top not in modules:
             raise NetlistError(
-                f"{path}: no module named {top!r} (modules: {', '.join(sorted(modules))})"
+                f"{path}: no module named {top!r} (modules: {listing(sorted(modules))})"
             )
         return top
     used = {cell["type"] for m in modules.values() for cell in m.get("cells", {}).values()}
@@ -301,7 +301,7 @@ def find_top(
     if not roots:
         raise NetlistError(f"{path}: no top module found (every module is instantiated)")
     raise NetlistError(
-        f"{path}: several top-level modules ({', '.join(roots)}); choose one with --top NAME"
+        f"{path}: several top-level modules ({listing(roots)}); choose one with --top NAME"
     )
 
 
@@ -312,7 +312,7 @@ def detect_ports(
     declared: dict[str, tuple[str, int]] = {
         name: (p["direction"], len(p["bits"])) for name, p in module["ports"].items()
     }
-    listing = ", ".join(f"{d} {n}[{w}]" for n, (d, w) in declared.items())
+    ports_text = listing(f"{d} {n}[{w}]" for n, (d, w) in declared.items())
     clocks = sorted(n for n in declared if n.lower() in CLOCK_NAMES)
     if clocks:
         raise NetlistError(
@@ -326,13 +326,13 @@ def detect_ports(
         missing = [n for n in chosen if n not in declared]
         if missing:
             raise NetlistError(
-                f"{path}: module {top} has no port {missing[0]!r} (ports: {listing})"
+                f"{path}: module {top} has no port {missing[0]!r} (ports: {ports_text})"
             )
     else:
         matches = [style for style in PORT_STYLES if all(n in declared for n in style)]
         if not matches:
             raise NetlistError(
-                f"{path}: cannot tell the multiplier ports of {top} (ports: {listing}); "
+                f"{path}: cannot tell the multiplier ports of {top} (ports: {ports_text}); "
                 "name them with --ports A,B,O"
             )
         chosen = matches[0]
@@ -348,7 +348,7 @@ def detect_ports(
     extra = [n for n in declared if n not in chosen]
     if extra:
         raise NetlistError(
-            f"{path}: module {top} has extra ports ({', '.join(extra)}); a multiplier has "
+            f"{path}: module {top} has extra ports ({listing(extra)}); a multiplier has "
             f"exactly the ports {','.join(chosen)}"
         )
     return chosen  # type: ignore[return-value]

@@ -434,9 +434,8 @@ def test_options_out_of_range_are_refused_by_their_type(args, fragment) -> None:
 
 
 def test_sweep_refuses_negative_epochs_before_making_a_folder(tmp_path: Path) -> None:
-    from hwflow.assign.sweep import sweep_run
-
     from hwflow.errors import AssignmentError
+    from hwflow.experiments.sweep import sweep_run
 
     with pytest.raises(AssignmentError, match="--epochs must be >= 0, got -1"):
         sweep_run(tmp_path / "run", tmp_path / "lib", [1.0], epochs=-1)
@@ -465,3 +464,26 @@ def test_a_file_of_ten_thousand_modules_without_top_is_a_short_line() -> None:
     assert "mul_00000, mul_00001" in message and "(10,000 in all)" in message
     with pytest.raises(NetlistError, match=r"\(10,000 in all\)\)$"):
         find_top(modules, Path("big.v"), top="nosuch")
+
+
+def test_a_characterize_that_fails_midway_keeps_the_designs_it_finished(tmp_path, monkeypatch):
+    from hwflow.characterize import pipeline
+    from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+    from hwflow.multipliers.table import compute_metrics, exact_table
+
+    def first_then_full_disk(fn, groups, jobs):
+        design = list(groups)[0].designs[0]
+        table = exact_table(False)
+        cost = {"cells": 1, "gates": {}, "area": 1.0, "depth": 1, "energy": 2.0}
+        entry = LibraryEntry(design.name, False, design.source, compute_metrics(table, False), cost)
+        yield [pipeline._Result(design.name, new=NewEntry(entry, table, "// stub\n", "{}"))]
+        raise HwflowError(f"{tmp_path}/tmp: cannot write (No space left on device)")
+
+    monkeypatch.setattr(pipeline, "run_parallel", first_then_full_disk)
+    files = []
+    for name in ("first", "second"):
+        files.append(tmp_path / f"{name}.v")
+        files[-1].write_text((NL / "trunc_u.v").read_text().replace("mul8u_trunc4", name))
+    with pytest.raises(HwflowError, match="No space left on device"):
+        pipeline.characterize_netlists(files, tmp_path / "lib")
+    assert [e.name for e in Library.open(tmp_path / "lib").entries] == ["first"]

@@ -170,6 +170,16 @@ def netlist_files(
     return [f for f in out if unique.get(f.resolve() if f.exists() else f) is f]
 
 
+def _commit_what_fits(lib: Library, pending: list[NewEntry]) -> None:
+    """Commit finished entries one at a time while they fit (on a full disk the first
+    that does not fit ends it; the run's own error is the one reported)."""
+    for item in pending:
+        try:
+            lib.commit([item])
+        except HwflowError:
+            return
+
+
 def characterize_netlists(
     paths: Sequence[str | os.PathLike[str]],
     library: str | os.PathLike[str],
@@ -258,23 +268,27 @@ def characterize_netlists(
     committed: set[str] = set()
     pending: list[NewEntry] = []
     last, wait = time.monotonic(), COMMIT_EVERY_S
-    for results in run_parallel(_run_group, _groups(todo, jobs, options), jobs):
-        for r in results:
-            if r.new is None:
-                failures.append(Failure(str(_path_of(todo, r.name)), r.error))
-            else:
-                new.append(r.new)
-                pending.append(r.new)
-                notes[r.name] = r.note
-        if pending and time.monotonic() - last >= wait:  # keep what is done (resumable)
-            start = time.monotonic()
-            lib.commit(pending)
-            committed.update(n.entry.name for n in pending)
-            pending = []
-            last = time.monotonic()
-            wait = max(COMMIT_EVERY_S, 10 * (last - start))
-        if progress:
-            progress(len(results))
+    try:
+        for results in run_parallel(_run_group, _groups(todo, jobs, options), jobs):
+            for r in results:
+                if r.new is None:
+                    failures.append(Failure(str(_path_of(todo, r.name)), r.error))
+                else:
+                    new.append(r.new)
+                    pending.append(r.new)
+                    notes[r.name] = r.note
+            if pending and time.monotonic() - last >= wait:  # keep what is done (resumable)
+                start = time.monotonic()
+                lib.commit(pending)
+                committed.update(n.entry.name for n in pending)
+                pending = []
+                last = time.monotonic()
+                wait = max(COMMIT_EVERY_S, 10 * (last - start))
+            if progress:
+                progress(len(results))
+    except (HwflowError, KeyboardInterrupt):  # a full disk, an interrupt: keep what finished
+        _commit_what_fits(lib, pending)
+        raise
     fresh = {n.entry.name: n for n in new}
     for design, of in twins:
         copied = _copy_entry(lib, fresh, design, of)

@@ -808,11 +808,11 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
 @click.argument("run_dir", type=click.Path())
 @_LIB_OPTION
 @click.option("--layers", default=None, help="Comma-separated layer names [default: all].")
-@click.option("--scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--scale", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Tolerance scale, as in assign.")  # fmt: skip
 @click.option("--budget", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Candidate evaluations per layer.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Search seed.")
 @click.option("--lam", type=click.IntRange(min=1), default=4, show_default=True,
               help="Children per generation.")  # fmt: skip
 @click.option("--mutations", type=click.IntRange(min=1), default=3, show_default=True,
@@ -823,7 +823,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
               help="Also bound |product error| at all 65,536 operand pairs.")  # fmt: skip
 @click.option("--from-library", is_flag=True,
               help="Seed from the layer's best existing design (else exact).")  # fmt: skip
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
               help="Layers evolved side by side.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")

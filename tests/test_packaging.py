@@ -58,8 +58,12 @@ def test_the_wheel_holds_every_package_testbench_template_and_kernel_source(tmp_
     expected = {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("sim", "*.py")}
     expected |= {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("rtl_templates")}
     expected |= {f"hwflow/_files/{f.relative_to(ROOT).as_posix()}" for f in _files("examples")}
-    expected |= {"hwflow/nn/_table_kernel.cpp", "hwflow/evolve/_evolve_kernel.cpp"}
-    expected |= {"hwflow/py.typed"}
+    # every file of the package itself: modules, kernel sources, templates, py.typed
+    expected |= {
+        f.relative_to(ROOT).as_posix()
+        for f in (ROOT / "hwflow").rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix not in {".pyc", ".so", ".o"}
+    }
     assert expected <= names, sorted(expected - names)
     _demo_config_resolves_inside(wheel, tmp_path)
 

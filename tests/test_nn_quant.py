@@ -61,3 +61,20 @@ def test_round_clamp_matches_round_half_even_formula():
     for offset, lo, hi in [(0, 0, 255), (17, 0, 255), (-5, -128, 127), (0, -127, 127)]:
         expected = torch.clamp(torch.round(v) + offset, lo, hi) - offset
         assert torch.equal(quant.round_clamp_ste(v, lo, hi, offset), expected)
+
+
+def test_round_clamp_equals_fake_quantize_values_and_gradients():
+    """The vectorized round-and-clamp is torch's fake-quantize (scale 1) bit for bit,
+    gradient mask included, at the half-way points and the range edges."""
+    torch.manual_seed(1)
+    base = torch.cat([torch.randn(5000) * 300, torch.arange(-300, 300) + 0.5])
+    for offset, lo, hi in [(0, 0, 255), (17, 0, 255), (-5, -128, 127), (0, -127, 127)]:
+        v1 = base.clone().requires_grad_(True)
+        v2 = base.clone().requires_grad_(True)
+        got = quant.round_clamp_ste(v1, lo, hi, offset)
+        want = torch.fake_quantize_per_tensor_affine(v2, 1.0, offset, lo, hi)
+        assert torch.equal(got, want)
+        g = torch.randn(base.shape)
+        got.backward(g)
+        want.backward(g)
+        assert torch.equal(v1.grad, v2.grad)

@@ -14,6 +14,7 @@ something the user made. While it writes, it holds that directory's one-writer l
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import inspect
@@ -199,8 +200,10 @@ def atomic_dir(path: str | os.PathLike[str], kind: str) -> Iterator[Path]:
 
     Only a directory of the same `kind` (or an empty one) is replaced (`check_dir`). The
     siblings' names carry the pid, so those of a process killed with -9 are removed by
-    the next build of `path`."""
+    the next build of `path`. A symlink to a directory has its target replaced."""
     path = Path(path)
+    if path.is_symlink() and path.is_dir():
+        path = path.resolve()  # rename would move the link, not what it points to
     check_dir(path, kind)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,11 +320,6 @@ def _take_lock(lock: Path, what: str) -> int:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # a releasing holder removes the file: a lock won on its old inode is void
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
-                os.ftruncate(fd, 0)
-                os.write(fd, (_holder() + "\n").encode())
-                return fd
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip()
             os.close(fd)
@@ -329,6 +327,16 @@ def _take_lock(lock: Path, what: str) -> int:
                 f"{what} is being written by {holder or 'another process'}; "
                 "wait for it to finish or choose another folder"
             ) from None
+        except OSError as exc:  # a file system without locks: write unguarded, as before
+            if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+                os.close(fd)
+                raise
+        try:
+            # a releasing holder removes the file: a lock won on its old inode is void
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                os.ftruncate(fd, 0)
+                os.write(fd, (_holder() + "\n").encode())
+                return fd
         except FileNotFoundError:
             pass
         except BaseException:

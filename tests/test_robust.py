@@ -45,6 +45,19 @@ def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path: Path
     assert not lock.exists()
 
 
+def test_a_file_system_without_locks_writes_unguarded_as_before(tmp_path, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(*_a):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with io.exclusive(tmp_path / "run", "run"):
+        assert f"pid {os.getpid()}" in (tmp_path / ".run.lock").read_text()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture
 def held(tmp_path: Path):
     """Hold `path`'s lock in another process (as a concurrent hwflow command would)."""
@@ -489,3 +502,15 @@ def test_a_characterize_that_fails_midway_keeps_the_designs_it_finished(tmp_path
     with pytest.raises(HwflowError, match="No space left on device"):
         pipeline.characterize_netlists(files, tmp_path / "lib")
     assert [e.name for e in Library.open(tmp_path / "lib").entries] == ["first"]
+
+
+def test_a_symlink_to_an_earlier_export_has_its_target_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    with io.atomic_dir(real, "export") as tmp:
+        (tmp / "old.v").write_text("old\n")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with io.atomic_dir(link, "export") as tmp:
+        (tmp / "new.v").write_text("new\n")
+    assert link.is_symlink() and sorted(p.name for p in link.iterdir()) == [".hwflow", "new.v"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]

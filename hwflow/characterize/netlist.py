@@ -29,14 +29,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwflow.errors import NetlistError, listing
-from hwflow.io import sha256_bytes
+from hwflow.io import sha256_bytes, temp_dir
 
 PORT_STYLES: tuple[tuple[str, str, str], ...] = (("a", "b", "o"), ("A", "B", "O"), ("A", "B", "Z"))
 PORT_WIDTHS = (8, 8, 16)
@@ -268,7 +267,7 @@ def _yosys_error(log: str, stderr: str, code: int, item: YosysItem) -> str:
 def read_modules(path: Path, what: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, dict]:
     """Module headers and instantiated cell types of a Verilog file, via yosys JSON.
     `what`: the user's name for `path` in messages (when `path` is a normalized copy)."""
-    with tempfile.TemporaryDirectory(prefix="hwflow-yosys-") as tmp:
+    with temp_dir("hwflow-yosys-") as tmp:
         work = Path(tmp)
         shutil.copyfile(path, work / STAGED_NAME)
         script = [f"read_verilog -sv {STAGED_NAME}", "proc", "write_json modules.json"]
@@ -416,7 +415,7 @@ def inspect_netlist(
     modules that neither the file nor `cells` defines, wrong port names or widths,
     extra ports or a clock port. (The pipeline runs the same checks batched.)"""
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="hwflow-inspect-") as tmp:
+    with temp_dir("hwflow-inspect-") as tmp:
         work = Path(tmp)
         cell_file = stage_cells(cells, work) if cells is not None else None
         staged = stage_netlist(path, work / "n0")

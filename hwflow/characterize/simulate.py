@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from hwflow.characterize.bitparallel import A_PLANES, B_PLANES, O_PLANES, PAIRS
 from hwflow.errors import HwflowError, NetlistError, SimulationError
+from hwflow.io import temp_dir
 from hwflow.resources import resource_dir
 from hwflow.simulator import SimulationTimeout, run_cocotb
 
@@ -104,7 +104,7 @@ def simulate_batch(
     from hwflow.characterize.netlist import stage_netlist
     from hwflow.characterize.synth import ElabJob, elaborate_batch
 
-    with tempfile.TemporaryDirectory(prefix="hwflow-sim-") as tmp:
+    with temp_dir("hwflow-sim-") as tmp:
         work = Path(workdir).absolute() if workdir is not None else Path(tmp)
         cell_files = () if cells is None else (stage_netlist(cells, work / "cells").copy,)
         jobs = []
@@ -138,7 +138,7 @@ def simulate_views(
     in N s`)."""
     if not views:
         return []
-    with tempfile.TemporaryDirectory(prefix="hwflow-sim-") as tmp:
+    with temp_dir("hwflow-sim-") as tmp:
         # absolute: the testbench writes its files from inside the build folder
         work = Path(workdir).absolute() if workdir is not None else Path(tmp)
         limit = None if timeout is None else timeout * len(views)

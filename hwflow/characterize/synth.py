@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from hwflow.characterize.netlist import (
     stage_netlist,
 )
 from hwflow.errors import NetlistError
+from hwflow.io import temp_dir
 
 GATE_SET = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
 
@@ -206,7 +206,7 @@ def elaborate_batch(
 
 def synthesize(netlist: Netlist, timeout: float = DEFAULT_TIMEOUT_S) -> SynthResult:
     """Map a multiplier netlist to GATE_SET with yosys; reject sequential designs."""
-    with tempfile.TemporaryDirectory(prefix="hwflow-synth-") as tmp:
+    with temp_dir("hwflow-synth-") as tmp:
         work = Path(tmp)
         files = []
         names = {}

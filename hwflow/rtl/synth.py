@@ -14,10 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from hwflow.errors import HwflowError
+from hwflow.io import temp_dir
 from hwflow.rtl.verify import load_manifest
 
 GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
@@ -42,7 +42,7 @@ def synth_top(export_dir: str | os.PathLike[str], top: str | None = None) -> dic
     # each multiplier is flattened into one module (netlists may have submodules) so its
     # cell count is its gate count; engines and top keep their hierarchy
     mults = sorted({m["module"] for m in manifest["multipliers"]})
-    with tempfile.TemporaryDirectory(prefix="hwflow-synth-") as tmp:
+    with temp_dir("hwflow-synth-") as tmp:
         for rel in rtl:
             shutil.copy(export_dir / rel, Path(tmp) / Path(rel).name)
         script = (

@@ -821,6 +821,8 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
               help="Operations of the energy stream (multiple of 64).")  # fmt: skip
 @click.option("--max-error", type=click.IntRange(min=0), default=None,
               help="Also bound |product error| at all 65,536 operand pairs.")  # fmt: skip
+@click.option("--finalists", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Last improved circuits compared after resynthesis.")  # fmt: skip
 @click.option("--from-library", is_flag=True,
               help="Seed from the layer's best existing design (else exact).")  # fmt: skip
 @click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
@@ -830,14 +832,14 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
 @executor_options()
 def evolve(
     run_dir, library, layers, scale, budget, seed, lam, mutations, stream, max_error,
-    from_library, jobs, as_json, quiet,
+    finalists, from_library, jobs, as_json, quiet,
 ) -> None:  # fmt: skip
     """Evolve a multiplier per layer for the operands it sees (CGP), into the library."""
     from hwflow.evolve.flow import EvolveOptions, evolve_run
 
     options = EvolveOptions(
         scale=scale, budget=budget, seed=seed, lam=lam, mutations=mutations, stream=stream,
-        from_library=from_library, max_error=max_error,
+        from_library=from_library, max_error=max_error, finalists=finalists,
     )  # fmt: skip
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     summary = evolve_run(

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from hwflow.assign.error_model import predict
 from hwflow.assign.stats import STATS_FILE, LayerStats, load_stats
 from hwflow.characterize.synth import Gates, load_gates
 from hwflow.errors import ConfigError
-from hwflow.evolve.genome import from_gates, to_verilog
+from hwflow.evolve.genome import Genome, from_gates, to_verilog
 from hwflow.evolve.problem import DEFAULT_STREAM, layer_problem
 from hwflow.evolve.search import Progress, SearchConfig, evolve, make_evaluator
 from hwflow.executor import run_parallel
@@ -66,6 +67,7 @@ class EvolveOptions:
     backend: str = "auto"
     report_s: float = 5.0
     max_error: int | None = None  # bound on |product error| at every operand pair
+    finalists: int = 4  # last improved circuits compared after resynthesis
 
 
 @dataclass(frozen=True)
@@ -199,16 +201,23 @@ def _evolve_layer(job: LayerJob) -> dict[str, Any]:
         if problem.fits(s.s1, s.s2, s.violations):
             seed_name, genome = name, g
             break
-    cfg = SearchConfig(o.budget, o.lam, o.mutations, o.seed, backend=o.backend)
+    cfg = SearchConfig(
+        o.budget, o.lam, o.mutations, o.seed, backend=o.backend, finalists=o.finalists
+    )
 
     def report(p: Progress) -> None:
         if not job.quiet:
             print(_progress_line(job, p, exact_energy), file=sys.stderr, flush=True)
 
     t0 = time.monotonic()
-    best, prog = evolve(problem, genome, cfg, Path(job.checkpoint), report, o.report_s)
+    _, prog = evolve(problem, genome, cfg, Path(job.checkpoint), report, o.report_s)
+    best = [Genome.from_dict(d) for d in reversed(prog.finalists)]  # the evolver's best first
+    verilogs = [to_verilog(g, job.name) for g in best]
+    pick, energies = _choose_after_resynthesis(job, verilogs)
     return {
-        "verilog": to_verilog(best, job.name),
+        "verilog": verilogs[pick],
+        "finalist": pick,
+        "finalist_energy": energies,
         "seed": seed_name,
         "evaluations": prog.evaluations,
         "wall_s": round(time.monotonic() - t0, 2),
@@ -218,8 +227,31 @@ def _evolve_layer(job: LayerJob) -> dict[str, Any]:
             "std": round(prog.std, 6),
             "fits": prog.fits,
         },
-        "gates": int(best.active().sum()),
+        "gates": int(best[pick].active().sum()),
     }
+
+
+def _choose_after_resynthesis(job: LayerJob, verilogs: list[str]) -> tuple[int, list[float]]:
+    """The finalist whose netlist, mapped by yosys as characterize maps it, has the lowest
+    energy under the layer's recorded operands (ties: the evolver's best), and each
+    finalist's energy relative to the exact seed's. The evolver counts toggles on its
+    own gates; yosys/abc restructures them, optimising area rather than switching."""
+    if len(verilogs) == 1:
+        return 0, []
+    from hwflow.characterize.energy import energy_under_histograms
+    from hwflow.characterize.netlist import Netlist
+    from hwflow.characterize.synth import synthesize
+
+    p_a, p_b = job.layer.multiplier_operand_hists()
+    exact = energy_under_histograms(job.seeds[-1][1], p_a, p_b)
+    energies = []
+    with tempfile.TemporaryDirectory(prefix="hwflow-evolve-") as tmp:
+        for i, text in enumerate(verilogs):
+            path = Path(tmp) / f"finalist{i}.v"
+            path.write_text(text, encoding="utf-8")
+            gates = synthesize(Netlist(path, job.name, ("a", "b", "o"))).gates
+            energies.append(round(energy_under_histograms(gates, p_a, p_b) / exact, 6))
+    return min(range(len(energies)), key=lambda i: (energies[i], i)), energies
 
 
 def _progress_line(job: LayerJob, p: Progress, exact_energy: int) -> str:
@@ -253,6 +285,7 @@ def _characterize(
         "max_error": job.options.max_error,
         "seed": job.options.seed,
         "seeded_from": res["seed"],
+        "finalist": res["finalist"],
         "evaluations": res["evaluations"],
         "fitness": res["fitness"],
     }
@@ -283,6 +316,8 @@ def _characterize(
         "cells": entry.cost.get("cells"),
         "netlist": str(path),
         **{k: res[k] for k in ("seed", "evaluations", "wall_s", "rate", "fitness", "gates")},
+        "finalist": res["finalist"],
+        "finalist_energy_hist": res["finalist_energy"],
     }
 
 

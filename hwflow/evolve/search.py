@@ -8,6 +8,9 @@ best child replaces the parent when it is at least as fit (neutral drift: ties g
 child). A child whose energy already exceeds that of the best fitting candidate of the
 generation cannot win, so its error is not computed (it is still counted).
 
+The genomes of the last `finalists` improvements are kept (the best last) for a choice
+after resynthesis (`flow`).
+
 Every random choice comes from one `random.Random(seed)`, whose state the checkpoint
 keeps with the parent genome and the counters; a resumed run continues the same
 sequence, so its result equals an uninterrupted run's (tests check it). Checkpoints are
@@ -44,6 +47,7 @@ class SearchConfig:
     seed: int = 0
     checkpoint_s: float = 30.0
     backend: str = "auto"
+    finalists: int = 1  # the last improved circuits kept for a choice after resynthesis
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Progress:
     wall_s: float  # this session's seconds
     rate: float  # evaluations per second in this session
     trace: list[list[float]] = field(default_factory=list)  # [evaluations, energy, std]
+    finalists: list[dict] = field(default_factory=list)  # genomes, the best last
 
 
 def make_evaluator(problem: Problem, genome: Genome, backend: str = "auto") -> Any:
@@ -104,6 +109,13 @@ def mutate(rng: random.Random, genome: Genome, genes: np.ndarray, mutations: int
     return out
 
 
+def finalists_of(improved: list[dict], current: dict, n: int) -> list[dict]:
+    """The last `n` distinct circuits, the best last: the current parent (as fit as the
+    last improvement, maybe drifted since) after the improvements before it."""
+    others = [d for d in improved if d != current]
+    return others[max(0, len(others) - n + 1) :] + [current]
+
+
 def problem_key(problem: Problem, seed_genome: Genome, cfg: SearchConfig) -> str:
     """What a checkpoint must match to be resumed (not the budget: it may grow)."""
     h = hashlib.sha256()
@@ -128,6 +140,7 @@ def evolve(
     key = problem_key(problem, seed_genome, cfg)
     rng = random.Random(cfg.seed)
     genome, evals, gens, trace, prior_s = seed_genome.copy(), 0, 0, [], 0.0
+    finalists: list[dict] = []
     if checkpoint is not None and checkpoint.is_file():
         state = read_json(checkpoint)
         if state.get("key") != key or state.get("version") != CHECKPOINT_VERSION:
@@ -139,6 +152,7 @@ def evolve(
         v, st, gauss = state["rng"]
         rng.setstate((v, tuple(st), gauss))
         evals, gens, trace = state["evaluations"], state["generations"], state["trace"]
+        finalists = state["finalists"]
         prior_s = state["wall_s"]
     ev = make_evaluator(problem, genome, cfg.backend)
     start = last_ck = last_rep = time.monotonic()
@@ -150,7 +164,8 @@ def evolve(
         rate = (evals - start_evals) / wall if wall > 0 else 0.0
         std = problem.std(s.s1, s.s2)
         fits = problem.fits(s.s1, s.s2, s.violations)
-        return Progress(evals, gens, s, std, fits, wall, rate, trace)
+        kept = finalists_of(finalists, genome.to_dict(), cfg.finalists)
+        return Progress(evals, gens, s, std, fits, wall, rate, trace, kept)
 
     def save() -> None:
         if checkpoint is None:
@@ -163,6 +178,7 @@ def evolve(
             "evaluations": evals,
             "generations": gens,
             "trace": trace,
+            "finalists": finalists,
             "wall_s": prior_s + time.monotonic() - start,
         }
         write_json(checkpoint, state)
@@ -191,6 +207,8 @@ def evolve(
                 genome.set(gene, value)
             if best < parent_key:
                 trace.append([evals, float(ev.score.energy), problem.std(ev.score.s1, ev.score.s2)])
+                if best[0] == 0:
+                    finalists = [*finalists, genome.to_dict()][-cfg.finalists :]
             parent_key = best
         now = time.monotonic()
         if now - last_ck >= cfg.checkpoint_s:

@@ -155,12 +155,20 @@ def _scalar_mitchell(x: int, y: int, w: int) -> int:
 
 def _scalar_vct_sum(spec: MultiplierSpec, a: int, b: int) -> int:
     """vct without its constant: columns >= k, plus n bits of column k-1 (smallest
-    |i - j| first, then larger i) counted one column up."""
-    k, n = spec.params["k"], spec.params["n"]
+    |i - j| first, then larger i) counted one column up; with `pair`, a doubled bit whose
+    mirror is doubled too counts as the pair's OR, once."""
+    k, n, pair = spec.params["k"], spec.params["n"], spec.params["pair"]
     column = [(i, k - 1 - i) for i in range(7, -1, -1) if 0 <= k - 1 - i <= 7]
     doubled = sorted(column, key=lambda ij: abs(ij[0] - ij[1]))[:n]  # stable: larger i first
     total = _pp_sum(a, b, spec.signed, lambda i, j: i + j >= k)
-    return total + 2 * _pp_sum(a, b, spec.signed, lambda i, j: (i, j) in doubled)
+    for i, j in doubled:
+        bit = _pp_sum(a, b, spec.signed, lambda x, y: (x, y) == (i, j)) >> (k - 1)
+        if pair and (j, i) in doubled and i != j:
+            if i < j:
+                continue
+            bit |= _pp_sum(a, b, spec.signed, lambda x, y: (x, y) == (j, i)) >> (k - 1)
+        total += bit << k
+    return total
 
 
 SCALAR_FAMILIES = ("exact", "optrunc", "drum", "mitchell", "orcol")
@@ -184,7 +192,9 @@ def test_reference_equals_scalar_definition(spec: MultiplierSpec) -> None:
 
 VCT_SPECS = [s for s in builtin_specs() if s.family == "vct"] + [
     MultiplierSpec("vct", True, {"k": 13, "n": 2}),
+    MultiplierSpec("vct", True, {"k": 10, "n": 6, "pair": True}),
     MultiplierSpec("vct", False, {"k": 1, "n": 1}),
+    MultiplierSpec("vct", False, {"k": 11, "n": 5, "pair": True}),
 ]
 
 
@@ -275,6 +285,7 @@ def test_mitchell_never_overestimates() -> None:
 def test_spec_defaults_names_roundtrip_and_hash() -> None:
     spec = MultiplierSpec("trunc", False, {"k": 6, "comp": True})
     assert spec.name == "u_trunc_k6_c"
+    assert MultiplierSpec("vct", False, {"k": 10, "pair": True}).name == "u_vct_k10_n8_p"
     assert MultiplierSpec("exact", True).name == "s_exact"
     assert MultiplierSpec("trunc", False, {"k": 6}).params == {"k": 6, "comp": False}
     assert MultiplierSpec.from_dict(spec.to_dict()) == spec
@@ -429,7 +440,8 @@ EDGE_SPECS = [
     MultiplierSpec("mitchell", False, {"w": 1}),
     MultiplierSpec("vct", True, {"k": 15, "n": 1}),
     MultiplierSpec("vct", False, {"k": 3, "n": 1}),
-    MultiplierSpec("vct", True, {"k": 6, "n": 8}),
+    MultiplierSpec("vct", True, {"k": 6, "n": 8, "pair": True}),
+    MultiplierSpec("vct", False, {"k": 12, "n": 3, "pair": True}),
 ]
 
 

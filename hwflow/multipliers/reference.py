@@ -171,16 +171,23 @@ def mitchell(signed: bool, w: int) -> np.ndarray:
     return _finish(product * sign, signed)
 
 
-def vct(signed: bool, k: int, n: int) -> np.ndarray:
+def vct(signed: bool, k: int, n: int, pair: bool) -> np.ndarray:
     """Truncation with a variable correction term: the bits of columns >= k are summed;
     of column k-1, the n bits (i, j) with the smallest |i - j| (ties: larger i) count at
-    twice their weight and the rest are dropped, with everything below. A constant, the
-    mean over all operand pairs of exact minus that sum rounded to nearest, is added."""
+    twice their weight and the rest are dropped, with everything below; with `pair`, two
+    doubled mirror bits (i, j) and (j, i) count as their OR. A constant, the mean over all
+    operand pairs of exact minus that sum rounded to nearest, is added."""
     column = [(i, k - 1 - i) for i in range(8) if 0 <= k - 1 - i <= 7]
     doubled = sorted(column, key=lambda ij: (abs(2 * ij[0] - (k - 1)), -ij[0]))[:n]
     approx = _sum_bits(signed, lambda i, j: i + j >= k, lambda c: False)
     for i, j in doubled:
-        approx = approx + (_pp_bit(signed, i, j) << (i + j + 1))
+        if pair and i != j and (j, i) in doubled:
+            if i < j:
+                continue  # the pair is added once, from its (larger i, smaller j) member
+            bit = _pp_bit(signed, i, j) | _pp_bit(signed, j, i)
+        else:
+            bit = _pp_bit(signed, i, j)
+        approx = approx + (bit << k)
     raw_exact = _sum_bits(signed, lambda i, j: True)
     constant = int(np.floor((raw_exact - approx).mean() + 0.5))
     return _finish(approx + constant, signed)

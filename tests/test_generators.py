@@ -96,6 +96,11 @@ def _wrap(raw: int, signed: bool) -> int:
     return raw - 0x10000 if signed and raw >= 0x8000 else raw
 
 
+def _pp_bit(a: int, b: int, signed: bool, i: int, j: int) -> int:
+    bit = (a >> i) & (b >> j) & 1
+    return bit ^ 1 if signed and (i == 7) ^ (j == 7) else bit
+
+
 def _pp_sum(a: int, b: int, signed: bool, keep) -> int:
     """Sum of the kept partial-product bits, written as a plain double loop."""
     total = 0
@@ -162,11 +167,11 @@ def _scalar_vct_sum(spec: MultiplierSpec, a: int, b: int) -> int:
     doubled = sorted(column, key=lambda ij: abs(ij[0] - ij[1]))[:n]  # stable: larger i first
     total = _pp_sum(a, b, spec.signed, lambda i, j: i + j >= k)
     for i, j in doubled:
-        bit = _pp_sum(a, b, spec.signed, lambda x, y: (x, y) == (i, j)) >> (k - 1)
+        bit = _pp_bit(a, b, spec.signed, i, j)
         if pair and (j, i) in doubled and i != j:
             if i < j:
                 continue
-            bit |= _pp_sum(a, b, spec.signed, lambda x, y: (x, y) == (j, i)) >> (k - 1)
+            bit |= _pp_bit(a, b, spec.signed, j, i)
         total += bit << k
     return total
 

@@ -76,3 +76,34 @@ def test_tables_stay_on_their_device():
     with pytest.raises(RuntimeError, match="compiled backend needs CPU tensors"):
         kernels.prepare(torch.zeros(2, 2, dtype=torch.int64, device="meta"), table,
                         backend="compiled")  # fmt: skip
+
+
+def test_conv_torch_fallback_is_exact_and_stays_on_the_device(no_host_copies, monkeypatch):
+    """The convolution path without the compiled kernel (as on a GPU): same integers and
+    gradients as the compiled path, nothing copied to the host, training tables included."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (2, 4, 6, 6), generator=gen)
+    w = torch.randint(-127, 128, (6, 2, 3, 3), generator=gen)
+    table = _approx_table(signed=False)
+    geo = dict(stride=2, padding=1, groups=2)
+    expected = kernels.table_conv2d(x, w, table, sign_magnitude=True, pad_value=3, **geo)
+    xf = (x - 3).float().requires_grad_()
+    wf = w.float().requires_grad_()
+    ref = kernels.approx_conv2d(xf, wf, table, True, zero_point=3, **geo)
+    ref.sum().backward()
+    ref_grads = (xf.grad.clone(), wf.grad.clone())
+    xf.grad = wf.grad = None
+    table_t = torch.as_tensor(table)
+    monkeypatch.setitem(kernels._build_state, "op", None)
+
+    no_host_copies()
+    got = kernels.table_conv2d(
+        x, w, table_t, sign_magnitude=True, pad_value=3, backend="torch", **geo
+    )
+    assert torch.equal(got.to(torch.int64), expected.to(torch.int64))
+    tables = kernels.TrainingTables()
+    for _ in range(2):
+        out = kernels.approx_conv2d(xf, wf, table_t, True, zero_point=3, cache=tables, **geo)
+        assert torch.equal(out, ref.detach())
+    out.sum().backward()
+    assert torch.equal(xf.grad, ref_grads[0]) and torch.equal(wf.grad, ref_grads[1])

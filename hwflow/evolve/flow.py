@@ -176,12 +176,14 @@ def _check_options(o: EvolveOptions) -> None:
 
 
 def _names(run: Path, s: LayerStats, o: EvolveOptions) -> tuple[str, str]:
-    """(library name, checkpoint key): the key leaves out the budget, so a rerun with a
-    larger one resumes; the name includes it, so each result keeps its own entry."""
+    """(library name, checkpoint key): the key leaves out the budget and the finalists,
+    so a rerun with more resumes; the name includes them, so each result keeps its own
+    entry."""
     setting = [str(run.resolve()), s.name, o.scale, o.seed, o.lam, o.mutations, o.stream]
     setting += [o.from_library, o.max_error]
     key = hashlib.sha256(json.dumps(setting).encode()).hexdigest()[:8]
-    full = hashlib.sha256(json.dumps([*setting, o.budget]).encode()).hexdigest()[:8]
+    result = [*setting, o.budget, o.finalists]
+    full = hashlib.sha256(json.dumps(result).encode()).hexdigest()[:8]
     layer = re.sub(r"[^A-Za-z0-9_]", "_", s.name)
     prefix = "s" if s.signed else "u"
     return f"{prefix}_evo_{layer}_{full}", f"{layer}_{key}"

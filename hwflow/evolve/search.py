@@ -152,7 +152,7 @@ def evolve(
         v, st, gauss = state["rng"]
         rng.setstate((v, tuple(st), gauss))
         evals, gens, trace = state["evaluations"], state["generations"], state["trace"]
-        finalists = state["finalists"]
+        finalists = state.get("finalists", [])  # none in checkpoints of older versions
         prior_s = state["wall_s"]
     ev = make_evaluator(problem, genome, cfg.backend)
     start = last_ck = last_rep = time.monotonic()

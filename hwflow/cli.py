@@ -533,6 +533,15 @@ def _print_assignment(doc: dict) -> None:
         )
     e = doc["energy"]
     click.echo(f"energy: {saved_text(e)}; selection minimised the {e['model']} energy")
+    b = doc.get("budget")
+    if b:
+        click.echo(
+            f"budget: {b['max_loss_pp']:g} pp, {'met' if b['met'] else 'NOT met'}: validation "
+            f"top-1 {100 * b['val_top1']:.2f} % vs int8 {100 * b['val_top1_int8']:.2f} % "
+            f"(loss {b['val_loss_pp']:.2f} pp; tables only {100 * b['val_top1_uncorrected']:.2f}"
+            f" %, corrected {100 * b['val_top1_corrected']:.2f} %), {b['chosen']}, "
+            f"{len(b['candidates'])} candidates measured"
+        )
     v = doc.get("validation")
     if v:
         click.echo(
@@ -560,6 +569,14 @@ def _print_assignment(doc: dict) -> None:
     is_flag=True,
     help="Measure predicted vs actual error by table emulation on held-out batches.",
 )
+@click.option(
+    "--max-loss",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Instead of --scale: the cheapest assignment within this top-1 loss (percentage "
+    "points below the run's int8 accuracy, measured on the validation split).",
+)
+@click.option("--no-correct", is_flag=True, help="Record no free corrections (bias, BN).")
 @click.option("--no-record", is_flag=True, help="Fail if RUN/stats.npz is missing.")
 @click.option("--no-hist-energy", is_flag=True, help="Skip the recorded-operand energy figure.")
 @_ENERGY_OPTION
@@ -577,6 +594,8 @@ def assign(
     scale,
     error_model,
     do_validate,
+    max_loss,
+    no_correct,
     no_record,
     no_hist_energy,
     energy_model,
@@ -586,7 +605,8 @@ def assign(
     as_json,
     quiet,
 ) -> None:
-    """Choose the cheapest multiplier per layer within its learned error tolerance."""
+    """Choose the cheapest multiplier per layer within its learned error tolerance, or
+    (--max-loss) the cheapest assignment within a measured accuracy budget."""
     from hwflow.assign.flow import assign_run
 
     log = stderr_log(quiet or as_json)
@@ -604,11 +624,24 @@ def assign(
         jobs=jobs,
         log=log,
         device=device,
+        correct=not no_correct,
+        max_loss=max_loss,
     )
     if as_json:
         echo_json(doc)
     else:
         _print_assignment(doc)
+    b = doc.get("budget")
+    if b and not b["met"]:
+        from pathlib import Path
+
+        from hwflow.errors import AssignmentError
+
+        where = out or Path(run_dir) / "assignment.yaml"
+        raise AssignmentError(
+            f"--max-loss {max_loss:g}: no assignment found within the budget; the closest "
+            f"({b['chosen']}, validation loss {b['val_loss_pp']:.2f} pp) is in {where}"
+        )
 
 
 @cli.command()
@@ -628,13 +661,21 @@ def assign(
               help="[default: RUN/retrain.json]")  # fmt: skip
 @_DEVICE_OPTION
 @_GRADIENT_OPTION
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
+              show_default=True, help="sgd: momentum 0.9 (the reference's recipe).")  # fmt: skip
+@click.option("--step-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Multiply the lr by --gamma every N epochs (0: constant lr).")  # fmt: skip
+@click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), default=0.1,
+              show_default=True, help="Step decay factor.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def retrain(
-    run_dir, assignment, epochs, lr, seed, library, out, device, gradient, as_json, quiet
-) -> None:
-    """Fine-tune with the assigned multipliers (straight-through gradients), resumably."""
-    from hwflow.assign.retrain import retrain_run
+    run_dir, assignment, epochs, lr, seed, library, out, device, gradient, optimizer,
+    step_every, gamma, as_json, quiet,
+) -> None:  # fmt: skip
+    """Fine-tune with the assigned multipliers (straight-through gradients), resumably.
+    The kept checkpoint is the epoch with the best validation accuracy."""
+    from hwflow.assign.retrain import Schedule, retrain_run
 
     log = stderr_log(quiet or as_json)
     result = retrain_run(
@@ -649,14 +690,18 @@ def retrain(
         log=log,
         device=device,
         gradient=gradient,
+        schedule=Schedule(optimizer, step_every=step_every, gamma=gamma),
     )
     if as_json:
         echo_json(result)
         return
     a, a5 = result["accuracy"], result.get("accuracy_top5", {})
+    raw = a.get("approx_uncorrected")
     click.echo(
-        f"test accuracy: quant {a['quant']:.4f}, approx before {a['approx_before']:.4f}, "
-        f"after {a['approx_after']:.4f} (best val epoch {result['best_epoch']})"
+        f"test accuracy: quant {a['quant']:.4f}, approx "
+        + ("" if raw is None else f"uncorrected {raw:.4f}, corrected ")
+        + f"{a['approx_before']:.4f}, retrained {a['approx_after']:.4f} "
+        f"(best val epoch {result['best_epoch']})"
         + (f"; top-5 after {a5['approx_after']:.4f}" if "approx_after" in a5 else "")
     )
     e = result.get("energy") or {}

@@ -13,10 +13,11 @@ import yaml
 from click.testing import CliRunner
 from test_rtl_sim import SIMULATORS, elaborates_as_verilog_2005
 
+from hwflow.assign.correct import apply_corrections, offsets_of, record_corrections
 from hwflow.cli import cli
 from hwflow.multipliers.generators import MultiplierSpec, reference_table, to_verilog
 from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
-from hwflow.nn.train import TrainConfig, train
+from hwflow.nn.train import TrainConfig, load_run, train
 from hwflow.rtl.check import simulation_outputs
 from hwflow.rtl.verify import verify
 
@@ -64,12 +65,16 @@ def run_and_library(tmp_path_factory):
     return root, root / "run", lib
 
 
-def _assignment(root: Path, lib: Library, layers: dict[str, str]) -> Path:
+def _assignment(root: Path, lib: Library, layers: dict[str, str], run: Path | None = None) -> Path:
+    """An assignment file; with `run`, carrying the free corrections for it."""
     path = root / "assignment.yaml"
     doc = {
         "library": str(lib.path),
         "layers": [{"name": n, "multiplier": m} for n, m in layers.items()],
     }
+    if run is not None:
+        tables = {n: (np.asarray(lib.table(m)), False) for n, m in layers.items()}
+        record_corrections(doc, load_run(run), tables)
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -82,7 +87,9 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert len(names) == 4 and not any(layer["signed"] for layer in summary["layers"])
     # three layers on three different approximate designs, the last one left out (exact)
     chosen = dict(zip(names[:3], ["u_trunc_k5_c", "u_optrunc_a3_b3", "u_bam_h2_v8"], strict=True))
-    assignment = _assignment(root, lib, chosen)
+    # with the free corrections: every offset in the RTL carries the layer's bias correction
+    assignment = _assignment(root, lib, chosen, run)
+    assert len(offsets_of(yaml.safe_load(assignment.read_text()), "a")) == 3
     out = root / "design"
     args = ["export", str(run), "--assignment", str(assignment), "--out", str(out)]
     result = CliRunner().invoke(cli, [*args, "--lanes", "10", "--images", "1", "--json"])
@@ -251,6 +258,50 @@ def test_integer_inference_matches_the_emulation(run_and_library, monkeypatch):
     monkeypatch.setattr(intinfer, "integer_inference", lambda m, xb: replace(result, logits=ties))
     tied = integer_accuracies(run.model, x, y, topk=(1, 3))
     assert tied[1] == int((y == 0).sum()) / 16 and tied[3] == int((y < 3).sum()) / 16
+
+
+def test_corrections_reach_emulation_and_integer_bias(run_and_library, tmp_path):
+    """Bias correction is integer arithmetic: each layer's emulated output is exactly
+    (sums - z * sum w + offset) * s, and integer inference (whose integer bias the RTL's
+    per-lane offsets are made of) adds the same offset to the rounded bias."""
+    import torch
+
+    from hwflow.nn import apply_tables, approx_layers, trace
+    from hwflow.rtl.intinfer import integer_inference, requant_stages
+
+    _, run_dir, lib = run_and_library
+    names = [layer["name"] for layer in load_run(run_dir).summary["layers"]]
+    chosen = dict(zip(names[:3], ["u_trunc_k5_c", "u_optrunc_a3_b3", "u_bam_h2_v8"], strict=True))
+    doc = yaml.safe_load(_assignment(tmp_path, lib, chosen, run_dir).read_text())
+    offsets = offsets_of(doc, "doc")
+    assert set(offsets) == set(chosen) and all(v.any() for v in offsets.values())
+    run = load_run(run_dir)
+    tables = {n: (np.asarray(lib.table(m)), False) for n, m in chosen.items()}
+    apply_tables(run.model, tables | {names[3]: (lib.table("u_exact"), False)})
+    apply_corrections(run, run.model, doc, "doc")
+    x = run.data.test.x[:4]
+    traced, result = trace(run.model, x), integer_inference(run.model, x)
+    stages = requant_stages(run.model)
+    assert set(stages) == set(names)
+    for name, layer in approx_layers(run.model):
+        tr = traced[name]
+        off = torch.from_numpy(offsets.get(name, np.zeros(layer.weight.shape[0], np.int64)))
+        sums = tr.acc - tr.zero_point * tr.w_int.sum(1, keepdim=True) + off.reshape(1, 1, -1)
+        out = tr.output
+        meta = (out.shape[0], *out.shape[2:]) if out.dim() == 4 else tuple(out.shape[:-1])
+        scaled = torch.round(out.double() / (tr.x_scale * tr.w_scale.double()))
+        assert torch.equal(scaled.to(torch.int64), layer._rows_to_output(sums, meta))
+        bias = torch.round(layer.bias.detach().double() / (tr.x_scale * float(tr.w_scale)))
+        assert torch.equal(stages[name].bias_int, bias.to(torch.int64) + off)
+    # (later layers' input codes come from integer requantization, not the fake-quant's)
+    first = traced[names[0]]
+    assert torch.equal(result.tensors[f"{names[0]}.acc"], first.acc)
+    t0 = result.tensors[f"{names[0]}.t"]
+    sums = first.acc - first.zero_point * first.w_int.sum(1, keepdim=True)
+    bias0 = stages[names[0]].bias_int.reshape(1, 1, -1)
+    assert torch.equal(
+        t0, approx_layers(run.model)[0][1]._rows_to_output(sums + bias0, (4, *t0.shape[2:]))
+    )
 
 
 def _makefile_runs_the_network_without_hwflow(out: Path, root: Path, make) -> None:
@@ -447,6 +498,8 @@ def _whole_network_checked(run_dir, out, manifest, report, names):
     run = load_run(run_dir)
     assigned = assignment_tables(manifest["assignment"], manifest["library"])
     apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
+    doc = yaml.safe_load(Path(manifest["assignment"]).read_text())
+    apply_corrections(run, run.model, doc, manifest["assignment"])
     ref = integer_inference(run.model, run.data.test.x[:1])
     assert result["classes"] == ref.classes.tolist() == report["layers"][3]["classes"]
     expected = json.loads((out / "vectors" / "net_expected.json").read_text())
@@ -468,6 +521,9 @@ def _codes_match_integer_reference(run_dir, out, manifest, names):
     run = load_run(run_dir)
     assigned = assignment_tables(manifest["assignment"], manifest["library"])
     apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
+    # with the assignment's bias corrections (without them layer 0's codes differ)
+    doc = yaml.safe_load(Path(manifest["assignment"]).read_text())
+    apply_corrections(run, run.model, doc, manifest["assignment"])
     ref = integer_inference(run.model, run.data.test.x[: manifest["images"]])
     first = manifest["layers"][0]
     g, m, ng = first["shape"]

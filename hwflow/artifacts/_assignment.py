@@ -7,9 +7,11 @@
     layers:
     - {name, multiplier, signed, ops, sigma_learned, sigma_tolerated, sigma_predicted,
        mean_predicted, energy_rel, energy_rel_hist, energy_rel_published,
-       sigma_measured (with --validate)}
+       sigma_measured (with --validate), acc_offset (per output channel, integers)}
     energy: {relative, reduction_pct, model, relative_histogram, reduction_pct_histogram}
     validation: {...}
+    corrections: {acc_offset: method, batches, seed, bn: {batches, seed}}  # free corrections
+    budget: {max_loss_pp, met, split: val, val_top1, val_top1_int8, ..., candidates}
 
 Only `layers` (with `name` and `multiplier`) is required: users write short ones by hand.
 `sigma_*` are relative to the std of the layer's exact accumulator, like the learned AGN
@@ -57,6 +59,7 @@ class LayerChoice:
     energy_rel_hist: float | None = None
     energy_rel_published: float | None = None
     sigma_measured: float | None = None
+    acc_offset: list[int] | None = None  # per output channel: the bias correction
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @classmethod
@@ -77,9 +80,15 @@ class LayerChoice:
             if value is not None and not _is_number(value):
                 raise AssignmentError(f"{where}.{key}: expected a number, got {value!r}")
             numbers[key] = value
-        known = {"name", "multiplier", "signed", "ops", *_NUMBERS}
+        offset = item.get("acc_offset")
+        if offset is not None and (
+            not isinstance(offset, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in offset)
+        ):
+            raise AssignmentError(f"{where}.acc_offset: expected a list of integers")
+        known = {"name", "multiplier", "signed", "ops", "acc_offset", *_NUMBERS}
         extra = {k: v for k, v in item.items() if k not in known}
-        return cls(name, mult, signed, ops, **numbers, extra=extra)
+        return cls(name, mult, signed, ops, **numbers, acc_offset=offset, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "multiplier": self.multiplier}
@@ -91,7 +100,10 @@ class LayerChoice:
 
 
 # Top-level keys in the order the file lists them; `model` is held as `error_model`.
-_TOP = ("library", "model", "scale", "layers", "energy", "run", "validation")
+_TOP = (
+    "library", "model", "scale", "layers", "energy", "run", "validation", "corrections",
+    "budget",
+)  # fmt: skip
 
 
 @dataclass
@@ -106,6 +118,9 @@ class Assignment:
     energy: dict[str, Any] | None = None
     run: str | None = None
     validation: dict[str, Any] | None = None
+    # the free corrections recorded (hwflow.assign.correct): method, batch-norm settings
+    corrections: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None  # --max-loss: the validation figures relied on
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
     raw: bytes = field(default=b"", compare=False, repr=False)  # the file's bytes as read
@@ -127,7 +142,7 @@ class Assignment:
         for key, kinds in (("library", str), ("model", str), ("run", str)):
             if doc.get(key) is not None and not isinstance(doc[key], kinds):
                 raise AssignmentError(f"{source}: {key}: expected a string, got {doc[key]!r}")
-        for key in ("energy", "validation"):
+        for key in ("energy", "validation", "corrections", "budget"):
             if doc.get(key) is not None and not isinstance(doc[key], dict):
                 raise AssignmentError(f"{source}: {key}: expected a mapping")
         scale = doc.get("scale")
@@ -141,6 +156,8 @@ class Assignment:
             energy=doc.get("energy"),
             run=doc.get("run"),
             validation=doc.get("validation"),
+            corrections=doc.get("corrections"),
+            budget=doc.get("budget"),
             extra={k: v for k, v in doc.items() if k not in _TOP},
         )
 
@@ -166,6 +183,8 @@ class Assignment:
             "energy": self.energy,
             "run": self.run,
             "validation": self.validation,
+            "corrections": self.corrections,
+            "budget": self.budget,
         }
         return {k: v for k, v in values.items() if v is not None} | self.extra
 

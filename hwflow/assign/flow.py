@@ -182,6 +182,25 @@ def assign(
     return doc, pred
 
 
+def chosen_tables(doc: dict[str, Any], lib: LibraryView) -> dict[str, tuple[np.ndarray, bool]]:
+    """{layer: (table, signed)} of the multipliers an assignment document chose."""
+    index = {n: i for i, n in enumerate(lib.names)}
+    return {
+        item["name"]: (
+            lib.tables[index[item["multiplier"]]],
+            bool(lib.signed[index[item["multiplier"]]]),
+        )
+        for item in doc["layers"]
+    }
+
+
+def add_corrections(doc: dict[str, Any], run: Any, lib: LibraryView, *, seed: int = 0) -> None:
+    """Record the free corrections of `doc`'s choices in it (`hwflow.assign.correct`)."""
+    from hwflow.assign.correct import record_corrections
+
+    record_corrections(doc, run, chosen_tables(doc, lib), seed=seed)
+
+
 def check_selection(
     error_model: str,
     requested: str | None,
@@ -293,11 +312,17 @@ def assign_run(
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
     device: str | None = None,
+    correct: bool = True,
+    max_loss: float | None = None,
 ) -> dict[str, Any]:
     """The whole `hwflow assign`: returns the document written to `out` (`jobs`: parallel
     layer tasks of the validation). `device`: where the network runs to record statistics
     ("cpu", "cuda"; default cuda when available). `energy_model` None: the recorded-operand
-    energy, or with `hist_energy` off the uniform-operand one (logged)."""
+    energy, or with `hist_energy` off the uniform-operand one (logged). `correct`: record
+    the free corrections (`hwflow.assign.correct`) for the chosen multipliers.
+    `max_loss`: search the scale (and per-layer back-offs) for the cheapest assignment
+    within this many pp of validation top-1 below int8 (`hwflow.assign.budget`; `scale`
+    is then unused); the result's `budget.met` says whether it fits."""
     from hwflow.nn.train import load_run
 
     energy_model = check_selection(error_model, energy_model, hist_energy, log)
@@ -308,9 +333,21 @@ def assign_run(
     sigmas = run.summary.sigmas()
     he = energy_mod.HistogramEnergy(lib.library, seed=seed) if hist_energy else None
     log("error model and selection ...")
-    doc, pred = assign(
-        stats, sigmas, lib, energy_model, scale=scale, error_model=error_model, hist_energy=he
-    )
+
+    def at(s: float) -> tuple[dict[str, Any], Prediction]:
+        return assign(
+            stats, sigmas, lib, energy_model, scale=s, error_model=error_model, hist_energy=he
+        )
+
+    doc, pred = at(scale)
+    if max_loss is not None:
+        from hwflow.assign import budget
+
+        log(f"searching the cheapest assignment within {max_loss:g} pp (validation) ...")
+        evaluate = budget.Evaluator(run, lib, seed=seed)
+        doc = budget.search(lambda s: at(s)[0], evaluate, max_loss, log)
+    elif correct:
+        add_corrections(doc, run, lib, seed=seed)
     doc["run"] = str(Path(run_dir).resolve())
     validation = None
     if do_validate:

@@ -22,11 +22,13 @@ import io
 import math
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hwflow.artifacts import Assignment
 from hwflow.assign.assignment import assignment_tables
+from hwflow.assign.correct import apply_corrections, has_corrections
 from hwflow.errors import AssignmentError
 from hwflow.io import load_torch, save_torch, sha256_bytes, write_json
 from hwflow.progress import progress
@@ -68,12 +70,53 @@ def predict_test_set(run: Any, model: Any) -> Any:
     return torch.cat(out).numpy() if out else torch.zeros(0, dtype=torch.int16).numpy()
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Optimizer and learning-rate schedule of a retraining.
+
+    `sgd`: SGD with `momentum`, the lr multiplied by `gamma` every `step_every` epochs
+    (0: constant), the reference method's recipe; `adam`: Adam at a constant lr."""
+
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    step_every: int = 0
+    gamma: float = 0.1
+
+    def tag(self) -> str:
+        return "" if self == Schedule() else f"|{self}"  # default keys as before
+
+    def build(self, params: list, lr: float) -> tuple[Any, Any]:
+        import torch
+
+        if self.optimizer not in OPTIMIZERS:
+            raise AssignmentError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.step_every < 0 or not 0 < self.gamma <= 1:
+            raise AssignmentError("--step-every must be >= 0 and --gamma in (0, 1]")
+        if self.optimizer == "sgd":
+            opt: Any = torch.optim.SGD(params, lr=lr, momentum=self.momentum)
+        else:
+            opt = torch.optim.Adam(params, lr=lr)
+        step = self.step_every or 10**9
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step, gamma=self.gamma)
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
 def retrain_key(
-    assignment_text: bytes, epochs: int, lr: float, seed: int, gradient: str = "ste"
+    assignment_text: bytes,
+    epochs: int,
+    lr: float,
+    seed: int,
+    gradient: str = "ste",
+    schedule: Schedule = Schedule(),
 ) -> str:
     """Names the checkpoint of one (assignment, settings) retraining, for resuming."""
     tag = "" if gradient == "ste" else f"|{gradient}"  # STE keys as before
-    return sha256_bytes(assignment_text + f"|{epochs}|{lr}|{seed}{tag}".encode())[:12]
+    text = f"|{epochs}|{lr}|{seed}{tag}{schedule.tag()}"
+    return sha256_bytes(assignment_text + text.encode())[:12]
 
 
 def check_retrain_options(epochs: int, lr: float) -> None:
@@ -100,8 +143,10 @@ def retrain_run(
     device: str | None = None,
     gradient: str | None = None,
     predictions_out: str | os.PathLike[str] | None = None,
+    schedule: Schedule = Schedule(),
 ) -> dict[str, Any]:
-    """Retrain and return (and write) the retrain.json document. `device`: "cpu" or
+    """Retrain and return (and write) the retrain.json document. `schedule`: optimizer
+    and lr schedule (`Schedule`). `device`: "cpu" or
     "cuda" (default: cuda when available), unless `run` (a loaded run) is given.
     `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`).
     `predictions_out`: also save the kept model's predicted class per test image (.npy),
@@ -141,16 +186,20 @@ def retrain_run(
         set_observing(model, False)
         for _, layer in approx_layers(model):
             layer.gradient = gradient
+        if has_corrections(chosen):  # each lever's share: tables alone, then corrected
+            test_accuracy("approx_uncorrected")
+            val["approx_uncorrected"] = _val_score(run, model)[0]
+            apply_corrections(run, model, chosen, str(assignment))
         test_accuracy("approx_before")
         before = _val_score(run, model)
         val["approx_before"] = before[0]
 
-        key = retrain_key(chosen.raw, epochs, lr, seed, gradient)
+        key = retrain_key(chosen.raw, epochs, lr, seed, gradient, schedule)
         ckpt_dir = run_dir / "checkpoints"
         last = ckpt_dir / f"retrain-{key}.last.pt"
         sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
         params = [p for p in model.parameters() if id(p) not in sigma_ids]
-        opt = torch.optim.Adam(params, lr=lr)
+        opt, sched = schedule.build(params, lr)
         gen = torch.Generator().manual_seed(seed)
         start, best_val, best_epoch = 0, before, 0
         best_state, history = copy.deepcopy(model.state_dict()), []
@@ -158,6 +207,8 @@ def retrain_run(
             state = load_torch(last)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if "scheduler" in state:
+                sched.load_state_dict(state["scheduler"])
             gen.set_state(state["generator"])
             start, best_val, best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
             best_state, history = state["best_state"], state["history"]
@@ -175,6 +226,7 @@ def retrain_run(
                 opt.step()
                 loss_sum += float(loss.detach()) * len(y)
                 seen += len(y)
+            sched.step()
             v = _val_score(run, model)
             history.append(
                 {
@@ -194,6 +246,7 @@ def retrain_run(
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
                     "best_val": best_val,
                     "best_epoch": best_epoch,
@@ -225,6 +278,7 @@ def retrain_run(
             "lr": lr,
             "seed": seed,
             "gradient": gradient,
+            "schedule": asdict(schedule),
             "accuracy": acc,
             "accuracy_top5": top5,
             "val_accuracy": val,
@@ -278,6 +332,8 @@ def evaluate_assignment(
         load_weights(model, retrained)
         checkpoint = str(retrained)
     apply_tables(model, {n: (t, s) for n, (_, t, s) in tables.items()})
+    # retrained weights carry their batch-norm statistics: only the offsets then
+    apply_corrections(run, model, chosen, str(assignment), bn=retrained is None)
     acc = run.accuracies(model, split)
     return {
         "run": str(run_dir),

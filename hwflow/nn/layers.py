@@ -120,6 +120,9 @@ class _ApproxMixin:
         self._trace_sink: list[LayerTrace] | None = None
         self._cache: kernels.PreparedCache | None = None
         self._train_tables: kernels.TrainingTables | None = None
+        # per output channel, added to the approx accumulator (bias correction); the
+        # integer pipeline folds it into the integer bias (hwflow.rtl.intinfer)
+        self.acc_offset: Tensor | None = None
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -158,6 +161,20 @@ class _ApproxMixin:
         self.table = kernels._as_table(table)
         self.table_signed = bool(signed)
         self.mode = "approx"
+
+    def set_acc_offset(self, offset: np.ndarray | Tensor | None) -> None:
+        """Integer per-output-channel offset added to the accumulator in approx mode
+        (None: none). It corrects a multiplier's expected error (`hwflow.assign.correct`)."""
+        if offset is None:
+            self.acc_offset = None
+            return
+        off = torch.as_tensor(np.asarray(offset), dtype=torch.int64).reshape(-1)
+        if off.numel() != self.weight.shape[0]:
+            raise AssignmentError(
+                f"accumulator offset has {off.numel()} entries, the layer "
+                f"{self.weight.shape[0]} output channels"
+            )
+        self.acc_offset = off
 
     def decide_signedness(self) -> None:
         """After calibration: auto layers become unsigned iff their input is non-negative."""
@@ -211,6 +228,8 @@ class _ApproxMixin:
         wq, sw = quant.quantize_weight(self.weight, self.per_channel)
         approx = self.mode == "approx"
         y = self._table_op(xc, zp, wq, signed) if approx else self._float_op(xc, wq)
+        if approx and self.acc_offset is not None:  # the bias correction, integer
+            y = y + self._channel_view(self.acc_offset.to(y.device, y.dtype), y)
         y = y * self._out_scale(sx, sw, y.dim())
         if self.mode == "agn" and (self.training or self.agn_eval_noise):
             y = add_noise(y, self.sigma, self.agn_noise)
@@ -262,7 +281,11 @@ class _ApproxMixin:
 
     def _bias_view(self, y: Tensor) -> Tensor:
         assert self.bias is not None
-        return self.bias.reshape(-1, *([1] * (y.dim() - 2))) if y.dim() > 2 else self.bias
+        return self._channel_view(self.bias, y)
+
+    def _channel_view(self, v: Tensor, y: Tensor) -> Tensor:
+        """Per-output-channel `v` shaped to broadcast over `y` (channels in dim 1)."""
+        return v.reshape(-1, *([1] * (y.dim() - 2))) if y.dim() > 2 else v
 
     def _record_ops(self, y: Tensor) -> None:
         per_sample = y[0].numel() if y.dim() > 1 else y.numel()
@@ -371,6 +394,9 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
     def _bias_view(self, y: Tensor) -> Tensor:
         assert self.bias is not None
         return self.bias
+
+    def _channel_view(self, v: Tensor, y: Tensor) -> Tensor:
+        return v  # channels are the last dim: broadcasts as is
 
     def _out_scale(self, sx: Tensor, sw: Tensor, ndim: int) -> Tensor:
         return sx * sw  # channels are the last dim: broadcasts as is
@@ -503,6 +529,15 @@ def apply_tables(model: nn.Module, tables: Mapping[str, tuple[np.ndarray | Tenso
     for name, (table, signed) in tables.items():
         try:
             _find(model, name).set_table(table, signed)
+        except AssignmentError as exc:
+            raise AssignmentError(f"layer {name}: {exc}") from None
+
+
+def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor | None]) -> None:
+    """Set the named layers' accumulator offsets (see `set_acc_offset`)."""
+    for name, offset in offsets.items():
+        try:
+            _find(model, name).set_acc_offset(offset)
         except AssignmentError as exc:
             raise AssignmentError(f"layer {name}: {exc}") from None
 

@@ -198,8 +198,10 @@ def export_run(
     `retrain.json`'s `checkpoint`). `network`: also export the whole network
     (`hwflow.rtl.net`, plain conv/ReLU/max-pool/flatten/linear stacks only). `rows`: at
     most this many operand rows per layer for the per-layer engines (`write_design`)."""
+    from hwflow import nn as hnn
     from hwflow.artifacts import Assignment
     from hwflow.assign.assignment import assignment_tables
+    from hwflow.assign.correct import apply_corrections
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
     from hwflow.nn.train import load_run, load_weights
@@ -221,6 +223,10 @@ def export_run(
         load_weights(run.model, checkpoint)
     signedness = {info.name: bool(info.signed) for info in layer_info(run.model)}
     assigned = assignment_tables(chosen, lib, layers=signedness)
+    # the assignment's free corrections: accumulator offsets join the integer bias (and
+    # so the engines' offsets); batch norm is re-estimated unless retrained weights bring it
+    hnn.apply_tables(run.model, {n: (t, s) for n, (_, t, s) in assigned.items()})
+    apply_corrections(run, run.model, chosen.to_dict(), str(assignment), bn=not checkpoint)
     data = run.data.split(split)
     if images > len(data):
         raise RunError(f"--images {images}: the {split} split has only {len(data)} images")

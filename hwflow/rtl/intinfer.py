@@ -4,7 +4,8 @@ Only the input image is quantized in floating point (preprocessing); from there 
 tensor is an integer, as a hardware pipeline after the MAC engines would compute it:
 
 1. MAC: `acc = sum_k table[x, w]` (sign-magnitude for unsigned layers), the engines' sums;
-2. `t = acc - z * sum_k w + round(bias / (s_x * s_w))`, integer with scale S = s_x * s_w;
+2. `t = acc - z * sum_k w + round(bias / (s_x * s_w)) + offset`, integer with scale
+   S = s_x * s_w (offset: the layer's accumulator bias correction, if any);
 3. requantization to the next layer's input codes with a fixed-point multiplier:
    `q = clamp(((t * M0) + 2^(shift-1)) >> shift + z', code range)`, where
    M0 / 2^shift ~ S / s_x' (M0 in [2^14, 2^15)), ReLU fused (z' = 0 after ReLU: the clamp
@@ -82,6 +83,10 @@ def _int_layers(model: nn.Sequential) -> dict[str, IntLayer]:
         scale = float(sx) * float(sw)
         bias = mod.bias.detach() if mod.bias is not None else torch.zeros(mod.weight.shape[0])
         bias_int = torch.round(bias.double() / scale).to(torch.int64)
+        if mod.acc_offset is not None and mod.table is not None:
+            # the bias correction of the approximate multiplier joins the integer bias,
+            # so the RTL's per-lane offsets carry it as they carry the bias
+            bias_int = bias_int + mod.acc_offset.to(bias_int.device)
         out[name] = IntLayer(name, int(zp), bool(signed), bias_int, scale, float(sx))
     return out
 

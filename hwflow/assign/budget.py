@@ -1,0 +1,215 @@
+"""`hwflow assign --max-loss PP`: the cheapest assignment within a top-1 loss budget.
+
+The budget is in percentage points of top-1 accuracy against the run's int8 (exact)
+accuracy, both measured on the validation split (never the test set), with the real
+tables and the free corrections (`hwflow.assign.correct`; a candidate keeps them only
+where they help on validation).
+
+Search:
+1. the global tolerance scale: from 1, doubling while the budget holds (halving while it
+   does not), then bisection (in log scale) between the largest scale within and the
+   smallest beyond it;
+2. per-layer back-off from the cheapest assignment beyond the budget: the layers where it
+   differs from the best one within are reverted one at a time, each round keeping the
+   revert that recovers the most accuracy (where the loss concentrates), until it fits.
+The cheapest candidate within the budget wins (the selection's energy); every candidate
+measured is listed under `budget:` in assignment.yaml. Identical assignments are measured
+once. If none fits, the most accurate one is returned with `budget.met: false`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hwflow.assign import energy as energy_mod
+from hwflow.errors import AssignmentError
+
+MAX_SCALE = 64.0
+MIN_SCALE = 1.0 / 64
+BISECT_STEPS = 3
+
+
+class Evaluator:
+    """Validation top-1 of assignment documents, raw and corrected, memoised by choice."""
+
+    def __init__(self, run: Any, lib: Any, seed: int = 0) -> None:
+        self.run, self.lib, self.seed = run, lib, seed
+        self.seen: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.int8 = run.evaluate(run.fresh_model(), "val")
+
+    def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Measures `doc` (recording its corrections in it when they help)."""
+        from hwflow.assign.correct import apply_corrections
+        from hwflow.assign.flow import add_corrections, chosen_tables
+        from hwflow.nn import apply_tables
+
+        key = tuple(i["multiplier"] for i in doc["layers"])
+        if key not in self.seen:
+            model = self.run.fresh_model()
+            apply_tables(model, chosen_tables(doc, self.lib))
+            raw = self.run.evaluate(model, "val")
+            corrected = copy.deepcopy(doc)
+            add_corrections(corrected, self.run, self.lib, seed=self.seed)
+            apply_corrections(self.run, model, corrected, "candidate")
+            fixed = self.run.evaluate(model, "val")
+            best = corrected if fixed >= raw else doc
+            self.seen[key] = {
+                "doc": best,
+                "val_top1": max(raw, fixed),
+                "val_top1_uncorrected": raw,
+                "val_top1_corrected": fixed,
+                "corrected": fixed >= raw,
+            }
+        return self.seen[key]
+
+    def loss_pp(self, result: dict[str, Any]) -> float:
+        return 100.0 * (self.int8 - result["val_top1"])
+
+
+def cost(doc: dict[str, Any]) -> float:
+    """The energy the selection minimised (relative to exact)."""
+    e = doc["energy"]
+    field = {"histogram": "relative_histogram", "published": "relative_published"}
+    return float(e.get(field.get(e.get("model", ""), "relative"), e["relative"]))
+
+
+def mixed_doc(base: dict[str, Any], other: dict[str, Any], layer: str) -> dict[str, Any]:
+    """`base` with `layer`'s choice taken from `other`, its energy summary recomputed."""
+    doc = copy.deepcopy(base)
+    items = {i["name"]: i for i in other["layers"]}
+    doc["layers"] = [
+        copy.deepcopy(items[i["name"]]) if i["name"] == layer else i for i in doc["layers"]
+    ]
+    doc.pop("corrections", None)
+    for item in doc["layers"]:
+        item.pop("acc_offset", None)
+    layers = doc["layers"]
+    has_hist = "relative_histogram" in base["energy"]
+    hist = [i["energy_rel_hist"] for i in layers] if has_hist else None
+    published = [i.get("energy_rel_published", np.nan) for i in layers]
+    doc["energy"] = energy_mod.summary(
+        [i["ops"] for i in layers],
+        [i["energy_rel"] for i in layers],
+        hist,
+        base["energy"]["model"],
+        published,
+    )
+    doc["backed_off"] = [*base.get("backed_off", []), layer]
+    return doc
+
+
+def search(
+    make_doc: Callable[[float], dict[str, Any]],
+    evaluate: Evaluator,
+    max_loss: float,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """The cheapest measured assignment within `max_loss` pp (see the module docstring);
+    `make_doc(scale)` gives the selection at a scale."""
+    if not max_loss >= 0:
+        raise AssignmentError(f"--max-loss must be >= 0 percentage points, got {max_loss}")
+    tried: list[tuple[str, dict[str, Any]]] = []
+
+    def measure(label: str, doc: dict[str, Any]) -> dict[str, Any]:
+        r = evaluate(doc)
+        tried.append((label, r))
+        log(
+            f"budget: {label}: saves {100 * (1 - cost(doc)):.1f} %, val loss "
+            f"{evaluate.loss_pp(r):.2f} pp"
+        )
+        return r
+
+    def fits(r: dict[str, Any]) -> bool:
+        return evaluate.loss_pp(r) <= max_loss + 1e-9
+
+    ok, bad = _scale_bracket(make_doc, measure, fits)
+    if ok is not None and bad is not None:
+        lo, hi = ok[0], bad[0]
+        for _ in range(BISECT_STEPS):
+            mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
+            r = measure(f"scale {mid:.4g}", make_doc(mid))
+            if fits(r):
+                lo, ok = mid, (mid, r)
+            else:
+                hi, bad = mid, (mid, r)
+    if ok is not None and bad is not None:
+        _back_off(ok[1]["doc"], bad[1]["doc"], measure, fits)
+    return _result(tried, evaluate, max_loss)
+
+
+def _scale_bracket(make_doc, measure, fits) -> tuple[tuple | None, tuple | None]:
+    """(largest scale within, smallest beyond) among 1, 2, 4, ... or 1, 1/2, ..., 0."""
+    s = 1.0
+    r = measure(f"scale {s:g}", make_doc(s))
+    if fits(r):
+        ok, bad = (s, r), None
+        while s < MAX_SCALE:
+            s *= 2
+            r = measure(f"scale {s:g}", make_doc(s))
+            if not fits(r):
+                return ok, (s, r)
+            ok = (s, r)
+        return ok, None
+    bad = (s, r)
+    while s > MIN_SCALE:
+        s /= 2
+        r = measure(f"scale {s:g}", make_doc(s))
+        if fits(r):
+            return (s, r), bad
+        bad = (s, r)
+    r = measure("scale 0", make_doc(0.0))
+    return ((0.0, r), bad) if fits(r) else (None, bad)
+
+
+def _back_off(ok: dict, bad: dict, measure, fits) -> None:
+    """Revert `bad`'s layers to `ok`'s choices, the most helpful first, until it fits."""
+    current = bad
+    differing = [
+        a["name"]
+        for a, b in zip(bad["layers"], ok["layers"], strict=True)
+        if a["multiplier"] != b["multiplier"]
+    ]
+    while len(differing) > 1:  # reverting the last one gives `ok` itself
+        trials = [(layer, mixed_doc(current, ok, layer)) for layer in differing]
+        results = [(layer, doc, measure(f"back off {layer}", doc)) for layer, doc in trials]
+        layer, doc, r = max(results, key=lambda t: (t[2]["val_top1"], -cost(t[1])))
+        if fits(r):
+            return
+        current = doc
+        differing.remove(layer)
+
+
+def _result(tried: list, evaluate: Evaluator, max_loss: float) -> dict[str, Any]:
+    within = [(label, r) for label, r in tried if evaluate.loss_pp(r) <= max_loss + 1e-9]
+    met = bool(within)
+    if met:
+        label, best = min(within, key=lambda t: (cost(t[1]["doc"]), -t[1]["val_top1"]))
+    else:
+        label, best = max(tried, key=lambda t: (t[1]["val_top1"], -cost(t[1]["doc"])))
+    doc = copy.deepcopy(best["doc"])
+    doc["budget"] = {
+        "max_loss_pp": float(max_loss),
+        "met": met,
+        "split": "val",
+        "chosen": label,
+        "val_top1_int8": round(evaluate.int8, 6),
+        "val_top1": round(best["val_top1"], 6),
+        "val_top1_uncorrected": round(best["val_top1_uncorrected"], 6),
+        "val_top1_corrected": round(best["val_top1_corrected"], 6),
+        "val_loss_pp": round(evaluate.loss_pp(best), 4),
+        "corrected": best["corrected"],
+        "candidates": [
+            {
+                "label": lab,
+                "reduction_pct": round(100 * (1 - cost(r["doc"])), 3),
+                "val_loss_pp": round(evaluate.loss_pp(r), 4),
+                "corrected": r["corrected"],
+            }
+            for lab, r in tried
+        ],
+    }
+    return doc

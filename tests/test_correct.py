@@ -1,0 +1,63 @@
+"""Free corrections: the accumulator offsets' arithmetic and batch-norm re-estimation
+(through the emulation, integer inference, export and verify: tests/test_rtl_export.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwflow.assign.correct import measure_offsets, offsets_of, reestimate_bn
+from hwflow.errors import AssignmentError
+from hwflow.multipliers.table import exact_table
+
+
+def _approx_net(table: np.ndarray) -> tuple[torch.nn.Module, torch.Tensor]:
+    from hwflow.nn import apply_tables, approximate, calibrate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(9, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.rand(64, 9)
+    approximate(model, x[:8])
+    calibrate(model, [x])
+    apply_tables(model, {"0": (table, False), "2": (table, False)})
+    return model, x
+
+
+def test_offsets_cancel_each_channels_mean_error_layer_by_layer():
+    """Each channel's offset is minus its rounded mean accumulator error on the batches,
+    the second layer's measured with the first one already corrected."""
+    from hwflow.nn import trace
+
+    table = exact_table(False).astype(np.int64)
+    table = table + (np.arange(256)[:, None] % 7) * (np.arange(256)[None, :] % 3)  # biased
+    model, x = _approx_net(table)
+    offsets = measure_offsets(model, [x[:32], x[32:]], ["0", "2"])
+    assert set(offsets) == {"0", "2"} and all(v.dtype == np.int64 for v in offsets.values())
+    traced = trace(model, x)
+    for name, off in offsets.items():
+        err = (traced[name].acc - traced[name].acc_exact).double().mean(dim=1).reshape(-1)
+        assert off.any() and np.array_equal(off, -np.rint(err.numpy()).astype(np.int64))
+        assert np.array_equal(model.get_submodule(name).acc_offset.numpy(), off)
+    exact, _ = _approx_net(exact_table(False))
+    assert not any(v.any() for v in measure_offsets(exact, [x], ["0", "2"]).values())
+
+
+def test_offsets_in_a_document_are_checked():
+    assert offsets_of({"layers": [{"name": "a", "acc_offset": [1, -2]}]}, "f")["a"].tolist() == [
+        1,
+        -2,
+    ]
+    with pytest.raises(AssignmentError, match=r"f: layers\[0\].acc_offset"):
+        offsets_of({"layers": [{"name": "a", "acc_offset": [1.5]}]}, "f")
+
+
+def test_batchnorm_reestimated_under_the_network_as_it_is():
+    bn = torch.nn.BatchNorm1d(3)
+    model = torch.nn.Sequential(torch.nn.Identity(), bn).eval()
+    x = torch.randn(64, 3) * 2 + 5
+    assert reestimate_bn(model, [x[:32], x[32:]]) == 1
+    assert torch.allclose(bn.running_mean, x.mean(0), atol=1e-5)
+    # a cumulative average over the batches, not a momentum-weighted one
+    assert torch.allclose(bn.running_var, (x[:32].var(0) + x[32:].var(0)) / 2, rtol=1e-5)
+    assert bn.momentum == 0.1 and not bn.training

@@ -571,7 +571,7 @@ def _print_assignment(doc: dict) -> None:
 )
 @click.option(
     "--max-loss",
-    type=click.FloatRange(min=0),
+    type=NON_NEGATIVE,
     default=None,
     help="Instead of --scale: the cheapest assignment within this top-1 loss (percentage "
     "points below the run's int8 accuracy, measured on the validation split).",
@@ -635,9 +635,10 @@ def assign(
     if b and not b["met"]:
         from pathlib import Path
 
+        from hwflow.artifacts import ASSIGNMENT_FILE
         from hwflow.errors import AssignmentError
 
-        where = out or Path(run_dir) / "assignment.yaml"
+        where = out or Path(run_dir) / ASSIGNMENT_FILE
         raise AssignmentError(
             f"--max-loss {max_loss:g}: no assignment found within the budget; the closest "
             f"({b['chosen']}, validation loss {b['val_loss_pp']:.2f} pp) is in {where}"
@@ -1034,24 +1035,29 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> No
 @click.option("--config", "train_config", default=None, type=click.Path(dir_okay=False),
               help="Training config [default: hwflow's examples/digits.yaml].")  # fmt: skip
 @click.option("--quick", is_flag=True, help="A few steps per stage (tests, smoke runs).")
-@click.option("--scale", type=NON_NEGATIVE, default=1.0, show_default=True,
-              help="Tolerance scale for assign.")  # fmt: skip
+@click.option("--max-loss", type=NON_NEGATIVE, default=1.0, show_default=True,
+              help="assign: the cheapest assignment within this validation loss (pp).")  # fmt: skip
+@click.option("--scale", type=NON_NEGATIVE, default=None,
+              help="assign: a fixed tolerance scale instead of --max-loss.")  # fmt: skip
 @click.option("--jobs", "-j", type=COUNT, default=2, show_default=True, help="Parallel workers.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed for every random choice.")  # fmt: skip
 @click.option("--force", multiple=True, help="Rerun this step even if its outputs exist.")
 @_ENERGY_OPTION
 @executor_options()
-def demo(out, library, train_config, quick, scale, jobs, seed, force, energy_model) -> None:
+def demo(
+    out, library, train_config, quick, max_loss, scale, jobs, seed, force, energy_model
+) -> None:
     """The whole flow on the digits default: library, train, assign, retrain, sweep,
     export, verify, report."""
     from pathlib import Path
 
     from hwflow.flow import FlowConfig, run_flow
 
+    budget = {"max_loss": max_loss} if scale is None else {"scale": scale, "max_loss": None}
     cfg = FlowConfig(
-        out=Path(out), library=Path(library), quick=quick, scale=scale, jobs=jobs, seed=seed,
-        force=tuple(force), energy_model=energy_model,
+        out=Path(out), library=Path(library), quick=quick, jobs=jobs, seed=seed,
+        force=tuple(force), energy_model=energy_model, **budget,
     )  # fmt: skip
     if train_config is not None:
         cfg.train_config = Path(train_config)

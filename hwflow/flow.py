@@ -38,7 +38,8 @@ class FlowConfig:
     # the checkout's examples/, or the copy a wheel carries: the demo runs from anywhere
     train_config: Path = field(default_factory=default_train_config)
     quick: bool = False  # a few steps per stage: the end-to-end test, not a result
-    scale: float = 1.0
+    scale: float = 1.0  # used only without a budget (max_loss None)
+    max_loss: float | None = 1.0  # assign: the cheapest within this validation loss (pp)
     error_model: str = "sampled"
     energy_model: str | None = None  # what assign/sweep minimise (None: recorded operands)
     retrain_epochs: int = 5
@@ -116,13 +117,21 @@ def step_assign(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     doc = assign_run(
         cfg.run, cfg.library, out=cfg.assignment, scale=cfg.scale, error_model=cfg.error_model,
         energy_model=cfg.energy_model, do_validate=True, seed=cfg.seed, log=log,
+        max_loss=cfg.max_loss,
     )  # fmt: skip
+    b = doc.get("budget")
+    if b and not b["met"]:
+        log(
+            f"assign: WARNING: no assignment within {b['max_loss_pp']:g} pp; continuing with "
+            f"the closest ({b['chosen']}, validation loss {b['val_loss_pp']:.2f} pp)"
+        )
     pairs = doc.pop("validation_pairs", [])
     write_json(cfg.run / "validation.json", {"summary": doc.get("validation"), "pairs": pairs})
     return {
         "layers": {item["name"]: item["multiplier"] for item in doc["layers"]},
         "energy": doc["energy"],
         "validation": doc.get("validation"),
+        "budget": {k: v for k, v in (doc.get("budget") or {}).items() if k != "candidates"},
     }
 
 

@@ -270,7 +270,7 @@ def test_corrections_reach_emulation_and_integer_bias(run_and_library, tmp_path)
     from hwflow.rtl.intinfer import integer_inference, requant_stages
 
     _, run_dir, lib = run_and_library
-    names = [layer["name"] for layer in load_run(run_dir).summary["layers"]]
+    names = [layer.name for layer in load_run(run_dir).summary.layers]
     chosen = dict(zip(names[:3], ["u_trunc_k5_c", "u_optrunc_a3_b3", "u_bam_h2_v8"], strict=True))
     doc = yaml.safe_load(_assignment(tmp_path, lib, chosen, run_dir).read_text())
     offsets = offsets_of(doc, "doc")

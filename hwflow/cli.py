@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import click
 
 from hwflow import executor as executor_mod
-from hwflow.errors import HwflowError, Terminated
+from hwflow.errors import HwflowError, Terminated, listing
 from hwflow.progress import progress
 
 # click >= 8.2 signals "no arguments: show the help" as a usage error; that one stays
@@ -293,7 +293,7 @@ def characterize(
         if missing:
             click.echo(
                 f"note: no published figures in {costs} for {len(missing)} "
-                f"(matched by module name, then entry name): {', '.join(missing)}",
+                f"(matched by module name, then entry name): {listing(missing)}",
                 err=True,
             )
         if not (quiet or as_json) and len(missing) < len(outcomes):

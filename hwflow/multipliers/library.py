@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from hwflow.errors import LibraryError
+from hwflow.errors import LibraryError, listing
 from hwflow.io import read_yaml, sha256_bytes, sha256_file, write_npy, write_text, write_yaml
 from hwflow.multipliers.table import check_table
 
@@ -150,7 +150,7 @@ class Library:
 
     def get(self, name: str) -> LibraryEntry:
         if name not in self._entries:
-            known = ", ".join(sorted(self._entries)) or "none"
+            known = listing(sorted(self._entries)) or "none"
             raise LibraryError(f"{self.path}: no multiplier named {name!r} (known: {known})")
         return self._entries[name]
 

@@ -666,7 +666,7 @@ def assign(
               show_default=True, help="sgd: momentum 0.9 (the reference's recipe).")  # fmt: skip
 @click.option("--step-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Multiply the lr by --gamma every N epochs (0: constant lr).")  # fmt: skip
-@click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), default=0.1,
+@click.option("--gamma", type=_Number(0, 1, min_open=True), default=0.1,
               show_default=True, help="Step decay factor.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print retrain.json.")
 @click.option("--quiet", is_flag=True, help="No progress output.")

@@ -428,6 +428,7 @@ def test_temp_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_pat
         (["retrain", "r", "--assignment", "a", "--lr", "nan"], "'nan' is not a finite number"),
         (["sweep", "r", "--scales", "1,inf"], "'inf' is not a finite number"),
         (["evolve", "r", "--scale", "nan"], "'nan' is not a finite number"),
+        (["retrain", "r", "--assignment", "a", "--gamma", "nan"], "'nan' is not a finite number"),
         (["sweep", "r", "--epochs", "-1"], "-1 is not in the range x>=0"),
         (["train", "--config", "c", "--out", "o", "--seed", str(2**64)], "--seed"),
         *[

@@ -211,3 +211,31 @@ def test_training_tables_patch_to_exactly_what_prepare_builds(sign_magnitude):
     got = tables.get(w, wide, sign_magnitude, slot=1)
     assert got._group == 1 and tables.rebuilt == 3
     assert _same_tables(got, kernels.prepare(w, wide, sign_magnitude))
+
+
+def test_training_forward_follows_weight_updates():
+    """Train-mode forwards (tables updated in place after each SGD step) equal eval-mode
+    forwards (tables prepared from the weights as they are), conv and linear layers."""
+    torch.manual_seed(12)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3)
+    )
+    x = torch.randn(6, 2, 5, 5)
+    hn.approximate(model, x)
+    hn.calibrate(model, [x])
+    rng = np.random.default_rng(13)
+    layers = hn.approx_layers(model)
+    hn.apply_tables(
+        model, {n: (random_table(rng, "noncommutative"), layer.signed) for n, layer in layers}
+    )
+    hn.set_observing(model, False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):
+        model.train()
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        y_train = model(x)
+        model.eval()
+        assert torch.equal(y_train, model(x))
+    assert all(layer._train_tables.patched > 0 for _, layer in layers)

@@ -983,8 +983,9 @@ def approx_matmul(
     sign_magnitude: bool = False,
     *,
     prepared: PreparedWeights | None = None,
-    cache: PreparedCache | None = None,
+    cache: PreparedCache | TrainingTables | None = None,
     gradient: str = "ste",
+    slot: int = 0,
 ) -> torch.Tensor:
     """Differentiable table product: x (M, K) and w (K, N) float tensors holding integer
     operand values. Forward = table_matmul as float; gradients = those of x @ w
@@ -992,13 +993,17 @@ def approx_matmul(
 
     `prepared` (from `prepare(w, table, sign_magnitude)` with these same weights) skips
     rebuilding T, e.g. for inference with fixed weights; `cache` (a layer's
-    `PreparedCache`) does the same automatically while the weights stay unchanged.
+    `PreparedCache`) does the same automatically while the weights stay unchanged, or
+    (its `TrainingTables`, with `slot` naming which of the layer's weight matrices this
+    is, e.g. a conv group) updates T to weights that training changed.
     """
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if prepared is not None and cache is not None:
         raise ValueError("approx_matmul: pass prepared or cache, not both")
-    if cache is not None:
+    if isinstance(cache, TrainingTables):
+        prepared = cache.get(_to_int(w), table, sign_magnitude, slot=slot)
+    elif cache is not None:
         prepared = cache.get(_to_int(w), table, sign_magnitude)
     return ApproxMatmul.apply(x, w, table, sign_magnitude, prepared, gradient)
 

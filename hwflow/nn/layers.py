@@ -251,21 +251,21 @@ class _ApproxMixin:
                 not signed,
                 cache=self._weight_cache(),
                 gradient=self.gradient,
+                slot=g,
             )
             for g in range(rows.shape[0])
         ]
         acc = torch.stack(accs) - zp * wg.sum(dim=1, keepdim=True)
         return self._rows_to_output(acc, meta)
 
-    def _training_tables(self) -> kernels.TrainingTables:
-        # training: T follows the weights by updating what an SGD step changed
+    def _weight_cache(self) -> kernels.PreparedCache | kernels.TrainingTables:
+        # eval: weights are fixed batch after batch, so reuse their prepared tables;
+        # training: the tables follow the weights, updated where an SGD step changed them
+        if not self.training:
+            return self._prepared_cache()
         if self._train_tables is None:
             self._train_tables = kernels.TrainingTables()
         return self._train_tables
-
-    def _weight_cache(self) -> kernels.PreparedCache | None:
-        # eval: weights are fixed batch after batch, so reuse their prepared tables
-        return None if self.training else self._prepared_cache()
 
     def _table_on(self, device: torch.device) -> Tensor:
         """The table on `device` (copied there once, not every step)."""
@@ -347,7 +347,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
-            cache=self._training_tables() if self.training else self._prepared_cache(),
+            cache=self._weight_cache(),
         )
 
     def _operand_rows(self, xc: Tensor) -> tuple[Tensor, tuple]:

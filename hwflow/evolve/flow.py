@@ -40,6 +40,7 @@ import numpy as np
 
 from hwflow.artifacts import SUMMARY_FILE, RunSummary
 from hwflow.assign.error_model import predict
+from hwflow.assign.select import tolerances
 from hwflow.assign.stats import STATS_FILE, LayerStats, load_stats
 from hwflow.characterize.synth import Gates, load_gates
 from hwflow.errors import ConfigError
@@ -108,7 +109,7 @@ def evolve_run(
     out.mkdir(exist_ok=True)
     work = []
     for s, item in zip(stats, doc["layers"], strict=True):
-        tol = options.scale * abs(sigmas[s.name]) * s.acc_std
+        tol = float(tolerances([sigmas[s.name]], [s.acc_std], options.scale)[0])
         exact = lib.exact_name(s.signed)
         seeds = [(exact, load_gates(lib.gate_netlist_path(exact)))]
         if options.from_library and item["multiplier"] != exact:

@@ -239,3 +239,16 @@ def test_the_short_energy_stream_ranks_circuits_as_the_library_figure_does():
     full = [energy_under_histograms(g, p_a, p_b) for g in circuits]
     assert len(set(short)) == len(short)
     assert list(np.argsort(short)) == list(np.argsort(full))
+
+
+def test_a_library_seed_is_used_only_where_it_fits(tmp_path):
+    from hwflow.evolve.flow import EvolveOptions, LayerJob, _evolve_layer
+
+    layer = small_layer(False)
+    opts = EvolveOptions(budget=40, stream=256, finalists=1)
+    exact = ("exact", array_multiplier())
+    for name, gates, expect in (("good", live(array_multiplier()), "good"),
+                                ("bad", live(random_gates(80, seed=9)), "exact")):  # fmt: skip
+        job = LayerJob(f"u_evo_{name}", layer, 0.05, 10.0, ((name, gates), exact),
+                       str(tmp_path / f"{name}.json"), opts, quiet=True)  # fmt: skip
+        assert _evolve_layer(job)["seed"] == expect

@@ -442,6 +442,7 @@ class PreparedWeights:
         same = (
             self.backend == "compiled"
             and self._chunks is not None
+            and isinstance(table, torch.Tensor)  # in-place edits show in its _version
             and table is self._source
             and getattr(table, "_version", None) == self._source_version
             and sign_magnitude == self.sign_magnitude
@@ -714,8 +715,6 @@ def _padded_codes(
 ) -> torch.Tensor:
     """(x + offset) (N, C, H, W) as uint8 codes (value & 0xFF), padded with pad_value & 0xFF;
     with the compiled `ops` on the CPU in one pass."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"x: expected a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', x)}")
     if not -128 <= pad_value <= 255:
         raise ValueError(f"pad_value must lie in [-128, 255], got {pad_value}")
     n, c, h, w = x.shape
@@ -732,6 +731,32 @@ def _padded_codes(
     if ph or pw:
         codes = torch.nn.functional.pad(codes, (pw, pw, ph, ph), value=pad_value & 0xFF)
     return codes.contiguous()
+
+
+def _prepared_groups(
+    w_int: torch.Tensor, table, sign_magnitude: bool, groups: int, backend: str, cache
+) -> list[PreparedWeights]:
+    """Per group, the weights (K, Ng) prepared: column n of group g is output channel
+    g * Ng + n, rows the taps in the weight's own (c, i, j) order."""
+    ng = w_int.shape[0] // groups
+    wg = [w_int[g * ng : (g + 1) * ng].reshape(ng, -1).t() for g in range(groups)]
+    if isinstance(cache, TrainingTables):
+        return [cache.get(v, table, sign_magnitude, slot=g) for g, v in enumerate(wg)]
+    if cache is not None:
+        return [cache.get(v, table, sign_magnitude) for v in wg]
+    return [prepare(v, table, sign_magnitude, backend=backend) for v in wg]
+
+
+def _to_channels(accs: list[torch.Tensor], corr: torch.Tensor, out: torch.Tensor, ops) -> None:
+    """out (N, C, L)[:, channels of group g] = accs[g] (N * L, >= C / G) rows, minus corr."""
+    n, cout, length = out.shape
+    ng = cout // len(accs)
+    for g, a in enumerate(accs):
+        cg = corr[g * ng : (g + 1) * ng]
+        if ops is not None:
+            ops.rows_to_channels(a, cg, out, g * ng)
+        else:
+            out[:, g * ng : (g + 1) * ng] = (a[:, :ng].view(n, length, ng) - cg).transpose(1, 2)
 
 
 def _conv_accumulate(
@@ -751,43 +776,28 @@ def _conv_accumulate(
     minus offset * sum(w) per output channel if `zero_point_term`, as `out_dtype` (default:
     the accumulators' own integer type)."""
     offset, pad_value, allow_float = codes_of
-    if not isinstance(w, torch.Tensor) or w.dim() != 4:
-        raise ValueError(f"w: expected a 4-D tensor (Cout, C / groups, kh, kw), got {w.shape}")
-    cout, groups = w.shape[0], geo.groups
+    for name, v in (("x", x), ("w", w)):
+        if not isinstance(v, torch.Tensor) or v.dim() != 4:
+            raise ValueError(f"{name}: expected a 4-D tensor, got {getattr(v, 'shape', v)}")
+    rows, cols, (ho, wo) = geo.taps(tuple(x.shape), tuple(w.shape), x.device)
     w_int = _to_int(w) if w.is_floating_point() else w.detach()
-    ng = cout // max(groups, 1)
-    # (K, Ng) per group: column n of group g is output channel g * Ng + n.
-    wg = [w_int[g * ng : (g + 1) * ng].reshape(ng, -1).t() for g in range(groups)]
-    if isinstance(cache, TrainingTables):
-        prepared = [cache.get(v, table, sign_magnitude, slot=g) for g, v in enumerate(wg)]
-    elif cache is not None:
-        prepared = [cache.get(v, table, sign_magnitude) for v in wg]
-    else:
-        prepared = [prepare(v, table, sign_magnitude, backend=backend) for v in wg]
-    device = prepared[0].device
-    if x.device != device:
-        raise ValueError(f"x is on {x.device} but the weights are on {device}")
+    prepared = _prepared_groups(w_int, table, sign_magnitude, geo.groups, backend, cache)
+    if x.device != prepared[0].device:
+        raise ValueError(f"x is on {x.device} but the weights are on {prepared[0].device}")
     ops = prepared[0]._op if prepared[0].backend == "compiled" else None
     codes = _padded_codes(x, geo.padding, pad_value, offset, ops, allow_float)
-    rows, cols, (ho, wo) = geo.taps(tuple(x.shape), tuple(w.shape), codes.device)
-    n = x.shape[0]
+    rows, cols = rows.to(codes.device), [c.to(codes.device) for c in cols]
     accs = [p.accumulate(codes, rows, c) for p, c in zip(prepared, cols, strict=True)]
-    acc_dtype = torch.int64 if any(a.dtype == torch.int64 for a in accs) else torch.int32
-    corr = (
-        offset * w_int.reshape(cout, -1).sum(1).to(torch.int64).to(codes.device)
-        if zero_point_term
-        else torch.zeros(cout, dtype=torch.int64, device=codes.device)
-    )
-    if zero_point_term and acc_dtype == torch.int32 and corr.abs().max() > 0:
-        acc_dtype = torch.int64  # the difference may leave int32
-    out = torch.empty(n, cout, ho * wo, dtype=out_dtype or acc_dtype, device=codes.device)
-    for g, a in enumerate(accs):  # rows are (n, position): to (n, channel, position)
-        cg = corr[g * ng : (g + 1) * ng]
-        if ops is not None:
-            ops.rows_to_channels(a, cg, out, g * ng)
-        else:
-            out[:, g * ng : (g + 1) * ng] = (a.view(n, ho * wo, ng) - cg).transpose(1, 2)
-    return out.view(n, cout, ho, wo)
+    cout = w.shape[0]
+    corr = torch.zeros(cout, dtype=torch.int64, device=codes.device)
+    if zero_point_term and offset:
+        corr = offset * w_int.reshape(cout, -1).sum(1).to(device=codes.device, dtype=torch.int64)
+    # int64 where any sum or its difference with corr may leave int32
+    wide = corr.any() or any(a.dtype == torch.int64 for a in accs)
+    dtype = out_dtype or (torch.int64 if wide else torch.int32)
+    out = torch.empty(x.shape[0], cout, ho * wo, dtype=dtype, device=codes.device)
+    _to_channels(accs, corr, out, ops)
+    return out.view(x.shape[0], cout, ho, wo)
 
 
 def table_conv2d(
@@ -811,7 +821,8 @@ def table_conv2d(
     read in place: no im2col copy is made. x holds integer values in [-128, 255].
     """
     _check_backend(backend)
-    _check_tensor("w", w.reshape(w.shape[0], -1) if w.dim() == 4 else w, "(Cout, C, kh, kw)")
+    if isinstance(w, torch.Tensor) and w.dim() == 4:
+        _check_tensor("w", w.reshape(w.shape[0], -1), "(Cout, C / groups * kh * kw)")
     geo = ConvGeometry.of(stride, padding, dilation, groups)
     return _conv_accumulate(x, w, table, sign_magnitude, geo, (0, pad_value, False), backend, None)
 

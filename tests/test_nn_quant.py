@@ -67,7 +67,8 @@ def test_round_clamp_equals_fake_quantize_values_and_gradients():
     """The vectorized round-and-clamp is torch's fake-quantize (scale 1) bit for bit,
     gradient mask included, at the half-way points and the range edges."""
     torch.manual_seed(1)
-    base = torch.cat([torch.randn(5000) * 300, torch.arange(-300, 300) + 0.5])
+    far = torch.tensor([1e30, -1e30, 3e7 + 2, -3e7, 2.0**24 + 2, -(2.0**24) - 2])
+    base = torch.cat([torch.randn(5000) * 300, torch.arange(-300, 300) + 0.5, far])
     for offset, lo, hi in [(0, 0, 255), (17, 0, 255), (-5, -128, 127), (0, -127, 127)]:
         v1 = base.clone().requires_grad_(True)
         v2 = base.clone().requires_grad_(True)

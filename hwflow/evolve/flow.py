@@ -280,18 +280,7 @@ def _characterize(
     characterize_netlists([path], lib_path, signed=job.layer.signed)
     lib = Library.open(lib_path)
     entry = lib.get(job.name)
-    provenance = {
-        "run": str(run.resolve()),
-        "layer": job.layer.name,
-        "sigma": round(job.sigma, 6),
-        "scale": job.options.scale,
-        "max_error": job.options.max_error,
-        "seed": job.options.seed,
-        "seeded_from": res["seed"],
-        "finalist": res["finalist"],
-        "evaluations": res["evaluations"],
-        "fitness": res["fitness"],
-    }
+    provenance = _provenance(job, res, run)
     if entry.source.get("evolved") != provenance:
         entry.source["evolved"] = provenance
         lib.update([entry])
@@ -321,6 +310,22 @@ def _characterize(
         **{k: res[k] for k in ("seed", "evaluations", "wall_s", "rate", "fitness", "gates")},
         "finalist": res["finalist"],
         "finalist_energy_hist": res["finalist_energy"],
+    }
+
+
+def _provenance(job: LayerJob, res: dict, run: Path) -> dict[str, Any]:
+    """The library entry's `source.evolved`: where the design came from."""
+    return {
+        "run": str(run.resolve()),
+        "layer": job.layer.name,
+        "sigma": round(job.sigma, 6),
+        "scale": job.options.scale,
+        "max_error": job.options.max_error,
+        "seed": job.options.seed,
+        "seeded_from": res["seed"],
+        "finalist": res["finalist"],
+        "evaluations": res["evaluations"],
+        "fitness": res["fitness"],
     }
 
 

@@ -127,6 +127,81 @@ def problem_key(problem: Problem, seed_genome: Genome, cfg: SearchConfig) -> str
     return h.hexdigest()
 
 
+@dataclass
+class _State:
+    """What a checkpoint holds: the parent, the generator and the counters."""
+
+    genome: Genome
+    rng: random.Random
+    evaluations: int = 0
+    generations: int = 0
+    trace: list[list[float]] = field(default_factory=list)
+    finalists: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0  # of earlier sessions
+
+    @classmethod
+    def start(cls, checkpoint: Path | None, key: str, seed: Genome, cfg: SearchConfig) -> _State:
+        """A fresh state, or the one `checkpoint` holds (RunError if made otherwise)."""
+        st = cls(seed.copy(), random.Random(cfg.seed))
+        if checkpoint is None or not checkpoint.is_file():
+            return st
+        d = read_json(checkpoint)
+        if d.get("key") != key or d.get("version") != CHECKPOINT_VERSION:
+            raise RunError(
+                f"{checkpoint}: checkpoint of another layer, tolerance or search setting; "
+                "delete it to start afresh"
+            )
+        v, mt, gauss = d["rng"]
+        st.rng.setstate((v, tuple(mt), gauss))
+        st.genome = Genome.from_dict(d["genome"])
+        st.evaluations, st.generations, st.trace = d["evaluations"], d["generations"], d["trace"]
+        st.finalists = d.get("finalists", [])  # none in checkpoints of older versions
+        st.wall_s = d["wall_s"]
+        return st
+
+    def save(self, checkpoint: Path | None, key: str, session_s: float) -> None:
+        if checkpoint is None:
+            return
+        write_json(checkpoint, {
+            "version": CHECKPOINT_VERSION, "key": key, "genome": self.genome.to_dict(),
+            "rng": list(self.rng.getstate()), "evaluations": self.evaluations,
+            "generations": self.generations, "trace": self.trace,
+            "finalists": self.finalists, "wall_s": self.wall_s + session_s,
+        })  # fmt: skip
+
+
+def _generation(ev: Any, st: _State, problem: Problem, cfg: SearchConfig, parent: tuple) -> tuple:
+    """One generation: `lam` children, the fittest replaces the parent if at least as fit.
+    Returns the parent's fitness key afterwards."""
+    genes = active_genes(st.genome, ev.active)
+    limit = int(ev.score.energy) if parent[0] == 0 else -1
+    best, kept = None, None
+    for _ in range(cfg.lam):
+        deltas = mutate(st.rng, st.genome, genes, cfg.mutations)
+        s = ev.try_child(deltas, limit)
+        st.evaluations += 1
+        if s.skipped:
+            continue
+        k = fitness_key(problem, s)
+        if best is None or k <= best:
+            best, kept = k, deltas
+            ev.keep()
+            if k[0] == 0:
+                limit = s.energy
+    st.generations += 1
+    if best is None or best > parent:
+        return parent
+    ev.accept()
+    for gene, value in kept:
+        st.genome.set(gene, value)
+    if best < parent:
+        s = ev.score
+        st.trace.append([st.evaluations, float(s.energy), problem.std(s.s1, s.s2)])
+        if best[0] == 0:
+            st.finalists = [*st.finalists, st.genome.to_dict()][-cfg.finalists :]
+    return best
+
+
 def evolve(
     problem: Problem,
     seed_genome: Genome,
@@ -138,84 +213,28 @@ def evolve(
     """Run (or resume, from `checkpoint`) the search; returns the best genome and the
     final counters. `report` is called about every `report_s` seconds."""
     key = problem_key(problem, seed_genome, cfg)
-    rng = random.Random(cfg.seed)
-    genome, evals, gens, trace, prior_s = seed_genome.copy(), 0, 0, [], 0.0
-    finalists: list[dict] = []
-    if checkpoint is not None and checkpoint.is_file():
-        state = read_json(checkpoint)
-        if state.get("key") != key or state.get("version") != CHECKPOINT_VERSION:
-            raise RunError(
-                f"{checkpoint}: checkpoint of another layer, tolerance or search setting; "
-                "delete it to start afresh"
-            )
-        genome = Genome.from_dict(state["genome"])
-        v, st, gauss = state["rng"]
-        rng.setstate((v, tuple(st), gauss))
-        evals, gens, trace = state["evaluations"], state["generations"], state["trace"]
-        finalists = state.get("finalists", [])  # none in checkpoints of older versions
-        prior_s = state["wall_s"]
-    ev = make_evaluator(problem, genome, cfg.backend)
+    st = _State.start(checkpoint, key, seed_genome, cfg)
+    ev = make_evaluator(problem, st.genome, cfg.backend)
     start = last_ck = last_rep = time.monotonic()
-    start_evals = evals
+    start_evals = st.evaluations
 
     def progress() -> Progress:
-        s = ev.score
-        wall = time.monotonic() - start
-        rate = (evals - start_evals) / wall if wall > 0 else 0.0
-        std = problem.std(s.s1, s.s2)
+        s, wall = ev.score, time.monotonic() - start
+        rate = (st.evaluations - start_evals) / wall if wall > 0 else 0.0
         fits = problem.fits(s.s1, s.s2, s.violations)
-        kept = finalists_of(finalists, genome.to_dict(), cfg.finalists)
-        return Progress(evals, gens, s, std, fits, wall, rate, trace, kept)
+        kept = finalists_of(st.finalists, st.genome.to_dict(), cfg.finalists)
+        std = problem.std(s.s1, s.s2)
+        return Progress(st.evaluations, st.generations, s, std, fits, wall, rate, st.trace, kept)
 
-    def save() -> None:
-        if checkpoint is None:
-            return
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "key": key,
-            "genome": genome.to_dict(),
-            "rng": list(rng.getstate()),
-            "evaluations": evals,
-            "generations": gens,
-            "trace": trace,
-            "finalists": finalists,
-            "wall_s": prior_s + time.monotonic() - start,
-        }
-        write_json(checkpoint, state)
-
-    parent_key = fitness_key(problem, ev.score)
-    while evals < cfg.budget:
-        genes = active_genes(genome, ev.active)
-        limit = int(ev.score.energy) if parent_key[0] == 0 else -1
-        best, kept = None, None
-        for _ in range(cfg.lam):
-            deltas = mutate(rng, genome, genes, cfg.mutations)
-            s = ev.try_child(deltas, limit)
-            evals += 1
-            if s.skipped:
-                continue
-            k = fitness_key(problem, s)
-            if best is None or k <= best:
-                best, kept = k, deltas
-                ev.keep()
-                if k[0] == 0:
-                    limit = s.energy
-        gens += 1
-        if best is not None and best <= parent_key:
-            ev.accept()
-            for gene, value in kept:
-                genome.set(gene, value)
-            if best < parent_key:
-                trace.append([evals, float(ev.score.energy), problem.std(ev.score.s1, ev.score.s2)])
-                if best[0] == 0:
-                    finalists = [*finalists, genome.to_dict()][-cfg.finalists :]
-            parent_key = best
+    parent = fitness_key(problem, ev.score)
+    while st.evaluations < cfg.budget:
+        parent = _generation(ev, st, problem, cfg, parent)
         now = time.monotonic()
         if now - last_ck >= cfg.checkpoint_s:
-            save()
+            st.save(checkpoint, key, now - start)
             last_ck = now
         if report is not None and now - last_rep >= report_s:
             report(progress())
             last_rep = now
-    save()
-    return genome, progress()
+    st.save(checkpoint, key, time.monotonic() - start)
+    return st.genome, progress()

@@ -7,6 +7,7 @@ The library here is built from the generators' reference tables with hand-set en
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -480,3 +481,38 @@ def test_a_relative_library_resolves_against_the_assignment_file_from_anywhere(
     res = runner.invoke(cli, ["retrain", str(run_dir), "--epochs", "0", *args])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["layers"] == {la["name"]: "u_exact" for la in layers}
+
+
+def test_assign_and_export_on_a_full_disk_are_one_line_with_nothing_half_written(
+    run_copy, tmp_path, monkeypatch
+):
+    import errno
+
+    run_dir, lib_dir = run_copy
+    summary = json.loads((run_dir / "summary.json").read_text())
+    layers = [{"name": layer["name"], "multiplier": "u_exact"} for layer in summary["layers"]]
+    assignment = tmp_path / "assignment.yaml"
+    assignment.write_text(yaml.safe_dump({"library": str(lib_dir), "layers": layers}))
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)  # every hwflow write ends in it
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    out = tmp_path / "a.yaml"
+    args = ["assign", str(run_dir), "--library", str(lib_dir), "--no-hist-energy", "--quiet"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    _ends_in_one_error(res, "cannot write (No space left on device)")
+    export = tmp_path / "design"
+    args = ["export", str(run_dir), "--assignment", str(assignment), "--no-network"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(export)])
+    _ends_in_one_error(res, "cannot write (No space left on device)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["assignment.yaml", "run"]
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def _ends_in_one_error(res, fragment: str) -> None:
+    """Progress lines may precede it; the failure itself is one `error:` line."""
+    lines = res.output.splitlines()
+    assert res.exit_code == 2 and lines[-1].startswith("error: "), res.output
+    assert fragment in lines[-1] and sum(ln.startswith("error: ") for ln in lines) == 1

@@ -151,8 +151,6 @@ def retrain_run(
     `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`).
     `predictions_out`: also save the kept model's predicted class per test image (.npy),
     for paired tests between models."""
-    import torch
-    import torch.nn.functional as F
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
     from hwflow.nn.kernels import GRADIENTS
@@ -170,8 +168,6 @@ def retrain_run(
         raise AssignmentError(f"--gradient must be one of {choices}, got {gradient!r}")
     with torch_threads(run.threads):  # as `hwflow train` does
         tables = _complete_tables(run, chosen, lib_path)
-        cfg = run.config
-        bs = cfg.data.batch_size
         model = run.fresh_model()
         acc: dict[str, float] = {}
         top5: dict[str, float] = {}
@@ -197,64 +193,10 @@ def retrain_run(
         key = retrain_key(chosen.raw, epochs, lr, seed, gradient, schedule)
         ckpt_dir = run_dir / "checkpoints"
         last = ckpt_dir / f"retrain-{key}.last.pt"
-        sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
-        params = [p for p in model.parameters() if id(p) not in sigma_ids]
-        opt, sched = schedule.build(params, lr)
-        gen = torch.Generator().manual_seed(seed)
-        start, best_val, best_epoch = 0, before, 0
-        best_state, history = copy.deepcopy(model.state_dict()), []
-        if last.is_file():
-            state = load_torch(last)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if "scheduler" in state:
-                sched.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            start, best_val, best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
-            best_state, history = state["best_state"], state["history"]
-            log(f"retrain: resuming after epoch {start}")
-        for epoch in range(start, epochs):
-            model.train()
-            seen = loss_sum = 0.0
-            batches = run.data.train.batches(bs, shuffle=True, generator=gen, max_batches=max_steps)
-            n = run.data.train.num_batches(bs, max_steps)
-            desc = f"retrain {epoch + 1}/{epochs}"
-            for x, y in progress(batches, total=n, desc=desc, quiet=quiet):
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * len(y)
-                seen += len(y)
-            sched.step()
-            v = _val_score(run, model)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": loss_sum / max(seen, 1),
-                    "val_acc": v[0],
-                    "val_loss": -v[1],
-                }
-            )
-            mean_loss = loss_sum / max(seen, 1)
-            log(f"retrain epoch {epoch + 1}/{epochs}: loss {mean_loss:.4f} val {v[0]:.4f}")
-            if v > best_val:
-                best_val, best_epoch, best_state = v, epoch + 1, copy.deepcopy(model.state_dict())
-            save_torch(
-                last,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(),
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "history": history,
-                },
-            )
-        model.load_state_dict(best_state)
+        best_val, best_epoch, history = _fine_tune(
+            run, model, last, schedule, epochs=epochs, lr=lr, seed=seed, max_steps=max_steps,
+            quiet=quiet, log=log, before=before,
+        )  # fmt: skip
         test_accuracy("approx_after")
         if predictions_out is not None:
             import numpy as np
@@ -289,6 +231,93 @@ def retrain_run(
         write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
         last.unlink(missing_ok=True)
         return result
+
+
+def _fine_tune(
+    run: Any,
+    model: Any,
+    last: Path,
+    schedule: Schedule,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    max_steps: int | None,
+    quiet: bool,
+    log: Callable[[str], None],
+    before: tuple[float, float],
+) -> tuple[tuple[float, float], int, list[dict[str, Any]]]:
+    """`schedule`'s optimizer over the weights (not the sigmas), resuming from `last` and
+    saving it every epoch; leaves `model` at its best-validation epoch (`before`: epoch 0's score).
+    Returns (best score, best epoch, per-epoch history)."""
+    import torch
+
+    from hwflow.nn import approx_layers
+
+    sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
+    params = [p for p in model.parameters() if id(p) not in sigma_ids]
+    opt, sched = schedule.build(params, lr)
+    gen = torch.Generator().manual_seed(seed)
+    start, best_val, best_epoch = 0, before, 0
+    best_state, history = copy.deepcopy(model.state_dict()), []
+    if last.is_file():
+        state = load_torch(last)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        start, best_val, best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
+        best_state, history = state["best_state"], state["history"]
+        log(f"retrain: resuming after epoch {start}")
+    for epoch in range(start, epochs):
+        desc = f"retrain {epoch + 1}/{epochs}"
+        mean_loss = _train_epoch(run, model, opt, gen, max_steps, desc, quiet)
+        sched.step()
+        v = _val_score(run, model)
+        history.append(
+            {"epoch": epoch + 1, "train_loss": mean_loss, "val_acc": v[0], "val_loss": -v[1]}
+        )
+        log(f"retrain epoch {epoch + 1}/{epochs}: loss {mean_loss:.4f} val {v[0]:.4f}")
+        if v > best_val:
+            best_val, best_epoch, best_state = v, epoch + 1, copy.deepcopy(model.state_dict())
+        save_torch(
+            last,
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": gen.get_state(),
+                "best_val": best_val,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "history": history,
+            },
+        )
+    model.load_state_dict(best_state)
+    return best_val, best_epoch, history
+
+
+def _train_epoch(
+    run: Any, model: Any, opt: Any, gen: Any, max_steps: int | None, desc: str, quiet: bool
+) -> float:
+    """One pass over the (shuffled) training split; the mean training loss."""
+    import torch.nn.functional as F
+
+    bs = run.config.data.batch_size
+    model.train()
+    seen = loss_sum = 0.0
+    batches = run.data.train.batches(bs, shuffle=True, generator=gen, max_batches=max_steps)
+    n = run.data.train.num_batches(bs, max_steps)
+    for x, y in progress(batches, total=n, desc=desc, quiet=quiet):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(y)
+        seen += len(y)
+    return loss_sum / max(seen, 1)
 
 
 def _complete_tables(

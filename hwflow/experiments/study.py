@@ -27,7 +27,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -330,8 +330,74 @@ def study_run(
 
     `gradient_scale`: the scale at which table and STE gradients are compared (None: the
     first scale more than DROP_PP below int8 under the first energy model)."""
-    from hwflow.nn.train import load_run, load_train_config
+    from hwflow.nn.train import load_train_config
 
+    _check_input(seeds, scales, energy_models, epochs, lr, error_model)
+    check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
+    load_train_config(config)  # a bad config fails before anything is trained
+    lib = library_view(library)
+    out = claim_dir(out, STUDY_KIND)
+    seeds = [int(s) for s in seeds]
+    run_dirs = {s: out / f"seed-{s}" for s in seeds}
+    log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
+    items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
+    list(run_parallel(_train_seed, items, jobs))
+    st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
+    for s in seeds:
+        st.docs[s] = seed_points(
+            run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved
+        )
+    names = list(st.docs[seeds[0]])
+    log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
+        f"({len(st.jobs_for(names, 'ste'))} runs)")  # fmt: skip
+    st.retrain_ste(names)
+    int8_correct = {
+        s: _correct(run_dirs[s] / "study" / "int8.pred.npy", st.labels()) for s in seeds
+    }
+    int8_acc = [float(c.mean()) for c in int8_correct.values()]
+    int8_mean, int8_std, int8_lo, int8_hi = mean_ci(int8_acc)
+    rows = [st.row(p, int8_correct) for p in names]
+    gradients = None
+    if compare_gradients:
+        scale = gradient_scale
+        if scale is None:
+            scale = drop_scale(rows, energy_models[0], int8_mean)
+        gradients = st.compare_gradients(scale, energy_models[0], rows, int8_correct, log)
+    result = {
+        "config": str(Path(config).resolve()),
+        "library": str(Path(lib.library.path).resolve()),
+        "seeds": seeds,
+        "scales": [float(s) for s in scales],
+        "energy_models": list(energy_models),
+        "epochs": epochs,
+        "lr": lr,
+        "max_steps": max_steps,
+        "homog_min_saved": homog_min_saved,
+        "test_images": int(st.labels().size),
+        "int8": {
+            "seeds": len(seeds),
+            "per_seed": int8_acc,
+            "mean": int8_mean,
+            "std": int8_std,
+            "ci": [int8_lo, int8_hi],
+        },
+        "rows": rows,
+        "comparisons": {e: compare(rows, st.correct, e) for e in ("uniform", "recorded")},
+        "gradients": gradients,
+    }
+    write_text(out / "study.csv", _csv(rows))
+    write_json(out / "study.json", result)
+    return result
+
+
+def _check_input(
+    seeds: Sequence[int],
+    scales: Sequence[float],
+    energy_models: Sequence[str],
+    epochs: int,
+    lr: float,
+    error_model: str,
+) -> None:
     if not seeds:
         raise AssignmentError("--seeds: give at least one training seed")
     if not scales or any(s < 0 for s in scales):
@@ -343,139 +409,118 @@ def study_run(
     for em in energy_models:  # the study always records the operand energy
         check_selection(error_model, em, hist_energy=True)
     check_retrain_options(epochs, lr)
-    check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
-    load_train_config(config)  # a bad config fails before anything is trained
-    lib = library_view(library)
-    out = claim_dir(out, STUDY_KIND)
-    seeds = [int(s) for s in seeds]
-    run_dirs = {s: out / f"seed-{s}" for s in seeds}
-    log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
-    items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
-    list(run_parallel(_train_seed, items, jobs))
-    docs: dict[int, dict[str, dict]] = {}
-    for s in seeds:
-        docs[s] = seed_points(run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved)
-    names = list(docs[seeds[0]])
-    threads = 1 if jobs > 1 else 0
 
-    def jobs_for(points: Sequence[str], gradient: str) -> list[RetrainJob]:
+
+@dataclass
+class _Study:
+    """What the study's steps share: each seed's run and points, the retraining settings,
+    and every STE-retrained result with its per-image correctness ({point: {seed: ...}})."""
+
+    run_dirs: dict[int, Path]
+    lib: Any
+    error_model: str
+    homog_min_saved: float
+    epochs: int
+    lr: float
+    max_steps: int | None
+    jobs: int
+    docs: dict[int, dict[str, dict]] = field(default_factory=dict)
+    test_labels: np.ndarray | None = None
+    per_point: dict[str, dict[int, dict]] = field(default_factory=dict)
+    correct: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.run_dirs)
+
+    def labels(self) -> np.ndarray:
+        """The test split's labels (every seed's run has the same split)."""
+        if self.test_labels is None:
+            from hwflow.nn.train import load_run
+
+            self.test_labels = load_run(self.run_dirs[self.seeds[0]]).data.test.y.numpy()
+        return self.test_labels
+
+    def jobs_for(self, points: Sequence[str], gradient: str) -> list[RetrainJob]:
+        threads = 1 if self.jobs > 1 else 0
         return [
             RetrainJob(
-                str(run_dirs[s]),
-                str(run_dirs[s] / "study" / p),
-                epochs,
-                lr,
+                str(self.run_dirs[s]),
+                str(self.run_dirs[s] / "study" / p),
+                self.epochs,
+                self.lr,
                 s,
                 threads,
-                max_steps,
+                self.max_steps,
                 gradient,
                 predictions=True,
             )  # fmt: skip
             for p in points
-            for s in seeds
-            if p in docs[s]
+            for s in self.seeds
+            if p in self.docs[s]
         ]
 
-    ste_jobs = jobs_for(names, "ste")
-    log(f"study: retraining {len(names)} points x {len(seeds)} seeds ({len(ste_jobs)} runs)")
-    results = list(run_parallel(retrain_point, ste_jobs, jobs))
+    def retrain(
+        self, points: Sequence[str], gradient: str
+    ) -> tuple[dict[str, dict[int, dict]], dict[str, dict[int, np.ndarray]]]:
+        """Retrain (or read back) every seed's `points`: ({point: {seed: retrain result}},
+        {point: {seed: correct per test image}})."""
+        todo = self.jobs_for(points, gradient)
+        results: dict[str, dict[int, dict]] = {}
+        correct: dict[str, dict[int, np.ndarray]] = {}
+        done = list(run_parallel(retrain_point, todo, self.jobs))  # all, then the labels
+        for job, res in zip(todo, done, strict=True):
+            p = Path(job.point_dir).name
+            results.setdefault(p, {})[job.seed] = res
+            pred = Path(job.point_dir) / f"{job.stem}.pred.npy"
+            correct.setdefault(p, {})[job.seed] = _correct(pred, self.labels())
+        return results, correct
 
-    run0 = load_run(run_dirs[seeds[0]])
-    labels = run0.data.test.y.numpy()
-    int8_correct = {s: _correct(run_dirs[s] / "study" / "int8.pred.npy", labels) for s in seeds}
-    per_point: dict[str, dict[int, dict]] = {}
-    correct: dict[str, dict[int, np.ndarray]] = {}
-    for job, res in zip(ste_jobs, results, strict=True):
-        p = Path(job.point_dir).name
-        per_point.setdefault(p, {})[job.seed] = res
-        correct.setdefault(p, {})[job.seed] = _correct(
-            Path(job.point_dir) / f"{job.stem}.pred.npy", labels
-        )
-    int8_acc = [float(c.mean()) for c in int8_correct.values()]
-    int8_mean, int8_std, int8_lo, int8_hi = mean_ci(int8_acc)
-    rows = [
-        point_row(p, {s: docs[s][p] for s in per_point[p]}, per_point[p], correct[p], int8_correct)
-        for p in names
-    ]
+    def retrain_ste(self, points: Sequence[str]) -> None:
+        results, correct = self.retrain(points, "ste")
+        for p in results:
+            self.per_point.setdefault(p, {}).update(results[p])
+            self.correct.setdefault(p, {}).update(correct[p])
 
-    gradients = None
-    if compare_gradients:
-        scale = gradient_scale
-        if scale is None:
-            scale = drop_scale(rows, energy_models[0], int8_mean)
-        point = hetero_name(energy_models[0], scale)
-        if point not in docs[seeds[0]]:
-            for s in seeds:
-                docs[s] |= seed_points(
-                    run_dirs[s], lib, [scale], energy_models[:1], error_model, homog_min_saved
-                )
-            ste_extra = jobs_for([point], "ste")
-            for job, res in zip(
-                ste_extra, run_parallel(retrain_point, ste_extra, jobs), strict=True
-            ):
-                per_point.setdefault(point, {})[job.seed] = res
-                correct.setdefault(point, {})[job.seed] = _correct(
-                    Path(job.point_dir) / f"{job.stem}.pred.npy", labels
-                )
-            rows.append(
-                point_row(
-                    point,
-                    {s: docs[s][point] for s in seeds},
-                    per_point[point],
-                    correct[point],
-                    int8_correct,
+    def row(self, point: str, int8_correct: dict[int, np.ndarray]) -> dict[str, Any]:
+        res = self.per_point[point]
+        docs = {s: self.docs[s][point] for s in res}
+        return point_row(point, docs, res, self.correct[point], int8_correct)
+
+    def compare_gradients(
+        self,
+        scale: float,
+        energy_model: str,
+        rows: list[dict],
+        int8_correct: dict[int, np.ndarray],
+        log: Callable[[str], None],
+    ) -> dict[str, Any]:
+        """Retrain the heterogeneous point at `scale` with the table's own gradients too
+        (and with STE first, where the point is new); appends its rows."""
+        point = hetero_name(energy_model, scale)
+        if point not in self.docs[self.seeds[0]]:
+            for s in self.seeds:
+                self.docs[s] |= seed_points(
+                    self.run_dirs[s], self.lib, [scale], [energy_model], self.error_model,
+                    self.homog_min_saved,
                 )  # fmt: skip
-            )
-        table_jobs = jobs_for([point], "table")
-        log(f"study: table-gradient retraining at {point} ({len(table_jobs)} runs)")
-        table_res = list(run_parallel(retrain_point, table_jobs, jobs))
-        tres = {j.seed: r for j, r in zip(table_jobs, table_res, strict=True)}
-        tcorrect = {
-            j.seed: _correct(Path(j.point_dir) / f"{j.stem}.pred.npy", labels) for j in table_jobs
-        }
-        rows.append(
-            point_row(
-                point,
-                {s: docs[s][point] for s in tres},
-                tres,
-                tcorrect,
-                int8_correct,
-                gradient="table",
-            )  # fmt: skip
+            self.retrain_ste([point])
+            rows.append(self.row(point, int8_correct))
+        log(
+            f"study: table-gradient retraining at {point} "
+            f"({len(self.jobs_for([point], 'table'))} runs)"
         )
-        gradients = {
+        results, correct = self.retrain([point], "table")
+        tres, tcorrect = results[point], correct[point]
+        docs = {s: self.docs[s][point] for s in tres}
+        rows.append(point_row(point, docs, tres, tcorrect, int8_correct, gradient="table"))
+        return {
             "point": point,
             "scale": scale,
-            "ste": [per_point[point][s]["accuracy"]["approx_after"] for s in seeds],
-            "table": [tres[s]["accuracy"]["approx_after"] for s in seeds],
-            "paired": paired(correct[point], tcorrect),
+            "ste": [self.per_point[point][s]["accuracy"]["approx_after"] for s in self.seeds],
+            "table": [tres[s]["accuracy"]["approx_after"] for s in self.seeds],
+            "paired": paired(self.correct[point], tcorrect),
         }
-
-    result = {
-        "config": str(Path(config).resolve()),
-        "library": str(Path(lib.library.path).resolve()),
-        "seeds": seeds,
-        "scales": [float(s) for s in scales],
-        "energy_models": list(energy_models),
-        "epochs": epochs,
-        "lr": lr,
-        "max_steps": max_steps,
-        "homog_min_saved": homog_min_saved,
-        "test_images": int(labels.size),
-        "int8": {
-            "seeds": len(seeds),
-            "per_seed": int8_acc,
-            "mean": int8_mean,
-            "std": int8_std,
-            "ci": [int8_lo, int8_hi],
-        },
-        "rows": rows,
-        "comparisons": {e: compare(rows, correct, e) for e in ("uniform", "recorded")},
-        "gradients": gradients,
-    }
-    write_text(out / "study.csv", _csv(rows))
-    write_json(out / "study.json", result)
-    return result
 
 
 def load_study(out: str | os.PathLike[str]) -> dict[str, Any]:

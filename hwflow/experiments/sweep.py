@@ -221,34 +221,7 @@ def sweep_run(
     per_point: dict[str, list[dict]] = {}
     for item, res in zip(items, results, strict=True):
         per_point.setdefault(Path(item.point_dir).name, []).append(res)
-    rows = []
-    for name, doc in docs.items():
-        res = per_point[name]
-        after = np.array([r["accuracy"]["approx_after"] for r in res])
-        # results from before top-5 was recorded have none: the cell stays empty
-        top5 = [r.get("accuracy_top5", {}).get("approx_after") for r in res]
-        e = doc["energy"]
-        kind = "homogeneous" if name.startswith("homog-") else "heterogeneous"
-        rows.append(
-            {
-                "point": name,
-                "kind": kind,
-                "scale": doc.get("scale", ""),
-                "multipliers": " ".join(i["multiplier"] for i in doc["layers"]),
-                "energy_rel": e["relative"],
-                "reduction_pct": e["reduction_pct"],
-                "reduction_pct_hist": e.get("reduction_pct_histogram", ""),
-                "energy_model": e["model"] if kind == "heterogeneous" else "",
-                "acc_quant": res[0]["accuracy"]["quant"],
-                "acc_quant_top5": res[0].get("accuracy_top5", {}).get("quant", ""),
-                "acc_before": float(np.mean([r["accuracy"]["approx_before"] for r in res])),
-                "acc_after_mean": float(after.mean()),
-                "acc_after_std": float(after.std()),
-                "acc_after_top5_mean": float(np.mean(top5)) if None not in top5 else "",
-                "val_after_mean": float(np.mean([r["val_accuracy"]["approx_after"] for r in res])),
-                "seeds": len(res),
-            }
-        )
+    rows = [_row(name, doc, per_point[name]) for name, doc in docs.items()]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
@@ -260,6 +233,33 @@ def sweep_run(
 def sweep_dir(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None) -> Path:
     """Where a sweep writes: `out_dir`, by default RUN/sweep."""
     return Path(out_dir) if out_dir is not None else Path(run_dir) / "sweep"
+
+
+def _row(name: str, doc: dict, res: list[dict]) -> dict[str, Any]:
+    """One point's sweep.csv row from its assignment and its retraining results."""
+    after = np.array([r["accuracy"]["approx_after"] for r in res])
+    # results from before top-5 was recorded have none: the cell stays empty
+    top5 = [r.get("accuracy_top5", {}).get("approx_after") for r in res]
+    e = doc["energy"]
+    kind = "homogeneous" if name.startswith("homog-") else "heterogeneous"
+    return {
+        "point": name,
+        "kind": kind,
+        "scale": doc.get("scale", ""),
+        "multipliers": " ".join(i["multiplier"] for i in doc["layers"]),
+        "energy_rel": e["relative"],
+        "reduction_pct": e["reduction_pct"],
+        "reduction_pct_hist": e.get("reduction_pct_histogram", ""),
+        "energy_model": e["model"] if kind == "heterogeneous" else "",
+        "acc_quant": res[0]["accuracy"]["quant"],
+        "acc_quant_top5": res[0].get("accuracy_top5", {}).get("quant", ""),
+        "acc_before": float(np.mean([r["accuracy"]["approx_before"] for r in res])),
+        "acc_after_mean": float(after.mean()),
+        "acc_after_std": float(after.std()),
+        "acc_after_top5_mean": float(np.mean(top5)) if None not in top5 else "",
+        "val_after_mean": float(np.mean([r["val_accuracy"]["approx_after"] for r in res])),
+        "seeds": len(res),
+    }
 
 
 def _check_earlier_point(path: Path, doc: dict) -> None:

@@ -33,7 +33,7 @@ import torch
 from bench._common import Row, best_times
 from hwflow.multipliers.table import exact_table
 from hwflow.nn import kernels
-from hwflow.nn.train import torch_threads
+from hwflow.nn.run import torch_threads
 
 # (label, M, K, N): ResNet-20/CIFAR layers at batch 128 and the digits CNN's widest conv
 # over the 360-image test set.

@@ -25,7 +25,7 @@ from bench._common import Row, best_times
 from hwflow.multipliers.table import exact_table
 from hwflow.nn.agn import agn_loss
 from hwflow.nn.models import build_model
-from hwflow.nn.train import torch_threads
+from hwflow.nn.run import torch_threads
 
 CASES = [
     # (label, model, input shape (C, H, W), batch)

@@ -467,7 +467,7 @@ def train(config_path, out, resume, seed, data_dir, threads, device, quiet) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate(run_dir, mode, split, data_dir, assignment, retrained, device, as_json) -> None:
     """Accuracy of a trained run (agn: with its learned noise drawn at evaluation)."""
-    from hwflow.nn.train import evaluate_run
+    from hwflow.nn.run import evaluate_run
 
     if mode == "approx" or assignment is not None:  # approx mode with tables
         from hwflow.assign.retrain import evaluate_assignment

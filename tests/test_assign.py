@@ -89,7 +89,7 @@ def test_selection_is_cheapest_fitting_multiplier(run_copy):
     written = yaml.safe_load((run_dir / "assignment.yaml").read_text())
     assert written["layers"] == doc["layers"] and written["library"] == str(lib_dir.resolve())
     # Brute force from the model's predictions: lowest energy among those within tolerance.
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     stats = run_stats(load_run(run_dir))
     view = library_view(lib_dir)
@@ -138,7 +138,7 @@ def test_choose_prefers_energy_then_std_and_rejects_nothing_fitting():
 def test_validation_measures_against_independent_gather(run_copy):
     run_dir, lib_dir = run_copy
     from hwflow.nn import trace
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
     x = run.data.val.x[:16]
@@ -250,7 +250,7 @@ def test_cli_assign_and_errors(run_copy, tmp_path):
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
     model = run.fresh_model()

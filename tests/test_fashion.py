@@ -17,7 +17,8 @@ from hwflow.cli import cli
 from hwflow.errors import HwflowError
 from hwflow.nn import data as data_mod
 from hwflow.nn.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, Split, load_data
-from hwflow.nn.train import accuracies, auto_threads, load_train_config, train
+from hwflow.nn.run import accuracies
+from hwflow.nn.train import auto_threads, load_train_config, train
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -228,7 +228,7 @@ def test_integer_inference_matches_the_emulation(run_and_library, monkeypatch):
     import torch
 
     from hwflow.nn import apply_tables, trace
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
     from hwflow.rtl.intinfer import integer_accuracies, integer_accuracy, integer_inference
 
     _, run_dir, lib = run_and_library
@@ -325,7 +325,7 @@ def test_whole_network_classifies_several_images(run_and_library):
 
     from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
     from hwflow.rtl.intinfer import integer_inference
 
     root, run, lib = run_and_library
@@ -438,7 +438,7 @@ def test_network_design_only_for_plain_stacks(run_and_library):
 
     from torch import nn
 
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
     from hwflow.rtl import export, net
 
     _, run_dir, lib = run_and_library
@@ -478,7 +478,7 @@ def _whole_network_checked(run_dir, out, manifest, report, names):
 
     from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
     from hwflow.rtl.intinfer import integer_inference
 
     net = manifest["net"]
@@ -515,7 +515,7 @@ def _codes_match_integer_reference(run_dir, out, manifest, names):
 
     from hwflow.assign.assignment import assignment_tables
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
     from hwflow.rtl.intinfer import integer_inference
 
     run = load_run(run_dir)

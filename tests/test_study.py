@@ -136,7 +136,7 @@ def test_study_on_tiny_digits(tmp_path):
         assert summary["seed"] == s
         int8 = np.load(run / "study" / "int8.pred.npy")
         if labels is None:
-            from hwflow.nn.train import load_run
+            from hwflow.nn.run import load_run
 
             labels = load_run(run).data.test.y.numpy()
         # the kept predictions are the retrained models' own: same accuracy as retrain.json

@@ -16,13 +16,13 @@ import hwflow.nn as hn
 from hwflow.cli import cli
 from hwflow.errors import ConfigError, RunError
 from hwflow.io import DIR_MARK
+from hwflow.nn.run import load_run
 from hwflow.nn.train import (
     AGNConfig,
     DataConfig,
     QATConfig,
     StageConfig,
     TrainConfig,
-    load_run,
     load_train_config,
     train,
 )
@@ -241,7 +241,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_run, tmp_path):
 
 
 def test_load_weights_errors(tiny_run, tmp_path):
-    from hwflow.nn.train import load_weights
+    from hwflow.nn.run import load_weights
 
     out, _ = tiny_run
     run = load_run(out)

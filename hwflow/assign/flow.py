@@ -323,7 +323,7 @@ def assign_run(
     `max_loss`: search the scale (and per-layer back-offs) for the cheapest assignment
     within this many pp of validation top-1 below int8 (`hwflow.assign.budget`; `scale`
     is then unused); the result's `budget.met` says whether it fits."""
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     energy_model = check_selection(error_model, energy_model, hist_energy, log)
     lib = library_view(library)

@@ -154,7 +154,7 @@ def retrain_run(
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
     from hwflow.nn.kernels import GRADIENTS
-    from hwflow.nn.train import load_run, torch_threads
+    from hwflow.nn.run import load_run, torch_threads
 
     check_retrain_options(epochs, lr)
     run_dir = Path(run_dir)
@@ -350,7 +350,7 @@ def evaluate_assignment(
     """
 
     from hwflow.nn import apply_tables
-    from hwflow.nn.train import load_run, load_weights
+    from hwflow.nn.run import load_run, load_weights
 
     run = load_run(run_dir, data_dir, device)
     chosen = Assignment.load(assignment)

@@ -134,7 +134,7 @@ def seed_points(
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
     are read back (the recorded-operand energies are slow to simulate), others written."""
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
     stats = run_stats(run)
@@ -436,7 +436,7 @@ class _Study:
     def labels(self) -> np.ndarray:
         """The test split's labels (every seed's run has the same split)."""
         if self.test_labels is None:
-            from hwflow.nn.train import load_run
+            from hwflow.nn.run import load_run
 
             self.test_labels = load_run(self.run_dirs[self.seeds[0]]).data.test.y.numpy()
         return self.test_labels

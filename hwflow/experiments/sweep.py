@@ -178,7 +178,7 @@ def sweep_run(
 
     `gradient`: retraining backward, "ste" or "table" (None: the run config's).
     `energy_model`: what the heterogeneous selections minimise (None: as `assign_run`)."""
-    from hwflow.nn.train import load_run
+    from hwflow.nn.run import load_run
 
     check_retrain_options(epochs, lr)
     if not scales:

@@ -2,7 +2,8 @@
 
 Public entry points: `approximate`, `calibrate`, `set_mode`, `apply_tables`, `trace`
 (from `hwflow.nn.layers`), the models in `hwflow.nn.models`, data in `hwflow.nn.data`,
-training and `load_run` in `hwflow.nn.train`.
+training in `hwflow.nn.train` (configs in `hwflow.nn.train_config`), a finished run
+(`load_run`, `load_weights`, evaluation) in `hwflow.nn.run`.
 """
 
 from hwflow.nn.layers import (

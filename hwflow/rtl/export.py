@@ -204,7 +204,7 @@ def export_run(
     from hwflow.assign.correct import apply_corrections
     from hwflow.multipliers.library import Library
     from hwflow.nn import layer_info
-    from hwflow.nn.train import load_run, load_weights
+    from hwflow.nn.run import load_run, load_weights
 
     if images < 1:
         raise VerificationError(f"--images must be >= 1, got {images}")
@@ -300,7 +300,7 @@ def split_accuracy(run: Any, data: Any) -> dict[str, dict[str, float | None]]:
     exported tables: the fake-quant emulation and the integer-only pipeline
     (`hwflow.rtl.intinfer`; None where the network has no integer form, e.g. not a plain
     conv/ReLU/pool/linear stack)."""
-    from hwflow.nn.train import accuracies
+    from hwflow.nn.run import accuracies
     from hwflow.rtl.intinfer import integer_accuracies
 
     fake = accuracies(run.model, data, run.config.data.eval_batch_size)

@@ -517,7 +517,7 @@ _ERROR_MODEL_OPTION = click.option(
 
 
 def _print_assignment(doc: dict) -> None:
-    from hwflow.assign.energy import saved_text
+    from hwflow.present.tables import saved_text
 
     click.echo(
         f"{'layer':<16} {'multiplier':<22} {'tolerated':>9} {'predicted':>9} "
@@ -707,7 +707,7 @@ def retrain(
     )
     e = result.get("energy") or {}
     if "reduction_pct" in e:
-        from hwflow.assign.energy import saved_text
+        from hwflow.present.tables import saved_text
 
         click.echo(
             f"multiplication energy: {saved_text(e)}; selection minimised the "
@@ -1074,7 +1074,7 @@ def demo(
               help="Also write a self-contained HTML page.")  # fmt: skip
 def report(run, library, html) -> None:
     """Write RUN/report/report.md (and report.html) with figures from the stages' files."""
-    from hwflow.report import write_report
+    from hwflow.present.report import write_report
 
     for path in write_report(run, library=library, html=html):
         click.echo(str(path))

@@ -192,7 +192,7 @@ def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
 
 def step_report(cfg: FlowConfig, log: Log) -> dict[str, Any]:
-    from hwflow.report import write_report
+    from hwflow.present.report import write_report
 
     paths = write_report(cfg.out, library=cfg.library, html=True)
     return {"report": [str(p) for p in paths]}

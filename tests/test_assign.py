@@ -379,7 +379,8 @@ def test_sweep_writes_csv_and_plot(run_copy):
 
 
 def test_energy_accounting():
-    from hwflow.assign.energy import relative_energy, saved_text, selection_model, summary
+    from hwflow.assign.energy import relative_energy, selection_model, summary
+    from hwflow.present.tables import saved_text
 
     assert relative_energy([1, 3], [1.0, 0.2]) == pytest.approx(0.4)
     s = summary([1, 3], [1.0, 0.2], [1.0, 0.5])

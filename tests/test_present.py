@@ -42,3 +42,31 @@ def test_sweep_and_study_figures_are_drawn_from_their_rows(tmp_path):
     }  # fmt: skip
     result = {"rows": [row], "int8": {"mean": 0.9, "ci": [0.89, 0.91]}}
     assert study_pareto(result, tmp_path / "t.png").read_bytes()[:8] == PNG
+
+
+def test_report_pages_render_paragraphs_tables_and_figures_from_templates(tmp_path):
+    from hwflow.present.report import Section, Table, render
+
+    png = tmp_path / "figures" / "a.png"
+    png.parent.mkdir()
+    png.write_bytes(PNG + b"rest")
+    sections = [
+        Section(
+            "Accuracy",
+            ["**bit-exact**: 1,000 checked <ok>", Table(["layer", "multiplier"], [["0", "`m`"]])],
+            [(png, "Error table of `m`")],
+        )
+    ]
+    md = render("report.md.j2", "hwflow report: x", sections, tmp_path)
+    assert md == (
+        "# hwflow report: x\n\n## Accuracy\n\n**bit-exact**: 1,000 checked <ok>\n\n"
+        "| layer | multiplier |\n|---|---|\n| 0 | `m` |\n\n"
+        "![Error table of `m`](figures/a.png)\n"
+    )
+    page = render("report.html.j2", "hwflow report: x", sections, tmp_path)
+    assert "<p><b>bit-exact</b>: 1,000 checked &lt;ok&gt;</p>" in page
+    assert "<th>multiplier</th>" in page and "<td><code>m</code></td>" in page
+    assert (
+        'src="data:image/png;base64,' in page
+        and "<figcaption>Error table of <code>m</code>" in page
+    )

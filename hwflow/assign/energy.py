@@ -27,12 +27,6 @@ ENERGY_MODELS = ("uniform", "histogram", "published")
 # (ReLU-sparse) operands designs cheap under uniform operands can cost more than the exact
 # array (Fashion-MNIST LeNet-5 study, README), so only the recorded figure is trusted.
 DEFAULT_MODEL = "histogram"
-# The label each figure of the `energy:` block carries wherever it is printed.
-FIGURES = {
-    "uniform": ("reduction_pct", "under uniform operands"),
-    "histogram": ("reduction_pct_histogram", "under recorded operands"),
-    "published": ("reduction_pct_published", "by published power"),
-}
 
 
 def relative_energy(ops: Sequence[int], ratios: Sequence[float]) -> float:
@@ -49,18 +43,6 @@ def selection_model(requested: str | None, recorded: bool) -> str:
     if requested is not None:
         return requested
     return DEFAULT_MODEL if recorded else "uniform"
-
-
-def saved_text(energy: dict[str, Any]) -> str:
-    """The `energy:` block's savings in words, the selection's figure first, e.g.
-    "82.4 % saved under recorded operands; 77.3 % under uniform operands"."""
-    model = energy.get("model", "uniform")
-    parts = []
-    for m in [model, *(m for m in FIGURES if m != model)]:
-        key, label = FIGURES.get(m, (None, ""))
-        if key is not None and key in energy:
-            parts.append(f"{energy[key]:.1f} %" + (" saved" if not parts else "") + f" {label}")
-    return "; ".join(parts)
 
 
 def summary(

@@ -151,6 +151,7 @@ def retrain_run(
     `gradient`: "ste" or "table" (None: the run config's `retrain.gradient`).
     `predictions_out`: also save the kept model's predicted class per test image (.npy),
     for paired tests between models."""
+    # Long for its signature and the retrain.json it assembles; the epochs are _fine_tune's.
 
     from hwflow.nn import apply_tables, approx_layers, set_observing
     from hwflow.nn.kernels import GRADIENTS

@@ -330,6 +330,7 @@ def study_run(
 
     `gradient_scale`: the scale at which table and STE gradients are compared (None: the
     first scale more than DROP_PP below int8 under the first energy model)."""
+    # Long for its signature and the study.json it assembles; the retraining is _Study's.
     from hwflow.nn.train import load_train_config
 
     _check_input(seeds, scales, energy_models, epochs, lr, error_model)

@@ -156,12 +156,11 @@ def _stage_modes(stage: str, model: nn.Module, cfg: TrainConfig) -> None:
         layer.agn_noise = cfg.agn.noise
 
 
-def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
-    """Train one stage, checkpointing every epoch; leaves `model` holding the kept state."""
-    cfg = ctx.cfg
+def _param_groups(
+    stage: str, model: nn.Module, layers: list[Any], cfg: TrainConfig
+) -> list[dict[str, Any]]:
+    """The weights; in the agn stage also the noise scales, at their own learning rate."""
     st: StageConfig = getattr(cfg, stage)
-    stage_idx = STAGES.index(stage)
-    layers = [layer for _, layer in L.approx_layers(model)]
     sigma_ids = {id(layer.sigma) for layer in layers}
     weights = [p for p in model.parameters() if id(p) not in sigma_ids]
     groups: list[dict[str, Any]] = [{"params": weights}]
@@ -171,7 +170,74 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         groups.append(
             {"params": [layer.sigma for layer in layers], "lr": sigma_lr, "weight_decay": 0.0}
         )
-    opt = _optimizer(st, groups)
+    return groups
+
+
+def _stage_epoch(
+    stage: str,
+    epoch: int,
+    model: nn.Module,
+    layers: list[Any],
+    ctx: _Ctx,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+) -> dict[str, Any]:
+    """One epoch of `stage` (training, the scheduler's step, validation): its metrics record."""
+    cfg = ctx.cfg
+    st: StageConfig = getattr(cfg, stage)
+    bs = cfg.data.batch_size
+    t0 = time.perf_counter()
+    model.train()
+    n_steps = ctx.data.train.num_batches(bs, st.max_steps)
+    bar = progress(
+        ctx.data.train.batches(bs, shuffle=True, generator=gen, max_batches=st.max_steps),
+        total=n_steps,
+        desc=f"{stage} {epoch + 1}/{st.epochs}",
+        quiet=ctx.quiet,
+    )
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in bar:
+        logits = model(x)
+        if stage == "agn":
+            loss = agn_loss(logits, y, layers, cfg.agn.lam, cfg.agn.sigma_max)
+        else:
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    lr = opt.param_groups[0]["lr"]
+    sched.step()
+    val = evaluate(model, ctx.data.val, cfg.data.eval_batch_size)
+    record: dict[str, Any] = {
+        "stage": stage,
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(1, seen),
+        "train_acc": correct / max(1, seen),
+        "val_acc": val,
+        "lr": lr,
+    }
+    if stage == "agn":
+        record["sigmas"] = _sigmas(model)
+        record["val_acc_noisy"] = evaluate_noisy(
+            model, ctx.data.val, cfg.data.eval_batch_size, cfg.seed
+        )
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    return record
+
+
+def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
+    """Train one stage, checkpointing every epoch; leaves `model` holding the kept state."""
+    cfg = ctx.cfg
+    st: StageConfig = getattr(cfg, stage)
+    stage_idx = STAGES.index(stage)
+    layers = [layer for _, layer in L.approx_layers(model)]
+    opt = _optimizer(st, _param_groups(stage, model, layers, cfg))
     sched = _scheduler(st, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_idx)
     last = ctx.ckpt / f"{stage}.last.pt"
@@ -191,49 +257,9 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         start, best_val, best_state, metrics = 0, -1.0, None, []
     _stage_modes(stage, model, cfg)
 
-    bs = cfg.data.batch_size
     for epoch in range(start, st.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        n_steps = ctx.data.train.num_batches(bs, st.max_steps)
-        bar = progress(
-            ctx.data.train.batches(bs, shuffle=True, generator=gen, max_batches=st.max_steps),
-            total=n_steps,
-            desc=f"{stage} {epoch + 1}/{st.epochs}",
-            quiet=ctx.quiet,
-        )
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in bar:
-            logits = model(x)
-            if stage == "agn":
-                loss = agn_loss(logits, y, layers, cfg.agn.lam, cfg.agn.sigma_max)
-            else:
-                loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        bar.close()
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        val = evaluate(model, ctx.data.val, cfg.data.eval_batch_size)
-        record: dict[str, Any] = {
-            "stage": stage,
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(1, seen),
-            "train_acc": correct / max(1, seen),
-            "val_acc": val,
-            "lr": lr,
-        }
-        if stage == "agn":
-            record["sigmas"] = _sigmas(model)
-            record["val_acc_noisy"] = evaluate_noisy(
-                model, ctx.data.val, cfg.data.eval_batch_size, cfg.seed
-            )
-        record["seconds"] = round(time.perf_counter() - t0, 3)
+        record = _stage_epoch(stage, epoch, model, layers, ctx, opt, sched, gen)
+        val = record["val_acc"]
         metrics.append(record)
         # ties go to the later epoch: small validation sets saturate, and a later epoch
         # of the same validation accuracy has trained longer at a lower learning rate

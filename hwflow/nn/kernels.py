@@ -17,17 +17,19 @@ same T feeds `embedding_bag` in float blocks small enough that every partial sum
 an exact integer. Both give identical integers. `prepare()` keeps T for fixed weights.
 
 Measured (bench/kernels.py, one thread, CPU time; ratio to a float32 matmul of the same
-shape): compiled 1.3x / 2.3x / 1.7x and embedding_bag 4.3x / 10.8x / 3.0x for
+shape): compiled 1.2x / 2.3x / 2.3x and embedding_bag 4.3x / 10.8x / 3.0x for
 (M, K, N) = (131072, 144, 16) / (8192, 576, 64) / (23040, 144, 32); T takes 512 bytes per
-weight in int16. Summing table rows in float32 without K blocks is wrong past 2^24;
-an exact matmul plus a low-rank error term is exact only for tables whose error has
-exactly low integer rank, so it was not kept.
+weight in int16. Training keeps T per layer and rewrites only the entries of weights whose
+codes a step changed (`TrainingTables`). Summing table rows in float32 without K blocks is
+wrong past 2^24; an exact matmul plus a low-rank error term is exact only for tables whose
+error has exactly low integer rank, so it was not kept.
 
 Operands are addressed as `codes[rows[m] + cols[k]]`, so convolutions (`table_conv2d`,
 `approx_conv2d`) read the zero-point-padded input image in place instead of im2col rows;
 `approx_conv2d`'s backward is torch's own convolution backward (the straight-through
-gradients), which made the ResNet retraining step 2.5-3x cheaper than im2col rows with
-matmul gradients (bench/train_step.py --approx).
+gradients). With the changes in `TrainingTables` and the widening of int16 rows, the
+ResNet-8/20 retraining step went from 5.9x / 6.6x to 1.7x the float step
+(bench/train_step.py --approx, one thread).
 
 Devices: the compiled kernel runs on CPU tensors. Weights on another device (CUDA) take
 the torch path on that device: T is built there, and activations, index tensors and sums

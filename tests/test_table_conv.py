@@ -239,3 +239,13 @@ def test_training_forward_follows_weight_updates():
         model.eval()
         assert torch.equal(y_train, model(x))
     assert all(layer._train_tables.patched > 0 for _, layer in layers)
+
+
+def test_training_tables_keep_no_table_beyond_their_budget():
+    table = torch.from_numpy(exact_table(False))
+    w = torch.ones(8, 4, dtype=torch.int64)
+    tables = kernels.TrainingTables(max_bytes=1000)  # T here: 8 * 256 * 16 * 2 bytes
+    for _ in range(2):
+        got = tables.get(w, table, True)
+        assert torch.equal(got.matmul(torch.ones(3, 8, dtype=torch.int64)), torch.full((3, 4), 8))
+    assert tables.rebuilt == 2 and tables.patched == 0

@@ -614,9 +614,11 @@ class TrainingTables:
     rebuilding it, and prepares afresh when the table, shape or sign mode differs or the
     new values need other dtypes; results are identical to `prepare`. One owner, one
     thread: what `get` returns is valid until the next `get` for the same slot (e.g. a
-    conv group)."""
+    conv group). A T larger than `max_bytes` is not kept between calls (as in
+    `PreparedCache`), so a large network's training does not hold every layer's T."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
         self._slots: dict[int, PreparedWeights] = {}
         self.patched = 0
         self.rebuilt = 0
@@ -633,8 +635,12 @@ class TrainingTables:
             self.patched += 1
             return prev
         self.rebuilt += 1
-        self._slots[slot] = prepare(w, table, sign_magnitude)
-        return self._slots[slot]
+        prepared = prepare(w, table, sign_magnitude)
+        if prepared.nbytes <= self.max_bytes:
+            self._slots[slot] = prepared
+        else:
+            self._slots.pop(slot, None)
+        return prepared
 
 
 def table_matmul(

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from bench._common import Row
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, LayerChoice, RunSummary
 from hwflow.flow import FlowConfig, run_flow
 from hwflow.multipliers.library import Library
 from hwflow.nn.kernels import table_matmul
@@ -176,7 +176,7 @@ def resnet_export(work: Path, data_dir: Path = FASHION_MNIST) -> Path:
         agn=replace(cfg.agn, epochs=1, max_steps=1),
     )  # fmt: skip
     run = work / "resnet20"
-    if not (run / "summary.json").is_file():
+    if not (run / SUMMARY_FILE).is_file():
         train(cfg, run, quiet=True)
     lib = Library.open(lib_dir)
     approx = {  # the first approximate design of each signedness (else the exact one)
@@ -185,13 +185,11 @@ def resnet_export(work: Path, data_dir: Path = FASHION_MNIST) -> Path:
                      lib.exact_name(signed))
         for signed in (False, True)
     }  # fmt: skip
-    layers = json.loads((run / "summary.json").read_text())["layers"]
-    assignment = work / "assignment.yaml"
-    doc = {
-        "library": str(lib_dir),
-        "layers": [{"name": lay["name"], "multiplier": approx[lay["signed"]]} for lay in layers],
-    }
-    assignment.write_text(yaml.safe_dump(doc))
+    layers = RunSummary.load(run / SUMMARY_FILE).layers
+    assignment = work / ASSIGNMENT_FILE
+    Assignment(
+        [LayerChoice(lay.name, approx[lay.signed]) for lay in layers], library=str(lib_dir)
+    ).save(assignment)
     out = work / "resnet20-rtl"
     if not (out / "manifest.json").is_file():
         export_run(run, assignment, out, lanes=16, images=1)

@@ -206,7 +206,7 @@ STEPS: list[
     ("train", step_train, lambda c: c.run / SUMMARY_FILE),
     ("assign", step_assign, lambda c: c.assignment),
     ("retrain", step_retrain, lambda c: c.run / "retrain.json"),
-    ("sweep", step_sweep, lambda c: c.run / "sweep" / "sweep.csv"),
+    ("sweep", step_sweep, lambda c: c.run / "sweep" / "pareto.png"),  # drawn last
     ("export", step_export, lambda c: c.export_dir / "manifest.json"),
     ("verify", step_verify, lambda c: c.out / "verify.json"),
     ("report", step_report, None),

@@ -103,6 +103,7 @@ class Schedule:
 
 
 OPTIMIZERS = ("adam", "sgd")
+DEFAULT_SCHEDULE = Schedule()
 
 
 def retrain_key(

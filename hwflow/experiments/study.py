@@ -27,7 +27,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,12 @@ import numpy as np
 from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import add_corrections, assign, check_selection, library_view, run_stats
-from hwflow.assign.retrain import check_retrain_options, predict_test_set
+from hwflow.assign.retrain import (
+    DEFAULT_SCHEDULE,
+    Schedule,
+    check_retrain_options,
+    predict_test_set,
+)
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
 from hwflow.experiments.statistics import discordant, mcnemar_exact, mean_ci, paired
@@ -104,6 +109,32 @@ def library_front(lib: Any, metric: str = "mae") -> set[str]:
     return keep
 
 
+def budget_name(max_loss: float) -> str:
+    return f"budget-{float(max_loss):g}pp"
+
+
+def _budget_point(
+    home: Path, run: Any, stats: Any, sigmas: dict, lib: Any, energy_model: str,
+    error_model: str, max_loss: float,
+) -> dict[str, dict]:  # fmt: skip
+    """{budget point: doc}: `hwflow assign --max-loss` on the validation split, or the
+    point's assignment.yaml read back."""
+    from hwflow.assign import budget
+
+    name = budget_name(max_loss)
+    if (home / name / ASSIGNMENT_FILE).is_file():
+        return {name: Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()}
+    hist = energy_mod.HistogramEnergy(lib.library)
+
+    def at(scale: float) -> dict:
+        return assign(
+            stats, sigmas, lib, energy_model, scale=scale, error_model=error_model,
+            hist_energy=hist,
+        )[0]  # fmt: skip
+
+    return {name: budget.search(at, budget.Evaluator(run, lib), max_loss)}
+
+
 def hetero_name(energy_model: str, scale: float) -> str:
     return f"hetero-{energy_model}-x{float(scale):g}"
 
@@ -131,9 +162,11 @@ def seed_points(
     energy_models: Sequence[str],
     error_model: str = "sampled",
     homog_min_saved: float = 0.0,
+    max_loss: float | None = None,
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
-    are read back (the recorded-operand energies are slow to simulate), others written."""
+    are read back (the recorded-operand energies are slow to simulate), others written.
+    `max_loss`: also the budget point (`budget_name`) under the first energy model."""
     from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
@@ -153,6 +186,9 @@ def seed_points(
                 stats, sigmas, lib, em, scale=float(s), error_model=error_model, hist_energy=hist
             )
             docs[name] = doc
+    if max_loss is not None:
+        em = energy_models[0]
+        docs |= _budget_point(home, run, stats, sigmas, lib, em, error_model, max_loss)
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
     front = {n for n in library_front(lib) if wce[n] != 0}
@@ -168,7 +204,8 @@ def seed_points(
     for name, doc in docs.items():
         path = home / name / ASSIGNMENT_FILE
         if not path.is_file():
-            add_corrections(doc, run, lib)  # the free corrections, for every point alike
+            if "budget" not in doc:  # (the budget search kept them only where they help)
+                add_corrections(doc, run, lib)  # the free corrections, for every point alike
             Assignment.from_dict(doc).save(path)
     baseline = home / "int8.pred.npy"
     if not baseline.is_file():
@@ -323,8 +360,13 @@ def study_run(
     homog_min_saved: float = 0.0,
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
+    max_loss: float | None = None,
+    schedule: Schedule = DEFAULT_SCHEDULE,
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns the result written to OUT/study.json.
+
+    `max_loss`: also a budget point (`hwflow assign --max-loss`, validation split) beside
+    the scale points. `schedule`: the retraining's optimizer and lr schedule.
 
     `homog_min_saved`: leave out homogeneous designs saving less (uniform-operand %).
 
@@ -344,9 +386,10 @@ def study_run(
     items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
     list(run_parallel(_train_seed, items, jobs))
     st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
+    st.schedule = schedule
     for s in seeds:
         st.docs[s] = seed_points(
-            run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved
+            run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_loss
         )
     names = list(st.docs[seeds[0]])
     log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
@@ -371,6 +414,8 @@ def study_run(
         "scales": [float(s) for s in scales],
         "energy_models": list(energy_models),
         "epochs": epochs,
+        "schedule": asdict(schedule),
+        "max_loss": max_loss,
         "lr": lr,
         "max_steps": max_steps,
         "homog_min_saved": homog_min_saved,
@@ -425,6 +470,7 @@ class _Study:
     lr: float
     max_steps: int | None
     jobs: int
+    schedule: Schedule = DEFAULT_SCHEDULE
     docs: dict[int, dict[str, dict]] = field(default_factory=dict)
     test_labels: np.ndarray | None = None
     per_point: dict[str, dict[int, dict]] = field(default_factory=dict)
@@ -455,6 +501,7 @@ class _Study:
                 self.max_steps,
                 gradient,
                 predictions=True,
+                schedule=self.schedule,
             )  # fmt: skip
             for p in points
             for s in self.seeds

@@ -24,7 +24,7 @@ import numpy as np
 from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, check_selection, library_view, run_stats
-from hwflow.assign.retrain import check_retrain_options
+from hwflow.assign.retrain import Schedule, check_retrain_options
 from hwflow.errors import AssignmentError
 from hwflow.executor import run_parallel
 from hwflow.io import (
@@ -117,6 +117,7 @@ class RetrainJob:
     max_steps: int | None = None
     gradient: str = "ste"
     predictions: bool = False  # also keep the test set's predicted classes (paired tests)
+    schedule: Schedule = Schedule()  # optimizer and lr schedule
 
     @property
     def stem(self) -> str:
@@ -151,6 +152,7 @@ def retrain_point(job: RetrainJob) -> dict:
         out=out,
         max_steps=job.max_steps,
         gradient=job.gradient,
+        schedule=job.schedule,
         predictions_out=pred_path if job.predictions else None,
     )
 

@@ -543,8 +543,9 @@ def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor 
 
 
 @torch.no_grad()
-def trace(model: nn.Module, x: Tensor) -> dict[str, LayerTrace]:
-    """One eval-mode forward of `x`, capturing every approximate layer's integer operands.
+def trace(model: nn.Module, x: Tensor, only: Iterable[str] | None = None) -> dict[str, LayerTrace]:
+    """One eval-mode forward of `x`, capturing every approximate layer's integer operands
+    (with `only`: just those layers').
 
     Per layer: `x_int (G, M, K)`, `w_int (G, K, Ng)`, `acc (G, M, Ng)` (sum of multiplier
     outputs, sign-magnitude applied, before zero-point correction, scales and bias, using
@@ -557,9 +558,12 @@ def trace(model: nn.Module, x: Tensor) -> dict[str, LayerTrace]:
             raise HwflowError(f"trace: layer {name} is in float mode; use quant or approx")
     was_training = model.training
     model.eval()
-    sinks: dict[str, list[LayerTrace]] = {name: [] for name, _ in layers}
+    wanted = None if only is None else set(only)
+    sinks: dict[str, list[LayerTrace]] = {
+        name: [] for name, _ in layers if wanted is None or name in wanted
+    }
     for name, layer in layers:
-        layer._trace_sink = sinks[name]
+        layer._trace_sink = sinks.get(name)
     try:
         model(x)
     finally:

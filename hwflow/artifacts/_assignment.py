@@ -10,7 +10,8 @@
        sigma_measured (with --validate), acc_offset (per output channel, integers)}
     energy: {relative, reduction_pct, model, relative_histogram, reduction_pct_histogram}
     validation: {...}
-    corrections: {acc_offset: method, batches, seed, bn: {batches, seed}}  # free corrections
+    corrections: {applied, val_top1_uncorrected, val_top1_corrected, acc_offset: method,
+                  batches, seed, bn: {batches, seed}}  # free corrections (where they help)
     budget: {max_loss_pp, met, split: val, val_top1, val_top1_int8, ..., candidates}
 
 Only `layers` (with `name` and `multiplier`) is required: users write short ones by hand.

@@ -119,13 +119,16 @@ def offsets_of(doc: Any, where: str) -> dict[str, np.ndarray]:
 def has_corrections(doc: Any) -> bool:
     """Whether an assignment records corrections (even all-zero offsets)."""
     doc = _as_doc(doc)
-    return isinstance(doc.get("corrections"), Mapping) or bool(offsets_of(doc, "assignment"))
+    corr = doc.get("corrections")
+    if isinstance(corr, Mapping) and corr.get("applied") is False:
+        return False  # measured and left out
+    return isinstance(corr, Mapping) or bool(offsets_of(doc, "assignment"))
 
 
 def bn_settings(doc: Any) -> dict[str, Any] | None:
     """The recorded batch-norm re-estimation ({batches, seed}), or None."""
     corr = _as_doc(doc).get("corrections") or {}
-    bn = corr.get("bn") if isinstance(corr, Mapping) else None
+    bn = corr.get("bn") if isinstance(corr, Mapping) and corr.get("applied", True) else None
     return dict(bn) if isinstance(bn, Mapping) else None
 
 

@@ -195,10 +195,28 @@ def chosen_tables(doc: dict[str, Any], lib: LibraryView) -> dict[str, tuple[np.n
 
 
 def add_corrections(doc: dict[str, Any], run: Any, lib: LibraryView, *, seed: int = 0) -> None:
-    """Record the free corrections of `doc`'s choices in it (`hwflow.assign.correct`)."""
-    from hwflow.assign.correct import record_corrections
+    """Record the free corrections of `doc`'s choices in it (`hwflow.assign.correct`)
+    where they help: both validation top-1 figures go into `corrections`, the offsets
+    (and batch-norm re-estimation) only when corrected is at least as accurate."""
+    import copy
 
-    record_corrections(doc, run, chosen_tables(doc, lib), seed=seed)
+    from hwflow.assign.correct import apply_corrections, record_corrections
+    from hwflow.nn import apply_tables
+
+    model = run.fresh_model()
+    apply_tables(model, chosen_tables(doc, lib))
+    raw = run.evaluate(model, "val")
+    corrected = copy.deepcopy(doc)
+    record_corrections(corrected, run, chosen_tables(doc, lib), seed=seed)
+    apply_corrections(run, model, corrected, "assignment")
+    fixed = run.evaluate(model, "val")
+    figures = {"val_top1_uncorrected": round(raw, 6), "val_top1_corrected": round(fixed, 6)}
+    if fixed >= raw:
+        doc.clear()
+        doc.update(corrected)
+        doc["corrections"] |= {"applied": True, **figures}
+    else:  # measured, and left out: they cost accuracy on this network
+        doc["corrections"] = {"applied": False, **figures}
 
 
 def check_selection(

@@ -184,7 +184,8 @@ def retrain_run(
         set_observing(model, False)
         for _, layer in approx_layers(model):
             layer.gradient = gradient
-        if has_corrections(chosen):  # each lever's share: tables alone, then corrected
+        # each lever's share: tables alone, then with the corrections the assignment keeps
+        if chosen.corrections is not None or has_corrections(chosen):
             test_accuracy("approx_uncorrected")
             val["approx_uncorrected"] = _val_score(run, model)[0]
             apply_corrections(run, model, chosen, str(assignment))

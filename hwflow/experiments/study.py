@@ -204,8 +204,8 @@ def seed_points(
     for name, doc in docs.items():
         path = home / name / ASSIGNMENT_FILE
         if not path.is_file():
-            if "budget" not in doc:  # (the budget search kept them only where they help)
-                add_corrections(doc, run, lib)  # the free corrections, for every point alike
+            if "corrections" not in doc:  # (the budget search measured them already)
+                add_corrections(doc, run, lib)  # where they help, for every point alike
             Assignment.from_dict(doc).save(path)
     baseline = home / "int8.pred.npy"
     if not baseline.is_file():

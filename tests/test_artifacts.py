@@ -138,3 +138,18 @@ def test_only_the_artifacts_package_names_the_artifact_files():
             if named - {n for w, n in OTHER_FILES_NAMED_ALIKE if w == where}:
                 stray.append(f"{path.relative_to(ROOT)}:{node.lineno}: {value!r}")
     assert not stray, "\n".join(stray)
+
+
+def test_the_energy_block_is_typed_and_checked():
+    doc = {**DOC, "energy": {**DOC["energy"], "relative_histogram": 0.4}}
+    energy = Assignment.from_dict(doc).energy
+    assert energy is not None and energy.energy_model == "histogram"
+    assert energy.relative_histogram == 0.4 and energy.reduction_pct_published is None
+    assert Assignment.from_dict(doc).to_dict()["energy"] == doc["energy"]
+    for bad, message in (
+        ({"reduction_pct": 50.0}, r"energy\.relative: expected a number, got None"),
+        ({"relative": 0.5, "reduction_pct": "half"}, r"energy\.reduction_pct: expected a number"),
+        ({"relative": 0.5, "reduction_pct": 50.0, "model": 3}, r"energy\.model: expected a str"),
+    ):
+        with pytest.raises(AssignmentError, match=message):
+            Assignment.from_dict({"layers": [], "energy": bad}, "a.yaml")

@@ -2,17 +2,20 @@
 one `load` (validated once: errors name the file and key) and the one `save` (atomic).
 No other module reads or writes these files.
 
-- `Assignment`, `LayerChoice`: assignment.yaml (`hwflow assign`, sweep and study points).
+- `Assignment`, `LayerChoice`, `EnergySummary`: assignment.yaml (`hwflow assign`, sweep and
+  study points; its `energy:` block).
 - `RunSummary`, `SummaryLayer`: RUN/summary.json (`hwflow train`).
 """
 
 from hwflow.artifacts._assignment import ASSIGNMENT_FILE, Assignment, LayerChoice
+from hwflow.artifacts._energy import EnergySummary
 from hwflow.artifacts._run_summary import SUMMARY_FILE, RunSummary, SummaryLayer
 
 __all__ = [
     "ASSIGNMENT_FILE",
     "SUMMARY_FILE",
     "Assignment",
+    "EnergySummary",
     "LayerChoice",
     "RunSummary",
     "SummaryLayer",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hwflow.artifacts._energy import EnergySummary
 from hwflow.errors import AssignmentError
 from hwflow.io import read_yaml, write_yaml
 
@@ -116,7 +117,7 @@ class Assignment:
     library: str | None = None
     error_model: str | None = None
     scale: float | None = None
-    energy: dict[str, Any] | None = None
+    energy: EnergySummary | None = None
     run: str | None = None
     validation: dict[str, Any] | None = None
     # the free corrections recorded (hwflow.assign.correct): method, batch-norm settings
@@ -143,7 +144,8 @@ class Assignment:
         for key, kinds in (("library", str), ("model", str), ("run", str)):
             if doc.get(key) is not None and not isinstance(doc[key], kinds):
                 raise AssignmentError(f"{source}: {key}: expected a string, got {doc[key]!r}")
-        for key in ("energy", "validation", "corrections", "budget"):
+        energy = doc.get("energy")
+        for key in ("validation", "corrections", "budget"):
             if doc.get(key) is not None and not isinstance(doc[key], dict):
                 raise AssignmentError(f"{source}: {key}: expected a mapping")
         scale = doc.get("scale")
@@ -154,7 +156,7 @@ class Assignment:
             library=doc.get("library"),
             error_model=doc.get("model"),
             scale=scale,
-            energy=doc.get("energy"),
+            energy=None if energy is None else EnergySummary.from_dict(energy, source),
             run=doc.get("run"),
             validation=doc.get("validation"),
             corrections=doc.get("corrections"),
@@ -181,7 +183,7 @@ class Assignment:
             "model": self.error_model,
             "scale": self.scale,
             "layers": [layer.to_dict() for layer in self.layers],
-            "energy": self.energy,
+            "energy": None if self.energy is None else self.energy.to_dict(),
             "run": self.run,
             "validation": self.validation,
             "corrections": self.corrections,

@@ -227,7 +227,7 @@ def retrain_run(
             "accuracy": acc,
             "accuracy_top5": top5,
             "val_accuracy": val,
-            "energy": chosen.energy or {},
+            "energy": chosen.energy.to_dict() if chosen.energy else {},
             "layers": assigned,
             "history": history,
         }

@@ -32,7 +32,14 @@ import numpy as np
 import torch
 
 from bench._common import Row
-from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, LayerChoice, RunSummary
+from hwflow.artifacts import (
+    ASSIGNMENT_FILE,
+    SUMMARY_FILE,
+    Assignment,
+    LayerChoice,
+    Manifest,
+    RunSummary,
+)
 from hwflow.flow import FlowConfig, run_flow
 from hwflow.multipliers.library import Library
 from hwflow.nn.kernels import table_matmul
@@ -115,7 +122,7 @@ def run_simulator(export_dir: Path, simulator: str, keep: Path) -> dict:
 
 def measure(export_dir: Path, simulators: tuple[str, ...] = SIMULATORS) -> dict:
     """Verify the export on each simulator; print per-part figures and the ratios."""
-    manifest = json.loads((export_dir / "manifest.json").read_text())
+    manifest = Manifest.load(export_dir).to_dict()
     accs, macs = manifest["accumulations"], manifest["macs"]
     print(
         f"design {export_dir}: {len(manifest['layers'])} layers, {manifest['images']} images, "

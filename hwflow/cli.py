@@ -82,8 +82,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hwflow")
-def cli() -> None:
+@click.option(
+    "--trust-factory", is_flag=True,
+    help="Run the model factory (Python code) that a run folder's config.yaml names. "
+    "Without it, hwflow builds only built-in models from a run it did not train here.",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, trust_factory: bool) -> None:
     """Approximate multipliers for neural networks, from netlist to bit-exact Verilog."""
+    if trust_factory:
+        from hwflow.trust import TRUST_ALL, trusting
+
+        ctx.with_resource(trusting(TRUST_ALL))
 
 
 class _Number(click.FloatRange):
@@ -996,29 +1006,35 @@ def export_cmd(
     is_flag=True,
     help="Verify even if design, testbench or vector files changed since export.",
 )
-def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed) -> None:
+@click.option(
+    "--library", type=click.Path(file_okay=False, path_type=str), default=None,
+    help="Library to check the export's multipliers against [default: the manifest's].",
+)  # fmt: skip
+def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, library) -> None:
     """Simulate an exported design and compare every accumulator with the emulation.
 
-    The report is also written to EXPORT_DIR/verify.json."""
-    from pathlib import Path
-
+    Uses hwflow's own testbench and checker, never the Python inside the export; every
+    multiplier must be the RTL of its library entry. The report is also written to
+    EXPORT_DIR/verify.json."""
     from hwflow.errors import VerificationError
-    from hwflow.rtl.verify import (
-        check_unchanged,
-        choose_simulator,
-        format_report,
-        load_manifest,
-        verify,
-    )
+    from hwflow.rtl.verify import format_report, verify
 
-    chosen, why = choose_simulator(simulator)
-    if not (quiet or as_json):
-        manifest = load_manifest(Path(export_dir))
-        check_unchanged(Path(export_dir), manifest, allow_changed)  # fail before "simulating"
-        sims = ", ".join(f"{s['name']} ({s['cycles']:,} cycles)" for s in manifest["simulations"])
-        name = {"verilator": "Verilator", "icarus": "Icarus"}[chosen]
-        click.echo(f"simulating in {name} ({why}): {sims} ...", err=True)
-    report = verify(export_dir, jobs=jobs, simulator=simulator, allow_changed=allow_changed)
+    def announce(chosen: str, why: str, manifest: dict) -> None:
+        if not (quiet or as_json):
+            sims = ", ".join(
+                f"{s['name']} ({s['cycles']:,} cycles)" for s in manifest["simulations"]
+            )
+            name = {"verilator": "Verilator", "icarus": "Icarus"}[chosen]
+            click.echo(f"simulating in {name} ({why}): {sims} ...", err=True)
+
+    report = verify(
+        export_dir,
+        jobs=jobs,
+        simulator=simulator,
+        allow_changed=allow_changed,
+        library=library,
+        on_simulate=announce,
+    )
     if as_json:
         echo_json(report)
     else:

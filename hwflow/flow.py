@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE
+from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, VerifyReport
 from hwflow.errors import HwflowError, VerificationError
 from hwflow.io import claim_dir, read_json, write_json
 from hwflow.resources import resource_dir
+from hwflow.trust import trusting
 
 FLOW_KIND = "flow"  # `demo --out` marker: a rerun resumes only a directory a flow made
 
@@ -179,7 +180,7 @@ def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     from hwflow.rtl.verify import verify
 
     report = verify(cfg.export_dir, jobs=cfg.jobs)
-    write_json(cfg.out / "verify.json", report)
+    VerifyReport(report).save(cfg.out / "verify.json")
     if not report["ok"]:
         raise VerificationError(failure_message(cfg.export_dir, report, cfg.out / "verify.json"))
     net = report.get("net") or {}
@@ -229,6 +230,19 @@ def run_flow(cfg: FlowConfig, log: Log = print) -> list[StepResult]:
     if unknown:
         raise HwflowError(f"--force: unknown steps {sorted(unknown)}")
     claim_dir(cfg.out, FLOW_KIND)
+    with trusting(_config_factory(cfg.train_config)):  # the config the user named
+        results = _run_steps(cfg, log)
+    write_json(cfg.out / "flow.json", [dataclasses.asdict(r) for r in results])
+    return results
+
+
+def _config_factory(path: Path) -> str | None:
+    from hwflow.nn.train import load_train_config
+
+    return load_train_config(path).model.factory
+
+
+def _run_steps(cfg: FlowConfig, log: Log) -> list[StepResult]:
     results: list[StepResult] = []
     for i, (name, fn, output) in enumerate(STEPS, 1):
         header = f"[{i}/{len(STEPS)}] {name}"
@@ -242,7 +256,6 @@ def run_flow(cfg: FlowConfig, log: Log = print) -> list[StepResult]:
         seconds = time.perf_counter() - started
         log(f"{header}: {seconds:.1f} s {_short(info)}")
         results.append(StepResult(name, seconds, False, info))
-    write_json(cfg.out / "flow.json", [dataclasses.asdict(r) for r in results])
     return results
 
 

@@ -51,3 +51,24 @@ def test_interrupted_builtin_run_resumes_without_redoing_finished_designs(tmp_pa
     calls.clear()
     assert all(o.cached for o in pipeline.characterize_builtin(lib_dir, specs=specs))
     assert calls == []
+
+
+def test_a_damaged_entry_is_recharacterized_not_called_cached(tmp_path):
+    """A truncated gates/NAME.json: a clear error where it is read (assign's energy under
+    recorded operands), and `characterize --builtin` rebuilds the entry."""
+    import json
+
+    from hwflow.characterize.synth import load_gates
+    from hwflow.errors import NetlistError
+
+    lib_dir = tmp_path / "lib"
+    pipeline.characterize_builtin(lib_dir, specs=[])  # the two exact multipliers
+    gates = Library.open(lib_dir).gate_netlist_path("u_exact")
+    whole = gates.read_bytes()
+    gates.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(NetlistError, match="u_exact.json: damaged gate netlist"):
+        load_gates(gates)
+    outcomes = {o.entry.name: o.cached for o in pipeline.characterize_builtin(lib_dir, specs=[])}
+    assert outcomes == {"u_exact": False, "s_exact": True}
+    rebuilt = json.loads(gates.read_bytes())  # whole again (yosys' net names may differ)
+    assert rebuilt["hwflow"] == json.loads(whole)["hwflow"] and load_gates(gates)

@@ -275,3 +275,65 @@ def test_a_same_named_different_netlist_is_refused_and_never_flips_the_entry(tmp
     removed = CliRunner().invoke(cli, ["library", "remove", "mul", "--library", str(lib_dir)])
     assert removed.exit_code == 0 and "removed mul" in removed.output
     assert "mul" not in Library.open(lib_dir)
+
+
+def _index_with(tmp_path: Path, edit) -> Path:
+    """A two-entry library whose library.yaml `edit(doc)` changes (as a hand edit would)."""
+    import yaml
+
+    lib = Library.create(tmp_path / "lib")
+    lib.commit([_entry("mul0", "c0", 0), _entry("mul1", "c1", 1)])
+    doc = yaml.safe_load((lib.path / "library.yaml").read_text())
+    edit(doc)
+    (lib.path / "library.yaml").write_text(yaml.safe_dump(doc))
+    return lib.path
+
+
+def test_entry_names_that_are_paths_are_refused_on_every_read(tmp_path):
+    """A hand-edited index naming `../../../x/data` deletes or reads nothing outside."""
+    outside = tmp_path / "x"
+    outside.mkdir()
+    victims = [outside / f"data{ext}" for ext in (".npy", ".v", ".json")]
+    for v in victims:
+        v.write_text("keep me")
+    evil = "../../../x/data"
+
+    def rename(doc):
+        doc["entries"][1]["name"] = evil
+
+    lib = _index_with(tmp_path, rename)
+    for args in (["library", "remove", evil], ["library", "show", evil], ["library", "list"]):
+        result = CliRunner().invoke(cli, [*args, "--library", str(lib)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "entry 1: entry name '../../../x/data' is not a plain name" in result.output
+    assert all(v.read_text() == "keep me" for v in victims)
+    with pytest.raises(LibraryError, match="not a plain name"):
+        Library.open(lib)
+
+
+def test_entry_files_outside_the_library_are_refused(tmp_path):
+    """A library whose tables/ folder links elsewhere: its files are never touched."""
+    lib = Library.create(tmp_path / "lib")
+    lib.commit([_entry("mul0", "c0", 0), _entry("mul1", "c1", 1)])
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(lib.path / "tables", elsewhere)
+    (lib.path / "tables").symlink_to(elsewhere, target_is_directory=True)
+    result = CliRunner().invoke(cli, ["library", "remove", "mul1", "--library", str(lib.path)])
+    assert result.exit_code == 2 and "leads outside the library" in result.output
+    assert (elsewhere / "mul1.npy").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["entries"][0].update(signed="false"), "signed must be true or false"),
+        (lambda d: d["entries"][1].update(name="mul0"), "name 'mul0' appears twice"),
+        (lambda d: d.update(format=2), "format: 2 is not a library format"),
+        (lambda d: d.update(format="1"), "format: '1' is not a library format"),
+    ],
+)
+def test_index_values_of_the_wrong_kind_are_refused(tmp_path, edit, message):
+    lib = _index_with(tmp_path, edit)
+    result = CliRunner().invoke(cli, ["library", "list", "--library", str(lib)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert message in result.output and "library.yaml" in result.output

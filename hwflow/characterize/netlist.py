@@ -112,7 +112,9 @@ def normalize_text(data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def check_system_tasks(text: str, where: str | os.PathLike[str]) -> None:
+def check_system_tasks(
+    text: str, where: str | os.PathLike[str], what: str = "a multiplier netlist"
+) -> None:
     """Refuse system tasks (`$fopen`, `$display`, `$finish`, ...) with `file:line`."""
     if "$" not in text:
         return
@@ -123,7 +125,7 @@ def check_system_tasks(text: str, where: str | os.PathLike[str]) -> None:
         line = text.count("\n", 0, m.start()) + 1
         shown = name if len(name) > 1 else "a bare `$`"
         raise NetlistError(
-            f"{where}:{line}: system task {shown} is not allowed in a multiplier netlist "
+            f"{where}:{line}: system task {shown} is not allowed in {what} "
             "(hwflow simulates the circuit only; remove it)"
         )
 

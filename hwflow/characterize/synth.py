@@ -266,7 +266,14 @@ def load_gates(path: str | os.PathLike[str]) -> Gates:
     path = Path(path)
     if not path.is_file():
         raise NetlistError(f"{path}: gate netlist not found")
-    return parse_gates(json.loads(path.read_text()), str(path))
+    try:
+        doc = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:  # truncated or overwritten: a damaged entry
+        raise NetlistError(
+            f"{path}: damaged gate netlist ({type(exc).__name__}); re-characterize the entry "
+            "(`hwflow characterize` repairs a damaged entry)"
+        ) from None
+    return parse_gates(doc, str(path))
 
 
 def _net(bit: int | str) -> int:

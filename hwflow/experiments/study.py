@@ -374,66 +374,68 @@ def study_run(
     first scale more than DROP_PP below int8 under the first energy model)."""
     # Long for its signature and the study.json it assembles; the retraining is _Study's.
     from hwflow.nn.train import load_train_config
+    from hwflow.trust import trusting
 
     _check_input(seeds, scales, energy_models, epochs, lr, error_model)
     check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
-    load_train_config(config)  # a bad config fails before anything is trained
-    lib = library_view(library)
-    out = claim_dir(out, STUDY_KIND)
-    seeds = [int(s) for s in seeds]
-    run_dirs = {s: out / f"seed-{s}" for s in seeds}
-    log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
-    items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
-    list(run_parallel(_train_seed, items, jobs))
-    st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
-    st.schedule = schedule
-    for s in seeds:
-        st.docs[s] = seed_points(
-            run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_loss
-        )
-    names = list(st.docs[seeds[0]])
-    log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
-        f"({len(st.jobs_for(names, 'ste'))} runs)")  # fmt: skip
-    st.retrain_ste(names)
-    int8_correct = {
-        s: _correct(run_dirs[s] / "study" / "int8.pred.npy", st.labels()) for s in seeds
-    }
-    int8_acc = [float(c.mean()) for c in int8_correct.values()]
-    int8_mean, int8_std, int8_lo, int8_hi = mean_ci(int8_acc)
-    rows = [st.row(p, int8_correct) for p in names]
-    gradients = None
-    if compare_gradients:
-        scale = gradient_scale
-        if scale is None:
-            scale = drop_scale(rows, energy_models[0], int8_mean)
-        gradients = st.compare_gradients(scale, energy_models[0], rows, int8_correct, log)
-    result = {
-        "config": str(Path(config).resolve()),
-        "library": str(Path(lib.library.path).resolve()),
-        "seeds": seeds,
-        "scales": [float(s) for s in scales],
-        "energy_models": list(energy_models),
-        "epochs": epochs,
-        "schedule": asdict(schedule),
-        "max_loss": max_loss,
-        "lr": lr,
-        "max_steps": max_steps,
-        "homog_min_saved": homog_min_saved,
-        "test_images": int(st.labels().size),
-        "int8": {
-            "seeds": len(seeds),
-            "per_seed": int8_acc,
-            "mean": int8_mean,
-            "std": int8_std,
-            "ci": [int8_lo, int8_hi],
-        },
-        "rows": rows,
-        "comparisons": {e: compare(rows, st.correct, e) for e in ("uniform", "recorded")},
-        "gradients": gradients,
-    }
-    write_text(out / "study.csv", _csv(rows))
-    write_json(out / "study.json", result)
-    return result
+    # a bad config fails before anything is trained; its factory is the user's to run
+    with trusting(load_train_config(config).model.factory):
+        lib = library_view(library)
+        out = claim_dir(out, STUDY_KIND)
+        seeds = [int(s) for s in seeds]
+        run_dirs = {s: out / f"seed-{s}" for s in seeds}
+        log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
+        items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
+        list(run_parallel(_train_seed, items, jobs))
+        st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
+        st.schedule = schedule
+        for s in seeds:
+            st.docs[s] = seed_points(
+                run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_loss
+            )
+        names = list(st.docs[seeds[0]])
+        log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
+            f"({len(st.jobs_for(names, 'ste'))} runs)")  # fmt: skip
+        st.retrain_ste(names)
+        int8_correct = {
+            s: _correct(run_dirs[s] / "study" / "int8.pred.npy", st.labels()) for s in seeds
+        }
+        int8_acc = [float(c.mean()) for c in int8_correct.values()]
+        int8_mean, int8_std, int8_lo, int8_hi = mean_ci(int8_acc)
+        rows = [st.row(p, int8_correct) for p in names]
+        gradients = None
+        if compare_gradients:
+            scale = gradient_scale
+            if scale is None:
+                scale = drop_scale(rows, energy_models[0], int8_mean)
+            gradients = st.compare_gradients(scale, energy_models[0], rows, int8_correct, log)
+        result = {
+            "config": str(Path(config).resolve()),
+            "library": str(Path(lib.library.path).resolve()),
+            "seeds": seeds,
+            "scales": [float(s) for s in scales],
+            "energy_models": list(energy_models),
+            "epochs": epochs,
+            "schedule": asdict(schedule),
+            "max_loss": max_loss,
+            "lr": lr,
+            "max_steps": max_steps,
+            "homog_min_saved": homog_min_saved,
+            "test_images": int(st.labels().size),
+            "int8": {
+                "seeds": len(seeds),
+                "per_seed": int8_acc,
+                "mean": int8_mean,
+                "std": int8_std,
+                "ci": [int8_lo, int8_hi],
+            },
+            "rows": rows,
+            "comparisons": {e: compare(rows, st.correct, e) for e in ("uniform", "recorded")},
+            "gradients": gradients,
+        }
+        write_text(out / "study.csv", _csv(rows))
+        write_json(out / "study.json", result)
+        return result
 
 
 def _check_input(

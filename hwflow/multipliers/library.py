@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +49,19 @@ LOCK_TIMEOUT_S = 300.0  # a commit holds the lock for well under a second
 FORMAT_VERSION = 1
 DEFAULT_LIBRARY = "hwflow-lib"
 SUBDIRS = ("tables", "netlists", "gates")
+# An entry's name names its files (tables/<name>.npy, ...): plain characters only (what
+# characterize makes of a file name), never a path.
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,200}\Z")
+
+
+def check_entry_name(name: Any, where: str) -> str:
+    """`name` if it is a valid entry name (LibraryError naming `where` otherwise)."""
+    if not isinstance(name, str) or not _ENTRY_NAME.match(name) or name in (".", ".."):
+        raise LibraryError(
+            f"{where}: entry name {str(name)[:80]!r} is not a plain name (letters, digits, "
+            "_ . + - only); fix the library index or characterize the design again"
+        )
+    return name
 
 
 @dataclass
@@ -80,9 +95,11 @@ class LibraryEntry:
             table_sha256 = d.get("table_sha256")
             if table_sha256 is not None and not isinstance(table_sha256, str):
                 raise ValueError("table_sha256 must be a hex string")
+            if not isinstance(d["signed"], bool):
+                raise ValueError(f"signed must be true or false, got {d['signed']!r}")
             return cls(
-                name=str(d["name"]),
-                signed=bool(d["signed"]),
+                name=check_entry_name(d["name"], where),
+                signed=d["signed"],
                 source=dict(d["source"]),
                 metrics=dict(d["metrics"]),
                 cost=dict(d["cost"]),
@@ -180,13 +197,21 @@ class Library:
             raise LibraryError(f"{exc}; {fix}") from None
 
     def table_path(self, name: str) -> Path:
-        return self.path / "tables" / f"{self.get(name).name}.npy"
+        return self._file("tables", self.get(name).name, ".npy")
 
     def netlist_path(self, name: str) -> Path:
-        return self.path / "netlists" / f"{self.get(name).name}.v"
+        return self._file("netlists", self.get(name).name, ".v")
 
     def gate_netlist_path(self, name: str) -> Path:
-        return self.path / "gates" / f"{self.get(name).name}.json"
+        return self._file("gates", self.get(name).name, ".json")
+
+    def _file(self, sub: str, name: str, ext: str) -> Path:
+        """An entry's file, which must lie inside the library (a linked folder that leads
+        elsewhere is refused: the library's commands write and delete these files)."""
+        path = self.path / sub / f"{check_entry_name(name, str(self.path / INDEX))}{ext}"
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise LibraryError(f"{path}: leads outside the library {self.path}; fix the library")
+        return path
 
     def exact_name(self, signed: bool) -> str:
         """Name of the exact multiplier of this signedness (the energy reference)."""
@@ -206,11 +231,10 @@ class Library:
         entry = self._entries.get(name)
         if entry is None or any(entry.source.get(k) != v for k, v in key.items()):
             return None
-        if not self.gate_netlist_path(name).is_file():
-            return None
         try:
             self.table(name)
-        except LibraryError:
+            json.loads(self.gate_netlist_path(name).read_bytes())  # truncated: damaged
+        except (LibraryError, OSError, ValueError):
             return None
         return entry
 
@@ -243,10 +267,10 @@ class Library:
                     )
             for item, table in zip(new, tables, strict=True):
                 name = item.entry.name
-                write_npy(self.path / "tables" / f"{name}.npy", table)
-                write_text(self.path / "netlists" / f"{name}.v", item.netlist)
-                write_text(self.path / "gates" / f"{name}.json", item.gates_json)
-                item.entry.table_sha256 = sha256_file(self.path / "tables" / f"{name}.npy")
+                write_npy(self._file("tables", name, ".npy"), table)
+                write_text(self._file("netlists", name, ".v"), item.netlist)
+                write_text(self._file("gates", name, ".json"), item.gates_json)
+                item.entry.table_sha256 = sha256_file(self._file("tables", name, ".npy"))
             for item in new:
                 entries[item.entry.name] = item.entry
             self._entries = entries
@@ -316,7 +340,7 @@ class Library:
     def _write_index(self) -> None:
         for e in self._entries.values():
             if e.table_sha256 is None:  # libraries from before table hashes: fill them in
-                path = self.path / "tables" / f"{e.name}.npy"
+                path = self._file("tables", e.name, ".npy")
                 if path.is_file():
                     e.table_sha256 = sha256_file(path)
         self._refresh_relative_energy()
@@ -353,11 +377,20 @@ def _read_index(path: Path) -> dict[str, LibraryEntry]:
     data = read_yaml(index)
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise LibraryError(f"{index}: expected a mapping with an 'entries' list")
-    where = str(index)
-    entries = [
-        LibraryEntry.from_dict(d, f"{where}: entry {i}") for i, d in enumerate(data["entries"])
-    ]
-    return {e.name: e for e in entries}
+    if data.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+        raise LibraryError(
+            f"{index}: format: {data['format']!r} is not a library format this hwflow reads "
+            f"({FORMAT_VERSION}); use the hwflow that wrote it, or characterize again"
+        )
+    entries: dict[str, LibraryEntry] = {}
+    for i, d in enumerate(data["entries"]):
+        entry = LibraryEntry.from_dict(d, f"{index}: entry {i}")
+        if entry.name in entries:
+            raise LibraryError(
+                f"{index}: entry {i}: name {entry.name!r} appears twice; remove one of them"
+            )
+        entries[entry.name] = entry
+    return entries
 
 
 def _same_design(old: dict[str, Any], new: dict[str, Any]) -> bool:

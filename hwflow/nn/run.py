@@ -27,6 +27,7 @@ from hwflow.nn.data import Data, Split, load_data
 from hwflow.nn.device import resolve_device
 from hwflow.nn.models import build_from_factory, build_model, check_approximable
 from hwflow.nn.train_config import TrainConfig
+from hwflow.trust import check_factory_trusted
 
 
 def build_data(cfg: TrainConfig) -> Data:
@@ -217,6 +218,7 @@ def load_run(
         cfg = load_dataclass(TrainConfig, read_yaml(run_dir / "config.yaml"))
     except ConfigError as exc:
         raise RunError(f"{run_dir / 'config.yaml'}: {exc}") from None
+    check_factory_trusted(cfg.model.factory, str(run_dir / "config.yaml"))
     if data_dir is not None:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     data = build_data(cfg)

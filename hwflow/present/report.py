@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from hwflow import io
-from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, RunSummary
+from hwflow.artifacts import (
+    ASSIGNMENT_FILE,
+    MANIFEST_FILE,
+    SUMMARY_FILE,
+    VERIFY_FILE,
+    Assignment,
+    Manifest,
+    RunSummary,
+    VerifyReport,
+)
 from hwflow.errors import RunError
 from hwflow.multipliers.library import Library
 from hwflow.present.plots import (
@@ -68,7 +77,7 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
     chosen = _optional(run / ASSIGNMENT_FILE, Assignment.load)
     retrain = _optional(run / "retrain.json", io.read_json)
     validation = _optional(run / "validation.json", io.read_json)
-    verify = _optional(out / "verify.json", io.read_json)
+    verify = _optional(out / VERIFY_FILE, lambda p: VerifyReport.load(p).to_dict())
     if library is None and chosen is not None:
         library = chosen.library_path()
     assignment = chosen.to_dict() if chosen is not None else None
@@ -82,7 +91,9 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
     if (run / "sweep" / "sweep.csv").is_file():
         sections.append(sweep_section(run / "sweep", fig_dir))
     if verify is not None:
-        manifest = _optional(out / "rtl" / "manifest.json", io.read_json)
+        manifest = _optional(
+            out / "rtl" / MANIFEST_FILE, lambda p: Manifest.load(p.parent).to_dict()
+        )
         sections.append(verify_section(verify, manifest))
     return sections
 

@@ -29,6 +29,7 @@ from string import Template
 import numpy as np
 
 from hwflow import io, verilator_kit
+from hwflow.artifacts import Manifest
 from hwflow.errors import VerificationError
 from hwflow.resources import resource_dir
 from hwflow.rtl import check, mac, net, vectors
@@ -102,30 +103,35 @@ def harness_verilog(module: str, what: str, body: str, done: str) -> str:
     return render("harness.v.tmpl", module=module, what=what, body=body, done=done)
 
 
-def engines_harness(engines: list[mac.EngineSpec], passes: dict[str, int]) -> str:
-    """The `layers` simulation's toplevel: every engine of the MAC array with its feeder."""
+def engines_harness(layers: list[dict]) -> str:
+    """The `layers` simulation's toplevel: every engine of the MAC array with its feeder
+    (`layers`: the manifest's entries, so that `hwflow verify` builds the same harness
+    from a received export's manifest instead of running the export's own)."""
     wires, ports, feeders = [], [], []
-    for e in engines:
+    for lay in layers:
+        stage = lay.get("requant") or lay.get("argmax")
+        port, lanes, width = lay["port"], lay["lanes"], lay["acc_width"]
+        offset_width = stage["offset_width"] if stage else 1
         fields = {
-            "layer": e.layer,
-            "port": e.port,
-            "lanes": e.lanes,
-            "fan_in": e.fan_in,
-            "passes": passes[e.port],
-            "acc_width": e.acc_width,
-            "xw": 8 * e.lanes - 1,
-            "accw": e.acc_width * e.lanes - 1,
-            "requant": int(e.stage is not None),
-            "offset_width": e.stage.offset_width if e.stage else 1,
-            "offw": (e.stage.offset_width if e.stage else 1) * e.lanes - 1,
-            "codew": 8 * e.lanes - 1,
-            "code_tie": "" if e.stage else f"\n    assign {e.port}__code = 0;",
+            "layer": lay["layer"],
+            "port": port,
+            "lanes": lanes,
+            "fan_in": lay["fan_in"],
+            "passes": lay["passes"],
+            "acc_width": width,
+            "xw": 8 * lanes - 1,
+            "accw": width * lanes - 1,
+            "requant": int(stage is not None),
+            "offset_width": offset_width,
+            "offw": offset_width * lanes - 1,
+            "codew": 8 * lanes - 1,
+            "code_tie": "" if stage else f"\n    assign {port}__code = 0;",
         }
         wires.append(render("harness_layer.v.tmpl", **fields))
         feeders.append(render("harness_feeder.v.tmpl", **fields))
         members = ["x", "w", "valid", "clear", "last", "acc", "acc_valid"]
-        for member in members + (["offset", "code"] if e.stage else []):
-            ports.append(f",\n        .{e.port}__{member}({e.port}__{member})")
+        for member in members + (["offset", "code"] if stage else []):
+            ports.append(f",\n        .{port}__{member}({port}__{member})")
     body = render(
         "harness_engines.v.tmpl",
         top=mac.TOP_MODULE,
@@ -133,7 +139,7 @@ def engines_harness(engines: list[mac.EngineSpec], passes: dict[str, int]) -> st
         top_ports="".join(ports),
         feeders="".join(feeders),
     )
-    done = " & ".join(f"{e.port}__done" for e in engines)
+    done = " & ".join(f"{lay['port']}__done" for lay in layers)
     return harness_verilog(HARNESS_TOP, "the MAC array's engines", body, done)
 
 
@@ -220,12 +226,11 @@ def write_design(
     files: dict[str, str] = {f"rtl/{mac.TOP_MODULE}.v": top}
     for module, text in mult_files.items():
         files[f"rtl/{module}.v"] = text
-    layers, passes = [], {}
+    layers = []
     for plan, eng in zip(plans, engines, strict=True):
         sched = vectors.schedule(
             plan.x_int, plan.w_int, plan.acc, lanes, row_aligned=plan.argmax is not None
         )
-        passes[eng.port] = sched.passes
         files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
         files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
         files[f"vectors/{eng.port}_expected.txt"] = vectors.decimal_lines(sched.expected)
@@ -285,7 +290,7 @@ def write_design(
         image = np.transpose(np.asarray(expected["buffers"][0]), (0, 2, 1)).reshape(-1)
         files["vectors/net_image.hex"] = "".join(f"{int(v) & 0xFF:02x}\n" for v in image)
         files["vectors/net_expected.json"] = json.dumps(expected, separators=(",", ":"))
-    files[f"tb/{HARNESS_TOP}.v"] = engines_harness(engines, passes)
+    files[f"tb/{HARNESS_TOP}.v"] = engines_harness(layers)
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
     files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
@@ -361,5 +366,5 @@ def write_design(
         "net": net_entry,
         "files": {rel: io.sha256_bytes(text.encode()) for rel, text in sorted(files.items())},
     }
-    io.write_json(out / "manifest.json", manifest)
+    Manifest(manifest).save(out)
     return manifest

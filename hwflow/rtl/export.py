@@ -29,22 +29,31 @@ from hwflow.rtl import design, mac, net
 EXPORT_KIND = "export"  # the export directory's marker: only an earlier export is replaced
 
 
-def generator_rtl(name: str, spec: Any, source: dict | None = None) -> mac.MultiplierRTL:
-    """A built-in multiplier as its own Verilog module `mul_<name>` (Amaranth)."""
+def generator_rtl(
+    name: str, spec: Any, source: dict | None = None, module: str | None = None
+) -> mac.MultiplierRTL:
+    """A built-in multiplier as its own Verilog module (Amaranth; default `mul_<name>`)."""
     from hwflow.multipliers import generators
 
-    module = f"mul_{mac.port_name(name)}"
+    module = module or f"mul_{mac.port_name(name)}"
     text = generators.to_verilog(spec, module_name=module)
     return mac.MultiplierRTL(name, module, spec.signed, text, source)
 
 
 def netlist_rtl(
-    name: str, netlist: str, top: str, ports: list[str], signed: bool, source: dict | None = None
+    name: str,
+    netlist: str,
+    top: str,
+    ports: list[str],
+    signed: bool,
+    source: dict | None = None,
+    module: str | None = None,
 ) -> mac.MultiplierRTL:
-    """A user netlist plus the wrapper that gives its module the lane's a, b, o ports."""
+    """A user netlist plus the wrapper (default `mul_<name>`) that gives its module the
+    lane's a, b, o ports."""
     if len(ports) != 3:
         raise LibraryError(f"multiplier {name}: expected 3 port names (a, b, o), got {ports}")
-    module = f"mul_{mac.port_name(name)}"
+    module = module or f"mul_{mac.port_name(name)}"
     if module == top:
         raise LibraryError(f"multiplier {name}: netlist module {top} clashes with its wrapper")
     wrapper = design.render(
@@ -59,8 +68,38 @@ def netlist_rtl(
     return mac.MultiplierRTL(name, module, signed, netlist.rstrip() + "\n\n" + wrapper, source)
 
 
-def library_rtl(lib: Any, name: str) -> mac.MultiplierRTL:
-    """The RTL of library entry `name` (generator params or stored netlist)."""
+# modules an export defines besides its multipliers (the designs, harnesses, feeders)
+HWFLOW_MODULES = frozenset(
+    {"hwflow_top", "hwflow_net", "hwflow_harness", "hwflow_net_harness", "hwflow_feeder",
+     "hwflow_net_feeder"}
+)  # fmt: skip
+
+
+def multiplier_modules(lib: Any, names: list[str]) -> dict[str, str]:
+    """{entry: Verilog module} for the multipliers of one export, unique by construction:
+    hwflow's module for an entry (`mul_<name>`, the generated design or a netlist's
+    wrapper) takes a numbered suffix when a user netlist's own module, another entry's
+    module or one of hwflow's design modules already has that name."""
+    taken = set(HWFLOW_MODULES)
+    for name in names:
+        source = lib.get(name).source
+        if source.get("kind") == "netlist" and isinstance(source.get("top"), str):
+            taken.add(source["top"])
+    out: dict[str, str] = {}
+    for name in sorted(set(names)):
+        base = module = f"mul_{mac.port_name(name)}"
+        i = 1
+        while module in taken:
+            i += 1
+            module = f"{base}_{i}"
+        taken.add(module)
+        out[name] = module
+    return out
+
+
+def library_rtl(lib: Any, name: str, module: str | None = None) -> mac.MultiplierRTL:
+    """The RTL of library entry `name` (generator params or stored netlist), its module
+    named `module` (default `mul_<name>`; see `multiplier_modules`)."""
     from hwflow.multipliers.generators import MultiplierSpec
 
     entry = lib.get(name)
@@ -68,7 +107,7 @@ def library_rtl(lib: Any, name: str) -> mac.MultiplierRTL:
     kind = source.get("kind")
     if kind == "generator":
         spec = MultiplierSpec(source["family"], bool(entry.signed), dict(source["params"]))
-        return generator_rtl(name, spec, source)
+        return generator_rtl(name, spec, source, module)
     if kind == "netlist":
         path = Path(lib.netlist_path(name))
         if not path.is_file():
@@ -81,7 +120,9 @@ def library_rtl(lib: Any, name: str) -> mac.MultiplierRTL:
                 f"multiplier {name}: {path} changed since characterization (sha256 differs); "
                 "rerun `hwflow characterize`"
             )
-        return netlist_rtl(name, text, source["top"], list(source["ports"]), entry.signed, source)
+        return netlist_rtl(
+            name, text, source["top"], list(source["ports"]), entry.signed, source, module
+        )
     raise LibraryError(f"multiplier {name}: unknown source kind {kind!r}")
 
 
@@ -94,6 +135,11 @@ def check_netlist_modules(rtls: list[mac.MultiplierRTL]) -> None:
         if src.get("kind") != "netlist":
             continue
         top = src["top"]
+        if top in HWFLOW_MODULES:
+            raise VerificationError(
+                f"multiplier {rtl.name}: its netlist's module {top} has the name of one of "
+                "hwflow's own modules; rename the module and recharacterize it"
+            )
         if owners.get(top, rtl.name) != rtl.name:
             raise VerificationError(
                 f"multipliers {owners[top]} and {rtl.name} both define Verilog module {top}; "
@@ -236,8 +282,11 @@ def export_run(
         name = lib.exact_name(signed)
         return name, np.asarray(lib.table(name))
 
+    used = [mult for mult, _, _ in assigned.values()]
+    used += [lib.exact_name(s) for s in {s for n, s in signedness.items() if n not in assigned}]
+    modules = multiplier_modules(lib, used)
     plans, is_assigned = trace_plans(
-        run.model, x, assigned, lambda n: library_rtl(lib, n), exact_for
+        run.model, x, assigned, lambda n: library_rtl(lib, n, modules[n]), exact_for
     )
     meta = {
         "run": str(Path(run_dir).resolve()),

@@ -32,7 +32,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from hwflow import io, verilator_kit
+from hwflow import verilator_kit
+from hwflow.artifacts import Manifest
 
 WAIVED = ("WIDTH", "UNUSEDSIGNAL", "DECLFILENAME", "PROCASSINIT")
 TIMEOUT_S = 300  # the digits demo's hwflow_net lints in ~1.5 s; this only stops a hang
@@ -133,7 +134,7 @@ def lint_export(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if exe is None:
         report["reason"] = "verilator not found on PATH; not run"
         return report
-    manifest = io.read_json(export_dir / "manifest.json")
+    manifest = Manifest.load(export_dir)
     report["tool"] = tool_version(exe)
     rtl = [s for s in manifest["sources"] if s.startswith("rtl/")]
     mult_files = [s for s in rtl if s in {m["file"] for m in manifest.get("multipliers", [])}]

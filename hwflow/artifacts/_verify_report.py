@@ -1,0 +1,65 @@
+"""`verify.json`: what `hwflow verify` found (written beside the export and by the demo).
+
+The report is the dictionary `hwflow.rtl.verify.verify` returns: `ok`, `checked`,
+`mismatches`, `layers`, `first_mismatch`, `net`, `multipliers` (the library cross-check),
+`simulations`, `simulator`, timings, `lint`, `errors`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from hwflow import io
+from hwflow.errors import HwflowError, VerificationError
+
+VERIFY_FILE = "verify.json"
+
+
+class VerifyReport(Mapping[str, Any]):
+    """A verify report, read like the JSON document it is."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
+
+    @property
+    def ok(self) -> bool:
+        return bool(self._data["ok"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VerifyReport:
+        """Read a report (`path`: the file, or the folder holding `verify.json`)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / VERIFY_FILE
+        try:
+            data = io.read_json(path)
+        except (HwflowError, UnicodeDecodeError, OSError) as exc:
+            raise VerificationError(f"{path}: unreadable verify report ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+            raise VerificationError(f"{path}: not a verify report (no `ok`); verify again")
+        for key in ("checked", "mismatches"):
+            if not isinstance(data.get(key), int):
+                raise VerificationError(f"{path}: `{key}` missing or not an integer")
+        if not isinstance(data.get("layers"), list):
+            raise VerificationError(f"{path}: `layers` missing or not a list")
+        return cls(data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the report to `path` (a file, or a folder: its `verify.json`)."""
+        path = Path(path)
+        io.write_json(path / VERIFY_FILE if path.is_dir() else path, self._data)

@@ -1,0 +1,109 @@
+"""What hwflow runs: a run folder's model factory is code and runs only when the user
+says so (`hwflow --trust-factory`, or the config they run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hwflow.cli import cli
+from hwflow.config import dump_dataclass
+from hwflow.errors import ConfigError
+from hwflow.nn.train import TrainConfig, load_run
+from hwflow.trust import TRUST_ENV, factory_trusted, trusting
+
+
+def _hostile_run(root: Path, marker: Path) -> Path:
+    """A received run folder whose config names `subprocess:run` with a shell command."""
+    cfg = dump_dataclass(TrainConfig())
+    cfg["model"].update(
+        factory="subprocess:run", kwargs={"args": ["sh", "-c", f"touch '{marker}'"]}
+    )
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "summary.json").write_text("{}")
+    (run / "checkpoints" / "agn.pt").write_bytes(b"")
+    return run
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    from hwflow.multipliers.generators import MultiplierSpec, reference_table
+    from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+
+    path = tmp_path_factory.mktemp("lib")
+    spec = MultiplierSpec("exact", False, {})
+    source = {"kind": "generator", "family": "exact", "params": {}}
+    entry = LibraryEntry(spec.name, False, source, metrics={}, cost={"energy": 1.0})
+    Library.create(path).commit([NewEntry(entry, reference_table(spec), "", "{}")])
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "RUN"],
+        ["assign", "RUN", "--library", "LIB"],
+        ["export", "RUN", "--assignment", "ASSIGNMENT", "--out", "OUT", "--library", "LIB"],
+        ["retrain", "RUN", "--assignment", "ASSIGNMENT"],
+    ],
+)
+def test_a_run_folders_factory_is_refused(tmp_path, library, command):
+    marker = tmp_path / "ran"
+    run = _hostile_run(tmp_path, marker)
+    assignment = tmp_path / "assignment.yaml"
+    assignment.write_text(yaml.safe_dump({"library": str(library), "layers": []}))
+    names = {"RUN": run, "LIB": library, "ASSIGNMENT": assignment}
+    names["OUT"] = tmp_path / "out"
+    args = [str(names.get(a, a)) for a in command]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+    assert f"{run / 'config.yaml'}: model.factory: 'subprocess:run'" in result.output
+    assert "--trust-factory" in result.output
+    assert not marker.exists()
+
+
+def test_trust_factory_opts_in(tmp_path):
+    marker = tmp_path / "ran"
+    run = _hostile_run(tmp_path, marker)
+    result = CliRunner().invoke(cli, ["--trust-factory", "evaluate", str(run)])
+    # the user said to trust it: it runs (and then fails, as it builds no network)
+    assert marker.exists() and result.exit_code == 2
+    assert "not a torch.nn.Module" in result.output
+    marker.unlink()
+    with pytest.raises(ConfigError, match="--trust-factory"):  # the opt-in ends with the call
+        load_run(run)
+    assert not marker.exists()
+
+
+def test_trusting_names_one_factory_and_restores(monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with trusting("a.py:f"):
+        assert factory_trusted("a.py:f") and not factory_trusted("subprocess:run")
+        with trusting(None):
+            assert factory_trusted("a.py:f")
+    assert not factory_trusted("a.py:f")
+
+
+def test_an_output_folder_given_as_a_symlink_is_replaced_through_it(tmp_path):
+    """`export --out LINK` (LINK -> an earlier export): the export behind the link is
+    replaced, the link stays, nothing `.NAME.old.*` is left behind."""
+    from hwflow.io import DIR_MARK, atomic_dir
+
+    real = tmp_path / "exports" / "design"
+    real.mkdir(parents=True)
+    (real / DIR_MARK).write_text("export\n")
+    (real / "old.txt").write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    with atomic_dir(link, "export") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert sorted(p.name for p in real.iterdir()) == [DIR_MARK, "new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "link"]
+    assert [p.name for p in real.parent.iterdir()] == ["design"]

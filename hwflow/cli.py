@@ -1016,6 +1016,8 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
     Uses hwflow's own testbench and checker, never the Python inside the export; every
     multiplier must be the RTL of its library entry. The report is also written to
     EXPORT_DIR/verify.json."""
+    from pathlib import Path
+
     from hwflow.errors import VerificationError
     from hwflow.rtl.verify import format_report, verify
 

@@ -107,3 +107,10 @@ def test_an_output_folder_given_as_a_symlink_is_replaced_through_it(tmp_path):
     assert sorted(p.name for p in real.iterdir()) == [DIR_MARK, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "link"]
     assert [p.name for p in real.parent.iterdir()] == ["design"]
+
+
+def test_the_manifest_format_is_the_exported_checkers():
+    from hwflow.artifacts import _manifest
+    from hwflow.rtl import check
+
+    assert _manifest.FORMAT == check.FORMAT

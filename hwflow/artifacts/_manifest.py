@@ -19,6 +19,9 @@ from hwflow import io
 from hwflow.errors import HwflowError, VerificationError
 
 MANIFEST_FILE = "manifest.json"
+# 2: separate simulations (engines, network). The exported checker (`hwflow.rtl.check`,
+# plain Python without hwflow) holds the same number as its FORMAT.
+FORMAT = 2
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _PARTS = ("layers", "net")
@@ -45,8 +48,6 @@ class Manifest(Mapping[str, Any]):
     @classmethod
     def load(cls, export_dir: str | os.PathLike[str]) -> Manifest:
         """Read and check `export_dir/manifest.json` (VerificationError naming the key)."""
-        from hwflow.rtl.check import FORMAT
-
         path = Path(export_dir) / MANIFEST_FILE
         if not path.is_file():
             raise VerificationError(

@@ -118,7 +118,7 @@ def run_cocotb(
         _bound_commands(runner, timeout)
     build_log = build_dir / "build.log"
     started, cpu_started = time.perf_counter(), _children_cpu()
-    with _environ(build_env):
+    with _environ(build_env), tools_die_with_the_call():
         try:
             runner.build(
                 sources=srcs,
@@ -143,7 +143,7 @@ def run_cocotb(
     # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
     # because the simulator runs inside the build directory (gotcha 3). os.environ
     # overrides extra_env inside the runner, so set our variables there for the call.
-    with _absolute_sys_path(module_dir), _environ(env):
+    with _absolute_sys_path(module_dir), _environ(env), tools_die_with_the_call():
         try:
             runner.test(
                 test_module=module_name,
@@ -272,6 +272,60 @@ def _resolve_test_module(test_module: str | os.PathLike[str]) -> tuple[str, Path
             raise SimulationError(f"{path}: test module not found")
         return path.stem, path.parent
     return text, None
+
+
+@contextlib.contextmanager
+def tools_die_with_the_call() -> Iterator[None]:
+    """On an interruption (Ctrl-C, SIGTERM) inside the block, end every process the block
+    started, grandchildren included: the runner kills only its direct child (verilator),
+    whose make and compilers would otherwise go on writing into a build folder that is
+    being removed. Linux: this process becomes a child subreaper, so orphaned tools are
+    reparented to it and can be found; elsewhere only direct children are."""
+    _become_subreaper()
+    before = set(_children())
+    try:
+        yield
+    except BaseException:
+        _end_children(before)
+        raise
+
+
+def _become_subreaper() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    stat = Path(entry.path, "stat").read_text()
+                    if stat[stat.rindex(")") + 2 :].split()[1] == me:
+                        found.append(int(entry.name))
+    return found
+
+
+def _end_children(keep: set[int], rounds: int = 20) -> None:
+    """SIGTERM (tools clean their temporary files), then SIGKILL, each child not in
+    `keep`, until none is left (a killed process's children are reparented here)."""
+    import signal
+
+    for n in range(rounds):
+        pids = [p for p in _children() if p not in keep]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM if n < rounds // 2 else signal.SIGKILL)
+        time.sleep(0.1)
+        for pid in pids:  # reap the ones that ended (they are this process's children)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 @contextlib.contextmanager

@@ -114,3 +114,32 @@ def test_the_manifest_format_is_the_exported_checkers():
     from hwflow.rtl import check
 
     assert _manifest.FORMAT == check.FORMAT
+
+
+def test_an_interrupted_tool_leaves_no_process_behind(tmp_path):
+    """Interrupted while a tool runs (SIGTERM during Verilator's compile): its whole tree
+    ends, the grandchildren a killed parent orphaned included."""
+    import os
+    import subprocess
+    import time
+
+    from hwflow.errors import Terminated
+    from hwflow.simulator import tools_die_with_the_call
+
+    marker = f"sleep 300.{os.getpid()}"  # the orphans' command line
+
+    def alive() -> list[str]:
+        out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if line.strip() == marker]
+
+    with pytest.raises(Terminated), tools_die_with_the_call():
+        shell = subprocess.Popen(["sh", "-c", f"{marker} & {marker}"])
+        for _ in range(100):
+            if len(alive()) == 2:
+                break
+            time.sleep(0.05)
+        shell.kill()  # as the runner kills its direct child: the tool is orphaned
+        shell.wait()
+        assert alive()
+        raise Terminated
+    assert not alive()

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from hwflow.errors import ExecutorError, HwflowError, Terminated
 from hwflow.resources import resource_dir
+from hwflow.trust import TRUST_ENV, trusting
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -319,9 +320,12 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _ray_task(fn: Callable[[T], R], item: T, fingerprint: str, cwd: str) -> R:
+def _ray_task(
+    fn: Callable[[T], R], item: T, fingerprint: str, cwd: str, trusted: str | None = None
+) -> R:
     """What each Ray task runs: check the code, then `fn(item)` in the driver's cwd
-    (relative paths in items mean the same files when the node shares them)."""
+    (relative paths in items mean the same files when the node shares them), trusting the
+    model factories the driver trusts (`hwflow.trust`; a local pool inherits them)."""
     if code_fingerprint() != fingerprint:
         import socket
 
@@ -332,7 +336,8 @@ def _ray_task(fn: Callable[[T], R], item: T, fingerprint: str, cwd: str) -> R:
         )
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    return fn(item)
+    with trusting(trusted):
+        return fn(item)
 
 
 def _run_ray(fn: Callable[[T], R], items: list[T], jobs: int, config: ExecutorConfig):
@@ -348,6 +353,7 @@ def _run_ray(fn: Callable[[T], R], items: list[T], jobs: int, config: ExecutorCo
     fn_ref = ray.put(fn)
     fingerprint = code_fingerprint()
     cwd = os.getcwd()
+    trusted = os.environ.get(TRUST_ENV)
     window = max(1, jobs)
     pending: dict[Any, int] = {}
     done: dict[int, Any] = {}
@@ -355,7 +361,7 @@ def _run_ray(fn: Callable[[T], R], items: list[T], jobs: int, config: ExecutorCo
     try:
         while emitted < len(items):
             while submitted < len(items) and len(pending) < window:
-                ref = task.remote(fn_ref, items[submitted], fingerprint, cwd)
+                ref = task.remote(fn_ref, items[submitted], fingerprint, cwd, trusted)
                 pending[ref] = submitted
                 submitted += 1
             ready, _ = ray.wait(list(pending), num_returns=1)

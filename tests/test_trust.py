@@ -143,3 +143,13 @@ def test_an_interrupted_tool_leaves_no_process_behind(tmp_path):
         assert alive()
         raise Terminated
     assert not alive()
+
+
+def test_a_ray_task_trusts_what_the_driver_trusts(monkeypatch):
+    from hwflow import executor
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    fp = executor.code_fingerprint()
+    assert executor._ray_task(factory_trusted, "a.py:f", fp, ".", "a.py:f")
+    assert not executor._ray_task(factory_trusted, "a.py:f", fp, ".", None)
+    assert not factory_trusted("a.py:f")

@@ -20,7 +20,6 @@ every accumulation of one ResNet-20 image (no `--rows` sampling) verified in < 2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile

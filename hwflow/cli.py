@@ -1018,6 +1018,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
     EXPORT_DIR/verify.json."""
     from pathlib import Path
 
+    from hwflow.artifacts import VERIFY_FILE
     from hwflow.errors import VerificationError
     from hwflow.rtl.verify import format_report, verify
 
@@ -1045,9 +1046,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
     if not report["ok"]:
         from hwflow.rtl.check import failure_message
 
-        raise VerificationError(
-            failure_message(export_dir, report, Path(export_dir) / "verify.json")
-        )
+        raise VerificationError(failure_message(export_dir, report, Path(export_dir) / VERIFY_FILE))
 
 
 # ---- demo / report --------------------------------------------------------------------

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, VerifyReport
+from hwflow.artifacts import (
+    ASSIGNMENT_FILE,
+    MANIFEST_FILE,
+    SUMMARY_FILE,
+    VERIFY_FILE,
+    VerifyReport,
+)
 from hwflow.errors import HwflowError, VerificationError
 from hwflow.io import claim_dir, read_json, write_json
 from hwflow.resources import resource_dir
@@ -180,9 +186,9 @@ def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     from hwflow.rtl.verify import verify
 
     report = verify(cfg.export_dir, jobs=cfg.jobs)
-    VerifyReport(report).save(cfg.out / "verify.json")
+    VerifyReport(report).save(cfg.out / VERIFY_FILE)
     if not report["ok"]:
-        raise VerificationError(failure_message(cfg.export_dir, report, cfg.out / "verify.json"))
+        raise VerificationError(failure_message(cfg.export_dir, report, cfg.out / VERIFY_FILE))
     net = report.get("net") or {}
     return {
         "checked": report["checked"],
@@ -208,8 +214,8 @@ STEPS: list[
     ("assign", step_assign, lambda c: c.assignment),
     ("retrain", step_retrain, lambda c: c.run / "retrain.json"),
     ("sweep", step_sweep, lambda c: c.run / "sweep" / "pareto.png"),  # drawn last
-    ("export", step_export, lambda c: c.export_dir / "manifest.json"),
-    ("verify", step_verify, lambda c: c.out / "verify.json"),
+    ("export", step_export, lambda c: c.export_dir / MANIFEST_FILE),
+    ("verify", step_verify, lambda c: c.out / VERIFY_FILE),
     ("report", step_report, None),
 ]
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment, RunSummary
+from hwflow.artifacts import (
+    ASSIGNMENT_FILE,
+    MANIFEST_FILE,
+    SUMMARY_FILE,
+    VERIFY_FILE,
+    Assignment,
+    RunSummary,
+)
 from hwflow.errors import AssignmentError, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +119,15 @@ def test_run_summary_round_trip_and_errors(tmp_path):
         RunSummary.load(path)
 
 
-ARTIFACT_FILES = {ASSIGNMENT_FILE, SUMMARY_FILE}
+ARTIFACT_FILES = {ASSIGNMENT_FILE, SUMMARY_FILE, MANIFEST_FILE, VERIFY_FILE}
 # Named, not read or written: evolve's own RUN/evolve/summary.json (another file named
 # alike), and the name `assign --out` guards, spelled out so `hwflow --help` stays light.
+# The exported checker (rtl/check.py, copied into every export) reads the manifest
+# without hwflow installed.
 OTHER_FILES_NAMED_ALIKE = {
     ("hwflow/evolve/flow.py", SUMMARY_FILE),
     ("hwflow/cli.py", ASSIGNMENT_FILE),
+    ("hwflow/rtl/check.py", MANIFEST_FILE),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hwflow import io
+from hwflow.artifacts import Manifest
 from hwflow.errors import (
     AssignmentError,
     HwflowError,
@@ -310,25 +311,16 @@ def export_run(
 
 def adopt_earlier_export(out: str | os.PathLike[str]) -> None:
     """Mark `out` as an export when an export made before directories carried a marker
-    left it: its manifest parses, has a format, a top and a `files` map, and every file
-    listed there is present. Anything else stays unmarked (and so is never replaced)."""
+    left it: its manifest is one (`Manifest.load`) and every file it lists is present.
+    Anything else stays unmarked (and so is never replaced)."""
     out = Path(out)
     if not out.is_dir() or (out / io.DIR_MARK).exists():
         return
     try:
-        manifest = io.read_json(out / "manifest.json")
-    except (HwflowError, OSError, UnicodeDecodeError):
+        files = Manifest.load(out)["files"]
+    except (HwflowError, OSError):
         return
-    if not isinstance(manifest, dict):
-        return
-    files = manifest.get("files")
-    if (
-        isinstance(manifest.get("format"), int)
-        and isinstance(manifest.get("top"), str)
-        and isinstance(files, dict)
-        and files
-        and all(_inside(out, rel) and (out / rel).is_file() for rel in files)
-    ):
+    if files and all(_inside(out, rel) and (out / rel).is_file() for rel in files):
         io.write_text(out / io.DIR_MARK, EXPORT_KIND + "\n")
 
 

@@ -153,3 +153,48 @@ def test_a_ray_task_trusts_what_the_driver_trusts(monkeypatch):
     assert executor._ray_task(factory_trusted, "a.py:f", fp, ".", "a.py:f")
     assert not executor._ray_task(factory_trusted, "a.py:f", fp, ".", None)
     assert not factory_trusted("a.py:f")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: [m], "not a JSON object"),
+        (lambda m: {k: v for k, v in m.items() if k != "simulations"}, "`simulations` is missing"),
+        (lambda m: {**m, "simulations": []}, "`simulations` is empty"),
+        (
+            lambda m: {**m, "layers": [{**m["layers"][0], "port": "x; initial $system"}]},
+            "`layers[0].port` is not a plain Verilog identifier",
+        ),
+        (lambda m: {**m, "sources": ["../../etc/passwd"]}, "not a plain path inside the export"),
+        (
+            lambda m: {**m, "layers": [{**m["layers"][0], "fan_in": True}]},
+            "`layers[0].fan_in` has the wrong type (bool)",
+        ),
+    ],
+)
+def test_a_malformed_manifest_is_one_line(tmp_path, edit, message):
+    """Everything verify takes from a received manifest is checked once, on load."""
+    manifest = {
+        "format": 2, "top": "hwflow_top", "test_module": "test_hwflow", "latency": 2,
+        "sources": ["rtl/hwflow_top.v"], "files": {}, "multipliers": [],
+        "simulations": [{"name": "layers", "harness": "hwflow_harness", "cycles": 10,
+                         "sources": ["rtl/hwflow_top.v"]}],
+        "layers": [{"layer": "fc", "multiplier": "u_exact", "port": "fc", "module": "mul_u",
+                    "signed": False, "lanes": 4, "fan_in": 3, "jobs": 4, "passes": 1,
+                    "acc_width": 20, "shape": [1, 1, 4]}],
+    }  # fmt: skip
+    from hwflow.artifacts import Manifest
+
+    assert Manifest.load(_write_manifest(tmp_path / "ok", manifest))["top"] == "hwflow_top"
+    bad = _write_manifest(tmp_path / "bad", edit(manifest))
+    result = CliRunner().invoke(cli, ["verify", str(bad)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert message in result.output and "manifest.json" in result.output
+
+
+def _write_manifest(folder: Path, doc) -> Path:
+    import json
+
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    return folder

@@ -176,6 +176,8 @@ def _check_net(net: Any, w: _Where) -> None:
         w.count(net, field, f"net.{field}", minimum=1)
     for i, buffer in enumerate(w.get(net, "buffers", list, "net.buffers")):
         w.get(buffer, "signed", bool, f"net.buffers[{i}].signed")
+        w.get(buffer, "tensor", str, f"net.buffers[{i}].tensor")
     for i, stage in enumerate(w.get(net, "stages", list, "net.stages")):
+        w.get(stage, "name", str, f"net.stages[{i}].name")
         if w.get(stage, "kind", str, f"net.stages[{i}].kind") == "mac":
             w.count(stage, "acc_width", f"net.stages[{i}].acc_width", minimum=1)

@@ -85,7 +85,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option(
     "--trust-factory", is_flag=True,
     help="Run the model factory (Python code) that a run folder's config.yaml names. "
-    "Without it, hwflow builds only built-in models from a run it did not train here.",
+    "Without it, such a run is refused (built-in models need no opt-in).",
 )  # fmt: skip
 @click.pass_context
 def cli(ctx: click.Context, trust_factory: bool) -> None:

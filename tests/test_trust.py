@@ -90,25 +90,6 @@ def test_trusting_names_one_factory_and_restores(monkeypatch):
     assert not factory_trusted("a.py:f")
 
 
-def test_an_output_folder_given_as_a_symlink_is_replaced_through_it(tmp_path):
-    """`export --out LINK` (LINK -> an earlier export): the export behind the link is
-    replaced, the link stays, nothing `.NAME.old.*` is left behind."""
-    from hwflow.io import DIR_MARK, atomic_dir
-
-    real = tmp_path / "exports" / "design"
-    real.mkdir(parents=True)
-    (real / DIR_MARK).write_text("export\n")
-    (real / "old.txt").write_text("old")
-    link = tmp_path / "link"
-    link.symlink_to(real, target_is_directory=True)
-    with atomic_dir(link, "export") as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert link.is_symlink() and link.resolve() == real.resolve()
-    assert sorted(p.name for p in real.iterdir()) == [DIR_MARK, "new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "link"]
-    assert [p.name for p in real.parent.iterdir()] == ["design"]
-
-
 def test_the_manifest_format_is_the_exported_checkers():
     from hwflow.artifacts import _manifest
     from hwflow.rtl import check

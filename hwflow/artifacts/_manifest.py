@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from hwflow import io
+from hwflow.artifacts._document import JsonDocument
 from hwflow.errors import HwflowError, VerificationError
 
 MANIFEST_FILE = "manifest.json"
@@ -27,23 +27,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _PARTS = ("layers", "net")
 
 
-class Manifest(Mapping[str, Any]):
+class Manifest(JsonDocument):
     """A validated export manifest, read like the JSON document it is."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._data
 
     @classmethod
     def load(cls, export_dir: str | os.PathLike[str]) -> Manifest:

@@ -8,33 +8,17 @@ The report is the dictionary `hwflow.rtl.verify.verify` returns: `ok`, `checked`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from hwflow import io
+from hwflow.artifacts._document import JsonDocument
 from hwflow.errors import HwflowError, VerificationError
 
 VERIFY_FILE = "verify.json"
 
 
-class VerifyReport(Mapping[str, Any]):
+class VerifyReport(JsonDocument):
     """A verify report, read like the JSON document it is."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._data
 
     @property
     def ok(self) -> bool:

@@ -356,8 +356,7 @@ def summary(report: dict) -> str:
     if report["layers"]:
         parts.append(f"{report['mismatches']} of {report['checked']} accumulations mismatch")
     if report.get("code_mismatches"):
-        bad = [lay["layer"] for lay in report["layers"] if lay.get("code_mismatches")]
-        parts.append(f"{report['code_mismatches']} requantized codes mismatch (layers {bad})")
+        parts.append(f"{report['code_mismatches']} requantized codes mismatch")
     if report.get("class_mismatches"):
         parts.append(f"{report['class_mismatches']} classes mismatch")
     if report.get("net") and not report["net"]["ok"]:
@@ -370,8 +369,16 @@ def summary(report: dict) -> str:
 
 def failure_message(export_dir: str | Path, report: dict, saved: str | Path) -> str:
     """The one line a failed verification ends with (`hwflow verify`, the demo): what
-    differs, the first mismatch, and where the whole report was written."""
-    return f"{export_dir}: {summary(report)} (see {saved})"
+    differs, the first mismatch, the failing parts and where the whole report was written."""
+    failing = [
+        str(lay["layer"])
+        for lay in report["layers"]
+        if lay.get("mismatches") or lay.get("code_mismatches") or lay.get("error")
+    ]
+    if report.get("net") and not report["net"]["ok"]:
+        failing.append("network")
+    parts = f" (layers: {', '.join(failing)})" if failing else ""
+    return f"{export_dir}: {summary(report)}{parts} (see {saved})"
 
 
 def simulation_outputs(results: Path, manifest: dict) -> dict[str, list]:

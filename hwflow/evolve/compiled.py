@@ -4,7 +4,6 @@ torch.utils.cpp_extension and cached), behind the interface of `NumpyEvaluator`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 from hwflow.evolve.evaluator import Score
 from hwflow.evolve.genome import Genome
 from hwflow.evolve.problem import TABLE_WORDS, Problem
+from hwflow.native import build_extension
 
 log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("_evolve_kernel.cpp")
@@ -26,31 +26,9 @@ def kernel() -> Any:
     """The compiled module, built on first use; None if it cannot be built (logged once).
     HWFLOW_KERNEL=torch (no compiled code) disables it too."""
     with _lock:
-        if "mod" in _state:
-            return _state["mod"]
-        mod = None
-        if os.environ.get("HWFLOW_KERNEL", "").lower() != "torch":
-            try:
-                from torch.utils import cpp_extension
-
-                from hwflow.native import build_tag
-
-                log.info("evolve: building/loading the compiled evaluator (first build ~40 s)")
-                mod = cpp_extension.load(
-                    name=f"hwflow_evolve_kernel_{build_tag(_SOURCE)}",
-                    sources=[str(_SOURCE)],
-                    extra_cflags=["-O3", "-march=native"],
-                    verbose=False,
-                )
-            except Exception as exc:  # any build failure: the numpy backend is exact too
-                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-                log.warning(
-                    "evolve: compiled evaluator unavailable (%s: %s); using numpy",
-                    type(exc).__name__,
-                    last,
-                )
-        _state["mod"] = mod
-        return mod
+        if "mod" not in _state:
+            _state["mod"] = build_extension(_SOURCE, "hwflow_evolve_kernel", "evolve", log)
+        return _state["mod"]
 
 
 class CompiledEvaluator:

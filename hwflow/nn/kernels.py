@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 from hwflow.multipliers.table import operand_values
-from hwflow.native import build_tag
+from hwflow.native import build_extension
 
 log = logging.getLogger(__name__)
 
@@ -147,43 +146,20 @@ _build_lock = threading.Lock()
 _build_state: dict[str, object] = {}
 
 
-def _build_tag() -> str:
-    return build_tag(_KERNEL_SOURCE)
-
-
 def compiled_kernel():
     """The compiled ops (`table_accumulate`, `to_codes`), built on first use; None if they
     cannot be built (logged once, with the reason). HWFLOW_KERNEL=torch disables them."""
     with _build_lock:
-        if "op" in _build_state:
-            return _build_state["op"]
-        op = None
-        if os.environ.get("HWFLOW_KERNEL", "").lower() == "torch":
-            log.info("table kernel: HWFLOW_KERNEL=torch, using the pure-torch path")
-        else:
-            try:
-                from torch.utils import cpp_extension
-
-                log.info("table kernel: building/loading the compiled kernel (first build ~30 s)")
-
-                cpp_extension.load(
-                    name=f"hwflow_table_kernel_{_build_tag()}",
-                    sources=[str(_KERNEL_SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
-                    is_python_module=False,
-                    verbose=False,
-                )
-                op = torch.ops.hwflow_table_kernel
-            except Exception as exc:  # any build/load failure: the fallback is exact too
-                log.warning(
-                    "table kernel: compiled kernel unavailable (%s: %s); using the slower "
-                    "pure-torch path (same results)",
-                    type(exc).__name__,
-                    str(exc).strip().splitlines()[-1] if str(exc).strip() else "",
-                )
-        _build_state["op"] = op
-        return op
+        if "op" not in _build_state:
+            _build_state["op"] = build_extension(
+                _KERNEL_SOURCE,
+                "hwflow_table_kernel",
+                "table kernel",
+                log,
+                flags=("-fopenmp",),
+                ops="hwflow_table_kernel",
+            )
+        return _build_state["op"]
 
 
 # -- the per-weight table ----------------------------------------------------------------------

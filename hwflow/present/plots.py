@@ -81,28 +81,21 @@ def plot_layer_sigmas(layers: Sequence[dict[str, Any]], path: Path) -> Path:
     multiplier's predicted and measured std, all relative to the std of the layer's exact
     accumulator (the units AGN learns sigma in)."""
     names = [layer["name"] for layer in layers]
-    x = np.arange(len(names))
     series = [
         ("sigma_tolerated", "tolerated (scale · learned σ_l)", "tab:green"),
         ("sigma_predicted", "predicted (error model)", "tab:blue"),
         ("sigma_measured", "measured (emulation)", "tab:orange"),
     ]
-    present = [s for s in series if any(layer.get(s[0]) is not None for layer in layers)]
-    width = 0.8 / max(len(present), 1)
+    bars = [
+        ([max(float(layer.get(key) or 0.0), 1e-3) for layer in layers], label, color)
+        for key, label, color in series
+        if any(layer.get(key) is not None for layer in layers)
+    ]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
-    for j, (key, label, color) in enumerate(present):
-        vals = [max(float(layer.get(key) or 0.0), 1e-3) for layer in layers]
-        ax.bar(x + (j - (len(present) - 1) / 2) * width, vals, width, label=label, color=color)
+    _per_layer_bars(ax, layers, bars)
     ax.set_yscale("log")
-    ax.set_xticks(
-        x,
-        [f"{n}\n{layer['multiplier']}" for n, layer in zip(names, layers, strict=True)],
-        fontsize=8,
-    )
     ax.set_ylabel("error std / std(exact accumulator), log")
     ax.set_title("Per-layer error budget and the chosen multiplier's error")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
     return save(fig, path, dpi=110)
 
 
@@ -157,23 +150,25 @@ def plot_layer_energy(layers: Sequence[dict[str, Any]], path: Path) -> Path:
                 "tab:orange",
             )
         )
-    x = np.arange(len(names))
-    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(names) + 2), 4.0))
-    for k, (values, label, color) in enumerate(bars):
-        ax.bar(x + (k - (len(bars) - 1) / 2) * width, values, width, label=label, color=color)
-    ax.set_xticks(
-        x,
-        [f"{n}\n{layer['multiplier']}" for n, layer in zip(names, layers, strict=True)],
-        fontsize=8,
-    )
+    _per_layer_bars(ax, layers, bars)
     ax.set_ylabel("%")
     # recorded-operand energy can exceed exact (a design switching more on real operands)
     ax.set_ylim(0, max(110.0, 1.05 * max(float(v.max()) for v, _, _ in bars)))
     ax.set_title("Per-layer multiplications and energy")
+    return save(fig, path, dpi=110)
+
+
+def _per_layer_bars(ax: Any, layers: Sequence[dict[str, Any]], bars: Sequence[tuple]) -> None:
+    """Grouped bars (values, label, color), one group per layer, each tick naming the layer
+    and its multiplier."""
+    x = np.arange(len(layers))
+    width = 0.8 / max(len(bars), 1)
+    for k, (values, label, color) in enumerate(bars):
+        ax.bar(x + (k - (len(bars) - 1) / 2) * width, values, width, label=label, color=color)
+    ax.set_xticks(x, [f"{layer['name']}\n{layer['multiplier']}" for layer in layers], fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return save(fig, path, dpi=110)
 
 
 # -- the library ------------------------------------------------------------------------

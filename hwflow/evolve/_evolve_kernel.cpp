@@ -3,8 +3,10 @@
 //
 // Node rows are W machine words: the operand-pair table, then the energy stream. A child
 // is scored against the parent: only active gates downstream of a changed gene (or not
-// kept by the parent) are recomputed, into a scratch buffer; `keep` swaps the scratch
-// with the generation's best, `accept` copies the best's recomputed rows into the parent.
+// kept by the parent) are recomputed, into a scratch buffer, their stream words first:
+// a child skipped on energy never needs its table words. `keep` swaps the scratch with the
+// generation's best, `accept` copies the best's recomputed rows into the parent. Buffers
+// are reused from child to child (no allocation per child once warm).
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -51,10 +53,11 @@ static i64 toggles(const u64* x, int w) {
   return t;
 }
 
-struct State {  // a genome and what scoring it produced
+struct State {  // a genome and what scoring it produced (buffers reused between children)
   std::vector<i64> func, conn, outs;
   std::vector<uint8_t> active, dirty;
-  std::vector<i64> tog, e, err;
+  std::vector<int32_t> dlist;  // the dirty gates, ascending
+  std::vector<i64> tog, err;
   bool changed = false, skipped = false;
   i64 energy = 0, s1 = 0, viol = 0;  // viol: pairs with |error| > max_error
   std::vector<std::pair<int32_t, int32_t>> eall;  // (pair, error) changed vs the parent
@@ -72,8 +75,9 @@ class Evaluator {
     w_ = (int)inputs.shape(1);
     n_ = (int)func.size();
     auto copy = [](py::array_t<i64> a) { return std::vector<i64>(a.data(), a.data() + a.size()); };
-    pairs_ = copy(pairs), exact_ = copy(exact), hptr_ = copy(h_ptr), hrow_ = copy(h_row);
-    hval_ = copy(h_val);
+    pairs_ = copy(pairs), exact_ = copy(exact), hptr_ = copy(h_ptr);
+    hrow_.assign(h_row.data(), h_row.data() + h_row.size());  // int32: half the memory traffic
+    hval_.assign(h_val.data(), h_val.data() + h_val.size());
     wptr_.assign(table_words + 1, 0);  // pairs are sorted: pairs of word w at wptr_[w]..
     for (i64 p : pairs_) wptr_[(p >> 6) + 1] += 1;
     for (int w = 0; w < table_words; ++w) wptr_[w + 1] += wptr_[w];
@@ -82,21 +86,19 @@ class Evaluator {
     std::memcpy(values_.data(), inputs.data(), sizeof(u64) * N_IN * w_);
     valid_.assign(n_, 0);
     parent_.func = copy(func), parent_.conn = copy(conn), parent_.outs = copy(outs);
-    parent_.tog.assign(n_, 0), parent_.e.assign(pairs_.size(), 0), parent_.err.assign(outputs_, 0);
+    parent_.tog.assign(n_, 0), parent_.err.assign(outputs_, 0);
     parent_.active.assign(n_, 0);
-    State first = parent_;
+    last_ = parent_;
     std::vector<uint8_t> all(n_, 1);
-    score(first, all, true, -1);
-    last_ = std::move(first);
-    std::swap(scratch_, best_);
-    best_state_ = std::move(last_);
+    score(last_, all, true, -1);
+    keep();
     accept();
   }
 
   py::tuple try_child(const std::vector<std::pair<i64, i64>>& deltas, i64 limit) {
-    State c;
+    State& c = last_;
     c.func = parent_.func, c.conn = parent_.conn, c.outs = parent_.outs;
-    std::vector<uint8_t> mutated(n_, 0);
+    mutated_.assign(n_, 0);
     for (auto& d : deltas) {
       i64 g = d.first;
       if (g >= (i64)FIELDS * n_) {
@@ -104,28 +106,26 @@ class Evaluator {
         continue;
       }
       i64 j = g / FIELDS, f = g % FIELDS;
-      mutated[j] = 1;
+      mutated_[j] = 1;
       if (f == 0) c.func[j] = d.second;
       else c.conn[j * 3 + f - 1] = d.second;
     }
-    score(c, mutated, false, limit);
-    last_ = std::move(c);
-    return result(last_);
+    score(c, mutated_, false, limit);
+    return result(c);
   }
 
   void keep() {
     std::swap(scratch_, best_);
-    best_state_ = std::move(last_);
+    std::swap(last_, best_state_);
   }
 
   void accept() {
     State& c = best_state_;
-    for (int j = 0; j < n_; ++j) {
-      if (!c.dirty[j]) continue;
+    for (int j : c.dlist) {
       std::memcpy(&values_[(size_t)(N_IN + j) * w_], &best_[(size_t)(N_IN + j) * w_], sizeof(u64) * w_);
       parent_.tog[j] = c.tog[j];
     }
-    if (c.changed) parent_.e = c.e, parent_.err = c.err;
+    if (c.changed) parent_.err = c.err;
     for (auto& pe : c.eall) eall_[pe.first] = pe.second;
     parent_.viol = c.viol;
     parent_.func = c.func, parent_.conn = c.conn, parent_.outs = c.outs;
@@ -177,29 +177,40 @@ class Evaluator {
     return signed_ ? (i64)(int8_t)a * (int8_t)b : a * b;
   }
 
-  void find_active(State& c) const {
+  void find_active(State& c) {
     c.active.assign(n_, 0);
-    std::vector<i64> stack;
+    stack_.clear();
     for (int k = 0; k < N_OUT; ++k)
-      if (c.outs[k] >= N_IN) stack.push_back(c.outs[k] - N_IN);
-    while (!stack.empty()) {
-      i64 j = stack.back();
-      stack.pop_back();
+      if (c.outs[k] >= N_IN) stack_.push_back((int32_t)(c.outs[k] - N_IN));
+    while (!stack_.empty()) {
+      int32_t j = stack_.back();
+      stack_.pop_back();
       if (c.active[j]) continue;
       c.active[j] = 1;
       for (int q = 0; q < ARITY[c.func[j]]; ++q) {
         i64 i = c.conn[j * 3 + q];
-        if (i >= N_IN && !c.active[i - N_IN]) stack.push_back(i - N_IN);
+        if (i >= N_IN && !c.active[i - N_IN]) stack_.push_back((int32_t)(i - N_IN));
       }
     }
   }
 
+  void gate_words(const State& c, int j, int from, int to) {
+    auto at = [&](i64 i) { return row((int)i, &c.dirty) + from; };
+    const i64* k = &c.conn[(size_t)j * 3];
+    gate((int)c.func[j], &scratch_[(size_t)(N_IN + j) * w_] + from, at(k[0]), at(k[1]), at(k[2]),
+         to - from);
+  }
+
   // limit >= 0: a child whose energy exceeds it cannot win, its error is not computed.
+  // The dirty gates' stream words come first (the energy); their table words only for a
+  // child that is not skipped (a skipped child is never kept).
   void score(State& c, const std::vector<uint8_t>& mutated, bool full, i64 limit) {
     find_active(c);
     c.dirty.assign(n_, 0);
+    c.dlist.clear();
+    c.eall.clear();
     c.tog = parent_.tog;
-    std::vector<i64> load(n_, 0);
+    load_.assign(n_, 0);
     for (int j = 0; j < n_; ++j) {
       if (!c.active[j]) continue;
       int ar = ARITY[c.func[j]];
@@ -207,62 +218,84 @@ class Evaluator {
       for (int q = 0; q < ar; ++q) {
         i64 i = c.conn[j * 3 + q];
         if (i >= N_IN) {
-          load[i - N_IN] += 1;
+          load_[i - N_IN] += 1;
           d = d || c.dirty[i - N_IN];
         }
       }
       if (!d) continue;
       c.dirty[j] = 1;
-      u64* y = &scratch_[(size_t)(N_IN + j) * w_];
-      gate((int)c.func[j], y, row((int)c.conn[j * 3], &c.dirty), row((int)c.conn[j * 3 + 1], &c.dirty),
-           row((int)c.conn[j * 3 + 2], &c.dirty), w_);
-      c.tog[j] = toggles(y + tw_, w_ - tw_);
+      c.dlist.push_back(j);
+      gate_words(c, j, tw_, w_);
+      c.tog[j] = toggles(&scratch_[(size_t)(N_IN + j) * w_] + tw_, w_ - tw_);
     }
     c.changed = full;
     for (int k = 0; k < N_OUT; ++k) {
       i64 o = c.outs[k];
-      if (o >= N_IN) load[o - N_IN] += 1;
+      if (o >= N_IN) load_[o - N_IN] += 1;
       if (o != parent_.outs[k] || (o >= N_IN && c.dirty[o - N_IN])) c.changed = true;
     }
     c.energy = 0;
     for (int j = 0; j < n_; ++j)
-      if (c.active[j]) c.energy += load[j] * c.tog[j];
+      if (c.active[j]) c.energy += load_[j] * c.tog[j];
     c.skipped = limit >= 0 && c.energy > limit;
     c.viol = parent_.viol;
-    if (!c.changed || c.skipped) {
+    if (c.skipped) {
       c.s1 = parent_.s1, c.s2 = parent_.s2;
       c.changed = false;
       return;
     }
-    // Only pairs in words where a product bit changed are looked at again.
+    for (int j : c.dlist) gate_words(c, j, 0, tw_);
+    if (!c.changed) {
+      c.s1 = parent_.s1, c.s2 = parent_.s2;
+      return;
+    }
+    errors(c, full);
+  }
+
+  // Only pairs in words where a product bit changed are looked at again; a pair's error
+  // changes by the weighted difference of its changed product bits.
+  void errors(State& c, bool full) {
     const u64 *cp[N_OUT], *pp[N_OUT];
     int ch[N_OUT], nch = 0;
+    i64 wt[N_OUT];
     for (int k = 0; k < N_OUT; ++k) {
       cp[k] = row((int)c.outs[k], &c.dirty);
       pp[k] = &values_[(size_t)parent_.outs[k] * w_];
-      if (full || cp[k] != pp[k]) ch[nch++] = k;
+      if (full || cp[k] != pp[k]) wt[nch] = (signed_ && k == 15) ? -(i64)1 << 15 : (i64)1 << k, ch[nch++] = k;
     }
-    c.e = parent_.e;
     c.err = parent_.err;
+    u64 nw[N_OUT], ow[N_OUT];
+    i64 ww[N_OUT];
     for (int w = 0; w < tw_; ++w) {
       if (wptr_[w] == wptr_[w + 1] && max_err_ < 0) continue;
       u64 m = full ? ~0ULL : 0;
-      for (int q = 0; q < nch; ++q) m |= cp[ch[q]][w] ^ pp[ch[q]][w];
+      int nd = 0;  // the planes that differ in this word
+      for (int q = 0; q < nch; ++q) {
+        u64 x = cp[ch[q]][w], y = pp[ch[q]][w];
+        if (x == y && !full) continue;
+        m |= x ^ y, nw[nd] = x, ow[nd] = full ? 0 : y, ww[nd++] = wt[q];
+      }
       if (!m) continue;
+      auto delta = [&](int bit) {
+        i64 de = 0;
+        for (int q = 0; q < nd; ++q) de += ((i64)((nw[q] >> bit) & 1) - (i64)((ow[q] >> bit) & 1)) * ww[q];
+        return de;
+      };
       for (u64 mm = max_err_ >= 0 ? m : 0; mm; mm &= mm - 1) {  // the worst-case bound
-        i64 p = (i64)w * 64 + __builtin_ctzll(mm);
-        i64 e = product(c.outs, values_, nullptr, cp, p) - exact_of(p), old = eall_[p];
+        int bit = __builtin_ctzll(mm);
+        i64 p = (i64)w * 64 + bit, old = eall_[p];
+        i64 e = full ? delta(bit) - exact_of(p) : old + delta(bit);
         if (e == old) continue;
         c.viol += (int)(e > max_err_ || -e > max_err_) - (int)(old > max_err_ || -old > max_err_);
         c.eall.emplace_back((int32_t)p, (int32_t)e);
       }
       for (i64 u = wptr_[w]; u < wptr_[w + 1]; ++u) {
-        if (!((m >> (pairs_[u] & 63)) & 1)) continue;
-        i64 e = product(c.outs, values_, nullptr, cp, pairs_[u]) - exact_[u];
-        i64 de = e - c.e[u];
+        int bit = (int)(pairs_[u] & 63);
+        if (!((m >> bit) & 1)) continue;
+        i64 de = full ? delta(bit) - exact_[u] : delta(bit);
         if (!de) continue;
-        c.e[u] = e;
-        for (i64 q = hptr_[u]; q < hptr_[u + 1]; ++q) c.err[hrow_[q]] += hval_[q] * de;
+        const int32_t *r = &hrow_[hptr_[u]], *v = &hval_[hptr_[u]];
+        for (i64 q = 0, nq = hptr_[u + 1] - hptr_[u]; q < nq; ++q) c.err[r[q]] += (i64)v[q] * de;
       }
     }
     c.s1 = 0, c.s2 = 0;
@@ -282,9 +315,11 @@ class Evaluator {
   int outputs_;
   i64 max_err_;
   std::vector<int32_t> eall_;  // the parent's error at every pair (with a bound only)
-  std::vector<i64> pairs_, exact_, hptr_, hrow_, hval_, wptr_;
+  std::vector<i64> pairs_, exact_, hptr_, wptr_;
+  std::vector<int32_t> hrow_, hval_, stack_;
   std::vector<u64> values_, scratch_, best_;
-  std::vector<uint8_t> valid_;
+  std::vector<uint8_t> valid_, mutated_;
+  std::vector<i64> load_;
   State parent_, last_, best_state_;
 };
 

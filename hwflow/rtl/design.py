@@ -195,6 +195,54 @@ def write_design(
     kept row), for networks too large to simulate whole; the network design still runs
     every image.
     """
+    plans = _checked_plans(plans, lanes, rows)
+    engines = [
+        mac.engine_spec(
+            p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table, p.requant, p.argmax
+        )
+        for p in plans
+    ]
+    files, modules = _rtl_files(engines)
+    layers = [
+        _layer_vectors(files, plan, eng, lanes) for plan, eng in zip(plans, engines, strict=True)
+    ]
+    net_entry = _network_files(files, *network) if network is not None else None
+    _testbench_files(files, layers)
+    simulations = _simulations(files, layers, [f"rtl/{m}.v" for m in modules], net_entry)
+    files["Makefile"] = makefile(simulations)
+
+    for rel, text in files.items():
+        io.write_text(out / rel, text)
+    manifest = {
+        "format": check.FORMAT,
+        **meta,
+        "top": mac.TOP_MODULE,
+        "test_module": TEST_MODULE,
+        "latency": mac.LATENCY,
+        "lanes": lanes,
+        "cycles": max(sim["cycles"] for sim in simulations),
+        "accumulations": sum(lay["jobs"] for lay in layers),
+        "macs": sum(lay["jobs"] * lay["fan_in"] for lay in layers),
+        "modules": [
+            mac.TOP_MODULE,
+            *(f"{mac.TOP_MODULE}.{e.port}" for e in engines),
+            *([net.NET_MODULE] if net_entry else []),
+            *modules,
+        ],
+        "sources": list(dict.fromkeys(s for sim in simulations for s in sim["sources"])),
+        "simulations": simulations,
+        "multipliers": _multiplier_entries(plans),
+        "layers": layers,
+        "net": net_entry,
+        "files": {rel: io.sha256_bytes(text.encode()) for rel, text in sorted(files.items())},
+    }
+    Manifest(manifest).save(out)
+    return manifest
+
+
+def _checked_plans(plans: list[LayerPlan], lanes: int, rows: int | None) -> list[LayerPlan]:
+    """The plans to export: checked (`check_plan`), sampled to `rows`, and without the
+    classifier stage where it cannot run (it needs one row, all classes, per pass)."""
     if not plans:
         raise VerificationError("no approximate layers to export")
     if lanes < 1:
@@ -204,98 +252,108 @@ def write_design(
     for plan in plans:
         check_plan(plan)
     plans = [keep_rows(p, rows) for p in plans]
-    # the classifier stage needs one row (all classes) per pass
-    plans = [
+    return [
         replace(p, argmax=None)
         if p.argmax and (p.w_int.shape[0] != 1 or p.argmax.classes > lanes)
         else p
         for p in plans
     ]
-    engines = [
-        mac.engine_spec(
-            p.layer, lanes, p.x_int.shape[2], p.multiplier, p.table, p.requant, p.argmax
-        )
-        for p in plans
-    ]
+
+
+def _rtl_files(engines: list[mac.EngineSpec]) -> tuple[dict[str, str], list[str]]:
+    """({path: text} with the MAC array and each multiplier module, the modules' names)."""
     try:
         top = mac.top_verilog(engines)
         mult_files = mac.multiplier_verilog(engines)
     except ValueError as exc:
         raise VerificationError(str(exc)) from None
-
-    files: dict[str, str] = {f"rtl/{mac.TOP_MODULE}.v": top}
+    files = {f"rtl/{mac.TOP_MODULE}.v": top}
     for module, text in mult_files.items():
         files[f"rtl/{module}.v"] = text
-    layers = []
-    for plan, eng in zip(plans, engines, strict=True):
-        sched = vectors.schedule(
-            plan.x_int, plan.w_int, plan.acc, lanes, row_aligned=plan.argmax is not None
+    return files, list(mult_files)
+
+
+def _layer_vectors(files: dict[str, str], plan: LayerPlan, eng: mac.EngineSpec, lanes: int) -> dict:
+    """Add one layer's vectors to `files`; return its manifest entry."""
+    sched = vectors.schedule(
+        plan.x_int, plan.w_int, plan.acc, lanes, row_aligned=plan.argmax is not None
+    )
+    files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
+    files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
+    files[f"vectors/{eng.port}_expected.txt"] = vectors.decimal_lines(sched.expected)
+    if plan.requant is not None:
+        offsets, codes = vectors.requant_vectors(sched, plan.offsets, plan.requant)
+        files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
+            offsets, plan.requant.offset_width
         )
-        files[f"vectors/{eng.port}_x.hex"] = vectors.hex_lines(sched.x_mem)
-        files[f"vectors/{eng.port}_w.hex"] = vectors.hex_lines(sched.w_mem)
-        files[f"vectors/{eng.port}_expected.txt"] = vectors.decimal_lines(sched.expected)
-        if plan.requant is not None:
-            offsets, codes = vectors.requant_vectors(sched, plan.offsets, plan.requant)
-            files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
-                offsets, plan.requant.offset_width
-            )
-            files[f"vectors/{eng.port}_expected_code.txt"] = vectors.decimal_lines(codes)
-        if plan.argmax is not None:
-            offsets, classes = vectors.argmax_vectors(sched, plan.offsets)
-            files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
-                offsets, plan.argmax.offset_width
-            )
-            files[f"vectors/{eng.port}_expected_class.txt"] = vectors.decimal_lines(classes)
-        layers.append(
-            {
-                "layer": plan.layer,
-                "port": eng.port,
-                "multiplier": plan.multiplier.name,
-                "module": plan.multiplier.module,
-                "signed": plan.signed,
-                "lanes": lanes,
-                "fan_in": eng.fan_in,
-                "jobs": sched.jobs,
-                "passes": sched.passes,
-                "shape": list(sched.shape),
-                "acc_width": eng.acc_width,
-                "product_range": [eng.product_min, eng.product_max],
-                "requant": None
-                if plan.requant is None
-                else {
-                    "m0": plan.requant.m0,
-                    "shift": plan.requant.shift,
-                    "zero_point": plan.requant.zero_point,
-                    "signed": plan.requant.signed,
-                    "relu": plan.requant.relu,
-                    "offset_width": plan.requant.offset_width,
-                },
-                "argmax": None
-                if plan.argmax is None
-                else {"classes": plan.argmax.classes, "offset_width": plan.argmax.offset_width},
-                "row_aligned": sched.row_aligned,
-                # sampled rows: the trace's row of each kept one (the checker's index)
-                "row_ids": None if plan.row_ids is None else plan.row_ids.tolist(),
-            }
+        files[f"vectors/{eng.port}_expected_code.txt"] = vectors.decimal_lines(codes)
+    if plan.argmax is not None:
+        offsets, classes = vectors.argmax_vectors(sched, plan.offsets)
+        files[f"vectors/{eng.port}_offset.hex"] = vectors.wide_hex_lines(
+            offsets, plan.argmax.offset_width
         )
-    net_entry = None
-    if network is not None:
-        spec, expected = network
-        net_entry = net.manifest_entry(spec, expected["images"])
-        try:
-            files[f"rtl/{net.NET_MODULE}.v"] = net.net_verilog(spec)
-        except ValueError as exc:
-            raise VerificationError(str(exc)) from None
-        files["tb/hwflow_net_feeder.v"] = (TEMPLATES / "hwflow_net_feeder.v").read_text()
-        image = np.transpose(np.asarray(expected["buffers"][0]), (0, 2, 1)).reshape(-1)
-        files["vectors/net_image.hex"] = "".join(f"{int(v) & 0xFF:02x}\n" for v in image)
-        files["vectors/net_expected.json"] = json.dumps(expected, separators=(",", ":"))
+        files[f"vectors/{eng.port}_expected_class.txt"] = vectors.decimal_lines(classes)
+    return {
+        "layer": plan.layer,
+        "port": eng.port,
+        "multiplier": plan.multiplier.name,
+        "module": plan.multiplier.module,
+        "signed": plan.signed,
+        "lanes": lanes,
+        "fan_in": eng.fan_in,
+        "jobs": sched.jobs,
+        "passes": sched.passes,
+        "shape": list(sched.shape),
+        "acc_width": eng.acc_width,
+        "product_range": [eng.product_min, eng.product_max],
+        "requant": None
+        if plan.requant is None
+        else {
+            "m0": plan.requant.m0,
+            "shift": plan.requant.shift,
+            "zero_point": plan.requant.zero_point,
+            "signed": plan.requant.signed,
+            "relu": plan.requant.relu,
+            "offset_width": plan.requant.offset_width,
+        },
+        "argmax": None
+        if plan.argmax is None
+        else {"classes": plan.argmax.classes, "offset_width": plan.argmax.offset_width},
+        "row_aligned": sched.row_aligned,
+        # sampled rows: the trace's row of each kept one (the checker's index)
+        "row_ids": None if plan.row_ids is None else plan.row_ids.tolist(),
+    }
+
+
+def _network_files(files: dict[str, str], spec: net.NetSpec, expected: dict) -> dict:
+    """Add the whole-network design, its feeder and vectors to `files`; return the
+    manifest's `net` entry."""
+    entry = net.manifest_entry(spec, expected["images"])
+    try:
+        files[f"rtl/{net.NET_MODULE}.v"] = net.net_verilog(spec)
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
+    files["tb/hwflow_net_feeder.v"] = (TEMPLATES / "hwflow_net_feeder.v").read_text()
+    image = np.transpose(np.asarray(expected["buffers"][0]), (0, 2, 1)).reshape(-1)
+    files["vectors/net_image.hex"] = "".join(f"{int(v) & 0xFF:02x}\n" for v in image)
+    files["vectors/net_expected.json"] = json.dumps(expected, separators=(",", ":"))
+    return entry
+
+
+def _testbench_files(files: dict[str, str], layers: list[dict]) -> None:
+    """Add the engines' harness, the feeder and the cocotb test with its checker."""
     files[f"tb/{HARNESS_TOP}.v"] = engines_harness(layers)
     files["tb/hwflow_feeder.v"] = (TEMPLATES / "hwflow_feeder.v").read_text()
     files[f"tb/{TEST_MODULE}.py"] = (SIM / "top_tb.py").read_text()
     files["tb/hwflow_check.py"] = Path(check.__file__).read_text()
     files["tb/hwflow_verilator.py"] = Path(verilator_kit.__file__).read_text()  # SIM=verilator
-    multiplier_files = [f"rtl/{m}.v" for m in mult_files]
+
+
+def _simulations(
+    files: dict[str, str], layers: list[dict], multiplier_files: list[str], net_entry: dict | None
+) -> list[dict]:
+    """The manifest's `simulations`: `layers`, and `net` (its harness added to `files`)
+    when the network is exported."""
     simulations = [
         {
             "name": "layers",
@@ -324,12 +382,12 @@ def write_design(
                 "cycles": net_entry["cycles"],
             }
         )
-    sources = list(dict.fromkeys(s for sim in simulations for s in sim["sources"]))
-    files["Makefile"] = makefile(simulations)
+    return simulations
 
-    for rel, text in files.items():
-        io.write_text(out / rel, text)
-    multipliers = {}
+
+def _multiplier_entries(plans: list[LayerPlan]) -> list[dict]:
+    """The manifest's `multipliers`: each one used, once, in first-use order."""
+    multipliers: dict[str, dict] = {}
     for plan in plans:
         m = plan.multiplier
         multipliers.setdefault(
@@ -343,28 +401,4 @@ def write_design(
                 **({"source": m.source} if m.source else {}),
             },
         )
-    manifest = {
-        "format": check.FORMAT,
-        **meta,
-        "top": mac.TOP_MODULE,
-        "test_module": TEST_MODULE,
-        "latency": mac.LATENCY,
-        "lanes": lanes,
-        "cycles": max(sim["cycles"] for sim in simulations),
-        "accumulations": sum(lay["jobs"] for lay in layers),
-        "macs": sum(lay["jobs"] * lay["fan_in"] for lay in layers),
-        "modules": [
-            mac.TOP_MODULE,
-            *(f"{mac.TOP_MODULE}.{e.port}" for e in engines),
-            *([net.NET_MODULE] if net_entry else []),
-            *mult_files,
-        ],
-        "sources": sources,
-        "simulations": simulations,
-        "multipliers": list(multipliers.values()),
-        "layers": layers,
-        "net": net_entry,
-        "files": {rel: io.sha256_bytes(text.encode()) for rel, text in sorted(files.items())},
-    }
-    Manifest(manifest).save(out)
-    return manifest
+    return list(multipliers.values())

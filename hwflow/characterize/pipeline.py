@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hwflow.characterize.costs import attach_published, read_costs
+from hwflow.characterize.costs import Published, attach_published, read_costs
 from hwflow.characterize.energy import energy_cost, output_codes, refresh_library_energy
 from hwflow.characterize.netlist import (
     DEFAULT_TIMEOUT_S,
@@ -211,116 +211,21 @@ def characterize_netlists(
     files = netlist_files(paths, exclude=[cells] if cells is not None else [])
     cell_lib = _check_cells(cells, timeout) if cells is not None else None
     options = Options(top, tuple(ports) if ports is not None else None, cell_lib, timeout)  # type: ignore[arg-type]
-    failures: list[Failure] = []
-    outcomes: dict[str, Outcome] = {}
-    order: list[str] = []
-    todo: list[Design] = []
-    twins: list[tuple[Design, str]] = []  # (design, name of the entry with its content)
-    first_of: dict[str, str] = {}  # content key -> name of this call's design with it
-    seen: dict[str, Path] = {}
-    reserved = set(EXACT_NAMES.values())
-    for p in files:
-        name = _netlist_name(p)
-        if name in seen:
-            failures.append(
-                Failure(str(p), f"same name {name!r} as {seen[name]}; rename one of the files")
-            )
-            continue
-        seen[name] = p
-        existing = lib.get(name) if name in lib else None
-        if name in reserved or (existing is not None and existing.source.get("kind") != "netlist"):
-            failures.append(
-                Failure(str(p), f"name {name!r} is taken by a built-in multiplier; rename the file")
-            )
-            continue
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            why = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
-            failures.append(Failure(str(p), f"{p}: {why}"))
-            continue
-        key = _cache_key(sha256_bytes(data), options)
-        hit = lib.find_cached(name, key)
-        if hit is not None and signed in (None, hit.signed):
-            outcomes[name] = Outcome(hit, cached=True)
-            order.append(name)
-            continue
-        source = {"kind": "netlist", "path": str(p.resolve()), **key}
-        try:  # the library names different content so: refused before the work
-            lib.check_name(name, source)
-        except HwflowError as exc:
-            failures.append(Failure(source["path"], str(exc)))
-            continue
-        design = Design(name, source, signed, p)
-        content = json.dumps([key, signed], sort_keys=True)
-        twin = _library_twin(lib, key, signed)
-        if twin is not None:
-            twins.append((design, twin))
-        elif content in first_of:
-            twins.append((design, first_of[content]))
-        else:
-            first_of[content] = name
-            todo.append(design)
-        order.append(name)
-
-    new: list[NewEntry] = []
-    notes: dict[str, str] = {}
-    committed: set[str] = set()
-    pending: list[NewEntry] = []
-    last, wait = time.monotonic(), COMMIT_EVERY_S
-    try:
-        for results in run_parallel(_run_group, _groups(todo, jobs, options), jobs):
-            for r in results:
-                if r.new is None:
-                    failures.append(Failure(str(_path_of(todo, r.name)), r.error))
-                else:
-                    new.append(r.new)
-                    pending.append(r.new)
-                    notes[r.name] = r.note
-            if pending and time.monotonic() - last >= wait:  # keep what is done (resumable)
-                start = time.monotonic()
-                lib.commit(pending)
-                committed.update(n.entry.name for n in pending)
-                pending = []
-                last = time.monotonic()
-                wait = max(COMMIT_EVERY_S, 10 * (last - start))
-            if progress:
-                progress(len(results))
-    except (HwflowError, KeyboardInterrupt):  # a full disk, an interrupt: keep what finished
-        _commit_what_fits(lib, pending)
-        raise
-    fresh = {n.entry.name: n for n in new}
-    for design, of in twins:
-        copied = _copy_entry(lib, fresh, design, of)
-        if copied is None:
-            failures.append(Failure(str(design.path), f"same content as {of}, which failed"))
-        else:
-            new.append(copied)
-            notes[design.name] = f"same content as {of}: table reused"
-    used = {o.entry.signed for o in outcomes.values()} | {n.entry.signed for n in new}
-    refs = [_exact_design(s) for s in sorted(used) if not _has_exact(lib, new, s)]
-    for r in _run_groups(_groups(refs, jobs, options), jobs, progress):
-        if r.new is None:  # a built-in failing is a bug, not a user mistake
-            raise NetlistError(f"exact reference {r.name}: {r.error}")
-        new.append(r.new)
-    for item in new:
-        outcomes.setdefault(item.entry.name, Outcome(item.entry, cached=False))
-    cached = [o.entry for o in outcomes.values() if o.cached]
-    if published:  # by module name, else entry name (characterize.costs)
-        missing = set(attach_published([n.entry for n in new] + cached, published))
-    final = [n for n in new if n.entry.name not in committed]
-    if final:  # a run of cache hits writes nothing
-        lib.commit(final)
-    if published:  # entries committed earlier get their published figures now
-        early = [n.entry for n in new if n.entry.name in committed]
-        lib.update([e for e in cached + early if e.name not in missing])
+    call = _NetlistCall()
+    _sort_files(call, lib, files, options, signed)
+    _characterize_todo(call, lib, jobs, options, progress)
+    _copy_twins(call, lib)
+    _add_exact_references(call, lib, jobs, options, progress)
+    for item in call.new:
+        call.outcomes.setdefault(item.entry.name, Outcome(item.entry, cached=False))
+    _commit_the_rest(call, lib, published)
     done = [
-        Outcome(lib.get(n), outcomes[n].cached, notes.get(n, ""))
-        for n in order
-        if n in outcomes and n in lib
+        Outcome(lib.get(n), call.outcomes[n].cached, call.notes.get(n, ""))
+        for n in call.order
+        if n in call.outcomes and n in lib
     ]
-    if failures:
-        raise CharacterizeError(failures, done)
+    if call.failures:
+        raise CharacterizeError(call.failures, done)
     return done
 
 
@@ -403,6 +308,151 @@ def tool_versions() -> dict[str, str]:
 
 
 # ---- internals ----------------------------------------------------------------------------
+
+
+@dataclass
+class _NetlistCall:
+    """What one `characterize_netlists` call has found so far; its steps fill it in."""
+
+    failures: list[Failure] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # cache hits, then new
+    order: list[str] = field(default_factory=list)  # names as given (failures left out)
+    todo: list[Design] = field(default_factory=list)
+    twins: list[tuple[Design, str]] = field(
+        default_factory=list
+    )  # (design, entry with its content)
+    new: list[NewEntry] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    committed: set[str] = field(default_factory=set)  # names committed while running
+
+
+def _sort_files(
+    call: _NetlistCall, lib: Library, files: list[Path], options: Options, signed: bool | None
+) -> None:
+    """Each file is a failure, a cache hit, a twin (content the library or an earlier
+    file of this call has), or a design to characterize."""
+    first_of: dict[str, str] = {}  # content key -> name of this call's design with it
+    seen: dict[str, Path] = {}
+    for p in files:
+        name = _netlist_name(p)
+        if name in seen:
+            call.failures.append(
+                Failure(str(p), f"same name {name!r} as {seen[name]}; rename one of the files")
+            )
+            continue
+        seen[name] = p
+        found = _netlist_design(lib, p, name, options, signed)
+        if isinstance(found, Failure):
+            call.failures.append(found)
+            continue
+        call.order.append(name)
+        if isinstance(found, Outcome):
+            call.outcomes[name] = found
+            continue
+        design, key = found
+        content = json.dumps([key, signed], sort_keys=True)
+        twin = _library_twin(lib, key, signed)
+        if twin is not None:
+            call.twins.append((design, twin))
+        elif content in first_of:
+            call.twins.append((design, first_of[content]))
+        else:
+            first_of[content] = name
+            call.todo.append(design)
+
+
+def _netlist_design(
+    lib: Library, p: Path, name: str, options: Options, signed: bool | None
+) -> Failure | Outcome | tuple[Design, dict[str, Any]]:
+    """One file: refused, a cache hit, or the design to characterize and its cache key."""
+    existing = lib.get(name) if name in lib else None
+    reserved = name in EXACT_NAMES.values()
+    if reserved or (existing is not None and existing.source.get("kind") != "netlist"):
+        return Failure(str(p), f"name {name!r} is taken by a built-in multiplier; rename the file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        why = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+        return Failure(str(p), f"{p}: {why}")
+    key = _cache_key(sha256_bytes(data), options)
+    hit = lib.find_cached(name, key)
+    if hit is not None and signed in (None, hit.signed):
+        return Outcome(hit, cached=True)
+    source = {"kind": "netlist", "path": str(p.resolve()), **key}
+    try:  # the library names different content so: refused before the work
+        lib.check_name(name, source)
+    except HwflowError as exc:
+        return Failure(source["path"], str(exc))
+    return Design(name, source, signed, p), key
+
+
+def _characterize_todo(
+    call: _NetlistCall, lib: Library, jobs: int, options: Options, progress: Progress | None
+) -> None:
+    """Run the designs to characterize, committing finished entries every COMMIT_EVERY_S
+    or so (resumable); on a full disk or an interrupt, keep what finished."""
+    pending: list[NewEntry] = []
+    last, wait = time.monotonic(), COMMIT_EVERY_S
+    try:
+        for results in run_parallel(_run_group, _groups(call.todo, jobs, options), jobs):
+            for r in results:
+                if r.new is None:
+                    call.failures.append(Failure(str(_path_of(call.todo, r.name)), r.error))
+                else:
+                    call.new.append(r.new)
+                    pending.append(r.new)
+                    call.notes[r.name] = r.note
+            if pending and time.monotonic() - last >= wait:
+                start = time.monotonic()
+                lib.commit(pending)
+                call.committed.update(n.entry.name for n in pending)
+                pending = []
+                last = time.monotonic()
+                wait = max(COMMIT_EVERY_S, 10 * (last - start))
+            if progress:
+                progress(len(results))
+    except (HwflowError, KeyboardInterrupt):
+        _commit_what_fits(lib, pending)
+        raise
+
+
+def _copy_twins(call: _NetlistCall, lib: Library) -> None:
+    """Each twin becomes an entry of its own with the table and costs of its content."""
+    fresh = {n.entry.name: n for n in call.new}
+    for design, of in call.twins:
+        copied = _copy_entry(lib, fresh, design, of)
+        if copied is None:
+            call.failures.append(Failure(str(design.path), f"same content as {of}, which failed"))
+        else:
+            call.new.append(copied)
+            call.notes[design.name] = f"same content as {of}: table reused"
+
+
+def _add_exact_references(
+    call: _NetlistCall, lib: Library, jobs: int, options: Options, progress: Progress | None
+) -> None:
+    """The exact multiplier of each signedness used, when the library lacks it."""
+    used = {o.entry.signed for o in call.outcomes.values()} | {n.entry.signed for n in call.new}
+    refs = [_exact_design(s) for s in sorted(used) if not _has_exact(lib, call.new, s)]
+    for r in _run_groups(_groups(refs, jobs, options), jobs, progress):
+        if r.new is None:  # a built-in failing is a bug, not a user mistake
+            raise NetlistError(f"exact reference {r.name}: {r.error}")
+        call.new.append(r.new)
+
+
+def _commit_the_rest(call: _NetlistCall, lib: Library, published: Published) -> None:
+    """Commit the entries not committed while running, with their published figures
+    (by module name, else entry name: `characterize.costs`) and those of the cache hits
+    and the early commits."""
+    cached = [o.entry for o in call.outcomes.values() if o.cached]
+    if published:
+        missing = set(attach_published([n.entry for n in call.new] + cached, published))
+    final = [n for n in call.new if n.entry.name not in call.committed]
+    if final:  # a run of cache hits writes nothing
+        lib.commit(final)
+    if published:
+        early = [n.entry for n in call.new if n.entry.name in call.committed]
+        lib.update([e for e in cached + early if e.name not in missing])
 
 
 def _check_cells(cells: str | os.PathLike[str], timeout: float) -> CellLibrary:
@@ -512,89 +562,127 @@ def _run_groups(groups: list[_Group], jobs: int, progress: Progress | None) -> l
     return out
 
 
+# a design ready to elaborate: (design, its folder in the work dir, netlist, {staged
+# file: the name to show for it})
+_Ready = tuple[Design, str, Netlist, dict[str, str]]
+
+
 def _run_group(group: _Group) -> list[_Result]:
     """Inspect, elaborate, synthesize, simulate, check and cost one group of designs.
 
     Each design fails alone: its _Result carries the error message."""
     opts = group.options
-    results: dict[str, _Result] = {}
+    results: dict[str, _Result] = {}  # each step records its failures here
     with temp_dir("hwflow-char-") as tmp:
         work = Path(tmp)
-        cell_files: list[str] = []
-        names: dict[str, str] = {}
         cells = None
         if opts.cells is not None:
             cells = replace(opts.cells, copy=stage_netlist(opts.cells.path, work / "cells").copy)
-            cell_files, names = [cells.copy], {cells.copy: str(cells.path)}
-        # 1. stage (and, for user files, inspect) every design
-        ready: list[tuple[Design, str, Netlist, dict[str, str]]] = []  # design, key, netlist
-        user: list[tuple[Design, str, Staged]] = []
-        for k, d in enumerate(group.designs):
-            key = f"n{k}"
-            if d.spec is not None:
-                text = _generate(d.spec)
-                folder = work / key
-                folder.mkdir()
-                (folder / STAGED_NAME).write_text(text)
-                sha = sha256_bytes(text.encode())
-                d = replace(d, source={**d.source, "sha256": sha})
-                nl = Netlist(folder / STAGED_NAME, d.top, d.ports, frozenset({d.top}), sha)
-                ready.append((d, key, nl, {f"{key}/{STAGED_NAME}": d.name}))
-                continue
-            assert d.path is not None
-            try:
-                staged = stage_netlist(d.path, work / key)
-            except NetlistError as exc:
-                results[d.name] = _Result(d.name, error=str(exc))
-                continue
-            # the file may have changed since it was listed: key the entry by what we read
-            if staged.sha256 != d.source["sha256"]:
-                results[d.name] = _Result(
-                    d.name, error=f"{d.path}: file changed during characterization; rerun"
-                )
-                continue
-            user.append((d, key, staged))
-        found = inspect_staged(
-            [s for _, _, s in user], work, opts.top, opts.ports, cells, opts.timeout
-        )
-        for (d, key, staged), nl in zip(user, found, strict=True):
-            if isinstance(nl, NetlistError):
-                results[d.name] = _Result(d.name, error=str(nl))
-                continue
-            source = {**d.source, "top": nl.top, "ports": list(nl.ports)}
-            if cells is not None:
-                source["cells"] = str(cells.path.resolve())
-            d = replace(d, source=source, top=nl.top, ports=nl.ports)
-            ready.append((d, key, nl, {**names, staged.copy: str(d.path)}))
-        # 2. simulation view and synthesis (one yosys process)
-        jobs = []
-        for d, key, nl, file_names in ready:
-            own = f"{key}/{STAGED_NAME}"  # what stage_netlist wrote: no user name in scripts
-            files = (*cell_files, own) if d.spec is None else (own,)
-            what = str(d.path) if d.path is not None else d.name
-            jobs.append(ElabJob(key, files, nl.top, nl.ports, what, file_names))
-        elaborated = elaborate_batch(jobs, work, opts.timeout)
-        built: list[tuple[Design, ElabJob, Elaborated]] = []
-        for (d, _, _, _), job, e in zip(ready, jobs, elaborated, strict=True):
-            if isinstance(e, NetlistError):
-                results[d.name] = _Result(d.name, error=str(e))
-            else:
-                built.append((d, job, e))
-        # 3. one simulator launch for the group
-        sims = [
-            SimView(d.name, e.sim_path, e.sim_top, job.what, d.top, d.ports) for d, job, e in built
-        ]
-        raws = simulate_views(sims, work / "sim", opts.timeout)
-        tools = tool_versions()
-        for (d, job, e), raw in zip(built, raws, strict=True):
-            if isinstance(raw, HwflowError):
-                results[d.name] = _Result(d.name, error=str(raw))
-                continue
-            try:
-                results[d.name] = _finish(d, job.what, e, raw, tools)
-            except NetlistError as exc:
-                results[d.name] = _Result(d.name, error=str(exc))
+        ready = _stage(group.designs, work, opts, cells, results)
+        built = _elaborate(ready, work, opts, cells, results)
+        _simulate_and_finish(built, work, opts, results)
     return [results[d.name] for d in group.designs]
+
+
+def _stage(
+    designs: Sequence[Design],
+    work: Path,
+    opts: Options,
+    cells: CellLibrary | None,
+    results: dict[str, _Result],
+) -> list[_Ready]:
+    """1. Stage every design (generators' Verilog, copies of user files), and inspect the
+    user files (one yosys process)."""
+    names = {cells.copy: str(cells.path)} if cells is not None else {}
+    ready: list[_Ready] = []
+    user: list[tuple[Design, str, Staged]] = []
+    for k, d in enumerate(designs):
+        key = f"n{k}"
+        if d.spec is not None:
+            ready.append(_stage_generated(d, work, key))
+            continue
+        assert d.path is not None
+        try:
+            staged = stage_netlist(d.path, work / key)
+        except NetlistError as exc:
+            results[d.name] = _Result(d.name, error=str(exc))
+            continue
+        # the file may have changed since it was listed: key the entry by what we read
+        if staged.sha256 != d.source["sha256"]:
+            results[d.name] = _Result(
+                d.name, error=f"{d.path}: file changed during characterization; rerun"
+            )
+            continue
+        user.append((d, key, staged))
+    found = inspect_staged([s for _, _, s in user], work, opts.top, opts.ports, cells, opts.timeout)
+    for (d, key, staged), nl in zip(user, found, strict=True):
+        if isinstance(nl, NetlistError):
+            results[d.name] = _Result(d.name, error=str(nl))
+            continue
+        source = {**d.source, "top": nl.top, "ports": list(nl.ports)}
+        if cells is not None:
+            source["cells"] = str(cells.path.resolve())
+        d = replace(d, source=source, top=nl.top, ports=nl.ports)
+        ready.append((d, key, nl, {**names, staged.copy: str(d.path)}))
+    return ready
+
+
+def _stage_generated(d: Design, work: Path, key: str) -> _Ready:
+    """A generator's Verilog, written to `work`/`key`; the entry keyed by its sha256."""
+    assert d.spec is not None
+    text = _generate(d.spec)
+    folder = work / key
+    folder.mkdir()
+    (folder / STAGED_NAME).write_text(text)
+    sha = sha256_bytes(text.encode())
+    d = replace(d, source={**d.source, "sha256": sha})
+    nl = Netlist(folder / STAGED_NAME, d.top, d.ports, frozenset({d.top}), sha)
+    return d, key, nl, {f"{key}/{STAGED_NAME}": d.name}
+
+
+def _elaborate(
+    ready: list[_Ready],
+    work: Path,
+    opts: Options,
+    cells: CellLibrary | None,
+    results: dict[str, _Result],
+) -> list[tuple[Design, ElabJob, Elaborated]]:
+    """2. The simulation view and the synthesis of every design (one yosys process)."""
+    cell_files = [cells.copy] if cells is not None else []
+    jobs = []
+    for d, key, nl, file_names in ready:
+        own = f"{key}/{STAGED_NAME}"  # what stage_netlist wrote: no user name in scripts
+        files = (*cell_files, own) if d.spec is None else (own,)
+        what = str(d.path) if d.path is not None else d.name
+        jobs.append(ElabJob(key, files, nl.top, nl.ports, what, file_names))
+    elaborated = elaborate_batch(jobs, work, opts.timeout)
+    built: list[tuple[Design, ElabJob, Elaborated]] = []
+    for (d, _, _, _), job, e in zip(ready, jobs, elaborated, strict=True):
+        if isinstance(e, NetlistError):
+            results[d.name] = _Result(d.name, error=str(e))
+        else:
+            built.append((d, job, e))
+    return built
+
+
+def _simulate_and_finish(
+    built: list[tuple[Design, ElabJob, Elaborated]],
+    work: Path,
+    opts: Options,
+    results: dict[str, _Result],
+) -> None:
+    """3. One simulator launch for the group, then each design's checks and costs."""
+    sims = [SimView(d.name, e.sim_path, e.sim_top, job.what, d.top, d.ports) for d, job, e in built]
+    raws = simulate_views(sims, work / "sim", opts.timeout)
+    tools = tool_versions()
+    for (d, job, e), raw in zip(built, raws, strict=True):
+        if isinstance(raw, HwflowError):
+            results[d.name] = _Result(d.name, error=str(raw))
+            continue
+        try:
+            results[d.name] = _finish(d, job.what, e, raw, tools)
+        except NetlistError as exc:
+            results[d.name] = _Result(d.name, error=str(exc))
 
 
 def _finish(d: Design, what: str, e: Elaborated, raw: np.ndarray, tools: dict[str, str]) -> _Result:

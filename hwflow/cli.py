@@ -832,8 +832,10 @@ def sweep(
 @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder.")
 @click.option("--jobs", "-j", type=COUNT, default=1, show_default=True, help="Parallel runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print study.json.")
-@click.option("--max-loss", type=NON_NEGATIVE, default=None,
-              help="Also a budget point: assign --max-loss (validation, pp).")  # fmt: skip
+@click.option("--max-loss", "max_losses", type=_List(NON_NEGATIVE), default=None,
+              help="Also a budget point per budget: assign --max-loss (validation, pp; "
+              "e.g. 1,2: a budget before retraining above the target can still end "
+              "within it after).")  # fmt: skip
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
               show_default=True, help="Retraining optimizer (sgd: momentum 0.9).")  # fmt: skip
 @click.option("--step-every", type=click.IntRange(min=0), default=0, show_default=True,
@@ -841,7 +843,7 @@ def sweep(
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def study(config, library, seeds, out, scales, energy_models, epochs, max_steps, lr,
           gradient_scale, no_gradient_compare, homog_min_saved, data_dir, jobs, as_json,
-          max_loss, optimizer, step_every, quiet) -> None:  # fmt: skip
+          max_losses, optimizer, step_every, quiet) -> None:  # fmt: skip
     """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
     from hwflow.assign.retrain import Schedule
     from hwflow.experiments.study import study_run
@@ -851,7 +853,7 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
         seeds=seeds, scales=scales, energy_models=energy_models,
         epochs=epochs, lr=lr, max_steps=max_steps, gradient_scale=gradient_scale,
         compare_gradients=not no_gradient_compare, homog_min_saved=homog_min_saved,
-        data_dir=data_dir, jobs=jobs, max_loss=max_loss,
+        data_dir=data_dir, jobs=jobs, max_losses=max_losses or (),
         schedule=Schedule(optimizer, step_every=step_every),
         log=stderr_log(quiet or as_json),
     )  # fmt: skip

@@ -113,18 +113,18 @@ def budget_name(max_loss: float) -> str:
     return f"budget-{float(max_loss):g}pp"
 
 
-def _budget_point(
+def _budget_points(
     home: Path, run: Any, stats: Any, sigmas: dict, lib: Any, energy_model: str,
-    error_model: str, max_loss: float,
+    error_model: str, max_losses: Sequence[float],
 ) -> dict[str, dict]:  # fmt: skip
-    """{budget point: doc}: `hwflow assign --max-loss` on the validation split, or the
-    point's assignment.yaml read back."""
+    """{budget point: doc} per budget: `hwflow assign --max-loss` on the validation split,
+    or the point's assignment.yaml read back. The budgets share one evaluator, so a
+    candidate measured for one budget is not measured again for the next."""
     from hwflow.assign import budget
 
-    name = budget_name(max_loss)
-    if (home / name / ASSIGNMENT_FILE).is_file():
-        return {name: Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()}
-    hist = energy_mod.HistogramEnergy(lib.library)
+    docs: dict[str, dict] = {}
+    evaluator = None
+    hist = None
 
     def at(scale: float) -> dict:
         return assign(
@@ -132,7 +132,15 @@ def _budget_point(
             hist_energy=hist,
         )[0]  # fmt: skip
 
-    return {name: budget.search(at, budget.Evaluator(run, lib), max_loss)}
+    for max_loss in max_losses:
+        name = budget_name(max_loss)
+        if (home / name / ASSIGNMENT_FILE).is_file():
+            docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
+            continue
+        hist = hist or energy_mod.HistogramEnergy(lib.library)
+        evaluator = evaluator or budget.Evaluator(run, lib)
+        docs[name] = budget.search(at, evaluator, max_loss)
+    return docs
 
 
 def hetero_name(energy_model: str, scale: float) -> str:
@@ -162,11 +170,12 @@ def seed_points(
     energy_models: Sequence[str],
     error_model: str = "sampled",
     homog_min_saved: float = 0.0,
-    max_loss: float | None = None,
+    max_losses: Sequence[float] = (),
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
     are read back (the recorded-operand energies are slow to simulate), others written.
-    `max_loss`: also the budget point (`budget_name`) under the first energy model."""
+    `max_losses`: also a budget point (`budget_name`) per budget, under the first energy
+    model."""
     from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
@@ -186,9 +195,9 @@ def seed_points(
                 stats, sigmas, lib, em, scale=float(s), error_model=error_model, hist_energy=hist
             )
             docs[name] = doc
-    if max_loss is not None:
+    if max_losses:
         em = energy_models[0]
-        docs |= _budget_point(home, run, stats, sigmas, lib, em, error_model, max_loss)
+        docs |= _budget_points(home, run, stats, sigmas, lib, em, error_model, max_losses)
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
     front = {n for n in library_front(lib) if wce[n] != 0}
@@ -360,13 +369,13 @@ def study_run(
     homog_min_saved: float = 0.0,
     jobs: int = 1,
     log: Callable[[str], None] = lambda _m: None,
-    max_loss: float | None = None,
+    max_losses: Sequence[float] = (),
     schedule: Schedule = DEFAULT_SCHEDULE,
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns the result written to OUT/study.json.
 
-    `max_loss`: also a budget point (`hwflow assign --max-loss`, validation split) beside
-    the scale points. `schedule`: the retraining's optimizer and lr schedule.
+    `max_losses`: also a budget point per budget (`hwflow assign --max-loss`, validation
+    split) beside the scale points. `schedule`: the retraining's optimizer and lr schedule.
 
     `homog_min_saved`: leave out homogeneous designs saving less (uniform-operand %).
 
@@ -391,7 +400,7 @@ def study_run(
         st.schedule = schedule
         for s in seeds:
             st.docs[s] = seed_points(
-                run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_loss
+                run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_losses
             )
         names = list(st.docs[seeds[0]])
         log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
@@ -417,7 +426,7 @@ def study_run(
             "energy_models": list(energy_models),
             "epochs": epochs,
             "schedule": asdict(schedule),
-            "max_loss": max_loss,
+            "max_losses": [float(m) for m in max_losses],
             "lr": lr,
             "max_steps": max_steps,
             "homog_min_saved": homog_min_saved,

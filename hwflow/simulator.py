@@ -91,8 +91,6 @@ def run_cocotb(
     given, receives `build_seconds` and `test_seconds` (wall) and `build_cpu_seconds`
     and `test_cpu_seconds` (CPU of the compiler's and simulator's processes).
     """
-    from cocotb_tools.runner import get_runner
-
     build_dir = Path(build_dir).absolute()
     build_dir.mkdir(parents=True, exist_ok=True)
     srcs = [Path(s).absolute() for s in sources]
@@ -100,12 +98,38 @@ def run_cocotb(
         if not src.is_file():
             raise SimulationError(f"{src}: file not found")
     module_name, module_dir = _resolve_test_module(test_module)
+    env = {**(extra_env or {}), **_args_env(build_dir, args)}
+    runner, srcs, build_args, build_env = _runner(simulator, srcs, top, build_dir, timeout)
+    started = time.perf_counter(), _children_cpu()
+    with _environ(build_env), tools_die_with_the_call():
+        _build(
+            runner, top, timeout, sources=srcs, parameters=dict(parameters or {}),
+            build_dir=build_dir, build_args=build_args, always=always, timescale=timescale,
+            log_file=build_dir / "build.log",
+        )  # fmt: skip
+    built = time.perf_counter(), _children_cpu()
+    results = build_dir / "results.xml"
+    # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
+    # because the simulator runs inside the build directory (gotcha 3). os.environ
+    # overrides extra_env inside the runner, so set our variables there for the call.
+    with _absolute_sys_path(module_dir), _environ(env), tools_die_with_the_call():
+        _test(
+            runner, top, timeout, test_module=module_name, build_dir=build_dir,
+            results_xml=str(results), testcase=testcase, timescale=timescale,
+            log_file=build_dir / "test.log",
+        )  # fmt: skip
+    if timings is not None:
+        timings.update(_timings(started, built))
+    _check_results(results, build_dir / "test.log", top)
+    return results
 
-    env = dict(extra_env or {})
-    if args is not None:
-        args_file = build_dir / "hwflow_sim_args.json"
-        args_file.write_text(json.dumps(dict(args)))
-        env[ARGS_ENV] = str(args_file)
+
+def _runner(
+    simulator: str, srcs: list[Path], top: str, build_dir: Path, timeout: float | None
+) -> tuple[Any, list[Path], list[str], dict[str, str]]:
+    """(cocotb runner with its commands bounded by `timeout`, sources, build args, build
+    environment) for `simulator`."""
+    from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
         raise SimulationError(f"unknown simulator {simulator!r} (one of {', '.join(SIMULATORS)})")
@@ -116,61 +140,55 @@ def run_cocotb(
     runner = get_runner(simulator)
     if timeout is not None:
         _bound_commands(runner, timeout)
-    build_log = build_dir / "build.log"
-    started, cpu_started = time.perf_counter(), _children_cpu()
-    with _environ(build_env), tools_die_with_the_call():
-        try:
-            runner.build(
-                sources=srcs,
-                hdl_toplevel=top,
-                parameters=dict(parameters or {}),
-                build_dir=build_dir,
-                build_args=build_args,
-                always=always,
-                timescale=timescale,
-                log_file=build_log,
-            )
-        except (RuntimeError, SystemExit, ValueError) as exc:
-            if timeout is not None and _timed_out(exc):
-                raise SimulationTimeout(
-                    f"compiling {top} did not finish in {timeout:g} s"
-                ) from None
-            raise SimulationError(_compile_message(build_log, top, exc)) from None
-    built, cpu_built = time.perf_counter(), _children_cpu()
+    return runner, srcs, build_args, build_env
 
-    results = build_dir / "results.xml"
-    test_log = build_dir / "test.log"
-    # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
-    # because the simulator runs inside the build directory (gotcha 3). os.environ
-    # overrides extra_env inside the runner, so set our variables there for the call.
-    with _absolute_sys_path(module_dir), _environ(env), tools_die_with_the_call():
-        try:
-            runner.test(
-                test_module=module_name,
-                hdl_toplevel=top,
-                build_dir=build_dir,
-                results_xml=str(results),
-                testcase=testcase,
-                timescale=timescale,
-                log_file=test_log,
-            )
-        except SystemExit:
-            pass  # simulator exit code != 0 or failures under pytest: results decide below
-        except RuntimeError as exc:
-            if timeout is not None and _timed_out(exc):
-                raise SimulationTimeout(
-                    f"simulation of {top} did not finish in {timeout:g} s"
-                ) from None
-            raise SimulationError(f"simulation of {top} failed: {exc}") from None
-    if timings is not None:
-        timings.update(
-            build_seconds=built - started,
-            test_seconds=time.perf_counter() - built,
-            build_cpu_seconds=cpu_built - cpu_started,
-            test_cpu_seconds=_children_cpu() - cpu_built,
-        )
-    _check_results(results, test_log, top)
-    return results
+
+def _args_env(build_dir: Path, args: Mapping[str, Any] | None) -> dict[str, str]:
+    """Write `args` for the testbench; the variable that names the file (none without)."""
+    if args is None:
+        return {}
+    args_file = build_dir / "hwflow_sim_args.json"
+    args_file.write_text(json.dumps(dict(args)))
+    return {ARGS_ENV: str(args_file)}
+
+
+def _build(runner: Any, top: str, timeout: float | None, **kwargs: Any) -> None:
+    """`runner.build`; a failure names the compiler's first error lines."""
+    try:
+        runner.build(hdl_toplevel=top, **kwargs)
+    except (RuntimeError, SystemExit, ValueError) as exc:
+        message = _compile_message(kwargs["log_file"], top, exc)
+        raise _failure(exc, timeout, f"compiling {top}", message) from None
+
+
+def _test(runner: Any, top: str, timeout: float | None, **kwargs: Any) -> None:
+    """`runner.test`; whether the tests passed is `results.xml`'s to say."""
+    try:
+        runner.test(hdl_toplevel=top, **kwargs)
+    except SystemExit:
+        pass  # simulator exit code != 0 or failures under pytest: results decide
+    except RuntimeError as exc:
+        message = f"simulation of {top} failed: {exc}"
+        raise _failure(exc, timeout, f"simulation of {top}", message) from None
+
+
+def _failure(
+    exc: BaseException, timeout: float | None, doing: str, message: str
+) -> SimulationError:
+    """SimulationTimeout when the CPU-time limit ended `doing`, else `message`."""
+    if timeout is not None and _timed_out(exc):
+        return SimulationTimeout(f"{doing} did not finish in {timeout:g} s")
+    return SimulationError(message)
+
+
+def _timings(started: tuple[float, float], built: tuple[float, float]) -> dict[str, float]:
+    """Wall and CPU seconds of the build and the test; each a (wall, CPU) at its start."""
+    return {
+        "build_seconds": built[0] - started[0],
+        "test_seconds": time.perf_counter() - built[0],
+        "build_cpu_seconds": built[1] - started[1],
+        "test_cpu_seconds": _children_cpu() - built[1],
+    }
 
 
 def _children_cpu() -> float:

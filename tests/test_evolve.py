@@ -15,6 +15,7 @@ from hwflow.evolve.evaluator import NumpyEvaluator, active_genes
 from hwflow.evolve.genome import FUNCS, Genome, from_gates
 from hwflow.evolve.problem import layer_problem
 from hwflow.evolve.search import SearchConfig, evolve, finalists_of, mutate
+from hwflow.io import read_json
 from hwflow.multipliers.table import output_to_int
 
 KINDS = [k for k in FUNCS if k != "BUF"]
@@ -146,6 +147,51 @@ def test_compiled_and_numpy_backends_agree():
         ga, pa = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "backend": "numpy"}))
         gb, pb = evolve(prob, genome, SearchConfig(**{**cfg.__dict__, "backend": "compiled"}))
         assert ga.to_dict() == gb.to_dict() and pa.trace == pb.trace and pa.score == pb.score
+
+
+def _compiled_kernel():  # noqa: ANN202
+    from hwflow.evolve.compiled import kernel
+
+    if kernel() is None:
+        pytest.skip("no C++ compiler: the compiled evaluator cannot be built here")
+    return kernel()
+
+
+@pytest.mark.parametrize(
+    ("signed", "bound", "tolerance", "seed"),
+    [(False, -1, 200.0, "exact"), (False, 3000, 200.0, "exact"), (True, -1, 1.0, "random"),
+     (False, -1, 1.0, "random")],
+)  # fmt: skip
+def test_fused_generations_are_the_python_loop(tmp_path, signed, bound, tolerance, seed):
+    # Whole generations in C++ (on Python's generator state) against the reference loop,
+    # one call per child: the same checkpoint (parent, generator state, counters, trace,
+    # finalists). The exact seed fits (children ranked by energy, finalists kept); the
+    # random one never does (children ranked by their error std).
+    _compiled_kernel()
+    prob = layer_problem(small_layer(signed), tolerance=tolerance, stream=256, max_error=bound)
+    gates = array_multiplier() if seed == "exact" else random_gates(150, seed=4)
+    genome = from_gates(gates, extra=10)
+    cfg = SearchConfig(budget=240, seed=5, finalists=3, backend="compiled")
+    saved = []
+    for fused, every in ((False, 30.0), (True, 30.0), (True, 0.0)):  # 0.0: one generation/call
+        ck = tmp_path / f"{fused}{every}.json"
+        run = dataclasses.replace(cfg, fused=fused, checkpoint_s=every)
+        evolve(prob, genome, run, checkpoint=ck, report=lambda _: None, report_s=every)
+        saved.append({k: v for k, v in read_json(ck).items() if k != "wall_s"})
+    assert saved[0]["trace"] and saved[0] == saved[1] == saved[2]
+    assert bool(saved[0]["finalists"]) == (seed == "exact")
+
+
+def test_compiled_std_is_the_problems_float_for_float():
+    mod = _compiled_kernel()
+    rng = random.Random(0)
+    prob = layer_problem(small_layer(False), tolerance=1.0, stream=256)
+    for _ in range(3000):
+        outputs = rng.choice([1, 3, 2047, 2048, rng.randrange(1, 1 << 20)])
+        s1 = rng.randrange(-(1 << rng.randrange(1, 63)), 1 << rng.randrange(1, 63))
+        s2 = rng.randrange(1 << rng.randrange(1, 126))  # beyond 2^53: Python's rounding
+        expect = dataclasses.replace(prob, outputs=outputs).std(s1, s2)
+        assert mod.std_of(s1, s2, outputs) == expect
 
 
 def _is_same(a: Genome, b: Genome) -> bool:

@@ -12,6 +12,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -52,6 +54,82 @@ static i64 toggles(const u64* x, int w) {
   for (int i = 0; i + 1 < w; ++i) t += (int)((x[i] >> 63) ^ (x[i + 1] & 1));
   return t;
 }
+
+// Python's random.Random (MT19937, _randommodule.c), so that whole generations can run
+// here on the search's own generator: the state travels as getstate()'s 625 integers.
+struct PyRandom {
+  uint32_t mt[624];
+  int index = 624;
+
+  uint32_t next() {
+    static const uint32_t mag01[2] = {0u, 0x9908b0dfu};
+    if (index >= 624) {
+      int kk = 0;
+      uint32_t y;
+      for (; kk < 624 - 397; ++kk) {
+        y = (mt[kk] & 0x80000000u) | (mt[kk + 1] & 0x7fffffffu);
+        mt[kk] = mt[kk + 397] ^ (y >> 1) ^ mag01[y & 1u];
+      }
+      for (; kk < 623; ++kk) {
+        y = (mt[kk] & 0x80000000u) | (mt[kk + 1] & 0x7fffffffu);
+        mt[kk] = mt[kk + (397 - 624)] ^ (y >> 1) ^ mag01[y & 1u];
+      }
+      y = (mt[623] & 0x80000000u) | (mt[0] & 0x7fffffffu);
+      mt[623] = mt[396] ^ (y >> 1) ^ mag01[y & 1u];
+      index = 0;
+    }
+    uint32_t y = mt[index++];
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= (y >> 18);
+    return y;
+  }
+
+  i64 randrange(i64 n) {  // n in [1, 2^32): _randbelow_with_getrandbits
+    int k = 64 - __builtin_clzll((u64)n);
+    uint32_t r;
+    do r = next() >> (32 - k);
+    while ((i64)r >= n);
+    return r;
+  }
+};
+
+// Python's int / int for n >= 0, d > 0: the correctly rounded quotient (55-56 quotient
+// bits, a sticky bit for the remainder, one rounding by the conversion to double).
+static double div_round(unsigned __int128 n, u64 d) {
+  if ((n >> 53) == 0 && (d >> 53) == 0) return (double)(u64)n / (double)d;
+  u64 hi = (u64)(n >> 64);
+  int nb = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((u64)n);
+  int db = 64 - __builtin_clzll(d);
+  int shift = nb - db - 55;
+  unsigned __int128 num = n, den = d;
+  if (shift < 0) num <<= -shift;
+  else den <<= shift;
+  u64 x = (u64)(num / den) | (u64)(num % den != 0);
+  return std::ldexp((double)x, shift);
+}
+
+// problem.Problem.std, float for float: sqrt(max(s2 / P - (s1 / P)^2, 0)).
+static double py_std(i64 s1, __int128 s2, i64 outputs) {
+  unsigned __int128 mag = s1 < 0 ? (unsigned __int128)0 - (unsigned __int128)s1 : (unsigned __int128)s1;
+  double mean = div_round(mag, (u64)outputs);
+  if (s1 < 0) mean = -mean;
+  volatile double sq = mean * mean;  // as Python: a product, then a difference (no fused FMA)
+  double v = div_round((unsigned __int128)s2, (u64)outputs) - sq;
+  return std::sqrt(0.0 > v ? 0.0 : v);
+}
+
+struct Key {  // search.fitness_key: (0, energy) or (1, violations, std); smaller is fitter
+  int cls;
+  double a, b;
+  bool operator<(const Key& o) const {
+    if (cls != o.cls) return cls < o.cls;
+    if (a != o.a) return a < o.a;
+    return b < o.b;
+  }
+  bool operator<=(const Key& o) const { return !(o < *this); }
+};
 
 struct State {  // a genome and what scoring it produced (buffers reused between children)
   std::vector<i64> func, conn, outs;
@@ -96,22 +174,53 @@ class Evaluator {
   }
 
   py::tuple try_child(const std::vector<std::pair<i64, i64>>& deltas, i64 limit) {
-    State& c = last_;
-    c.func = parent_.func, c.conn = parent_.conn, c.outs = parent_.outs;
-    mutated_.assign(n_, 0);
-    for (auto& d : deltas) {
-      i64 g = d.first;
-      if (g >= (i64)FIELDS * n_) {
-        c.outs[g - FIELDS * n_] = d.second;
-        continue;
+    return result(score_child(deltas, limit));
+  }
+
+  // search._generation, generation after generation, on Python's generator state `rng`
+  // (getstate()'s 625 integers), until `budget` evaluations or `seconds` have passed.
+  // Returns (rng state, evaluations, generations, improvements); an improvement is
+  // (evaluations, energy, s1, s2, violations, fits, genome or None), with the genome
+  // (func, conn, outs) only where it fits (the finalists).
+  py::tuple run(std::vector<i64> rng, int lam, int mutations, double threshold, i64 evaluations,
+                i64 budget, double seconds) {
+    PyRandom r;
+    for (int i = 0; i < 624; ++i) r.mt[i] = (uint32_t)rng[i];
+    r.index = (int)rng[624];
+    std_limit_ = threshold;
+    auto start = std::chrono::steady_clock::now();
+    i64 generations = 0;
+    py::list improved;
+    Key parent = key(parent_);
+    while (evaluations < budget) {
+      Key best{};
+      bool any = false;
+      i64 limit = parent.cls == 0 ? parent_.energy : -1;
+      active_genes();
+      for (int i = 0; i < lam; ++i) {
+        mutate(r, mutations);
+        const State& c = score_child(deltas_, limit);
+        evaluations += 1;
+        if (c.skipped) continue;
+        Key k = key(c);
+        if (!any || k <= best) {
+          best = k, any = true;
+          keep();
+          if (k.cls == 0) limit = best_state_.energy;
+        }
       }
-      i64 j = g / FIELDS, f = g % FIELDS;
-      mutated_[j] = 1;
-      if (f == 0) c.func[j] = d.second;
-      else c.conn[j * 3 + f - 1] = d.second;
+      generations += 1;
+      if (any && best <= parent) {
+        accept();
+        if (best < parent) improved.append(improvement(evaluations, best.cls == 0));
+        parent = best;
+      }
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= seconds)
+        break;
     }
-    score(c, mutated_, false, limit);
-    return result(c);
+    std::vector<i64> state(r.mt, r.mt + 624);
+    state.push_back(r.index);
+    return py::make_tuple(state, evaluations, generations, improved);
   }
 
   void keep() {
@@ -155,6 +264,68 @@ class Evaluator {
   }
 
  private:
+  const State& score_child(const std::vector<std::pair<i64, i64>>& deltas, i64 limit) {
+    State& c = last_;
+    c.func = parent_.func, c.conn = parent_.conn, c.outs = parent_.outs;
+    mutated_.assign(n_, 0);
+    for (auto& d : deltas) {
+      i64 g = d.first;
+      if (g >= (i64)FIELDS * n_) {
+        c.outs[g - FIELDS * n_] = d.second;
+        continue;
+      }
+      i64 j = g / FIELDS, f = g % FIELDS;
+      mutated_[j] = 1;
+      if (f == 0) c.func[j] = d.second;
+      else c.conn[j * 3 + f - 1] = d.second;
+    }
+    score(c, mutated_, false, limit);
+    return c;
+  }
+
+  Key key(const State& s) const {
+    double sd = py_std(s.s1, s.s2, outputs_);
+    if (s.viol == 0 && sd <= std_limit_) return Key{0, (double)s.energy, 0.0};
+    return Key{1, (double)s.viol, sd};
+  }
+
+  void active_genes() {  // evaluator.active_genes of the parent, in its order
+    genes_.clear();
+    for (int j = 0; j < n_; ++j)
+      if (parent_.active[j])
+        for (int f = 0; f <= ARITY[parent_.func[j]]; ++f) genes_.push_back((i64)j * FIELDS + f);
+    for (int k = 0; k < N_OUT; ++k) genes_.push_back((i64)FIELDS * n_ + k);
+  }
+
+  i64 gene_value(i64 g) const {
+    if (g >= (i64)FIELDS * n_) return parent_.outs[g - FIELDS * n_];
+    return g % FIELDS == 0 ? parent_.func[g / FIELDS] : parent_.conn[(g / FIELDS) * 3 + g % FIELDS - 1];
+  }
+
+  void mutate(PyRandom& r, int mutations) {  // search.mutate, draw for draw
+    deltas_.clear();
+    i64 extra = r.randrange(mutations);
+    for (i64 k = 0; k <= extra; ++k) {
+      i64 g = k == 0 ? genes_[r.randrange((i64)genes_.size())] : r.randrange((i64)FIELDS * n_ + N_OUT);
+      i64 span = g >= (i64)FIELDS * n_ ? N_IN + n_ : g % FIELDS == 0 ? 11 : N_IN + g / FIELDS;
+      i64 v;
+      if (k == 0) {
+        v = r.randrange(span - 1);
+        v += v >= gene_value(g);
+      } else {
+        v = r.randrange(span);
+      }
+      deltas_.emplace_back(g, v);
+    }
+  }
+
+  py::tuple improvement(i64 evaluations, bool fits) {
+    py::object genome = py::none();
+    if (fits) genome = py::make_tuple(genome_func(), genome_conn(), genome_outs());
+    return py::make_tuple(evaluations, parent_.energy, parent_.s1, s2_of(parent_), parent_.viol,
+                          fits, genome);
+  }
+
   const u64* row(int i, const std::vector<uint8_t>* dirty) const {
     if (dirty && i >= N_IN && (*dirty)[i - N_IN]) return &scratch_[(size_t)i * w_];
     return &values_[(size_t)i * w_];
@@ -302,12 +473,15 @@ class Evaluator {
     for (i64 v : c.err) c.s1 += v, c.s2 += (__int128)v * v;
   }
 
-  py::tuple result(const State& s) const {
-    u64 lo = (u64)s.s2, hi = (u64)(s.s2 >> 64);  // s2 >= 0
+  static py::int_ s2_of(const State& s) {  // s2 >= 0, beyond 64 bits
+    u64 lo = (u64)s.s2, hi = (u64)(s.s2 >> 64);
     py::int_ s2 = py::reinterpret_steal<py::int_>(PyLong_FromUnsignedLongLong(hi));
     s2 = py::reinterpret_steal<py::int_>(PyNumber_Lshift(s2.ptr(), py::int_(64).ptr()));
-    s2 = py::reinterpret_steal<py::int_>(PyNumber_Or(s2.ptr(), py::int_(lo).ptr()));
-    return py::make_tuple(s.energy, s.s1, s2, s.skipped, s.viol);
+    return py::reinterpret_steal<py::int_>(PyNumber_Or(s2.ptr(), py::int_(lo).ptr()));
+  }
+
+  py::tuple result(const State& s) const {
+    return py::make_tuple(s.energy, s.s1, s2_of(s), s.skipped, s.viol);
   }
 
   int w_, n_, tw_;
@@ -319,16 +493,27 @@ class Evaluator {
   std::vector<int32_t> hrow_, hval_, stack_;
   std::vector<u64> values_, scratch_, best_;
   std::vector<uint8_t> valid_, mutated_;
-  std::vector<i64> load_;
+  std::vector<i64> load_, genes_;
+  std::vector<std::pair<i64, i64>> deltas_;
+  double std_limit_ = 0;  // problem.fits' threshold on the std
   State parent_, last_, best_state_;
 };
 
+// py_std with Python integers (for the tests: it must equal problem.Problem.std).
+static double std_of(i64 s1, py::int_ s2, i64 outputs) {
+  py::int_ mask((u64)~0ULL);
+  u64 lo = py::int_(s2 & mask).cast<u64>(), hi = py::int_((s2 >> py::int_(64)) & mask).cast<u64>();
+  return py_std(s1, ((__int128)hi << 64) | lo, outputs);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("std_of", &std_of);
   py::class_<Evaluator>(m, "Evaluator")
       .def(py::init<py::array_t<u64, py::array::c_style>, int, py::array_t<i64>, py::array_t<i64>,
                     py::array_t<i64>, py::array_t<i64>, py::array_t<i64>, int, bool, i64,
                     py::array_t<i64>, py::array_t<i64>, py::array_t<i64>>())
       .def("try_child", &Evaluator::try_child)
+      .def("run", &Evaluator::run)
       .def("keep", &Evaluator::keep)
       .def("accept", &Evaluator::accept)
       .def("parent_score", &Evaluator::parent_score)

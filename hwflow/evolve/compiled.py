@@ -4,6 +4,7 @@ torch.utils.cpp_extension and cached), behind the interface of `NumpyEvaluator`.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,3 +69,19 @@ class CompiledEvaluator:
 
     def table(self) -> np.ndarray:
         return self._e.table().reshape(256, 256)
+
+    def run(
+        self, rng: random.Random, lam: int, mutations: int, evaluations: int, budget: int,
+        seconds: float,
+    ) -> tuple[int, int, list[tuple]]:  # fmt: skip
+        """Generations of `search._generation`, draw for draw on `rng` (whose state it
+        advances), until `budget` evaluations or about `seconds`: (evaluations,
+        generations run, improvements (evaluations, energy, s1, s2, violations, fits,
+        (func, conn, outs) where it fits))."""
+        version, state, gauss = rng.getstate()
+        out, evaluations, generations, improved = self._e.run(
+            list(state), lam, mutations, self.p.std_limit, evaluations, budget, seconds
+        )
+        rng.setstate((version, tuple(out), gauss))
+        self._sync()
+        return evaluations, generations, improved

@@ -60,7 +60,12 @@ class Problem:
 
     def fits(self, s1: int, s2: int, violations: int = 0) -> bool:
         """Within the error std tolerance, and no pair beyond the worst-case bound."""
-        return violations == 0 and self.std(s1, s2) <= self.tolerance * (1 - MARGIN)
+        return violations == 0 and self.std(s1, s2) <= self.std_limit
+
+    @property
+    def std_limit(self) -> float:
+        """The largest error std that fits."""
+        return self.tolerance * (1 - MARGIN)
 
     def std(self, s1: int, s2: int) -> float:
         """Accumulator error std of the sampled outputs from their sums."""

@@ -11,6 +11,11 @@ generation cannot win, so its error is not computed (it is still counted).
 The genomes of the last `finalists` improvements are kept (the best last) for a choice
 after resynthesis (`flow`).
 
+With the compiled evaluator whole generations run in C++ (`fused`): the same
+mutation, selection and fitness, draw for draw on the search's own generator (its state
+goes in and comes back), float for float in the error std; the tests check that it ends
+in the same checkpoint as this module's loop, which calls the evaluator once per child.
+
 Every random choice comes from one `random.Random(seed)`, whose state the checkpoint
 keeps with the parent genome and the counters; a resumed run continues the same
 sequence, so its result equals an uninterrupted run's (tests check it). Checkpoints are
@@ -48,6 +53,9 @@ class SearchConfig:
     checkpoint_s: float = 30.0
     backend: str = "auto"
     finalists: int = 1  # the last improved circuits kept for a choice after resynthesis
+    # The compiled backend runs whole generations in C++ on the same generator, with the
+    # same results; False: one call per child from the Python loop (the reference).
+    fused: bool = True
 
 
 @dataclass
@@ -202,6 +210,20 @@ def _generation(ev: Any, st: _State, problem: Problem, cfg: SearchConfig, parent
     return best
 
 
+def _fused(ev: Any, st: _State, problem: Problem, cfg: SearchConfig, seconds: float) -> None:
+    """`_generation` repeated in the compiled evaluator for about `seconds` (at most up to
+    the budget), then its improvements recorded as `_generation` records them."""
+    st.evaluations, generations, improved = ev.run(
+        st.rng, cfg.lam, cfg.mutations, st.evaluations, cfg.budget, seconds
+    )
+    st.generations += generations
+    for evaluations, energy, s1, s2, _, fits, genome in improved:
+        st.trace.append([evaluations, float(energy), problem.std(s1, s2)])
+        if fits:
+            st.finalists = [*st.finalists, Genome(*genome).to_dict()][-cfg.finalists :]
+    st.genome = ev.genome
+
+
 def evolve(
     problem: Problem,
     seed_genome: Genome,
@@ -227,8 +249,12 @@ def evolve(
         return Progress(st.evaluations, st.generations, s, std, fits, wall, rate, st.trace, kept)
 
     parent = fitness_key(problem, ev.score)
+    fused = cfg.fused and hasattr(ev, "run")
     while st.evaluations < cfg.budget:
-        parent = _generation(ev, st, problem, cfg, parent)
+        if fused:
+            _fused(ev, st, problem, cfg, min(report_s, cfg.checkpoint_s, 1.0))
+        else:
+            parent = _generation(ev, st, problem, cfg, parent)
         now = time.monotonic()
         if now - last_ck >= cfg.checkpoint_s:
             st.save(checkpoint, key, now - start)

@@ -21,12 +21,16 @@ from typing import Any
 from hwflow.artifacts import (
     ASSIGNMENT_FILE,
     MANIFEST_FILE,
+    RETRAIN_FILE,
     SUMMARY_FILE,
+    VALIDATION_FILE,
     VERIFY_FILE,
+    RetrainResult,
+    ValidationReport,
     VerifyReport,
 )
 from hwflow.errors import HwflowError, VerificationError
-from hwflow.io import claim_dir, read_json, write_json
+from hwflow.io import claim_dir, write_json
 from hwflow.resources import resource_dir
 from hwflow.trust import trusting
 
@@ -133,7 +137,7 @@ def step_assign(cfg: FlowConfig, log: Log) -> dict[str, Any]:
             f"the closest ({b['chosen']}, validation loss {b['val_loss_pp']:.2f} pp)"
         )
     pairs = doc.pop("validation_pairs", [])
-    write_json(cfg.run / "validation.json", {"summary": doc.get("validation"), "pairs": pairs})
+    ValidationReport.of(doc.get("validation"), pairs).save(cfg.run / VALIDATION_FILE)
     return {
         "layers": {item["name"]: item["multiplier"] for item in doc["layers"]},
         "energy": doc["energy"],
@@ -177,8 +181,8 @@ def step_export(cfg: FlowConfig, log: Log) -> dict[str, Any]:
 
 def _retrained_checkpoint(cfg: FlowConfig) -> Path | None:
     """The retrained weights are the network we deploy; export records their operands."""
-    path = cfg.run / "retrain.json"
-    return Path(read_json(path)["checkpoint"]) if path.is_file() else None
+    path = cfg.run / RETRAIN_FILE
+    return RetrainResult.load(path).checkpoint if path.is_file() else None
 
 
 def step_verify(cfg: FlowConfig, log: Log) -> dict[str, Any]:
@@ -212,7 +216,7 @@ STEPS: list[
     ("library", step_library, None),  # the library's own sha256 cache makes reruns cheap
     ("train", step_train, lambda c: c.run / SUMMARY_FILE),
     ("assign", step_assign, lambda c: c.assignment),
-    ("retrain", step_retrain, lambda c: c.run / "retrain.json"),
+    ("retrain", step_retrain, lambda c: c.run / RETRAIN_FILE),
     ("sweep", step_sweep, lambda c: c.run / "sweep" / "pareto.png"),  # drawn last
     ("export", step_export, lambda c: c.export_dir / MANIFEST_FILE),
     ("verify", step_verify, lambda c: c.out / VERIFY_FILE),

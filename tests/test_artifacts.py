@@ -11,12 +11,17 @@ import yaml
 from hwflow.artifacts import (
     ASSIGNMENT_FILE,
     MANIFEST_FILE,
+    RETRAIN_FILE,
     SUMMARY_FILE,
+    VALIDATION_FILE,
     VERIFY_FILE,
     Assignment,
+    RetrainResult,
     RunSummary,
+    ValidationReport,
 )
 from hwflow.errors import AssignmentError, RunError
+from hwflow.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,14 +124,18 @@ def test_run_summary_round_trip_and_errors(tmp_path):
         RunSummary.load(path)
 
 
-ARTIFACT_FILES = {ASSIGNMENT_FILE, SUMMARY_FILE, MANIFEST_FILE, VERIFY_FILE}
+ARTIFACT_FILES = {
+    ASSIGNMENT_FILE, SUMMARY_FILE, MANIFEST_FILE, VERIFY_FILE, RETRAIN_FILE, VALIDATION_FILE
+}  # fmt: skip
 # Named, not read or written: evolve's own RUN/evolve/summary.json (another file named
-# alike), and the name `assign --out` guards, spelled out so `hwflow --help` stays light.
+# alike), and the names `assign --out` and `retrain --out` guard, spelled out so
+# `hwflow --help` stays light.
 # The exported checker (rtl/check.py, copied into every export) reads the manifest
 # without hwflow installed.
 OTHER_FILES_NAMED_ALIKE = {
     ("hwflow/evolve/flow.py", SUMMARY_FILE),
     ("hwflow/cli.py", ASSIGNMENT_FILE),
+    ("hwflow/cli.py", RETRAIN_FILE),
     ("hwflow/rtl/check.py", MANIFEST_FILE),
 }
 
@@ -163,3 +172,49 @@ def test_the_energy_block_is_typed_and_checked():
     ):
         with pytest.raises(AssignmentError, match=message):
             Assignment.from_dict({"layers": [], "energy": bad}, "a.yaml")
+
+
+OLD_RETRAIN = {  # as the first retrain wrote it: no gradient, schedule or top-5 yet
+    "assignment": "/abs/run/assignment.yaml", "checkpoint": "/abs/run/checkpoints/r.pt",
+    "epochs": 1, "best_epoch": 1, "lr": 0.001, "seed": 0,
+    "accuracy": {"quant": 0.9, "approx_before": 0.8, "approx_after": 0.85},
+    "val_accuracy": {"quant": 0.9}, "energy": {}, "layers": {"0": "u_exact"},
+    "history": [{"epoch": 1, "val_acc": 0.9}],
+}  # fmt: skip
+
+
+def test_a_retrain_result_reads_old_files_and_writes_them_unchanged(tmp_path):
+    old = tmp_path / "old.json"
+    write_json(old, OLD_RETRAIN)  # how retrain wrote it before the class
+    loaded = RetrainResult.load(old)
+    assert loaded.to_dict() == OLD_RETRAIN and loaded.checkpoint == Path(OLD_RETRAIN["checkpoint"])
+    loaded.save(tmp_path / RETRAIN_FILE)
+    assert RetrainResult.load(tmp_path).to_dict() == OLD_RETRAIN  # a run folder reads too
+    assert (tmp_path / RETRAIN_FILE).read_bytes() == old.read_bytes()
+    for bad, message in (
+        ({"checkpoint": "c.pt"}, r"old.json: not a retrain result \(no `accuracy` mapping\)"),
+        ({**OLD_RETRAIN, "checkpoint": None}, r"old.json: checkpoint: missing or not a string"),
+        ({**OLD_RETRAIN, "val_accuracy": [0.9]}, r"old.json: val_accuracy: expected a mapping"),
+    ):
+        write_json(old, bad)
+        with pytest.raises(RunError, match=message):
+            RetrainResult.load(old)
+
+
+def test_a_validation_report_round_trips_and_names_bad_keys(tmp_path):
+    pairs = [{"layer": "0", "multiplier": "u_exact", "predicted_std": 0.0, "measured_std": 0}]
+    summary = {"pairs": 0, "median_pct": float("nan"), "p90_pct": float("nan")}
+    old = tmp_path / "old.json"
+    write_json(old, {"summary": summary, "pairs": pairs})  # as the demo wrote it before
+    ValidationReport.of(summary, pairs).save(tmp_path / VALIDATION_FILE)
+    assert (tmp_path / VALIDATION_FILE).read_bytes() == old.read_bytes()
+    assert ValidationReport.load(tmp_path)["pairs"] == pairs
+    assert ValidationReport.load(old)["summary"]["pairs"] == 0
+    for bad, message in (
+        ({"summary": None}, r"old.json: not a validation report \(no `pairs` list\)"),
+        ({"summary": [], "pairs": []}, r"old.json: summary: expected a mapping"),
+        ({"pairs": [{"predicted_std": 1.0}]}, r"old.json: pairs\[0\]\.measured_std: missing"),
+    ):
+        write_json(old, bad)
+        with pytest.raises(RunError, match=message):
+            ValidationReport.load(old)

@@ -3,8 +3,12 @@ callers read them like the dictionaries they were, the class keeps them validate
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from hwflow import io
 
 
 class JsonDocument(Mapping[str, Any]):
@@ -24,3 +28,30 @@ class JsonDocument(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         return self._data
+
+
+def document_path(path: str | os.PathLike[str], name: str) -> Path:
+    """`path` itself, or the file `name` in it when `path` is a folder."""
+    path = Path(path)
+    return path / name if path.is_dir() else path
+
+
+class RunDocument(JsonDocument):
+    """A JSON document a stage writes into a run under the name `FILE`: `from_dict`
+    checks what later stages read; `load` and `save` are the one reader and writer."""
+
+    FILE: ClassVar[str]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | os.PathLike[str]) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read and check `path` (the file, or the run folder holding `FILE`)."""
+        path = document_path(path, cls.FILE)
+        return cls.from_dict(io.read_json(path), path)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the document to the file `path`, atomically."""
+        io.write_json(path, self._data)

@@ -8,10 +8,9 @@ The report is the dictionary `hwflow.rtl.verify.verify` returns: `ok`, `checked`
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from hwflow import io
-from hwflow.artifacts._document import JsonDocument
+from hwflow.artifacts._document import JsonDocument, document_path
 from hwflow.errors import HwflowError, VerificationError
 
 VERIFY_FILE = "verify.json"
@@ -27,9 +26,7 @@ class VerifyReport(JsonDocument):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VerifyReport:
         """Read a report (`path`: the file, or the folder holding `verify.json`)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / VERIFY_FILE
+        path = document_path(path, VERIFY_FILE)
         try:
             data = io.read_json(path)
         except (HwflowError, UnicodeDecodeError, OSError) as exc:
@@ -45,5 +42,4 @@ class VerifyReport(JsonDocument):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the report to `path` (a file, or a folder: its `verify.json`)."""
-        path = Path(path)
-        io.write_json(path / VERIFY_FILE if path.is_dir() else path, self._data)
+        io.write_json(document_path(path, VERIFY_FILE), self._data)

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hwflow.artifacts import Assignment
+from hwflow.artifacts import RETRAIN_FILE, Assignment, RetrainResult
 from hwflow.assign.assignment import assignment_tables
 from hwflow.assign.correct import apply_corrections, has_corrections
 from hwflow.errors import AssignmentError
-from hwflow.io import load_torch, save_torch, sha256_bytes, write_json
+from hwflow.io import load_torch, save_torch, sha256_bytes
 from hwflow.progress import progress
 
 DEFAULT_EPOCHS = 3
@@ -231,7 +231,7 @@ def retrain_run(
             "layers": assigned,
             "history": history,
         }
-        write_json(Path(out) if out is not None else run_dir / "retrain.json", result)
+        RetrainResult(result).save(Path(out) if out is not None else run_dir / RETRAIN_FILE)
         last.unlink(missing_ok=True)
         return result
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
+from hwflow.artifacts import ASSIGNMENT_FILE, Assignment, RetrainResult
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.flow import assign, check_selection, library_view, run_stats
 from hwflow.assign.retrain import Schedule, check_retrain_options
@@ -31,7 +31,6 @@ from hwflow.io import (
     check_dir,
     claim_dir,
     exclusive_writer,
-    read_json,
     write_bytes,
     write_text,
 )
@@ -136,7 +135,7 @@ def retrain_point(job: RetrainJob) -> dict:
     point = Path(job.point_dir)
     out, pred_path = point / f"{job.stem}.json", point / f"{job.stem}.pred.npy"
     if out.is_file() and (not job.predictions or pred_path.is_file()):
-        return read_json(out)
+        return RetrainResult.load(out).to_dict()
     import torch
 
     from hwflow.assign.retrain import retrain_run

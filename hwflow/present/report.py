@@ -20,11 +20,15 @@ from hwflow import io
 from hwflow.artifacts import (
     ASSIGNMENT_FILE,
     MANIFEST_FILE,
+    RETRAIN_FILE,
     SUMMARY_FILE,
+    VALIDATION_FILE,
     VERIFY_FILE,
     Assignment,
     Manifest,
+    RetrainResult,
     RunSummary,
+    ValidationReport,
     VerifyReport,
 )
 from hwflow.errors import RunError
@@ -75,8 +79,8 @@ def collect_sections(out: Path, library: Path | None, fig_dir: Path) -> list[Sec
     if summary is None:
         raise RunError(f"{out}: no summary.json (run `hwflow train` or `hwflow demo` first)")
     chosen = _optional(run / ASSIGNMENT_FILE, Assignment.load)
-    retrain = _optional(run / "retrain.json", io.read_json)
-    validation = _optional(run / "validation.json", io.read_json)
+    retrain = _optional(run / RETRAIN_FILE, lambda p: RetrainResult.load(p).to_dict())
+    validation = _optional(run / VALIDATION_FILE, lambda p: ValidationReport.load(p).to_dict())
     verify = _optional(out / VERIFY_FILE, lambda p: VerifyReport.load(p).to_dict())
     if library is None and chosen is not None:
         library = chosen.library_path()

@@ -123,14 +123,15 @@ def test_study_on_tiny_digits(tmp_path):
     md = (out / "study.md").read_text()
     assert "| point |" in md and "best homogeneous" in md and "table" in md
     points = {r["point"] for r in result["rows"]}
-    assert {"hetero-uniform-x8", "hetero-histogram-x8", "budget-5pp", "budget-50pp"} <= points
+    assert {"hetero-uniform-x8", "hetero-histogram-x8", "budget-uniform-5pp"} <= points
+    assert {"budget-histogram-5pp", "budget-histogram-50pp"} <= points
     for s in (0, 1):  # the budget point relied on validation figures, recorded with it
         b = yaml.safe_load(
-            (out / f"seed-{s}" / "study" / "budget-5pp" / "assignment.yaml").read_text()
+            (out / f"seed-{s}" / "study" / "budget-histogram-5pp" / "assignment.yaml").read_text()
         )
         assert b["budget"]["split"] == "val" and b["budget"]["max_loss_pp"] == 5.0
         loose = yaml.safe_load(
-            (out / f"seed-{s}" / "study" / "budget-50pp" / "assignment.yaml").read_text()
+            (out / f"seed-{s}" / "study" / "budget-histogram-50pp" / "assignment.yaml").read_text()
         )  # the looser budget admits at least what the tighter one did
         assert loose["budget"]["max_loss_pp"] == 50.0
         assert loose["energy"]["relative_histogram"] <= b["energy"]["relative_histogram"]

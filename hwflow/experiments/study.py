@@ -109,21 +109,20 @@ def library_front(lib: Any, metric: str = "mae") -> set[str]:
     return keep
 
 
-def budget_name(max_loss: float) -> str:
-    return f"budget-{float(max_loss):g}pp"
+def budget_name(energy_model: str, max_loss: float) -> str:
+    return f"budget-{energy_model}-{float(max_loss):g}pp"
 
 
 def _budget_points(
     home: Path, run: Any, stats: Any, sigmas: dict, lib: Any, energy_model: str,
-    error_model: str, max_losses: Sequence[float],
+    error_model: str, max_losses: Sequence[float], evaluators: dict[str, Any],
 ) -> dict[str, dict]:  # fmt: skip
     """{budget point: doc} per budget: `hwflow assign --max-loss` on the validation split,
-    or the point's assignment.yaml read back. The budgets share one evaluator, so a
-    candidate measured for one budget is not measured again for the next."""
+    or the point's assignment.yaml read back. All budget points of a run share the one
+    evaluator in `evaluators` (made on first use), so no candidate is measured twice."""
     from hwflow.assign import budget
 
     docs: dict[str, dict] = {}
-    evaluator = None
     hist = None
 
     def at(scale: float) -> dict:
@@ -133,13 +132,14 @@ def _budget_points(
         )[0]  # fmt: skip
 
     for max_loss in max_losses:
-        name = budget_name(max_loss)
+        name = budget_name(energy_model, max_loss)
         if (home / name / ASSIGNMENT_FILE).is_file():
             docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
             continue
         hist = hist or energy_mod.HistogramEnergy(lib.library)
-        evaluator = evaluator or budget.Evaluator(run, lib)
-        docs[name] = budget.search(at, evaluator, max_loss)
+        if "val" not in evaluators:
+            evaluators["val"] = budget.Evaluator(run, lib)
+        docs[name] = budget.search(at, evaluators["val"], max_loss)
     return docs
 
 
@@ -174,8 +174,7 @@ def seed_points(
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
     are read back (the recorded-operand energies are slow to simulate), others written.
-    `max_losses`: also a budget point (`budget_name`) per budget, under the first energy
-    model."""
+    `max_losses`: also a budget point (`budget_name`) per budget and energy model."""
     from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
@@ -195,9 +194,11 @@ def seed_points(
                 stats, sigmas, lib, em, scale=float(s), error_model=error_model, hist_energy=hist
             )
             docs[name] = doc
-    if max_losses:
-        em = energy_models[0]
-        docs |= _budget_points(home, run, stats, sigmas, lib, em, error_model, max_losses)
+    evaluators: dict[str, Any] = {}
+    for em in energy_models if max_losses else ():
+        docs |= _budget_points(
+            home, run, stats, sigmas, lib, em, error_model, max_losses, evaluators
+        )
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
     front = {n for n in library_front(lib) if wce[n] != 0}

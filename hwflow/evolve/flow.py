@@ -96,15 +96,10 @@ def evolve_run(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """The whole `hwflow evolve`; returns the summary document it writes."""
-    from hwflow.assign.energy import HistogramEnergy
-    from hwflow.assign.flow import assign, library_view
-
-    run, stats, sigmas = _read_run(Path(run_dir), layers)
+    run, stats, sigmas = read_run(Path(run_dir), layers)
     _check_options(options)
-    view = _without_evolved(library_view(library))
+    view, doc = best_existing(stats, sigmas, library, options.scale)
     lib = view.library
-    he = HistogramEnergy(lib, seed=0)
-    doc, _ = assign(stats, sigmas, view, "histogram", scale=options.scale, hist_energy=he)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
     work = []
@@ -138,6 +133,21 @@ def evolve_run(
     return summary
 
 
+def best_existing(
+    stats: Sequence[LayerStats], sigmas: dict[str, float], library: Any, scale: float
+) -> tuple[Any, dict[str, Any]]:
+    """(the library's view without evolved designs, assign's document at `scale` under
+    the layers' recorded operands): each layer's item names the cheapest fitting design
+    that existed before evolution, and its energy (`energy_rel_hist`)."""
+    from hwflow.assign.energy import HistogramEnergy
+    from hwflow.assign.flow import assign, library_view
+
+    view = _without_evolved(library_view(library))
+    he = HistogramEnergy(view.library, seed=0)
+    doc, _ = assign(stats, sigmas, view, "histogram", scale=scale, hist_energy=he)
+    return view, doc
+
+
 def _without_evolved(view: Any) -> Any:
     """The library minus earlier evolved designs: the baseline is what existed before."""
     keep = [i for i, n in enumerate(view.names) if "evolved" not in view.library.get(n).source]
@@ -151,7 +161,8 @@ def _without_evolved(view: Any) -> Any:
     )
 
 
-def _read_run(run: Path, layers: Sequence[str] | None) -> tuple[Path, list, dict]:
+def read_run(run: Path, layers: Sequence[str] | None) -> tuple[Path, list, dict]:
+    """(run, its recorded layer statistics, {layer: sigma}); `layers` picks some."""
     stats, _ = load_stats(run / STATS_FILE)
     sigmas = RunSummary.load(run / SUMMARY_FILE).sigmas()
     if layers:

@@ -1,0 +1,114 @@
+"""The tables of docs/guides/evolve.md from finished runs (no timing measured here).
+
+    .venv/bin/python -m bench.evolve_table layers RUN|SUMMARY [--published LIB]
+    .venv/bin/python -m bench.evolve_table network STUDY_A STUDY_B [--point budget-1pp]
+
+`layers`: one markdown row per layer of RUN/evolve/summary.json (`hwflow evolve`; or a
+copy of one, whose run is read): the
+best existing design (the library evolve wrote into, evolved designs left out), with
+`--published` also the best design of another library (e.g. the built-in one plus
+EvoApproxLib's), the evolved design, its energy ratio to each, evaluations and wall time.
+Energies are relative to exact under the layer's recorded operands, as assign measures
+them on the characterized netlists.
+
+`network`: one point of two `hwflow study` folders (same seeds, e.g. without and with
+evolved designs in the library): per seed the designs, the energy saved under recorded
+operands and the retrained test accuracy, then the means and McNemar's test on the test
+images pooled over the seeds (A against B).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from hwflow.evolve.flow import OUT_DIR, SUMMARY, best_existing, read_run
+from hwflow.io import read_json
+
+
+def layer_rows(where: Path, published: str | None) -> list[str]:
+    """`where`: a run (its evolve summary) or a copy of an evolve summary."""
+    summary = read_json(where if where.is_file() else where / OUT_DIR / SUMMARY)
+    items = summary["layers"]
+    _, stats, sigmas = read_run(Path(summary["run"]), [i["layer"] for i in items])
+    fan_in = {s.name: s.fan_in for s in stats}
+    other = {}
+    if published:
+        _, doc = best_existing(stats, sigmas, published, summary["options"]["scale"])
+        other = {i["name"]: i for i in doc["layers"]}
+    rows = []
+    for i in items:
+        e, base = i["evolved_energy_hist"], i["best_existing_energy_hist"]
+        cells = [f"{i['layer']} (K = {fan_in[i['layer']]})", f"{i['sigma']:.4f}"]
+        cells += [i["best_existing"], f"{base:.4f}"]
+        ratios = [f"{e / base:.2f}x"]
+        if published:
+            p = other[i["layer"]]
+            cells += [p["multiplier"], f"{p['energy_rel_hist']:.4f}"]
+            ratios.append(f"{e / p['energy_rel_hist']:.2f}x")
+        fits = "" if i["fits"] else " (does not fit)"
+        cells += [i["evolved"] + fits, f"{e:.4f}", *ratios]
+        cells += [f"{i['evaluations']:,}", f"{i['wall_s']:.1f} s"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict]:
+    """(point_row of the study's `point` over `seeds`, {seed: correct per test image})."""
+    from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
+    from hwflow.experiments.study import point_row
+    from hwflow.nn.run import load_run
+
+    labels = load_run(study / f"seed-{seeds[0]}").data.test.y.numpy()
+    docs, results, correct, int8 = {}, {}, {}, {}
+    for s in seeds:
+        home = study / f"seed-{s}" / "study"
+        docs[s] = Assignment.load(home / point / ASSIGNMENT_FILE).to_dict()
+        results[s] = read_json(home / point / f"retrain-s{s}.json")
+        correct[s] = np.load(home / point / f"retrain-s{s}.pred.npy") == labels
+        int8[s] = np.load(home / "int8.pred.npy") == labels
+    return point_row(point, docs, results, correct, int8), correct
+
+
+def network_rows(a: Path, b: Path, point: str, seeds: list[int]) -> list[str]:
+    from hwflow.experiments.statistics import paired
+
+    rows = []
+    pairs = {}
+    for study in (a, b):
+        row, pairs[study] = point_of(study, point, seeds)
+        rows.append(
+            f"| {study} | {row['multipliers']} | {row['saved_recorded_mean']:.2f} % "
+            f"(sd {row['saved_recorded_std']:.2f}) | {row['saved_uniform_mean']:.2f} % | "
+            f"{100 * row['acc_mean']:.2f} % (sd {100 * row['acc_std']:.2f}) | "
+            f"{row['loss_pp']:.2f} pp |"
+        )
+    t = paired(pairs[a], pairs[b])
+    rows.append(f"McNemar {a} vs {b}, pooled over seeds {seeds}: {t}")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    lay = sub.add_parser("layers")
+    lay.add_argument("where", type=Path)
+    lay.add_argument("--published", default=None)
+    net = sub.add_parser("network")
+    net.add_argument("a", type=Path)
+    net.add_argument("b", type=Path)
+    net.add_argument("--point", default="budget-1pp")
+    net.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+    if args.what == "layers":
+        lines = layer_rows(args.where, args.published)
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        lines = network_rows(args.a, args.b, args.point, seeds)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

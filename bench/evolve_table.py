@@ -43,16 +43,20 @@ def layer_rows(where: Path, published: str | None) -> list[str]:
         e, base = i["evolved_energy_hist"], i["best_existing_energy_hist"]
         cells = [f"{i['layer']} (K = {fan_in[i['layer']]})", f"{i['sigma']:.4f}"]
         cells += [i["best_existing"], f"{base:.4f}"]
-        ratios = [f"{e / base:.2f}x"]
+        ratios = [_ratio(e, base)]
         if published:
             p = other[i["layer"]]
             cells += [p["multiplier"], f"{p['energy_rel_hist']:.4f}"]
-            ratios.append(f"{e / p['energy_rel_hist']:.2f}x")
+            ratios.append(_ratio(e, p["energy_rel_hist"]))
         fits = "" if i["fits"] else " (does not fit)"
         cells += [i["evolved"] + fits, f"{e:.4f}", *ratios]
         cells += [f"{i['evaluations']:,}", f"{i['wall_s']:.1f} s"]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _ratio(e: float, base: float) -> str:
+    return f"{e / base:.2f}x" if base > 0 else "-"  # both constant circuits: no toggles
 
 
 def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict]:

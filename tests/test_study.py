@@ -139,6 +139,7 @@ def test_study_on_tiny_digits(tmp_path):
     assert all(np.isfinite(r["acc_uncorrected_mean"]) for r in result["rows"])
     assert "tables only %" in md
     assert not any("exact" in p for p in points)  # the exact design is the int8 row
+    assert set(result["sigma_history"]) == {"0", "1"} and result["sigma_history"]["0"]
     assert all(r["seeds"] == 2 for r in result["rows"])
     assert "acc_top5_mean" in csv_lines[0].split(",")
     for r in result["rows"]:  # top-5 after retraining, next to top-1
@@ -178,3 +179,25 @@ def test_study_on_tiny_digits(tmp_path):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert {p: p.stat().st_mtime_ns for p in out.rglob("retrain-s*.json")} == stamp
+
+
+def test_sigma_history_and_its_table(tmp_path):
+    from hwflow.errors import RunError
+    from hwflow.nn.run import sigma_history
+    from hwflow.present.experiments import _sigma_lines
+
+    records = [
+        {"stage": "qat", "epoch": 1},
+        {"stage": "agn", "epoch": 1, "sigmas": {"0": 0.1, "3": 0.4}},
+        {"stage": "agn", "epoch": 2, "sigmas": {"0": 0.05, "3": 0.5}},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    history = sigma_history(tmp_path)
+    assert history == {"0": [0.1, 0.05], "3": [0.4, 0.5]}
+    table = "\n".join(_sigma_lines({"0": history, "1": {}}))
+    assert "| 0 | 0.1 → 0.05 | 0.50x |" in table and "| 3 | 0.4 → 0.5 | 1.25x |" in table
+    assert "seed 1" not in table  # a seed without a history has no column
+    assert sigma_history(tmp_path / "missing") == {}
+    (tmp_path / "metrics.jsonl").write_text("{broken\n")
+    with pytest.raises(RunError, match="metrics.jsonl: not one JSON record per line"):
+        sigma_history(tmp_path)

@@ -147,20 +147,41 @@ def hetero_name(energy_model: str, scale: float) -> str:
     return f"hetero-{energy_model}-x{float(scale):g}"
 
 
-def _train_seed(item: tuple) -> str:
-    """Worker: train (or resume) one seed's run; a finished run is reused as it is."""
-    config_path, seed, run_dir, data_dir = item
+@dataclass(frozen=True)
+class _SeedTask:
+    """One seed's share of the study before retraining: train it (or reuse the finished
+    run), then write its points. Seeds are independent, so they run side by side."""
+
+    config: str
+    seed: int
+    run_dir: str
+    data_dir: str | None
+    library: str
+    scales: tuple[float, ...]
+    energy_models: tuple[str, ...]
+    error_model: str
+    homog_min_saved: float
+    max_losses: tuple[float, ...]
+    threads: int  # 0: torch's default (the study runs seeds one at a time)
+
+
+def _seed_task(task: _SeedTask) -> dict[str, dict]:
+    """Worker: train (or resume) one seed's run, then its points ({point: doc})."""
+    from hwflow.assign.flow import library_view
+    from hwflow.nn.run import torch_threads
     from hwflow.nn.train import load_train_config, train
 
-    run_dir = Path(run_dir)
-    if (run_dir / SUMMARY_FILE).is_file():
-        return str(run_dir)
-    cfg = load_train_config(config_path)
-    cfg = replace(cfg, seed=seed)
-    if data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    train(cfg, run_dir, resume=run_dir.exists(), quiet=True)
-    return str(run_dir)
+    run_dir = Path(task.run_dir)
+    if not (run_dir / SUMMARY_FILE).is_file():
+        cfg = replace(load_train_config(task.config), seed=task.seed)
+        if task.data_dir is not None:
+            cfg = replace(cfg, data=replace(cfg.data, data_dir=task.data_dir))
+        train(cfg, run_dir, resume=run_dir.exists(), quiet=True)
+    with torch_threads(task.threads or None):
+        return seed_points(
+            run_dir, library_view(task.library), task.scales, task.energy_models,
+            task.error_model, task.homog_min_saved, task.max_losses,
+        )  # fmt: skip
 
 
 def seed_points(
@@ -383,6 +404,7 @@ def study_run(
     `gradient_scale`: the scale at which table and STE gradients are compared (None: the
     first scale more than DROP_PP below int8 under the first energy model)."""
     # Long for its signature and the study.json it assembles; the retraining is _Study's.
+    from hwflow.nn.run import sigma_history
     from hwflow.nn.train import load_train_config
     from hwflow.trust import trusting
 
@@ -394,15 +416,26 @@ def study_run(
         out = claim_dir(out, STUDY_KIND)
         seeds = [int(s) for s in seeds]
         run_dirs = {s: out / f"seed-{s}" for s in seeds}
-        log(f"study: training {len(seeds)} seed(s) (finished runs are reused)")
-        items = [(str(config), s, str(run_dirs[s]), data_dir) for s in seeds]
-        list(run_parallel(_train_seed, items, jobs))
+        log(f"study: training {len(seeds)} seed(s) and their points (finished ones are reused)")
+        tasks = [
+            _SeedTask(
+                str(config),
+                s,
+                str(run_dirs[s]),
+                data_dir,
+                str(lib.library.path),
+                tuple(float(x) for x in scales),
+                tuple(energy_models),
+                error_model,
+                homog_min_saved,
+                tuple(float(m) for m in max_losses),
+                1 if jobs > 1 else 0,
+            )  # fmt: skip
+            for s in seeds
+        ]
         st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
         st.schedule = schedule
-        for s in seeds:
-            st.docs[s] = seed_points(
-                run_dirs[s], lib, scales, energy_models, error_model, homog_min_saved, max_losses
-            )
+        st.docs = dict(zip(seeds, run_parallel(_seed_task, tasks, jobs), strict=True))
         names = list(st.docs[seeds[0]])
         log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
             f"({len(st.jobs_for(names, 'ste'))} runs)")  # fmt: skip
@@ -442,6 +475,8 @@ def study_run(
             "rows": rows,
             "comparisons": {e: compare(rows, st.correct, e) for e in ("uniform", "recorded")},
             "gradients": gradients,
+            # how settled the sigma search was: each layer's sigma after every AGN epoch
+            "sigma_history": {str(s): sigma_history(run_dirs[s]) for s in seeds},
         }
         write_text(out / "study.csv", _csv(rows))
         write_json(out / "study.json", result)

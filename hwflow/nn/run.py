@@ -3,7 +3,8 @@ and loading a finished run (`load_run`, `load_weights`). Later stages (assign, r
 export, the experiments) import this module, not the training stages in `train`.
 
 Run directory `RUN/` (docs/reference/interfaces.md): `config.yaml` (the config as run),
-`summary.json` (`hwflow.artifacts.RunSummary`), `checkpoints/<stage>.pt`.
+`summary.json` (`hwflow.artifacts.RunSummary`), `checkpoints/<stage>.pt`, `metrics.jsonl`
+(read here for the sigma search's history, `sigma_history`).
 """
 
 from __future__ import annotations
@@ -230,6 +231,26 @@ def load_run(
     summary = RunSummary.load(run_dir / SUMMARY_FILE)
     summary.check_layers([name for name, _ in L.approx_layers(model)], run_dir / SUMMARY_FILE)
     return Run(run_dir, cfg, summary, model, data, dev)
+
+
+def sigma_history(run_dir: str | Path) -> dict[str, list[float]]:
+    """{layer: learned sigma after each AGN epoch} from the run's `metrics.jsonl` (the
+    file `hwflow train` writes one record per epoch into); empty for a run without it."""
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    history: dict[str, list[float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise RunError(f"{path}: not one JSON record per line") from None
+        if record.get("stage") == "agn":
+            for name, sigma in record.get("sigmas", {}).items():
+                history.setdefault(name, []).append(float(sigma))
+    return history
 
 
 def evaluate_run(

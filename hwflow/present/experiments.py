@@ -115,4 +115,27 @@ def study_markdown(result: dict[str, Any]) -> str:
                 f"{_pm(float(np.mean(accs)), sd, 100, 2)}"
                 f" | {t['only_a']} / {t['only_b']} | {_p(t['p'])} |"
             )
+    lines += _sigma_lines(result.get("sigma_history") or {})
     return "\n".join(lines) + "\n"
+
+
+def _sigma_lines(history: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Each layer's learned sigma after every AGN epoch, per seed, and the last epoch's
+    change: how far the sigma search had settled when the assignment used it."""
+    seeds = [s for s, h in history.items() if h]
+    if not seeds:
+        return []
+    lines = [
+        "",
+        "Learned sigma after each AGN epoch (per seed: first → … → last); last change = "
+        "last epoch's sigma over the one before, per seed.",
+        "",
+        f"| layer | {' | '.join(f'seed {s}' for s in seeds)} | last change |",
+        f"|---|{'---|' * len(seeds)}---:|",
+    ]
+    for layer in history[seeds[0]]:
+        runs = [history[s].get(layer, []) for s in seeds]
+        cells = [" → ".join(f"{v:.3g}" for v in run) for run in runs]
+        change = ", ".join(f"{r[-1] / r[-2]:.2f}x" if len(r) > 1 and r[-2] else "-" for r in runs)
+        lines.append(f"| {layer} | {' | '.join(cells)} | {change} |")
+    return lines

@@ -124,3 +124,42 @@ def test_cli_says_when_the_budget_is_not_met(monkeypatch, tmp_path):
     )
     res = CliRunner().invoke(cli, [*args[:-4], "--max-loss", "-1"])
     assert res.exit_code == 2 and "--max-loss" in res.output
+
+
+def test_evaluator_memo_returns_the_callers_document(monkeypatch):
+    """Budget points of several selection energies share one evaluator: a choice measured
+    for one is not measured again, but each gets its own document back (its energy
+    summary and selection model) with the memoised corrections in it."""
+    from hwflow.assign import flow
+
+    class Run:
+        def fresh_model(self):
+            return None
+
+        def evaluate(self, model, split):
+            return 0.9
+
+    measured = []
+
+    def fake_corrections(doc, run, lib, seed=0):
+        measured.append(tuple(i["multiplier"] for i in doc["layers"]))
+        doc["layers"][0]["acc_offset"] = [3, -1]
+        doc["corrections"] = {"applied": True, "val_top1_uncorrected": 0.8}
+        doc["corrections"]["val_top1_corrected"] = 0.85
+
+    monkeypatch.setattr(flow, "add_corrections", fake_corrections)
+    ev = budget.Evaluator(Run(), lib=None)
+    uniform = _doc({"L0": "a", "L1": "b", "L2": "exact"})
+    histogram = _doc({"L0": "a", "L1": "b", "L2": "exact"})
+    histogram["energy"] = {"relative": 0.5, "relative_histogram": 0.2, "model": "histogram"}
+    first, second = ev(uniform), ev(histogram)
+    assert measured == [("a", "b", "exact")]  # measured once
+    assert first["doc"]["energy"]["model"] == "uniform"
+    assert second["doc"]["energy"] == histogram["energy"]  # not the first caller's
+    assert second["doc"]["layers"][0]["acc_offset"] == [3, -1]
+    assert second["doc"]["corrections"]["applied"] and second["val_top1"] == 0.85
+    assert (
+        budget.cost(second["doc"]) == 0.2
+        and budget.cost(first["doc"]) == uniform["energy"]["relative"]
+    )
+    assert "acc_offset" not in histogram["layers"][0]  # the caller's document is untouched

@@ -42,7 +42,11 @@ class Evaluator:
         self.int8 = run.evaluate(run.fresh_model(), "val")
 
     def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Measures `doc` (recording its corrections in it when they help)."""
+        """Measures `doc` (recording its corrections in it when they help).
+
+        The memo is by choice of multipliers, which is all the measurement depends on;
+        the returned document is always the caller's (its energy summary, its selection
+        model), with the memoised corrections copied in."""
         from hwflow.assign.flow import add_corrections
 
         key = tuple(i["multiplier"] for i in doc["layers"])
@@ -58,10 +62,23 @@ class Evaluator:
                 "val_top1_corrected": fixed,
                 "corrected": c["applied"],
             }
-        return self.seen[key]
+        seen = self.seen[key]
+        return seen | {"doc": _with_corrections(doc, seen["doc"])}
 
     def loss_pp(self, result: dict[str, Any]) -> float:
         return 100.0 * (self.int8 - result["val_top1"])
+
+
+def _with_corrections(doc: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `doc` with the corrections recorded in `measured` (same multipliers)."""
+    out = copy.deepcopy(doc)
+    offsets = {i["name"]: i.get("acc_offset") for i in measured["layers"]}
+    for item in out["layers"]:
+        item.pop("acc_offset", None)
+        if offsets[item["name"]] is not None:
+            item["acc_offset"] = list(offsets[item["name"]])
+    out["corrections"] = copy.deepcopy(measured["corrections"])
+    return out
 
 
 def cost(doc: dict[str, Any]) -> float:

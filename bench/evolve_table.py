@@ -1,7 +1,7 @@
 """The tables of docs/guides/evolve.md from finished runs (no timing measured here).
 
     .venv/bin/python -m bench.evolve_table layers RUN|SUMMARY [--published LIB]
-    .venv/bin/python -m bench.evolve_table network STUDY_A STUDY_B [--point budget-1pp]
+    .venv/bin/python -m bench.evolve_table network STUDY_A STUDY_B [--point P[,P_B]]
 
 `layers`: one markdown row per layer of RUN/evolve/summary.json (`hwflow evolve`; or a
 copy of one, whose run is read): the
@@ -12,9 +12,9 @@ Energies are relative to exact under the layer's recorded operands, as assign me
 them on the characterized netlists.
 
 `network`: one point of two `hwflow study` folders (same seeds, e.g. without and with
-evolved designs in the library): per seed the designs, the energy saved under recorded
-operands and the retrained test accuracy, then the means and McNemar's test on the test
-images pooled over the seeds (A against B).
+evolved designs in the library; or a point of each): per seed the energy saved under
+recorded operands and the retrained test accuracy, then the means, the designs, and
+McNemar's test on the test images pooled over the seeds (A against B).
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def _ratio(e: float, base: float) -> str:
     return f"{e / base:.2f}x" if base > 0 else "-"  # both constant circuits: no toggles
 
 
-def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict]:
-    """(point_row of the study's `point` over `seeds`, {seed: correct per test image})."""
+def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict, list[str]]:
+    """(point_row of the study's `point` over `seeds`, {seed: correct per test image},
+    per seed "saved % / top-1 %")."""
     from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
     from hwflow.experiments.study import point_row
     from hwflow.nn.run import load_run
@@ -73,24 +74,27 @@ def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict]:
         results[s] = read_json(home / point / f"retrain-s{s}.json")
         correct[s] = np.load(home / point / f"retrain-s{s}.pred.npy") == labels
         int8[s] = np.load(home / "int8.pred.npy") == labels
-    return point_row(point, docs, results, correct, int8), correct
+    per_seed = [
+        f"{docs[s]['energy']['reduction_pct_histogram']:.2f} / "
+        f"{100 * results[s]['accuracy']['approx_after']:.2f}"
+        for s in seeds
+    ]
+    return point_row(point, docs, results, correct, int8), correct, per_seed
 
 
-def network_rows(a: Path, b: Path, point: str, seeds: list[int]) -> list[str]:
+def network_rows(a: Path, b: Path, points: list[str], seeds: list[int]) -> list[str]:
+    """`points`: the point compared in both studies, or A's and B's."""
     from hwflow.experiments.statistics import paired
 
-    rows = []
-    pairs = {}
-    for study in (a, b):
-        row, pairs[study] = point_of(study, point, seeds)
-        rows.append(
-            f"| {study} | {row['multipliers']} | {row['saved_recorded_mean']:.2f} % "
-            f"(sd {row['saved_recorded_std']:.2f}) | {row['saved_uniform_mean']:.2f} % | "
-            f"{100 * row['acc_mean']:.2f} % (sd {100 * row['acc_std']:.2f}) | "
-            f"{row['loss_pp']:.2f} pp |"
-        )
-    t = paired(pairs[a], pairs[b])
-    rows.append(f"McNemar {a} vs {b}, pooled over seeds {seeds}: {t}")
+    rows, pairs = [], []
+    for study, point in zip((a, b), points if len(points) == 2 else points * 2, strict=True):
+        row, correct, per_seed = point_of(study, point, seeds)
+        pairs.append(correct)
+        saved = f"{row['saved_recorded_mean']:.2f} % (sd {row['saved_recorded_std']:.2f})"
+        acc = f"{100 * row['acc_mean']:.2f} % (sd {100 * row['acc_std']:.2f})"
+        cells = [f"{study} {point}", *per_seed, saved, acc, f"{row['loss_pp']:.2f} pp"]
+        rows.append("| " + " | ".join([*cells, row["multipliers"]]) + " |")
+    rows.append(f"McNemar A vs B, pooled over seeds {seeds}: {paired(*pairs)}")
     return rows
 
 
@@ -103,14 +107,14 @@ def main() -> None:
     net = sub.add_parser("network")
     net.add_argument("a", type=Path)
     net.add_argument("b", type=Path)
-    net.add_argument("--point", default="budget-1pp")
+    net.add_argument("--point", default="budget-histogram-1pp", help="P, or A's,B's")
     net.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
     if args.what == "layers":
         lines = layer_rows(args.where, args.published)
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
-        lines = network_rows(args.a, args.b, args.point, seeds)
+        lines = network_rows(args.a, args.b, args.point.split(","), seeds)
     print("\n".join(lines))
 
 

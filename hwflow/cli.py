@@ -814,8 +814,9 @@ def sweep(
 @click.option("--seeds", type=_List(SEED), default="0,1,2", show_default=True,
               help="Training seeds.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(), help="Study directory.")
-@click.option("--scales", type=_List(NON_NEGATIVE), default="0.5,1,1.5,2,3", show_default=True,
-              help="Tolerance scales of the heterogeneous points.")  # fmt: skip
+@click.option("--scales", type=_List(NON_NEGATIVE), default=None,
+              help="Tolerance scales of the heterogeneous points [default: 0.5,1,1.5,2,3; "
+              "none when --max-loss gives budget points instead].")  # fmt: skip
 @click.option("--energy", "energy_models", default="uniform,histogram", show_default=True,
               type=_List(click.Choice(["uniform", "histogram", "published"])),
               help="Selection energies (uniform; histogram = recorded operands).")  # fmt: skip
@@ -846,11 +847,12 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
           max_losses, optimizer, step_every, quiet) -> None:  # fmt: skip
     """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
     from hwflow.assign.retrain import Schedule
-    from hwflow.experiments.study import study_run
+    from hwflow.experiments.study import DEFAULT_SCALES, study_run
 
     result = study_run(
         config, library, out,
-        seeds=seeds, scales=scales, energy_models=energy_models,
+        seeds=seeds, energy_models=energy_models,
+        scales=scales if scales is not None else () if max_losses else DEFAULT_SCALES,
         epochs=epochs, lr=lr, max_steps=max_steps, gradient_scale=gradient_scale,
         compare_gradients=not no_gradient_compare, homog_min_saved=homog_min_saved,
         data_dir=data_dir, jobs=jobs, max_losses=max_losses or (),

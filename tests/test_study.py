@@ -84,6 +84,30 @@ def test_study_refuses_bad_input_before_work(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_study_points_from_scales_or_budgets(monkeypatch, tmp_path):
+    """Without --scales: the default scales, or none where --max-loss gives budgets."""
+    from hwflow.errors import AssignmentError
+    from hwflow.experiments import study as study_mod
+
+    seen = {}
+
+    def fake_run(config, library, out, **kw):
+        seen.update(kw)
+        raise AssignmentError("stop here")
+
+    monkeypatch.setattr(study_mod, "study_run", fake_run)
+    base = ["study", "c.yaml", "--out", str(tmp_path / "o")]
+    CliRunner().invoke(cli, base)
+    assert tuple(seen["scales"]) == study_mod.DEFAULT_SCALES and seen["max_losses"] == ()
+    CliRunner().invoke(cli, [*base, "--max-loss", "1,3"])
+    assert tuple(seen["scales"]) == () and seen["max_losses"] == [1.0, 3.0]
+    CliRunner().invoke(cli, [*base, "--max-loss", "1", "--scales", "2"])
+    assert seen["scales"] == [2.0]
+    with pytest.raises(AssignmentError, match="--scales: give scales >= 0 .or budgets"):
+        study_mod._check_input([0], [], [], ["uniform"], 1, 1e-3, "sampled")
+    study_mod._check_input([0], [], [1.0], ["uniform"], 1, 1e-3, "sampled")  # budgets only
+
+
 @pytest.mark.slow
 def test_study_on_tiny_digits(tmp_path):
     from hwflow.characterize.pipeline import characterize_builtin

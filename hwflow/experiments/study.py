@@ -408,7 +408,7 @@ def study_run(
     from hwflow.nn.train import load_train_config
     from hwflow.trust import trusting
 
-    _check_input(seeds, scales, energy_models, epochs, lr, error_model)
+    _check_input(seeds, scales, max_losses, energy_models, epochs, lr, error_model)
     check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
     # a bad config fails before anything is trained; its factory is the user's to run
     with trusting(load_train_config(config).model.factory):
@@ -486,6 +486,7 @@ def study_run(
 def _check_input(
     seeds: Sequence[int],
     scales: Sequence[float],
+    max_losses: Sequence[float],
     energy_models: Sequence[str],
     epochs: int,
     lr: float,
@@ -493,8 +494,10 @@ def _check_input(
 ) -> None:
     if not seeds:
         raise AssignmentError("--seeds: give at least one training seed")
-    if not scales or any(s < 0 for s in scales):
-        raise AssignmentError(f"--scales: give scales >= 0, got {list(scales)}")
+    if not (scales or max_losses) or any(s < 0 for s in scales):
+        raise AssignmentError(
+            f"--scales: give scales >= 0 (or budgets with --max-loss), got {list(scales)}"
+        )
     if not energy_models:
         raise AssignmentError(
             f"--energy: choose from {', '.join(energy_mod.ENERGY_MODELS)}, got none"

@@ -133,14 +133,20 @@ def _budget_points(
 
     for max_loss in max_losses:
         name = budget_name(energy_model, max_loss)
-        if (home / name / ASSIGNMENT_FILE).is_file():
-            docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
+        if (saved := _saved_point(home, name)) is not None:
+            docs[name] = saved
             continue
         hist = hist or energy_mod.HistogramEnergy(lib.library)
         if "val" not in evaluators:
             evaluators["val"] = budget.Evaluator(run, lib)
         docs[name] = budget.search(at, evaluators["val"], max_loss)
     return docs
+
+
+def _saved_point(home: Path, name: str) -> dict | None:
+    """A point's assignment doc read back from an earlier run of the study, or None."""
+    path = home / name / ASSIGNMENT_FILE
+    return Assignment.load(path).to_dict() if path.is_file() else None
 
 
 def hetero_name(energy_model: str, scale: float) -> str:
@@ -207,8 +213,8 @@ def seed_points(
     for em in energy_models:
         for s in scales:
             name = hetero_name(em, s)
-            if (home / name / ASSIGNMENT_FILE).is_file():
-                docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
+            if (saved := _saved_point(home, name)) is not None:
+                docs[name] = saved
                 continue
             hist = hist or energy_mod.HistogramEnergy(lib.library)
             doc, _ = assign(
@@ -227,8 +233,8 @@ def seed_points(
     for name, doc in homog.items():
         if doc["energy"]["reduction_pct"] < homog_min_saved:
             continue
-        if (home / name / ASSIGNMENT_FILE).is_file():
-            docs[name] = Assignment.load(home / name / ASSIGNMENT_FILE).to_dict()
+        if (saved := _saved_point(home, name)) is not None:
+            docs[name] = saved
         else:
             hist = hist or energy_mod.HistogramEnergy(lib.library)
             docs[name] = homogeneous_docs(stats, lib, hist, keep={name_of(doc)}.__contains__)[name]

@@ -37,7 +37,7 @@ demo: setup
 	$(VENV)/bin/hwflow demo --out $(DEMO_OUT) --library $(LIB)
 
 test: setup
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup; rc=$$?; \
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-fast: setup

@@ -27,6 +27,7 @@ import contextvars
 import dataclasses
 import functools
 import hashlib
+import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -130,7 +131,12 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], jobs: int = 1) -> Ite
         for item in items:
             yield fn(item)
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    # spawned, not forked: a child forked after this process's torch ran an OpenMP
+    # parallel region hangs in its own first one (GNU OpenMP is not fork-safe), and
+    # which stages ran before varies (a test suite's order, a study's seeds)
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
     try:
         yield from pool.map(fn, items)
     except BaseException as exc:

@@ -4,6 +4,9 @@ Ray itself runs in test_executor_ray.py (one shared local cluster)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +25,43 @@ def test_local_backend_keeps_input_order_in_process_and_in_a_pool():
     assert list(executor.run_parallel(abs, items, 1)) == [3, 1, 4, 1, 5, 9]
     assert list(executor.run_parallel(abs, items, 2)) == [3, 1, 4, 1, 5, 9]
     assert list(executor.run_parallel(abs, [], 2)) == []
+
+
+# A parent whose torch has run multi-threaded work (any earlier stage or test), then a
+# pool whose tasks run multi-threaded torch too: forked children hung in GNU OpenMP.
+_TORCH_AFTER_THREADS = """
+import torch
+from hwflow.executor import run_parallel
+
+def work(n):
+    torch.set_num_threads(2)
+    a = torch.randn(400, 400)
+    (a @ a).tanh().sum()
+    return n
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    a = torch.randn(600, 600)
+    (a @ a).tanh().sum()
+    print(list(run_parallel(work, [1, 2, 3], 2)))
+"""
+
+
+def test_a_pool_after_multithreaded_torch_finishes(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(_TORCH_AFTER_THREADS)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the hung pool workers too
+        proc.communicate()
+        pytest.fail("the pool's workers hung")
+    assert proc.returncode == 0, err[-2000:]
+    assert out.split() == ["[1,", "2,", "3]"]
 
 
 def test_backend_comes_from_the_environment_unless_set_around_the_call(monkeypatch):

@@ -66,9 +66,8 @@ def measure_errors(
         for layer in tables:
             t = traces[layer]
             operands[layer].append((t.x_int, t.w_int, t.acc_exact))
-    # Pooled workers compute on one thread each: the tasks are the parallelism, and a
-    # forked child must not start OpenMP threads the parent's torch already started
-    # (GNU OpenMP hangs); sums are integer, so threads never change a result.
+    # Pooled workers compute on one thread each: the tasks are the parallelism; sums are
+    # integer, so threads never change a result.
     threads = 1 if jobs > 1 else 0
     items = [(layer, operands[layer], list(cands), threads) for layer, cands in tables.items()]
     out: dict[tuple[str, str], Moments] = {}

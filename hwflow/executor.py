@@ -138,7 +138,7 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], jobs: int = 1) -> Ite
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
     )
     try:
-        yield from pool.map(fn, items)
+        yield from pool.map(functools.partial(_task, fn), items)
     except BaseException as exc:
         # stop handing out items; a SIGTERM reached only this process: pass it on, so the
         # running workers clean up (temporary folders, simulators) as this one does
@@ -160,6 +160,23 @@ def _worker_init() -> None:
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
+
+
+_interrupted = False  # in a pool worker: Ctrl-C or SIGTERM came, so no further item starts
+
+
+def _task(fn: Callable[[T], R], item: T) -> R:
+    """One item in a pool worker. After an interruption the worker refuses the items the
+    pool had already queued to it (cancelling reaches only those not yet queued), so the
+    parent's shutdown does not wait for whole further tasks."""
+    global _interrupted
+    if _interrupted:
+        raise Terminated
+    try:
+        return fn(item)
+    except KeyboardInterrupt:  # Terminated too
+        _interrupted = True
+        raise
 
 
 def _worker_processes(pool: ProcessPoolExecutor) -> list[Any]:

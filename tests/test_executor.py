@@ -4,10 +4,12 @@ Ray itself runs in test_executor_ray.py (one shared local cluster)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,53 @@ def test_a_pool_after_multithreaded_torch_finishes(tmp_path):
         pytest.fail("the pool's workers hung")
     assert proc.returncode == 0, err[-2000:]
     assert out.split() == ["[1,", "2,", "3]"]
+
+
+_SLOW_ITEMS = """
+import signal, sys, time
+from pathlib import Path
+from hwflow.errors import Terminated
+from hwflow.executor import run_parallel
+
+def work(i):
+    Path(sys.argv[1], f"started-{i}").touch()
+    time.sleep(4)
+    Path(sys.argv[1], f"finished-{i}").touch()
+    return i
+
+def stop(signum, frame):
+    raise Terminated
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        list(run_parallel(work, range(8), 2))
+    except Terminated:
+        print("interrupted")
+"""
+
+
+def test_sigterm_stops_the_pool_without_starting_queued_items(tmp_path):
+    # the pool queues items to its workers beyond the running ones; after the SIGTERM
+    # they must not run, else the parent waits whole further tasks before it exits
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_ITEMS)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert out.strip() == "interrupted", err[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("started-*")) == ["started-0", "started-1"]
+    assert not list(tmp_path.glob("finished-*"))  # the running items stopped too
 
 
 def test_backend_comes_from_the_environment_unless_set_around_the_call(monkeypatch):

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from hwflow.cli import cli
 from hwflow.errors import LibraryError
 from hwflow.io import sha256_file
-from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
+from hwflow.multipliers.library import LOCK, Library, LibraryEntry, NewEntry
 from hwflow.multipliers.table import compute_metrics, exact_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _check_files(lib: Library, name: str, content: str, shift: int) -> None:
 
 def test_parallel_commits_from_two_processes_keep_every_entry(tmp_path):
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch
-    barrier = ctx.Barrier(2)
+    barrier = ctx.Barrier(2, timeout=60)  # one writer failing must not stall the other
     procs = [ctx.Process(target=_writer, args=(i, str(tmp_path), barrier)) for i in (0, 1)]
     for p in procs:
         p.start()
@@ -88,6 +88,24 @@ def test_parallel_commits_from_two_processes_keep_every_entry(tmp_path):
         lib = Library.open(tmp_path / f"rep{rep}")
         assert [e.name for e in lib.entries] == ["clash"]
         _check_files(lib, "clash", f"c{winner}", winner + 1)
+
+
+def test_a_first_commit_elsewhere_is_not_read_as_a_stranger(tmp_path, monkeypatch):
+    # another process's first commit makes the lock just after this one looked for it
+    lib = Library.load(tmp_path / "lib")
+    (tmp_path / "lib").mkdir()
+    real_exists = Path.exists
+
+    def exists_then_locked(path: Path) -> bool:
+        found = real_exists(path)
+        if path == tmp_path / "lib" / LOCK and not found:
+            path.touch()
+        return found
+
+    monkeypatch.setattr(Path, "exists", exists_then_locked)
+    lib.commit([_entry("mul0", "c0", 1)])
+    monkeypatch.undo()
+    assert [e.name for e in Library.open(tmp_path / "lib").entries] == ["mul0"]
 
 
 def _exact_stubs(path: Path) -> None:

@@ -446,8 +446,10 @@ def _check_writable(path: Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent  # a new library: its nearest existing ancestor must take it
     _refuse_non_directory(probe)
-    marked = (path / INDEX).exists() or (path / LOCK).exists()
-    if probe == path and not marked and any(path.iterdir()):
+    # one listing, not an existence check per name: another process's first commit can
+    # make the lock between two checks, and its files then read as a stranger's
+    names = {p.name for p in path.iterdir()} if probe == path else set()
+    if names and not names & {INDEX, LOCK}:
         raise LibraryError(
             f"{path} exists and is not an hwflow library (no {INDEX}); "
             "choose a new or empty directory for the library"

@@ -70,3 +70,11 @@ def test_report_pages_render_paragraphs_tables_and_figures_from_templates(tmp_pa
         'src="data:image/png;base64,' in page
         and "<figcaption>Error table of <code>m</code>" in page
     )
+
+
+def test_study_points_are_tagged_by_budget_or_scale():
+    from hwflow.present.plots import _point_tag
+
+    # a budget point's scale is seed 0's and differs by seed: its budget names it
+    assert _point_tag({"point": "budget-uniform-3pp", "scale": 5.18736}) == "3pp"
+    assert _point_tag({"point": "hetero-histogram-x2", "scale": 2.0}) == "x2"

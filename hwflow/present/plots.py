@@ -302,7 +302,7 @@ def study_pareto(result: dict[str, Any], path: Path) -> Path:
             ax.plot([x[i] for i in front], [y[i] for i in front], "-", color=color, lw=1)
             if kind == "heterogeneous":
                 for r, xi, yi in zip(sel, x, y, strict=True):
-                    ax.annotate(f"x{r['scale']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
+                    ax.annotate(_point_tag(r), (xi, yi), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")  # fmt: skip
         below = [r for r, a in zip(rows, accs, strict=True) if a < lo and r["gradient"] == "ste"]
         if below:
@@ -319,3 +319,11 @@ def study_pareto(result: dict[str, Any], path: Path) -> Path:
     axes[0].set_ylim(lo, hi)
     axes[0].legend(fontsize=7, loc="lower left")
     return save(fig, path, dpi=110)
+
+
+def _point_tag(row: dict) -> str:
+    """A heterogeneous study point's tag: its loss budget (`3pp`; its scale differs by
+    seed) or its tolerance scale (`x2`)."""
+    if row["point"].startswith("budget-"):
+        return row["point"].rsplit("-", 1)[1]
+    return f"x{row['scale']:g}"

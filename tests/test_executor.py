@@ -49,19 +49,29 @@ if __name__ == "__main__":
 """
 
 
-def test_a_pool_after_multithreaded_torch_finishes(tmp_path):
-    script = tmp_path / "pool.py"
-    script.write_text(_TORCH_AFTER_THREADS)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def _start_script(path: Path, text: str, *args: str) -> subprocess.Popen:
+    """`text` run as a script in a session of its own, so that `_end_session` also ends
+    the pool workers it starts."""
+    path.write_text(text)
+    return subprocess.Popen(
+        [sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
+
+
+def _end_session(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_pool_after_multithreaded_torch_finishes(tmp_path):
+    proc = _start_script(tmp_path / "pool.py", _TORCH_AFTER_THREADS)
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the hung pool workers too
-        proc.communicate()
         pytest.fail("the pool's workers hung")
+    finally:
+        _end_session(proc)
     assert proc.returncode == 0, err[-2000:]
     assert out.split() == ["[1,", "2,", "3]"]
 
@@ -93,12 +103,7 @@ if __name__ == "__main__":
 def test_sigterm_stops_the_pool_without_starting_queued_items(tmp_path):
     # the pool queues items to its workers beyond the running ones; after the SIGTERM
     # they must not run, else the parent waits whole further tasks before it exits
-    script = tmp_path / "slow.py"
-    script.write_text(_SLOW_ITEMS)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    proc = _start_script(tmp_path / "slow.py", _SLOW_ITEMS, str(tmp_path))
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
@@ -106,8 +111,7 @@ def test_sigterm_stops_the_pool_without_starting_queued_items(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _end_session(proc)
     assert out.strip() == "interrupted", err[-2000:]
     assert sorted(p.name for p in tmp_path.glob("started-*")) == ["started-0", "started-1"]
     assert not list(tmp_path.glob("finished-*"))  # the running items stopped too

@@ -173,7 +173,10 @@ def test_yosys_steps_are_bounded_and_errors_name_the_users_file(tmp_path):
         r"/home/u/my_mult\.v:2: syntax error, unexpected .* \(yosys\)",
         str(errors[0]),
     ), errors[0]
-    synth = ("read_verilog n1/m.v", "synth -flatten", "write_json n1/s.json")
+    # many seconds of work, so that even a parent starved of CPU on a loaded machine sees it
+    # unfinished (one synthesis once completed between two of the parent's checks)
+    repeat = ("design -reset", "read_verilog n1/m.v", "synth -flatten")
+    synth = (*repeat * 100, "write_json n1/s.json")
     slow = run_yosys_items([YosysItem(synth, "n1/s.json", "big.v")], tmp_path, timeout=0.01)
     assert str(slow[0]) == (
         "big.v: synthesis (yosys) did not finish in 0.01 s; raise --timeout for very large netlists"

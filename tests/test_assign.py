@@ -308,6 +308,37 @@ def test_sweep_writes_only_into_a_directory_a_sweep_made(run_copy, tmp_path):
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
+def test_budget_after_recovery_is_the_recovered_models_validation(run_copy, tmp_path):
+    """--recovery-steps: each candidate is measured after that many retraining batches;
+    the figure recorded is what an independent rebuild of the chosen model gives."""
+    from hwflow.assign.correct import apply_corrections
+    from hwflow.assign.flow import chosen_tables
+    from hwflow.assign.retrain import recover
+    from hwflow.nn import apply_tables
+    from hwflow.nn.run import load_run
+
+    run_dir, lib_dir = run_copy
+    out = tmp_path / "a.yaml"
+    args = ["assign", str(run_dir), "--library", str(lib_dir), "--max-loss", "50", "--out"]
+    res = CliRunner().invoke(cli, [*args, str(out), "--recovery-steps", "3", "--no-hist-energy"])
+    assert res.exit_code == 0, res.output
+    assert "after 3 recovery steps" in res.output
+    doc = yaml.safe_load(out.read_text())
+    b = doc["budget"]
+    assert b["recovery_steps"] == 3 and b["met"]
+    run = load_run(run_dir)
+    model = run.fresh_model()
+    apply_tables(model, chosen_tables(doc, library_view(lib_dir)))
+    apply_corrections(run, model, doc, "assignment")
+    sigmas = [p.detach().clone() for n, p in model.named_parameters() if "sigma" in n]
+    recover(run, model, 3)
+    assert b["val_top1"] == round(run.evaluate(model, "val"), 6)
+    after = [p for n, p in model.named_parameters() if "sigma" in n]
+    assert all(bool((a == s).all()) for a, s in zip(after, sigmas, strict=True))
+    res = CliRunner().invoke(cli, [*args, str(out), "--recovery-steps", "-1"])
+    assert res.exit_code == 2 and "--recovery-steps" in res.output
+
+
 @pytest.mark.slow
 def test_retrain_resumes_to_the_same_result(run_copy, monkeypatch):
     run_dir, lib_dir = run_copy

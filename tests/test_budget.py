@@ -24,6 +24,7 @@ class FakeEvaluator:
     """Losses add up per layer (plus `extra` on layer L1's design `c`)."""
 
     int8 = 0.9
+    recovery_steps = 0
 
     def __init__(self, extra: float = 0.0) -> None:
         self.calls: list[tuple[str, ...]] = []
@@ -77,6 +78,29 @@ def test_backs_off_the_layer_whose_loss_concentrates():
     ev = FakeEvaluator(extra=5.0)  # c on L1 costs 8 pp, on L0 3 pp
     doc = budget.search(_by_scale, ev, 4.0)
     assert [i["multiplier"] for i in doc["layers"]] == ["c", "a", "b"]
+
+
+def _one_layer_first(s: float) -> dict:
+    """The scale path moves L1 to its cheapest design first, then every layer."""
+    if s < 1.3:
+        return _doc({"L0": "a", "L1": "a", "L2": "a"}, s)
+    if s < 2:
+        return _doc({"L0": "a", "L1": "c", "L2": "a"}, s)
+    return _doc({"L0": "c", "L1": "c", "L2": "c"}, s)
+
+
+@pytest.mark.parametrize(
+    ("max_loss", "chosen", "advanced"),
+    [(4.0, ["c", "a", "a"], ["L0"]), (7.0, ["c", "a", "c"], ["L0", "L2"])],
+)
+def test_layers_that_take_cheaper_designs_advance_past_one_that_cannot(max_loss, chosen, advanced):
+    # L1's design c loses 8 pp and blocks every scale above 1.3; L0 and L2 take c
+    # (3 pp each) one at a time from the cheapest fit toward the largest scale's choice
+    ev = FakeEvaluator(extra=5.0)
+    doc = budget.search(_one_layer_first, ev, max_loss)
+    assert [i["multiplier"] for i in doc["layers"]] == chosen
+    assert doc["advanced"] == advanced and doc["budget"]["chosen"] == f"advance {advanced[-1]}"
+    assert ev.calls.count(("c", "c", "c")) == 1  # moving the last layer is not measured
 
 
 def test_a_budget_it_cannot_meet_returns_the_closest_marked():

@@ -76,5 +76,7 @@ def test_study_points_are_tagged_by_budget_or_scale():
     from hwflow.present.plots import _point_tag
 
     # a budget point's scale is seed 0's and differs by seed: its budget names it
-    assert _point_tag({"point": "budget-uniform-3pp", "scale": 5.18736}) == "3pp"
-    assert _point_tag({"point": "hetero-histogram-x2", "scale": 2.0}) == "x2"
+    budget = {"point": "budget-uniform-3pp", "scale": 5.18736, "max_loss_pp": 3.0}
+    assert _point_tag(budget | {"recovery_steps": 0}) == "3pp"
+    assert _point_tag(budget | {"recovery_steps": 200}) == "3pp r200"
+    assert _point_tag({"point": "hetero-histogram-x2", "scale": 2.0, "max_loss_pp": ""}) == "x2"

@@ -3,7 +3,11 @@
 The budget is in percentage points of top-1 accuracy against the run's int8 (exact)
 accuracy, both measured on the validation split (never the test set), with the real
 tables and the free corrections (`hwflow.assign.correct`; a candidate keeps them only
-where they help on validation).
+where they help on validation). With `recovery_steps` each candidate is measured after
+that many retraining batches instead (`hwflow.assign.retrain.recover`): the loss that
+retraining cannot recover, which is what a budget should bound when the assignment will
+be retrained; without them the measure is of the tables as they are, and layers whose
+loss retraining would recover are backed off needlessly.
 
 Search:
 1. the global tolerance scale: from 1, doubling while the budget holds (halving while it
@@ -11,7 +15,12 @@ Search:
    smallest beyond it;
 2. per-layer back-off from the cheapest assignment beyond the budget: the layers where it
    differs from the best one within are reverted one at a time, each round keeping the
-   revert that recovers the most accuracy (where the loss concentrates), until it fits.
+   revert that recovers the most accuracy (where the loss concentrates), until it fits;
+3. per-layer advance from the cheapest assignment within toward the cheapest one measured
+   (the largest scale's): each round tries every layer where they differ with the
+   cheaper choice and keeps the cheapest that still fits, until none does. The scale
+   path moves every layer at once, so a layer that cannot take a cheaper design would
+   otherwise hold back the layers that can.
 The cheapest candidate within the budget wins (the selection's energy); every candidate
 measured is listed under `budget:` in assignment.yaml. Identical assignments are measured
 once. If none fits, the most accurate one is returned with `budget.met: false`.
@@ -36,8 +45,10 @@ BISECT_STEPS = 3
 class Evaluator:
     """Validation top-1 of assignment documents, raw and corrected, memoised by choice."""
 
-    def __init__(self, run: Any, lib: Any, seed: int = 0) -> None:
-        self.run, self.lib, self.seed = run, lib, seed
+    def __init__(self, run: Any, lib: Any, seed: int = 0, recovery_steps: int = 0) -> None:
+        if recovery_steps < 0:
+            raise AssignmentError(f"--recovery-steps must be >= 0, got {recovery_steps}")
+        self.run, self.lib, self.seed, self.recovery_steps = run, lib, seed, recovery_steps
         self.seen: dict[tuple[str, ...], dict[str, Any]] = {}
         self.int8 = run.evaluate(run.fresh_model(), "val")
 
@@ -49,7 +60,7 @@ class Evaluator:
         model), with the memoised corrections copied in."""
         from hwflow.assign.flow import add_corrections
 
-        key = tuple(i["multiplier"] for i in doc["layers"])
+        key = _choices(doc)
         if key not in self.seen:
             best = copy.deepcopy(doc)
             add_corrections(best, self.run, self.lib, seed=self.seed)
@@ -62,8 +73,23 @@ class Evaluator:
                 "val_top1_corrected": fixed,
                 "corrected": c["applied"],
             }
+            if self.recovery_steps:
+                self.seen[key]["val_top1"] = self._recovered(best)
         seen = self.seen[key]
         return seen | {"doc": _with_corrections(doc, seen["doc"])}
+
+    def _recovered(self, doc: dict[str, Any]) -> float:
+        """Validation top-1 of `doc` (tables, its corrections) after the short recovery."""
+        from hwflow.assign.correct import apply_corrections
+        from hwflow.assign.flow import chosen_tables
+        from hwflow.assign.retrain import recover
+        from hwflow.nn import apply_tables
+
+        model = self.run.fresh_model()
+        apply_tables(model, chosen_tables(doc, self.lib))
+        apply_corrections(self.run, model, doc, "assignment")
+        recover(self.run, model, self.recovery_steps, seed=self.seed)
+        return self.run.evaluate(model, "val")
 
     def loss_pp(self, result: dict[str, Any]) -> float:
         return 100.0 * (self.int8 - result["val_top1"])
@@ -88,8 +114,11 @@ def cost(doc: dict[str, Any]) -> float:
     return float(e.get(field.get(e.get("model", ""), "relative"), e["relative"]))
 
 
-def mixed_doc(base: dict[str, Any], other: dict[str, Any], layer: str) -> dict[str, Any]:
-    """`base` with `layer`'s choice taken from `other`, its energy summary recomputed."""
+def mixed_doc(
+    base: dict[str, Any], other: dict[str, Any], layer: str, note: str = "backed_off"
+) -> dict[str, Any]:
+    """`base` with `layer`'s choice taken from `other`, its energy summary recomputed;
+    `layer` is appended to the list under `note` (which layers moved, and which way)."""
     doc = copy.deepcopy(base)
     items = {i["name"]: i for i in other["layers"]}
     doc["layers"] = [
@@ -109,7 +138,7 @@ def mixed_doc(base: dict[str, Any], other: dict[str, Any], layer: str) -> dict[s
         base["energy"]["model"],
         published,
     )
-    doc["backed_off"] = [*base.get("backed_off", []), layer]
+    doc[note] = [*base.get(note, []), layer]
     return doc
 
 
@@ -149,6 +178,9 @@ def search(
                 hi, bad = mid, (mid, r)
     if ok is not None and bad is not None:
         _back_off(ok[1]["doc"], bad[1]["doc"], measure, fits)
+        within = [r["doc"] for _, r in tried if fits(r)]
+        cheapest = min((r["doc"] for _, r in tried), key=cost)
+        _advance(min(within, key=cost), cheapest, measure, fits)
     return _result(tried, evaluate, max_loss)
 
 
@@ -194,6 +226,32 @@ def _back_off(ok: dict, bad: dict, measure, fits) -> None:
         differing.remove(layer)
 
 
+def _advance(ok: dict, cheap: dict, measure, fits) -> None:
+    """Move `ok`'s layers to `cheap`'s cheaper choices, the cheapest fitting move first
+    (moving the last one would give `cheap` itself, measured already)."""
+    current = ok
+    moves = [
+        a["name"]
+        for a, b in zip(ok["layers"], cheap["layers"], strict=True)
+        if b["energy_rel"] < a["energy_rel"]
+    ]
+    while moves:
+        trials = [(layer, mixed_doc(current, cheap, layer, "advanced")) for layer in moves]
+        trials = [(layer, doc) for layer, doc in trials if _choices(doc) != _choices(cheap)]
+        if not trials:
+            return
+        results = [(layer, doc, measure(f"advance {layer}", doc)) for layer, doc in trials]
+        fitting = [t for t in results if fits(t[2])]
+        if not fitting:
+            return
+        layer, current, _ = min(fitting, key=lambda t: (cost(t[1]), -t[2]["val_top1"]))
+        moves.remove(layer)
+
+
+def _choices(doc: dict) -> tuple[str, ...]:
+    return tuple(i["multiplier"] for i in doc["layers"])
+
+
 def _result(tried: list, evaluate: Evaluator, max_loss: float) -> dict[str, Any]:
     within = [(label, r) for label, r in tried if evaluate.loss_pp(r) <= max_loss + 1e-9]
     met = bool(within)
@@ -213,6 +271,7 @@ def _result(tried: list, evaluate: Evaluator, max_loss: float) -> dict[str, Any]
         "val_top1_corrected": round(best["val_top1_corrected"], 6),
         "val_loss_pp": round(evaluate.loss_pp(best), 4),
         "corrected": best["corrected"],
+        "recovery_steps": evaluate.recovery_steps,  # 0: val_top1 is before any retraining
         "candidates": [
             {
                 "label": lab,

@@ -332,6 +332,7 @@ def assign_run(
     device: str | None = None,
     correct: bool = True,
     max_loss: float | None = None,
+    recovery_steps: int = 0,
 ) -> dict[str, Any]:
     """The whole `hwflow assign`: returns the document written to `out` (`jobs`: parallel
     layer tasks of the validation). `device`: where the network runs to record statistics
@@ -340,7 +341,8 @@ def assign_run(
     the free corrections (`hwflow.assign.correct`) for the chosen multipliers.
     `max_loss`: search the scale (and per-layer back-offs) for the cheapest assignment
     within this many pp of validation top-1 below int8 (`hwflow.assign.budget`; `scale`
-    is then unused); the result's `budget.met` says whether it fits."""
+    is then unused); the result's `budget.met` says whether it fits. `recovery_steps`:
+    measure each budget candidate after that many retraining batches."""
     from hwflow.nn.run import load_run
 
     energy_model = check_selection(error_model, energy_model, hist_energy, log)
@@ -362,7 +364,7 @@ def assign_run(
         from hwflow.assign import budget
 
         log(f"searching the cheapest assignment within {max_loss:g} pp (validation) ...")
-        evaluate = budget.Evaluator(run, lib, seed=seed)
+        evaluate = budget.Evaluator(run, lib, seed=seed, recovery_steps=recovery_steps)
         doc = budget.search(lambda s: at(s)[0], evaluate, max_loss, log)
     elif correct:
         add_corrections(doc, run, lib, seed=seed)

@@ -255,11 +255,7 @@ def _fine_tune(
     Returns (best score, best epoch, per-epoch history)."""
     import torch
 
-    from hwflow.nn import approx_layers
-
-    sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
-    params = [p for p in model.parameters() if id(p) not in sigma_ids]
-    opt, sched = schedule.build(params, lr)
+    opt, sched = schedule.build(_weights(model), lr)
     gen = torch.Generator().manual_seed(seed)
     start, best_val, best_epoch = 0, before, 0
     best_state, history = copy.deepcopy(model.state_dict()), []
@@ -300,6 +296,36 @@ def _fine_tune(
         )
     model.load_state_dict(best_state)
     return best_val, best_epoch, history
+
+
+def _weights(model: Any) -> list:
+    """The parameters retraining updates: all but the learned AGN sigmas."""
+    from hwflow.nn import approx_layers
+
+    sigma_ids = {id(layer.sigma) for _, layer in approx_layers(model)}
+    return [p for p in model.parameters() if id(p) not in sigma_ids]
+
+
+def recover(run: Any, model: Any, steps: int, *, lr: float = DEFAULT_LR, seed: int = 0) -> None:
+    """`steps` training batches of the default schedule on `model` (tables and corrections
+    applied), in place: the short recovery a loss budget can be measured after
+    (`hwflow.assign.budget`). Observers off and the STE gradient, as `retrain_run` does
+    by default; more steps than an epoch has go on into further shuffled epochs."""
+    import torch
+
+    from hwflow.nn import approx_layers, set_observing
+
+    set_observing(model, False)
+    for _, layer in approx_layers(model):
+        layer.gradient = "ste"
+    opt, _ = DEFAULT_SCHEDULE.build(_weights(model), lr)
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = run.data.train.num_batches(run.config.data.batch_size, None)
+    while steps > 0 and per_epoch:
+        batches = min(steps, per_epoch)
+        _train_epoch(run, model, opt, gen, batches, "recovery", quiet=True)
+        steps -= batches
+    model.eval()
 
 
 def _train_epoch(

@@ -72,6 +72,8 @@ CSV_FIELDS = (
     "kind",
     "energy_model",
     "scale",
+    "max_loss_pp",
+    "recovery_steps",
     "gradient",
     "seeds",
     "saved_uniform_mean",
@@ -109,13 +111,15 @@ def library_front(lib: Any, metric: str = "mae") -> set[str]:
     return keep
 
 
-def budget_name(energy_model: str, max_loss: float) -> str:
-    return f"budget-{energy_model}-{float(max_loss):g}pp"
+def budget_name(energy_model: str, max_loss: float, recovery_steps: int = 0) -> str:
+    after = f"-r{recovery_steps}" if recovery_steps else ""
+    return f"budget-{energy_model}-{float(max_loss):g}pp{after}"
 
 
 def _budget_points(
     home: Path, run: Any, stats: Any, sigmas: dict, lib: Any, energy_model: str,
     error_model: str, max_losses: Sequence[float], evaluators: dict[str, Any],
+    recovery_steps: int = 0,
 ) -> dict[str, dict]:  # fmt: skip
     """{budget point: doc} per budget: `hwflow assign --max-loss` on the validation split,
     or the point's assignment.yaml read back. All budget points of a run share the one
@@ -132,13 +136,13 @@ def _budget_points(
         )[0]  # fmt: skip
 
     for max_loss in max_losses:
-        name = budget_name(energy_model, max_loss)
+        name = budget_name(energy_model, max_loss, recovery_steps)
         if (saved := _saved_point(home, name)) is not None:
             docs[name] = saved
             continue
         hist = hist or energy_mod.HistogramEnergy(lib.library)
         if "val" not in evaluators:
-            evaluators["val"] = budget.Evaluator(run, lib)
+            evaluators["val"] = budget.Evaluator(run, lib, recovery_steps=recovery_steps)
         docs[name] = budget.search(at, evaluators["val"], max_loss)
     return docs
 
@@ -168,6 +172,7 @@ class _SeedTask:
     error_model: str
     homog_min_saved: float
     max_losses: tuple[float, ...]
+    recovery_steps: int
     threads: int  # 0: torch's default (the study runs seeds one at a time)
 
 
@@ -186,7 +191,7 @@ def _seed_task(task: _SeedTask) -> dict[str, dict]:
     with torch_threads(task.threads or None):
         return seed_points(
             run_dir, library_view(task.library), task.scales, task.energy_models,
-            task.error_model, task.homog_min_saved, task.max_losses,
+            task.error_model, task.homog_min_saved, task.max_losses, task.recovery_steps,
         )  # fmt: skip
 
 
@@ -198,10 +203,12 @@ def seed_points(
     error_model: str = "sampled",
     homog_min_saved: float = 0.0,
     max_losses: Sequence[float] = (),
+    recovery_steps: int = 0,
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
     are read back (the recorded-operand energies are slow to simulate), others written.
-    `max_losses`: also a budget point (`budget_name`) per budget and energy model."""
+    `max_losses`: also a budget point (`budget_name`) per budget and energy model, its
+    candidates measured after `recovery_steps` retraining batches."""
     from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
@@ -224,8 +231,9 @@ def seed_points(
     evaluators: dict[str, Any] = {}
     for em in energy_models if max_losses else ():
         docs |= _budget_points(
-            home, run, stats, sigmas, lib, em, error_model, max_losses, evaluators
-        )
+            home, run, stats, sigmas, lib, em, error_model, max_losses, evaluators,
+            recovery_steps,
+        )  # fmt: skip
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
     front = {n for n in library_front(lib) if wce[n] != 0}
@@ -280,6 +288,7 @@ def point_row(
         db, dc = discordant(correct[s], int8_correct[s])
         b, c = b + db, c + dc
     first = docs[seeds[0]]
+    budget = first.get("budget") or {}
     kind = "homogeneous" if name.startswith("homog-") else "heterogeneous"
     mults = [" ".join(i["multiplier"] for i in docs[s]["layers"]) for s in seeds]
     return {
@@ -287,6 +296,8 @@ def point_row(
         "kind": kind,
         "energy_model": first["energy"].get("model", "") if kind == "heterogeneous" else "",
         "scale": first.get("scale", "") if kind == "heterogeneous" else "",
+        "max_loss_pp": budget.get("max_loss_pp", ""),
+        "recovery_steps": budget.get("recovery_steps", "") if budget else "",
         "gradient": gradient,
         "seeds": len(seeds),
         "saved_uniform_mean": float(np.mean(uni)),
@@ -399,11 +410,13 @@ def study_run(
     log: Callable[[str], None] = lambda _m: None,
     max_losses: Sequence[float] = (),
     schedule: Schedule = DEFAULT_SCHEDULE,
+    recovery_steps: int = 0,
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns the result written to OUT/study.json.
 
     `max_losses`: also a budget point per budget (`hwflow assign --max-loss`, validation
-    split) beside the scale points. `schedule`: the retraining's optimizer and lr schedule.
+    split) beside the scale points, measured after `recovery_steps` retraining batches.
+    `schedule`: the retraining's optimizer and lr schedule.
 
     `homog_min_saved`: leave out homogeneous designs saving less (uniform-operand %).
 
@@ -435,6 +448,7 @@ def study_run(
                 error_model,
                 homog_min_saved,
                 tuple(float(m) for m in max_losses),
+                recovery_steps,
                 1 if jobs > 1 else 0,
             )  # fmt: skip
             for s in seeds
@@ -467,6 +481,7 @@ def study_run(
             "epochs": epochs,
             "schedule": asdict(schedule),
             "max_losses": [float(m) for m in max_losses],
+            "recovery_steps": recovery_steps,
             "lr": lr,
             "max_steps": max_steps,
             "homog_min_saved": homog_min_saved,

@@ -322,8 +322,9 @@ def study_pareto(result: dict[str, Any], path: Path) -> Path:
 
 
 def _point_tag(row: dict) -> str:
-    """A heterogeneous study point's tag: its loss budget (`3pp`; its scale differs by
-    seed) or its tolerance scale (`x2`)."""
-    if row["point"].startswith("budget-"):
-        return row["point"].rsplit("-", 1)[1]
+    """A heterogeneous study point's tag: its loss budget (`3pp`, `1pp r200` measured
+    after 200 recovery steps; its scale differs by seed) or its tolerance scale (`x2`)."""
+    if row.get("max_loss_pp", "") != "":
+        steps = row.get("recovery_steps") or 0
+        return f"{row['max_loss_pp']:g}pp" + (f" r{steps}" if steps else "")
     return f"x{row['scale']:g}"

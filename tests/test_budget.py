@@ -103,6 +103,18 @@ def test_layers_that_take_cheaper_designs_advance_past_one_that_cannot(max_loss,
     assert ev.calls.count(("c", "c", "c")) == 1  # moving the last layer is not measured
 
 
+def test_a_layer_stops_on_the_rung_of_its_ladder_that_still_fits():
+    def path(s: float) -> dict:  # L0 takes b at scale 1.6 and c only at 2
+        choice = "aaa" if s < 1.3 else "aca" if s < 1.6 else "bca" if s < 2 else "ccc"
+        return _doc(dict(zip(("L0", "L1", "L2"), choice, strict=True)), s)
+
+    ev = FakeEvaluator(extra=5.0)
+    doc = budget.search(path, ev, 1.5)
+    assert [i["multiplier"] for i in doc["layers"]] == ["b", "a", "a"]
+    assert doc["advanced"] == ["L0"] and doc["budget"]["val_loss_pp"] == pytest.approx(0.8)
+    assert ("c", "a", "a") in ev.calls  # its next rung was tried and did not fit
+
+
 def test_a_budget_it_cannot_meet_returns_the_closest_marked():
     class Broken(FakeEvaluator):
         def loss_pp(self, r: dict) -> float:

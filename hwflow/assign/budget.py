@@ -16,11 +16,12 @@ Search:
 2. per-layer back-off from the cheapest assignment beyond the budget: the layers where it
    differs from the best one within are reverted one at a time, each round keeping the
    revert that recovers the most accuracy (where the loss concentrates), until it fits;
-3. per-layer advance from the cheapest assignment within toward the cheapest one measured
-   (the largest scale's): each round tries every layer where they differ with the
-   cheaper choice and keeps the cheapest that still fits, until none does. The scale
-   path moves every layer at once, so a layer that cannot take a cheaper design would
-   otherwise hold back the layers that can.
+3. per-layer advance from the cheapest assignment within: each layer's ladder is the
+   cheaper choices it alone takes along the scale path up to the largest scale measured;
+   each round tries every layer's next rung and keeps the cheapest that still fits, and
+   a layer whose next rung does not fit leaves the race. The scale path moves every
+   layer at once, so a layer that cannot take a cheaper design would otherwise hold back
+   the layers that can.
 The cheapest candidate within the budget wins (the selection's energy); every candidate
 measured is listed under `budget:` in assignment.yaml. Identical assignments are measured
 once. If none fits, the most accurate one is returned with `budget.met: false`.
@@ -40,6 +41,7 @@ from hwflow.errors import AssignmentError
 MAX_SCALE = 64.0
 MIN_SCALE = 1.0 / 64
 BISECT_STEPS = 3
+LADDER_STEP = 2**0.25  # the scale grid the per-layer ladders are read from
 
 
 class Evaluator:
@@ -114,6 +116,12 @@ def cost(doc: dict[str, Any]) -> float:
     return float(e.get(field.get(e.get("model", ""), "relative"), e["relative"]))
 
 
+def _layer_cost(item: dict[str, Any], model: str) -> float:
+    """One layer's choice's energy under the selection's energy `model`."""
+    field = {"histogram": "energy_rel_hist", "published": "energy_rel_published"}
+    return float(item.get(field.get(model, "energy_rel"), item["energy_rel"]))
+
+
 def mixed_doc(
     base: dict[str, Any], other: dict[str, Any], layer: str, note: str = "backed_off"
 ) -> dict[str, Any]:
@@ -153,9 +161,19 @@ def search(
     if not max_loss >= 0:
         raise AssignmentError(f"--max-loss must be >= 0 percentage points, got {max_loss}")
     tried: list[tuple[str, dict[str, Any]]] = []
+    measured: dict[tuple[str, ...], dict[str, Any]] = {}
+    scales: list[float] = []
 
-    def measure(label: str, doc: dict[str, Any]) -> dict[str, Any]:
-        r = evaluate(doc)
+    def at(scale: float) -> dict[str, Any]:
+        scales.append(scale)
+        return make_doc(scale)
+
+    def measure(label: str, doc: dict[str, Any], again: bool = True) -> dict[str, Any]:
+        """`doc`'s result, listed as a candidate (`again` False: a choice measured
+        before is not listed twice)."""
+        if not again and (seen := measured.get(_choices(doc))) is not None:
+            return seen
+        r = measured[_choices(doc)] = evaluate(doc)
         tried.append((label, r))
         log(
             f"budget: {label}: saves {100 * (1 - cost(doc)):.1f} %, val loss "
@@ -166,21 +184,20 @@ def search(
     def fits(r: dict[str, Any]) -> bool:
         return evaluate.loss_pp(r) <= max_loss + 1e-9
 
-    ok, bad = _scale_bracket(make_doc, measure, fits)
+    ok, bad = _scale_bracket(at, measure, fits)
     if ok is not None and bad is not None:
         lo, hi = ok[0], bad[0]
         for _ in range(BISECT_STEPS):
             mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
-            r = measure(f"scale {mid:.4g}", make_doc(mid))
+            r = measure(f"scale {mid:.4g}", at(mid))
             if fits(r):
                 lo, ok = mid, (mid, r)
             else:
                 hi, bad = mid, (mid, r)
     if ok is not None and bad is not None:
         _back_off(ok[1]["doc"], bad[1]["doc"], measure, fits)
-        within = [r["doc"] for _, r in tried if fits(r)]
-        cheapest = min((r["doc"] for _, r in tried), key=cost)
-        _advance(min(within, key=cost), cheapest, measure, fits)
+        start = min((r["doc"] for _, r in tried if fits(r)), key=cost)
+        _advance(start, _ladders(make_doc, start, ok[0], max(scales)), measure, fits)
     return _result(tried, evaluate, max_loss)
 
 
@@ -226,26 +243,47 @@ def _back_off(ok: dict, bad: dict, measure, fits) -> None:
         differing.remove(layer)
 
 
-def _advance(ok: dict, cheap: dict, measure, fits) -> None:
-    """Move `ok`'s layers to `cheap`'s cheaper choices, the cheapest fitting move first
-    (moving the last one would give `cheap` itself, measured already)."""
-    current = ok
-    moves = [
-        a["name"]
-        for a, b in zip(ok["layers"], cheap["layers"], strict=True)
-        if b["energy_rel"] < a["energy_rel"]
-    ]
-    while moves:
-        trials = [(layer, mixed_doc(current, cheap, layer, "advanced")) for layer in moves]
-        trials = [(layer, doc) for layer, doc in trials if _choices(doc) != _choices(cheap)]
-        if not trials:
-            return
-        results = [(layer, doc, measure(f"advance {layer}", doc)) for layer, doc in trials]
+def _ladders(make_doc, start: dict, lo: float, hi: float) -> dict[str, list[dict]]:
+    """{layer: [doc, ...]}: the selections (on a LADDER_STEP grid of scales from `lo` to
+    `hi`) at which the layer's choice first gets cheaper than in `start`, and cheaper
+    again; layers with no cheaper choice are left out."""
+    grid, s = [], max(lo, MIN_SCALE)
+    while s * LADDER_STEP < hi:
+        s *= LADDER_STEP
+        grid.append(s)
+    docs = [make_doc(x) for x in [*grid, hi]]
+    model = start["energy"].get("model", "")
+    ladders: dict[str, list[dict]] = {}
+    for i, item in enumerate(start["layers"]):
+        floor = _layer_cost(item, model)
+        for doc in docs:
+            if (c := _layer_cost(doc["layers"][i], model)) < floor:
+                ladders.setdefault(item["name"], []).append(doc)
+                floor = c
+    return ladders
+
+
+def _advance(start: dict, ladders: dict[str, list[dict]], measure, fits) -> None:
+    """Move layers of `start` up their ladders, the cheapest fitting move each round."""
+    current = start
+    while ladders:
+        trials = [
+            (layer, mixed_doc(current, rungs[0], layer, "advanced"))
+            for layer, rungs in ladders.items()
+        ]
+        results = [
+            (layer, doc, measure(f"advance {layer}", doc, again=False)) for layer, doc in trials
+        ]
         fitting = [t for t in results if fits(t[2])]
+        for layer, _, r in results:
+            if not fits(r):  # its further rungs cost more accuracy still
+                del ladders[layer]
         if not fitting:
             return
         layer, current, _ = min(fitting, key=lambda t: (cost(t[1]), -t[2]["val_top1"]))
-        moves.remove(layer)
+        ladders[layer].pop(0)
+        if not ladders[layer]:
+            del ladders[layer]
 
 
 def _choices(doc: dict) -> tuple[str, ...]:

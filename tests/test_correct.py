@@ -43,6 +43,22 @@ def test_offsets_cancel_each_channels_mean_error_layer_by_layer():
     assert not any(v.any() for v in measure_offsets(exact, [x], ["0", "2"]).values())
 
 
+def test_a_constant_error_is_removed_exactly():
+    """Two designs whose tables differ by a constant on the operands a layer sees give the
+    same corrected network, bit for bit (why homogeneous u_vct_k11_n4 and u_vct_k11_n5,
+    which differ by 512 except where x bit 3 and w bit 7 are both set, had one corrected
+    accuracy in the studies)."""
+    table = exact_table(False).astype(np.int64)
+    table = table + (np.arange(256)[:, None] % 7) * (np.arange(256)[None, :] % 3)
+    outputs = []
+    for shift in (0, 512):
+        model, x = _approx_net(table + shift)
+        measure_offsets(model, [x], ["0", "2"])
+        with torch.no_grad():
+            outputs.append(model(x))
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_offsets_in_a_document_are_checked():
     assert offsets_of({"layers": [{"name": "a", "acc_offset": [1, -2]}]}, "f")["a"].tolist() == [
         1,

@@ -911,6 +911,10 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
               help="Last improved circuits compared after resynthesis.")  # fmt: skip
 @click.option("--from-library", is_flag=True,
               help="Seed from the layer's best existing design (else exact).")  # fmt: skip
+@click.option("--energy", type=click.Choice(["histogram", "uniform"]), default="histogram",
+              show_default=True, help="Energy minimised: under the layer's recorded operands, "
+              "or under uniform ones (the library's energy_rel, the reference's measure); the "
+              "error constraint is the layer's either way.")  # fmt: skip
 @click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
               help="Layers evolved side by side.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -918,14 +922,14 @@ def study(config, library, seeds, out, scales, energy_models, epochs, max_steps,
 @executor_options()
 def evolve(
     run_dir, library, layers, scale, budget, seed, lam, mutations, stream, max_error,
-    finalists, from_library, jobs, as_json, quiet,
+    finalists, from_library, energy, jobs, as_json, quiet,
 ) -> None:  # fmt: skip
     """Evolve a multiplier per layer for the operands it sees (CGP), into the library."""
     from hwflow.evolve.flow import EvolveOptions, evolve_run
 
     options = EvolveOptions(
         scale=scale, budget=budget, seed=seed, lam=lam, mutations=mutations, stream=stream,
-        from_library=from_library, max_error=max_error, finalists=finalists,
+        from_library=from_library, max_error=max_error, finalists=finalists, energy=energy,
     )  # fmt: skip
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     summary = evolve_run(

@@ -11,6 +11,7 @@ import pytest
 from hwflow.assign.stats import layer_stats_from_arrays, load_stats
 from hwflow.characterize.energy import energy_under_histograms, output_codes
 from hwflow.characterize.synth import Gates
+from hwflow.errors import ConfigError
 from hwflow.evolve.evaluator import NumpyEvaluator, active_genes
 from hwflow.evolve.genome import FUNCS, Genome, from_gates
 from hwflow.evolve.problem import layer_problem
@@ -108,6 +109,24 @@ def test_evaluator_table_and_energy_are_the_characterize_models(signed):
     p_a, p_b = layer.multiplier_operand_hists()
     ref = energy_under_histograms(live(gates), p_a, p_b, n=1024, seed=0) * 1023
     assert ev.score.energy == round(ref)
+
+
+def test_the_uniform_objective_is_the_librarys_uniform_energy():
+    """energy="uniform": the stream is the one `uniform_energy` (the library's energy_rel
+    figure) draws; the error constraint is still the layer's."""
+    from hwflow.characterize.energy import uniform_energy
+
+    gates = live(random_gates(120, seed=4))
+    layer = small_layer(False)
+    prob = layer_problem(layer, tolerance=1.0, stream=1024, energy="uniform")
+    recorded = layer_problem(layer, tolerance=1.0, stream=1024)
+    ev, ev_recorded = (
+        NumpyEvaluator(prob, from_gates(gates)),
+        NumpyEvaluator(recorded, from_gates(gates)),
+    )
+    assert ev.score.energy == round(uniform_energy(gates, n=1024) * 1023)
+    assert ev.score.energy != ev_recorded.score.energy
+    assert (ev.score.s1, ev.score.s2) == (ev_recorded.score.s1, ev_recorded.score.s2)
 
 
 def _children(ev, genome, n, seed):  # noqa: ANN001, ANN202
@@ -271,6 +290,24 @@ def test_evolve_flow_characterizes_the_netlist_and_keeps_the_constraint(evolve_s
     again = evolve_run(run, lib_dir, layers=["l1"], options=opts, quiet=True)
     assert again["layers"][0]["evolved"] == item["evolved"]  # resumed: nothing left to do
     assert again["layers"][0]["rate"] == 0  # no evaluation in the resumed session
+
+
+@pytest.mark.slow
+def test_evolve_for_uniform_energy_compares_with_the_uniform_figures(evolve_setup):
+    from hwflow.evolve.flow import EvolveOptions, evolve_run
+    from hwflow.multipliers.library import Library
+
+    run, lib_dir = evolve_setup
+    opts = EvolveOptions(budget=400, seed=1, stream=1024, finalists=1, energy="uniform")
+    (item,) = evolve_run(run, lib_dir, layers=["l0"], options=opts, quiet=True)["layers"]
+    entry = Library.open(lib_dir).get(item["evolved"])
+    assert item["energy"] == "uniform" and entry.source["evolved"]["energy"] == "uniform"
+    assert item["best_existing_energy_uniform"] == 1.0  # only the exact design exists
+    assert item["fits"] and item["evolved_energy_uniform"] < 1.0
+    line = (run / "evolve" / "evolve.log").read_text().splitlines()[-1]
+    assert "under uniform operands" in line and f"{item['evolved_energy_uniform']:.4f}" in line
+    with pytest.raises(ConfigError, match="--energy must be one of histogram, uniform"):
+        evolve_run(run, lib_dir, options=EvolveOptions(energy="published"), quiet=True)
 
 
 def test_the_short_energy_stream_ranks_circuits_as_the_library_figure_does():

@@ -4,7 +4,8 @@ Per target layer (default: every approximate layer of the run):
 
 1. the tolerance is assign's fit rule, `scale * |sigma_l| * std(exact accumulator)`, and
    the best existing design is what `assign` would choose for the layer alone (the
-   cheapest fitting library design under the layer's recorded operands);
+   cheapest fitting library design under the layer's recorded operands, or with
+   `energy="uniform"` under uniform operands: the energy the search then minimises);
 2. the seed is the library's exact multiplier of the layer's signedness (its yosys gate
    netlist), or with `from_library` that best existing design when the evolver's own
    scoring agrees it fits;
@@ -45,7 +46,12 @@ from hwflow.assign.stats import STATS_FILE, LayerStats, load_stats
 from hwflow.characterize.synth import Gates, load_gates
 from hwflow.errors import ConfigError
 from hwflow.evolve.genome import Genome, from_gates, to_verilog
-from hwflow.evolve.problem import DEFAULT_STREAM, layer_problem
+from hwflow.evolve.problem import (
+    DEFAULT_STREAM,
+    ENERGY_OPERANDS,
+    energy_operand_hists,
+    layer_problem,
+)
 from hwflow.evolve.search import Progress, SearchConfig, evolve, make_evaluator
 from hwflow.executor import run_parallel
 from hwflow.io import write_json, write_text
@@ -69,6 +75,7 @@ class EvolveOptions:
     report_s: float = 5.0
     max_error: int | None = None  # bound on |product error| at every operand pair
     finalists: int = 4  # last improved circuits compared after resynthesis
+    energy: str = "histogram"  # the objective's operands: recorded, or uniform
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def evolve_run(
     """The whole `hwflow evolve`; returns the summary document it writes."""
     run, stats, sigmas = read_run(Path(run_dir), layers)
     _check_options(options)
-    view, doc = best_existing(stats, sigmas, library, options.scale)
+    view, doc = best_existing(stats, sigmas, library, options.scale, options.energy)
     lib = view.library
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
@@ -134,17 +141,21 @@ def evolve_run(
 
 
 def best_existing(
-    stats: Sequence[LayerStats], sigmas: dict[str, float], library: Any, scale: float
+    stats: Sequence[LayerStats],
+    sigmas: dict[str, float],
+    library: Any,
+    scale: float,
+    energy: str = "histogram",
 ) -> tuple[Any, dict[str, Any]]:
     """(the library's view without evolved designs, assign's document at `scale` under
-    the layers' recorded operands): each layer's item names the cheapest fitting design
-    that existed before evolution, and its energy (`energy_rel_hist`)."""
+    the `energy` operands): each layer's item names the cheapest fitting design that
+    existed before evolution, and its energies (`energy_rel_hist`, `energy_rel`)."""
     from hwflow.assign.energy import HistogramEnergy
     from hwflow.assign.flow import assign, library_view
 
     view = _without_evolved(library_view(library))
     he = HistogramEnergy(view.library, seed=0)
-    doc, _ = assign(stats, sigmas, view, "histogram", scale=scale, hist_energy=he)
+    doc, _ = assign(stats, sigmas, view, energy, scale=scale, hist_energy=he)
     return view, doc
 
 
@@ -183,6 +194,8 @@ def _check_options(o: EvolveOptions) -> None:
         raise ConfigError(f"--max-error must be >= 0, got {o.max_error}")
     if o.scale < 0:
         raise ConfigError(f"--scale must be >= 0, got {o.scale}")
+    if o.energy not in ENERGY_OPERANDS:
+        raise ConfigError(f"--energy must be one of {', '.join(ENERGY_OPERANDS)}, got {o.energy!r}")
     if o.stream < 128 or o.stream % 64:
         raise ConfigError(f"--stream must be a multiple of 64, at least 128; got {o.stream}")
 
@@ -193,6 +206,8 @@ def _names(run: Path, s: LayerStats, o: EvolveOptions) -> tuple[str, str]:
     entry."""
     setting = [str(run.resolve()), s.name, o.scale, o.seed, o.lam, o.mutations, o.stream]
     setting += [o.from_library, o.max_error]
+    if o.energy != "histogram":  # (keys of earlier recorded-operand runs unchanged)
+        setting.append(o.energy)
     key = hashlib.sha256(json.dumps(setting).encode()).hexdigest()[:8]
     result = [*setting, o.budget, o.finalists]
     full = hashlib.sha256(json.dumps(result).encode()).hexdigest()[:8]
@@ -205,7 +220,9 @@ def _evolve_layer(job: LayerJob) -> dict[str, Any]:
     """Search one layer; returns the Verilog and the search's figures."""
     o = job.options
     bound = -1 if o.max_error is None else o.max_error
-    problem = layer_problem(job.layer, job.tolerance, stream=o.stream, max_error=bound)
+    problem = layer_problem(
+        job.layer, job.tolerance, stream=o.stream, max_error=bound, energy=o.energy
+    )
     exact_name, exact_gates = job.seeds[-1]
     exact_energy = make_evaluator(problem, from_gates(exact_gates), o.backend).score.energy
     seed_name, genome = exact_name, from_gates(exact_gates)
@@ -247,7 +264,7 @@ def _evolve_layer(job: LayerJob) -> dict[str, Any]:
 
 def _choose_after_resynthesis(job: LayerJob, verilogs: list[str]) -> tuple[int, list[float]]:
     """The finalist whose netlist, mapped by yosys as characterize maps it, has the lowest
-    energy under the layer's recorded operands (ties: the evolver's best), and each
+    energy under the objective's operands (ties: the evolver's best), and each
     finalist's energy relative to the exact seed's. The evolver counts toggles on its
     own gates; yosys/abc restructures them, optimising area rather than switching."""
     if len(verilogs) == 1:
@@ -256,7 +273,7 @@ def _choose_after_resynthesis(job: LayerJob, verilogs: list[str]) -> tuple[int, 
     from hwflow.characterize.netlist import Netlist
     from hwflow.characterize.synth import synthesize
 
-    p_a, p_b = job.layer.multiplier_operand_hists()
+    p_a, p_b = energy_operand_hists(job.layer, job.options.energy)
     exact = energy_under_histograms(job.seeds[-1][1], p_a, p_b)
     energies = []
     with tempfile.TemporaryDirectory(prefix="hwflow-evolve-") as tmp:
@@ -309,7 +326,9 @@ def _characterize(
         "scale": job.options.scale,
         "tolerated_std": round(job.tolerance / ref, 6),
         "best_existing": best["multiplier"],
+        "energy": job.options.energy,  # the objective's operands
         "best_existing_energy_hist": best.get("energy_rel_hist"),
+        "best_existing_energy_uniform": best.get("energy_rel"),
         "evolved": job.name,
         "evolved_energy_hist": round(he.ratio(job.layer, job.name), 6),
         "evolved_energy_uniform": round(float(entry.cost.get("energy_rel", np.nan)), 6),
@@ -332,6 +351,7 @@ def _provenance(job: LayerJob, res: dict, run: Path) -> dict[str, Any]:
         "sigma": round(job.sigma, 6),
         "scale": job.options.scale,
         "max_error": job.options.max_error,
+        "energy": job.options.energy,
         "seed": job.options.seed,
         "seeded_from": res["seed"],
         "finalist": res["finalist"],
@@ -342,10 +362,12 @@ def _provenance(job: LayerJob, res: dict, run: Path) -> dict[str, Any]:
 
 def _summary_line(item: dict[str, Any]) -> str:
     fits = "fits" if item["fits"] else "DOES NOT FIT"
+    energy = "uniform" if item.get("energy") == "uniform" else "hist"
+    operands = "uniform" if energy == "uniform" else "recorded"
     return (
-        f"layer {item['layer']}: {item['evolved']} energy {item['evolved_energy_hist']:.4f} "
-        f"of exact under recorded operands (best existing {item['best_existing']} "
-        f"{item['best_existing_energy_hist']}), std {item['predicted_std']:.4f} vs "
+        f"layer {item['layer']}: {item['evolved']} energy {item[f'evolved_energy_{energy}']:.4f} "
+        f"of exact under {operands} operands (best existing {item['best_existing']} "
+        f"{item[f'best_existing_energy_{energy}']}), std {item['predicted_std']:.4f} vs "
         f"{item['tolerated_std']:.4f} tolerated ({fits}), {item['evaluations']:,} evals in "
         f"{item['wall_s']:.1f} s"
     )

@@ -3,7 +3,7 @@
 Every node of a candidate carries `TABLE_WORDS + stream words` machine words: bit p of the
 first 1024 words is its value for operand pair p = 256 a + b (all 65,536 pairs, as the
 characterize bit-parallel view), the rest its values along an operand stream drawn from
-the layer's recorded histograms.
+the layer's recorded histograms (or, with `energy="uniform"`, uniform ones).
 
 - Energy: the library's switching-activity model (`characterize.energy`: fanout-weighted
   zero-delay toggles of the gates' output nets, operand nets not counted), counted on the
@@ -88,6 +88,20 @@ def operand_planes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([packed, consts])
 
 
+ENERGY_OPERANDS = ("histogram", "uniform")
+
+
+def energy_operand_hists(layer: LayerStats, energy: str = "histogram") -> tuple:
+    """The histograms the energy objective's operand stream is drawn from: the layer's
+    recorded operands (`histogram`), or uniform ones (`uniform`: the library's
+    `energy_rel`, the measure the reference method and EvoApproxLib quote; the error
+    constraint stays the layer's)."""
+    if energy == "uniform":
+        flat = np.full(256, 1 / 256)
+        return flat, flat.copy()
+    return layer.multiplier_operand_hists()
+
+
 def layer_problem(
     layer: LayerStats,
     tolerance: float,
@@ -95,13 +109,14 @@ def layer_problem(
     seed: int = DEFAULT_SEED,
     pairs: int = SAMPLED_PAIRS,
     max_error: int = -1,
+    energy: str = "histogram",
 ) -> Problem:
     """The scoring data of one layer (see the module docstring)."""
     if stream < 128 or stream % 64:
         raise ValueError(f"stream must be a multiple of 64 (>= 128), got {stream}")
     every = np.arange(1 << 16)
     table_planes = operand_planes(every >> 8, every & 0xFF)
-    a_codes, b_codes = operand_stream(*layer.multiplier_operand_hists(), stream, seed)
+    a_codes, b_codes = operand_stream(*energy_operand_hists(layer, energy), stream, seed)
     inputs = np.concatenate([table_planes, operand_planes(a_codes, b_codes)], axis=1)
     h = pair_matrix(layer, pairs=pairs).tocsc()
     h.sum_duplicates()

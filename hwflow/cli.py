@@ -1090,6 +1090,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
               help="assign: the cheapest assignment within this validation loss (pp).")  # fmt: skip
 @click.option("--scale", type=NON_NEGATIVE, default=None,
               help="assign: a fixed tolerance scale instead of --max-loss.")  # fmt: skip
+@_RECOVERY_OPTION
 @click.option("--jobs", "-j", type=COUNT, default=2, show_default=True, help="Parallel workers.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed for every random choice.")  # fmt: skip
@@ -1097,8 +1098,9 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
 @_ENERGY_OPTION
 @executor_options()
 def demo(
-    out, library, train_config, quick, max_loss, scale, jobs, seed, force, energy_model
-) -> None:
+    out, library, train_config, quick, max_loss, scale, recovery_steps, jobs, seed, force,
+    energy_model,
+) -> None:  # fmt: skip
     """The whole flow on the digits default: library, train, assign, retrain, sweep,
     export, verify, report."""
     from pathlib import Path
@@ -1108,7 +1110,7 @@ def demo(
     budget = {"max_loss": max_loss} if scale is None else {"scale": scale, "max_loss": None}
     cfg = FlowConfig(
         out=Path(out), library=Path(library), quick=quick, jobs=jobs, seed=seed,
-        force=tuple(force), energy_model=energy_model, **budget,
+        force=tuple(force), energy_model=energy_model, recovery_steps=recovery_steps, **budget,
     )  # fmt: skip
     if train_config is not None:
         cfg.train_config = Path(train_config)

@@ -51,6 +51,7 @@ class FlowConfig:
     quick: bool = False  # a few steps per stage: the end-to-end test, not a result
     scale: float = 1.0  # used only without a budget (max_loss None)
     max_loss: float | None = 1.0  # assign: the cheapest within this validation loss (pp)
+    recovery_steps: int = 0  # assign: each budget candidate measured after this retraining
     error_model: str = "sampled"
     energy_model: str | None = None  # what assign/sweep minimise (None: recorded operands)
     retrain_epochs: int = 5
@@ -128,7 +129,7 @@ def step_assign(cfg: FlowConfig, log: Log) -> dict[str, Any]:
     doc = assign_run(
         cfg.run, cfg.library, out=cfg.assignment, scale=cfg.scale, error_model=cfg.error_model,
         energy_model=cfg.energy_model, do_validate=True, seed=cfg.seed, log=log,
-        max_loss=cfg.max_loss,
+        max_loss=cfg.max_loss, recovery_steps=cfg.recovery_steps,
     )  # fmt: skip
     b = doc.get("budget")
     if b and not b["met"]:

@@ -54,6 +54,18 @@ def test_demo_rejects_unknown_forced_step(tmp_path: Path) -> None:
     assert not (tmp_path / "flow.json").exists()
 
 
+def test_demo_passes_the_budget_settings_to_the_flow(tmp_path: Path, monkeypatch) -> None:
+    import hwflow.flow as flow
+
+    seen = []
+    monkeypatch.setattr(flow, "run_flow", lambda cfg, log: seen.append(cfg) or [])
+    args = ["demo", "--out", str(tmp_path / "d"), "--max-loss", "2", "--recovery-steps", "50"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert (seen[0].max_loss, seen[0].recovery_steps) == (2.0, 50)
+    assert CliRunner().invoke(cli, [*args[:3], "--scale", "3"]).exit_code == 0
+    assert (seen[1].max_loss, seen[1].scale, seen[1].recovery_steps) == (None, 3.0, 0)
+
+
 def test_demo_and_report_write_only_directories_they_made(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -8,13 +8,15 @@ copy of one, whose run is read): the
 best existing design (the library evolve wrote into, evolved designs left out), with
 `--published` also the best design of another library (e.g. the built-in one plus
 EvoApproxLib's), the evolved design, its energy ratio to each, evaluations and wall time.
-Energies are relative to exact under the layer's recorded operands, as assign measures
-them on the characterized netlists.
+Energies are relative to exact under the operands the evolution minimised (the layer's
+recorded ones, or uniform ones for `evolve --energy uniform`), as assign measures them on
+the characterized netlists.
 
 `network`: one point of two `hwflow study` folders (same seeds, e.g. without and with
 evolved designs in the library; or a point of each): per seed the energy saved under
-recorded operands and the retrained test accuracy, then the means, the designs, and
-McNemar's test on the test images pooled over the seeds (A against B).
+recorded operands (`--energy uniform`: uniform ones) and the retrained test accuracy,
+then the means, the designs, and McNemar's test on the test images pooled over the
+seeds (A against B).
 """
 
 from __future__ import annotations
@@ -34,20 +36,24 @@ def layer_rows(where: Path, published: str | None) -> list[str]:
     items = summary["layers"]
     _, stats, sigmas = read_run(Path(summary["run"]), [i["layer"] for i in items])
     fan_in = {s.name: s.fan_in for s in stats}
+    energy = summary["options"].get("energy", "histogram")
+    key = "uniform" if energy == "uniform" else "hist"
+    field = "energy_rel" if energy == "uniform" else "energy_rel_hist"
     other = {}
     if published:
-        _, doc = best_existing(stats, sigmas, published, summary["options"]["scale"])
+        scale = summary["options"]["scale"]
+        _, doc = best_existing(stats, sigmas, published, scale, energy)
         other = {i["name"]: i for i in doc["layers"]}
     rows = []
     for i in items:
-        e, base = i["evolved_energy_hist"], i["best_existing_energy_hist"]
+        e, base = i[f"evolved_energy_{key}"], i[f"best_existing_energy_{key}"]
         cells = [f"{i['layer']} (K = {fan_in[i['layer']]})", f"{i['sigma']:.4f}"]
         cells += [i["best_existing"], f"{base:.4f}"]
         ratios = [_ratio(e, base)]
         if published:
             p = other[i["layer"]]
-            cells += [p["multiplier"], f"{p['energy_rel_hist']:.4f}"]
-            ratios.append(_ratio(e, p["energy_rel_hist"]))
+            cells += [p["multiplier"], f"{p[field]:.4f}"]
+            ratios.append(_ratio(e, p[field]))
         fits = "" if i["fits"] else " (does not fit)"
         cells += [i["evolved"] + fits, f"{e:.4f}", *ratios]
         cells += [f"{i['evaluations']:,}", f"{i['wall_s']:.1f} s"]
@@ -59,7 +65,9 @@ def _ratio(e: float, base: float) -> str:
     return f"{e / base:.2f}x" if base > 0 else "-"  # both constant circuits: no toggles
 
 
-def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict, list[str]]:
+def point_of(
+    study: Path, point: str, seeds: list[int], energy: str = "histogram"
+) -> tuple[dict, dict, list[str]]:
     """(point_row of the study's `point` over `seeds`, {seed: correct per test image},
     per seed "saved % / top-1 %")."""
     from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
@@ -74,23 +82,26 @@ def point_of(study: Path, point: str, seeds: list[int]) -> tuple[dict, dict, lis
         results[s] = read_json(home / point / f"retrain-s{s}.json")
         correct[s] = np.load(home / point / f"retrain-s{s}.pred.npy") == labels
         int8[s] = np.load(home / "int8.pred.npy") == labels
+    saved = "reduction_pct" if energy == "uniform" else "reduction_pct_histogram"
     per_seed = [
-        f"{docs[s]['energy']['reduction_pct_histogram']:.2f} / "
-        f"{100 * results[s]['accuracy']['approx_after']:.2f}"
+        f"{docs[s]['energy'][saved]:.2f} / {100 * results[s]['accuracy']['approx_after']:.2f}"
         for s in seeds
     ]
     return point_row(point, docs, results, correct, int8), correct, per_seed
 
 
-def network_rows(a: Path, b: Path, points: list[str], seeds: list[int]) -> list[str]:
+def network_rows(
+    a: Path, b: Path, points: list[str], seeds: list[int], energy: str = "histogram"
+) -> list[str]:
     """`points`: the point compared in both studies, or A's and B's."""
     from hwflow.experiments.statistics import paired
 
     rows, pairs = [], []
     for study, point in zip((a, b), points if len(points) == 2 else points * 2, strict=True):
-        row, correct, per_seed = point_of(study, point, seeds)
+        row, correct, per_seed = point_of(study, point, seeds, energy)
         pairs.append(correct)
-        saved = f"{row['saved_recorded_mean']:.2f} % (sd {row['saved_recorded_std']:.2f})"
+        which = "uniform" if energy == "uniform" else "recorded"
+        saved = f"{row[f'saved_{which}_mean']:.2f} % (sd {row[f'saved_{which}_std']:.2f})"
         acc = f"{100 * row['acc_mean']:.2f} % (sd {100 * row['acc_std']:.2f})"
         cells = [f"{study} {point}", *per_seed, saved, acc, f"{row['loss_pp']:.2f} pp"]
         rows.append("| " + " | ".join([*cells, row["multipliers"]]) + " |")
@@ -109,12 +120,13 @@ def main() -> None:
     net.add_argument("b", type=Path)
     net.add_argument("--point", default="budget-histogram-1pp", help="P, or A's,B's")
     net.add_argument("--seeds", default="0,1,2")
+    net.add_argument("--energy", choices=["histogram", "uniform"], default="histogram")
     args = ap.parse_args()
     if args.what == "layers":
         lines = layer_rows(args.where, args.published)
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
-        lines = network_rows(args.a, args.b, args.point.split(","), seeds)
+        lines = network_rows(args.a, args.b, args.point.split(","), seeds, args.energy)
     print("\n".join(lines))
 
 

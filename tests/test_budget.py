@@ -199,3 +199,25 @@ def test_evaluator_memo_returns_the_callers_document(monkeypatch):
         and budget.cost(first["doc"]) == uniform["energy"]["relative"]
     )
     assert "acc_offset" not in histogram["layers"][0]  # the caller's document is untouched
+
+
+def test_recovery_runs_exactly_the_steps_asked_across_epochs(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    import hwflow.assign.retrain as rt
+
+    batches: list[int] = []
+    monkeypatch.setattr(rt, "_train_epoch", lambda *a, **k: batches.append(a[4]) or 0.0)
+    split = SimpleNamespace(num_batches=lambda batch_size, most: 3)
+    run = SimpleNamespace(
+        data=SimpleNamespace(train=split),
+        config=SimpleNamespace(data=SimpleNamespace(batch_size=4)),
+    )
+    model = torch.nn.Linear(2, 2)
+    rt.recover(run, model, 7)
+    assert batches == [3, 3, 1] and not model.training
+    batches.clear()
+    rt.recover(run, model, 0)
+    assert batches == []

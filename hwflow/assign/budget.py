@@ -18,8 +18,8 @@ Search:
    revert that recovers the most accuracy (where the loss concentrates), until it fits;
 3. per-layer advance from the cheapest assignment within: each layer's ladder is the
    cheaper choices it alone takes along the scale path up to the largest scale measured;
-   each round tries every layer's next rung and keeps the cheapest that still fits, and
-   a layer whose next rung does not fit leaves the race. The scale path moves every
+   each round tries the layers' next rungs, cheapest result first, and takes the first
+   that still fits; a layer whose next rung does not fit leaves the race. The scale path moves every
    layer at once, so a layer that cannot take a cheaper design would otherwise hold back
    the layers that can.
 The cheapest candidate within the budget wins (the selection's energy); every candidate
@@ -264,25 +264,26 @@ def _ladders(make_doc, start: dict, lo: float, hi: float) -> dict[str, list[dict
 
 
 def _advance(start: dict, ladders: dict[str, list[dict]], measure, fits) -> None:
-    """Move layers of `start` up their ladders, the cheapest fitting move each round."""
+    """Move layers of `start` up their ladders: each round tries the moves cheapest first
+    and takes the first that fits; a layer whose next rung does not fit leaves (its
+    further rungs cost more accuracy still). First-fit keeps the cost to a measurement
+    per rung taken or layer dropped, not per layer and round (ResNets have 10-22 layers)."""
     current = start
     while ladders:
-        trials = [
-            (layer, mixed_doc(current, rungs[0], layer, "advanced"))
-            for layer, rungs in ladders.items()
-        ]
-        results = [
-            (layer, doc, measure(f"advance {layer}", doc, again=False)) for layer, doc in trials
-        ]
-        fitting = [t for t in results if fits(t[2])]
-        for layer, _, r in results:
-            if not fits(r):  # its further rungs cost more accuracy still
-                del ladders[layer]
-        if not fitting:
-            return
-        layer, current, _ = min(fitting, key=lambda t: (cost(t[1]), -t[2]["val_top1"]))
-        ladders[layer].pop(0)
-        if not ladders[layer]:
+        trials = sorted(
+            (
+                (layer, mixed_doc(current, rungs[0], layer, "advanced"))
+                for layer, rungs in ladders.items()
+            ),
+            key=lambda t: cost(t[1]),
+        )
+        for layer, doc in trials:
+            if fits(measure(f"advance {layer}", doc, again=False)):
+                current = doc
+                ladders[layer].pop(0)
+                if not ladders[layer]:
+                    del ladders[layer]
+                break
             del ladders[layer]
 
 

@@ -240,6 +240,9 @@ def run_flow(cfg: FlowConfig, log: Log = print) -> list[StepResult]:
     unknown = set(cfg.force) - {name for name, _, _ in STEPS}
     if unknown:
         raise HwflowError(f"--force: unknown steps {sorted(unknown)}")
+    from hwflow.assign.budget import check_recovery
+
+    check_recovery(cfg.recovery_steps, cfg.max_loss is not None)
     claim_dir(cfg.out, FLOW_KIND)
     with trusting(_config_factory(cfg.train_config)):  # the config the user named
         results = _run_steps(cfg, log)

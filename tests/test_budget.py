@@ -221,3 +221,21 @@ def test_recovery_runs_exactly_the_steps_asked_across_epochs(monkeypatch):
     batches.clear()
     rt.recover(run, model, 0)
     assert batches == []
+
+
+def test_recovery_steps_need_a_budget(tmp_path):
+    from click.testing import CliRunner
+
+    from hwflow.cli import cli
+
+    with pytest.raises(AssignmentError, match="--recovery-steps measures the --max-loss"):
+        budget.check_recovery(100, max_loss=None)
+    budget.check_recovery(0, max_loss=None)
+    budget.check_recovery(100, max_loss=1.0)
+    for args in (
+        ["assign", str(tmp_path), "--library", str(tmp_path), "--recovery-steps", "5"],
+        ["study", "c.yaml", "--out", str(tmp_path / "s"), "--scales", "1", "--recovery-steps", "5"],
+    ):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2 and "--recovery-steps measures the --max-loss" in res.output
+    assert not (tmp_path / "s").exists()

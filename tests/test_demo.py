@@ -64,6 +64,10 @@ def test_demo_passes_the_budget_settings_to_the_flow(tmp_path: Path, monkeypatch
     assert (seen[0].max_loss, seen[0].recovery_steps) == (2.0, 50)
     assert CliRunner().invoke(cli, [*args[:3], "--scale", "3"]).exit_code == 0
     assert (seen[1].max_loss, seen[1].scale, seen[1].recovery_steps) == (None, 3.0, 0)
+    monkeypatch.undo()  # the real flow refuses recovery steps without a budget, up front
+    res = CliRunner().invoke(cli, [*args, "--scale", "3"])
+    assert res.exit_code == 2 and "--recovery-steps measures" in res.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_and_report_write_only_directories_they_made(tmp_path: Path) -> None:

@@ -44,12 +44,19 @@ BISECT_STEPS = 3
 LADDER_STEP = 2**0.25  # the scale grid the per-layer ladders are read from
 
 
+def check_recovery(recovery_steps: int, max_loss: object) -> None:
+    """--recovery-steps measures budget candidates: refused without a budget, or < 0."""
+    if recovery_steps < 0:
+        raise AssignmentError(f"--recovery-steps must be >= 0, got {recovery_steps}")
+    if recovery_steps and not max_loss:
+        raise AssignmentError("--recovery-steps measures the --max-loss search: give a budget")
+
+
 class Evaluator:
     """Validation top-1 of assignment documents, raw and corrected, memoised by choice."""
 
     def __init__(self, run: Any, lib: Any, seed: int = 0, recovery_steps: int = 0) -> None:
-        if recovery_steps < 0:
-            raise AssignmentError(f"--recovery-steps must be >= 0, got {recovery_steps}")
+        check_recovery(recovery_steps, max_loss=True)
         self.run, self.lib, self.seed, self.recovery_steps = run, lib, seed, recovery_steps
         self.seen: dict[tuple[str, ...], dict[str, Any]] = {}
         self.int8 = run.evaluate(run.fresh_model(), "val")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hwflow.artifacts import ASSIGNMENT_FILE, Assignment
+from hwflow.assign import budget as budget_mod
 from hwflow.assign import energy as energy_mod
 from hwflow.assign.assignment import library_table, open_library
 from hwflow.assign.error_model import ERROR_MODELS, Prediction, predict
@@ -346,6 +347,7 @@ def assign_run(
     from hwflow.nn.run import load_run
 
     energy_model = check_selection(error_model, energy_model, hist_energy, log)
+    budget_mod.check_recovery(recovery_steps, max_loss is not None)
     lib = library_view(library)
     run = load_run(run_dir, device=device)
     log("operand statistics ...")
@@ -361,11 +363,9 @@ def assign_run(
 
     doc, pred = at(scale)
     if max_loss is not None:
-        from hwflow.assign import budget
-
         log(f"searching the cheapest assignment within {max_loss:g} pp (validation) ...")
-        evaluate = budget.Evaluator(run, lib, seed=seed, recovery_steps=recovery_steps)
-        doc = budget.search(lambda s: at(s)[0], evaluate, max_loss, log)
+        evaluate = budget_mod.Evaluator(run, lib, seed=seed, recovery_steps=recovery_steps)
+        doc = budget_mod.search(lambda s: at(s)[0], evaluate, max_loss, log)
     elif correct:
         add_corrections(doc, run, lib, seed=seed)
     doc["run"] = str(Path(run_dir).resolve())

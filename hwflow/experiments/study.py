@@ -35,6 +35,7 @@ import numpy as np
 
 from hwflow.artifacts import ASSIGNMENT_FILE, SUMMARY_FILE, Assignment
 from hwflow.assign import energy as energy_mod
+from hwflow.assign.budget import check_recovery
 from hwflow.assign.flow import add_corrections, assign, check_selection, library_view, run_stats
 from hwflow.assign.retrain import (
     DEFAULT_SCHEDULE,
@@ -428,6 +429,7 @@ def study_run(
     from hwflow.trust import trusting
 
     _check_input(seeds, scales, max_losses, energy_models, epochs, lr, error_model)
+    check_recovery(recovery_steps, bool(max_losses))
     check_dir(out, STUDY_KIND)  # a user's folder is refused before any work
     # a bad config fails before anything is trained; its factory is the user's to run
     with trusting(load_train_config(config).model.factory):

@@ -19,9 +19,9 @@ Search:
 3. per-layer advance from the cheapest assignment within: each layer's ladder is the
    cheaper choices it alone takes along the scale path up to the largest scale measured;
    each round tries the layers' next rungs, cheapest result first, and takes the first
-   that still fits; a layer whose next rung does not fit leaves the race. The scale path moves every
-   layer at once, so a layer that cannot take a cheaper design would otherwise hold back
-   the layers that can.
+   that still fits; a layer whose next rung does not fit leaves the race. The scale path
+   moves every layer at once, so a layer that cannot take a cheaper design would
+   otherwise hold back the layers that can.
 The cheapest candidate within the budget wins (the selection's energy); every candidate
 measured is listed under `budget:` in assignment.yaml. Identical assignments are measured
 once. If none fits, the most accurate one is returned with `budget.met: false`.

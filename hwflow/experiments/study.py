@@ -298,7 +298,7 @@ def point_row(
         "energy_model": first["energy"].get("model", "") if kind == "heterogeneous" else "",
         "scale": first.get("scale", "") if kind == "heterogeneous" else "",
         "max_loss_pp": budget.get("max_loss_pp", ""),
-        "recovery_steps": budget.get("recovery_steps", "") if budget else "",
+        "recovery_steps": budget.get("recovery_steps", ""),
         "gradient": gradient,
         "seeds": len(seeds),
         "saved_uniform_mean": float(np.mean(uni)),

@@ -153,7 +153,9 @@ def echo_json(obj: object) -> None:
 
 def stderr_log(quiet: bool = False):
     """Progress messages for a stage's `log=` callback: stderr, or nothing when quiet."""
-    return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    from hwflow.progress import silent, to_stderr
+
+    return silent if quiet else to_stderr
 
 
 def executor_options(gpu_tasks: bool = False, fans_out_if: str | None = None):

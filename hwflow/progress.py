@@ -7,6 +7,7 @@ own messages (one line per epoch or per design) are the progress.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,3 +28,13 @@ def progress(
     return tqdm(
         iterable, total=total, desc=desc, unit=unit, leave=leave, disable=True if quiet else None
     )
+
+
+# Module-level, so a stage can hand them to pool workers (a lambda does not pickle).
+def silent(_message: str) -> None:
+    """A `log=` callback that discards the message."""
+
+
+def to_stderr(message: str) -> None:
+    """A `log=` callback: one line on stderr, flushed (workers share the parent's log)."""
+    print(message, file=sys.stderr, flush=True)

@@ -136,9 +136,15 @@ def test_study_on_tiny_digits(tmp_path):
     )
     out = tmp_path / "study"
     args = ["study", str(config), "--library", str(lib), "--seeds", "0,1", "--out", str(out)]
-    args += ["--scales", "8", "--epochs", "1", "--max-steps", "2", "--quiet", "--max-loss", "5,50"]
+    args += ["--scales", "8", "--epochs", "1", "--max-steps", "2", "--max-loss", "5,50"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
+    # progress: each seed's training epochs and budget candidates, saying whose they are
+    progress = res.stderr.splitlines()
+    for s in (0, 1):
+        assert f"seed {s}: agn epoch 1/1" in res.stderr
+        assert f"seed {s}: budget-uniform-5pp: searching" in progress
+        assert any(line.startswith(f"seed {s}: budget: scale ") for line in progress)
     result = json.loads((out / "study.json").read_text())
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv_lines = (out / "study.csv").read_text().splitlines()
@@ -225,3 +231,18 @@ def test_sigma_history_and_its_table(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("{broken\n")
     with pytest.raises(RunError, match="metrics.jsonl: not one JSON record per line"):
         sigma_history(tmp_path)
+
+
+def test_study_log_reaches_pooled_seed_workers():
+    """With --jobs > 1 each seed's task crosses a process boundary with the CLI's log."""
+    import pickle
+
+    from hwflow.cli import stderr_log
+    from hwflow.experiments import study
+
+    for quiet in (False, True):
+        task = study._SeedTask(
+            "c.yaml", 1, "run", None, "lib", (1.0,), ("uniform",), "sampled", 0.0, (), 0, 1,
+            stderr_log(quiet),
+        )  # fmt: skip
+        assert pickle.loads(pickle.dumps(task)) == task

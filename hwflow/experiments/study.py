@@ -24,6 +24,7 @@ atomically; a rerun skips finished trainings and retrainings.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ from hwflow.io import (
     write_text,
 )
 from hwflow.pareto import pareto_front
+from hwflow.progress import silent
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
 STUDY_KIND = "study"  # OUT's marker (hwflow.io.claim_dir): reruns write only into their own
@@ -120,7 +122,7 @@ def budget_name(energy_model: str, max_loss: float, recovery_steps: int = 0) -> 
 def _budget_points(
     home: Path, run: Any, stats: Any, sigmas: dict, lib: Any, energy_model: str,
     error_model: str, max_losses: Sequence[float], evaluators: dict[str, Any],
-    recovery_steps: int = 0,
+    recovery_steps: int = 0, log: Callable[[str], None] = silent,
 ) -> dict[str, dict]:  # fmt: skip
     """{budget point: doc} per budget: `hwflow assign --max-loss` on the validation split,
     or the point's assignment.yaml read back. All budget points of a run share the one
@@ -144,7 +146,8 @@ def _budget_points(
         hist = hist or energy_mod.HistogramEnergy(lib.library)
         if "val" not in evaluators:
             evaluators["val"] = budget.Evaluator(run, lib, recovery_steps=recovery_steps)
-        docs[name] = budget.search(at, evaluators["val"], max_loss)
+        log(f"{name}: searching")
+        docs[name] = budget.search(at, evaluators["val"], max_loss, log)
     return docs
 
 
@@ -175,6 +178,7 @@ class _SeedTask:
     max_losses: tuple[float, ...]
     recovery_steps: int
     threads: int  # 0: torch's default (the study runs seeds one at a time)
+    log: Callable[[str], None]  # picklable when the seeds run in a pool
 
 
 def _seed_task(task: _SeedTask) -> dict[str, dict]:
@@ -184,16 +188,23 @@ def _seed_task(task: _SeedTask) -> dict[str, dict]:
     from hwflow.nn.train import load_train_config, train
 
     run_dir = Path(task.run_dir)
+    # seeds share one log, so each line says whose it is
+    log = functools.partial(_prefixed, task.log, f"seed {task.seed}: ")
     if not (run_dir / SUMMARY_FILE).is_file():
         cfg = replace(load_train_config(task.config), seed=task.seed)
         if task.data_dir is not None:
             cfg = replace(cfg, data=replace(cfg.data, data_dir=task.data_dir))
-        train(cfg, run_dir, resume=run_dir.exists(), quiet=True)
+        train(cfg, run_dir, resume=run_dir.exists(), quiet=True, log=log)  # no bars
     with torch_threads(task.threads or None):
         return seed_points(
             run_dir, library_view(task.library), task.scales, task.energy_models,
             task.error_model, task.homog_min_saved, task.max_losses, task.recovery_steps,
+            log,
         )  # fmt: skip
+
+
+def _prefixed(log: Callable[[str], None], prefix: str, message: str) -> None:
+    log(prefix + message)
 
 
 def seed_points(
@@ -205,11 +216,12 @@ def seed_points(
     homog_min_saved: float = 0.0,
     max_losses: Sequence[float] = (),
     recovery_steps: int = 0,
+    log: Callable[[str], None] = silent,
 ) -> dict[str, dict]:
     """{point: assignment doc} for one trained run; points whose assignment.yaml exists
     are read back (the recorded-operand energies are slow to simulate), others written.
     `max_losses`: also a budget point (`budget_name`) per budget and energy model, its
-    candidates measured after `recovery_steps` retraining batches."""
+    candidates measured after `recovery_steps` retraining batches (each logged)."""
     from hwflow.nn.run import load_run
 
     run = load_run(run_dir)
@@ -233,7 +245,7 @@ def seed_points(
     for em in energy_models if max_losses else ():
         docs |= _budget_points(
             home, run, stats, sigmas, lib, em, error_model, max_losses, evaluators,
-            recovery_steps,
+            recovery_steps, log,
         )  # fmt: skip
     # The exact design is the int8 baseline itself (its row and tests are `int8`).
     wce = {e.name: e.metrics.get("wce") for e in lib.library.entries}
@@ -408,7 +420,7 @@ def study_run(
     error_model: str = "sampled",
     homog_min_saved: float = 0.0,
     jobs: int = 1,
-    log: Callable[[str], None] = lambda _m: None,
+    log: Callable[[str], None] = silent,
     max_losses: Sequence[float] = (),
     schedule: Schedule = DEFAULT_SCHEDULE,
     recovery_steps: int = 0,
@@ -417,6 +429,9 @@ def study_run(
 
     `max_losses`: also a budget point per budget (`hwflow assign --max-loss`, validation
     split) beside the scale points, measured after `recovery_steps` retraining batches.
+    `log`: progress lines (training epochs and budget candidates, prefixed by the seed);
+    with `jobs` > 1 the seeds' workers call it, so it must pickle (a module-level
+    function such as `hwflow.progress.to_stderr`).
     `schedule`: the retraining's optimizer and lr schedule.
 
     `homog_min_saved`: leave out homogeneous designs saving less (uniform-operand %).
@@ -452,6 +467,7 @@ def study_run(
                 tuple(float(m) for m in max_losses),
                 recovery_steps,
                 1 if jobs > 1 else 0,
+                log,
             )  # fmt: skip
             for s in seeds
         ]

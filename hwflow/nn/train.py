@@ -265,13 +265,12 @@ def _run_stage(stage: str, model: nn.Module, ctx: _Ctx) -> None:
         # of the same validation accuracy has trained longer at a lower learning rate
         if stage == "agn" or val >= best_val:
             best_val, best_state = val, copy.deepcopy(model.state_dict())
-        if not ctx.quiet:
-            sig = ", ".join(f"{k} {v:.3f}" for k, v in record.get("sigmas", {}).items())
-            extra = f" sigmas: {sig}" if sig else ""
-            ctx.log(
-                f"{stage} epoch {epoch + 1}/{st.epochs}: loss {record['train_loss']:.4f} "
-                f"train {record['train_acc']:.4f} val {val:.4f}{extra}"
-            )
+        sig = ", ".join(f"{k} {v:.3f}" for k, v in record.get("sigmas", {}).items())
+        extra = f" sigmas: {sig}" if sig else ""
+        ctx.log(
+            f"{stage} epoch {epoch + 1}/{st.epochs}: loss {record['train_loss']:.4f} "
+            f"train {record['train_acc']:.4f} val {val:.4f}{extra}"
+        )
         save_torch(
             last,
             {  # on the training device: `--resume` continues where it ran
@@ -349,6 +348,7 @@ def train(
 ) -> dict[str, Any]:
     """Run all stages into `out` (resuming finished work with `resume`); return the summary.
 
+    `quiet`: no progress bars; `log` gets one line per epoch either way (none by default).
     `on_epoch(stage, epoch)` is called after each epoch's checkpoint is written. `device`:
     "cpu" or "cuda" (default: cuda when available); the threads are `cfg.threads`, or
     chosen by measurement (`auto_threads`) when that is None.

@@ -20,6 +20,7 @@ from hwflow.multipliers.library import Library, LibraryEntry, NewEntry
 from hwflow.nn.train import TrainConfig, load_run, train
 from hwflow.rtl.check import simulation_outputs
 from hwflow.rtl.verify import verify
+from hwflow.trust import trusting
 
 SPECS = [
     MultiplierSpec("exact", False, {}),
@@ -552,3 +553,54 @@ def test_export_reads_a_relative_library_against_the_assignment_folder(
     result = CliRunner().invoke(cli, [*args, "--images", "100000", "--no-network"])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --images 100000: the test split has only ")
+
+
+MLP = """
+from torch import nn
+
+
+def mlp(num_classes=10, hidden=12):
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+    )
+"""
+
+
+@pytest.mark.slow
+def test_network_with_one_position_maps_verifies_and_lints_clean(run_and_library, tmp_path):
+    """An MLP: the hidden layer's output is a map of one position, held in a register
+    rather than a depth-1 Memory (whose zero-bit address Verilog writes as [-1:0])."""
+    root, _, lib = run_and_library
+    (tmp_path / "mlp.py").write_text(MLP)
+    cfg = TrainConfig()
+    cfg = replace(
+        cfg,
+        model=replace(cfg.model, factory=f"{tmp_path / 'mlp.py'}:mlp"),
+        data=replace(cfg.data, max_samples=200, augment=False),
+        float=replace(cfg.float, epochs=1, max_steps=3),
+        qat=replace(cfg.qat, epochs=1, max_steps=2, calibration_batches=2),
+        agn=replace(cfg.agn, epochs=1, max_steps=2),
+    )
+    with trusting(cfg.model.factory):
+        train(cfg, tmp_path / "run", quiet=True)
+        _mlp_checked(tmp_path, lib)
+
+
+def _mlp_checked(tmp_path: Path, lib: Library) -> None:
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    names = [layer["name"] for layer in summary["layers"]]
+    assert names == ["1", "3"]
+    assignment = _assignment(tmp_path, lib, {"1": "u_trunc_k5_c"}, tmp_path / "run")
+    out = tmp_path / "design"
+    args = ["--trust-factory", "export", str(tmp_path / "run"), "--assignment", str(assignment)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--lanes", "4", "--images", "2"])
+    assert result.exit_code == 0, result.output
+    net = json.loads((out / "manifest.json").read_text())["net"]
+    assert [(b["channels"], b["height"], b["width"]) for b in net["buffers"]] == [
+        (1, 8, 8), (12, 1, 1),
+    ]  # fmt: skip
+    assert "[-1:0]" not in (out / "rtl" / "hwflow_net.v").read_text()
+    report = verify(out, record=False)
+    assert report["ok"] and report["net"]["ok"] and report["net"]["mismatches"] == 0, report
+    assert len(report["net"]["classes"]) == 2 and report["net"]["class_mismatches"] == 0
+    assert report["lint"]["ok"] is True, report["lint"]

@@ -33,6 +33,7 @@ The taps let the testbench check every intermediate integer tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import (
@@ -41,6 +42,7 @@ from amaranth.hdl import (
     ClockSignal,
     Const,
     DomainRenamer,
+    Elaboratable,
     Module,
     Mux,
     ResetSignal,
@@ -183,6 +185,52 @@ def _count(m: Module, counters: list[tuple[Signal, int]], enable) -> Signal:
     return carry
 
 
+class _Word(Elaboratable):
+    """A one-word stand-in for `Memory`: a register, with ports of Memory's attributes.
+
+    Why: a depth-1 Memory has a zero-bit address, which the Verilog writer declares as
+    `[-1:0]` (Verilator's ASCRANGE). Maps of one position (a linear layer's output) and
+    one-row weight ROMs take this instead; each port's `addr` is a wire nothing reads."""
+
+    def __init__(self, width: int, init: int = 0) -> None:
+        self.word = Signal(width, init=init, reset_less=True)  # a Memory is never reset
+        self._reads: list[SimpleNamespace] = []
+        self._writes: list[SimpleNamespace] = []
+
+    def read_port(self, domain: str = "comb") -> SimpleNamespace:
+        assert domain == "comb", "a word reads combinationally, as the net's buffers do"
+        port = SimpleNamespace(addr=Signal(1), data=Signal(len(self.word)))
+        self._reads.append(port)
+        return port
+
+    def write_port(self, granularity: int) -> SimpleNamespace:
+        lanes = len(self.word) // granularity
+        port = SimpleNamespace(
+            addr=Signal(1), data=Signal(len(self.word)), en=Signal(lanes), granularity=granularity
+        )
+        self._writes.append(port)
+        return port
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        for r in self._reads:
+            m.d.comb += r.data.eq(self.word)
+        for w in self._writes:
+            for n in range(len(w.en)):
+                with m.If(w.en[n]):
+                    m.d.sync += self.word.word_select(n, w.granularity).eq(
+                        w.data.word_select(n, w.granularity)
+                    )
+        return m
+
+
+def _memory(width: int, depth: int, init: list[int]) -> Memory | _Word:
+    """A `Memory` of `depth` words, or a `_Word` when there is one."""
+    if depth == 1:
+        return _Word(width, init[0] if init else 0)
+    return Memory(shape=unsigned(width), depth=depth, init=init)
+
+
 class NetTop(wiring.Component):
     """The network: buffers, address generators, pooling, one MacEngine per layer."""
 
@@ -211,7 +259,7 @@ class NetTop(wiring.Component):
         m = Module()
         ports = []
         for i, geo in enumerate(spec.buffers):
-            mem = Memory(shape=unsigned(8 * geo.channels), depth=geo.positions, init=[])
+            mem = _memory(8 * geo.channels, geo.positions, [])
             m.submodules[f"buf{i}"] = mem
             ports.append((mem.read_port(domain="comb"), mem.write_port(granularity=8)))
         m.domains.net_fall = ClockDomain("net_fall", clk_edge="neg", local=True, reset_less=True)
@@ -302,7 +350,7 @@ class NetTop(wiring.Component):
         words = [
             sum((int(v) & 0xFF) << (8 * n) for n, v in enumerate(row)) for row in stage.weights
         ]
-        rom = Memory(shape=unsigned(8 * lanes), depth=k_n, init=words)
+        rom = _memory(8 * lanes, k_n, words)
         m.submodules[p + "weights"] = rom
         rom_rd = rom.read_port(domain="comb")
         ow_bits = stage.engine.stage.offset_width

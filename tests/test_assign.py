@@ -339,6 +339,56 @@ def test_budget_after_recovery_is_the_recovered_models_validation(run_copy, tmp_
     assert res.exit_code == 2 and "--recovery-steps" in res.output
 
 
+def test_budget_search_resumes_from_the_candidates_kept_in_the_run(run_copy, monkeypatch):
+    """A search killed mid-way measures again only what it had not measured: each
+    candidate is one line of the run's CANDIDATES_FILE, reused only in its own context
+    (recovery steps, seed, the run's weights, the multipliers' tables)."""
+    from hwflow.assign import budget, flow
+
+    run_dir, lib_dir = run_copy
+    measured = []
+    real = flow.add_corrections
+
+    def counting(doc, *args, **kwargs):
+        measured.append(tuple(i["multiplier"] for i in doc["layers"]))
+        return real(doc, *args, **kwargs)
+
+    monkeypatch.setattr(flow, "add_corrections", counting)
+
+    def search(**kw) -> dict:
+        measured.clear()
+        return assign_run(run_dir, lib_dir, max_loss=2.0, hist_energy=False, **kw)
+
+    first = search()
+    kept = run_dir / budget.CANDIDATES_FILE
+    lines = kept.read_text().splitlines()
+    assert len(lines) == len(measured) == len(set(measured)) >= 3  # each choice once
+    assert search() == first and measured == []  # all reused, the same answer
+    # killed while writing the third line: the first two are kept, the rest measured again
+    kept.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    again = search()
+    assert again == first and len(measured) == len(lines) - 2
+    # lines that are not a candidate of this run are skipped, never an error
+    kept.write_text("garbage\n[1, 2]\n{}\n" + json.dumps({"choices": 3}) + "\n" + lines[0] + "\n")
+    search()
+    assert len(measured) == len(lines) - 1
+    # another context measures afresh: more recovery steps, another seed, other tables
+    from hwflow.nn.run import load_run
+
+    kept.write_text("\n".join(lines) + "\n")
+    run = load_run(run_dir)
+    assert len(budget._Kept(run, library_view(lib_dir), 0, 0).load()) == len(lines)
+    assert budget._Kept(run, library_view(lib_dir), 0, 1).load() == {}
+    assert budget._Kept(run, library_view(lib_dir), 1, 0).load() == {}
+    lib = Library.open(lib_dir)
+    chosen = first["layers"][0]["multiplier"]
+    table = lib.table(chosen).copy()
+    table[1, 1] += 1
+    lib.commit([NewEntry(lib.get(chosen), table, lib.netlist_path(chosen).read_text(), "{}")])
+    reused = budget._Kept(run, library_view(lib_dir), 0, 0).load()
+    assert reused and not any(chosen in choices for choices in reused)
+
+
 @pytest.mark.slow
 def test_retrain_resumes_to_the_same_result(run_copy, monkeypatch):
     run_dir, lib_dir = run_copy

@@ -25,23 +25,33 @@ Search:
 The cheapest candidate within the budget wins (the selection's energy); every candidate
 measured is listed under `budget:` in assignment.yaml. Identical assignments are measured
 once. If none fits, the most accurate one is returned with `budget.met: false`.
+
+Measured candidates are kept in the run folder (`CANDIDATES_FILE`), so a search that was
+interrupted (a candidate after a recovery costs minutes on a ResNet) resumes where it
+stopped: it asks for the same candidates in the same order and finds them measured.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwflow.assign import energy as energy_mod
-from hwflow.errors import AssignmentError
+from hwflow.errors import AssignmentError, RunError
+from hwflow.io import sha256_bytes, sha256_file, write_error
 
 MAX_SCALE = 64.0
 MIN_SCALE = 1.0 / 64
 BISECT_STEPS = 3
 LADDER_STEP = 2**0.25  # the scale grid the per-layer ladders are read from
+CANDIDATES_FILE = "budget_candidates.jsonl"  # in the run folder; written and read here only
+_RESULT_KEYS = {"doc", "val_top1", "val_top1_uncorrected", "val_top1_corrected", "corrected"}
 
 
 def check_recovery(recovery_steps: int, max_loss: object) -> None:
@@ -53,12 +63,16 @@ def check_recovery(recovery_steps: int, max_loss: object) -> None:
 
 
 class Evaluator:
-    """Validation top-1 of assignment documents, raw and corrected, memoised by choice."""
+    """Validation top-1 of assignment documents, raw and corrected, memoised by choice
+    (with `keep`, also in the run folder's CANDIDATES_FILE, across searches)."""
 
-    def __init__(self, run: Any, lib: Any, seed: int = 0, recovery_steps: int = 0) -> None:
+    def __init__(
+        self, run: Any, lib: Any, seed: int = 0, recovery_steps: int = 0, keep: bool = False
+    ) -> None:
         check_recovery(recovery_steps, max_loss=True)
         self.run, self.lib, self.seed, self.recovery_steps = run, lib, seed, recovery_steps
-        self.seen: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.kept = _Kept(run, lib, seed, recovery_steps) if keep else None
+        self.seen: dict[tuple[str, ...], dict[str, Any]] = self.kept.load() if self.kept else {}
         self.int8 = run.evaluate(run.fresh_model(), "val")
 
     def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +98,8 @@ class Evaluator:
             }
             if self.recovery_steps:
                 self.seen[key]["val_top1"] = self._recovered(best)
+            if self.kept is not None:
+                self.kept.add(key, self.seen[key])
         seen = self.seen[key]
         return seen | {"doc": _with_corrections(doc, seen["doc"])}
 
@@ -102,6 +118,64 @@ class Evaluator:
 
     def loss_pp(self, result: dict[str, Any]) -> float:
         return 100.0 * (self.int8 - result["val_top1"])
+
+
+class _Kept:
+    """The candidates measured on a run, one JSON line each in its CANDIDATES_FILE.
+
+    Why a file: a study or `assign` killed mid-search would otherwise measure every
+    candidate again. A line is reused only when measured in the same context (recovery
+    steps, seed, the run's weights) with the same tables for its multipliers; a line cut
+    by a kill, or not hwflow's, is skipped. Lines are appended whole, one write each."""
+
+    def __init__(self, run: Any, lib: Any, seed: int, recovery_steps: int) -> None:
+        self.path = Path(run.path) / CANDIDATES_FILE
+        self.lib = lib
+        weights = sha256_file(Path(run.path) / "checkpoints" / "agn.pt")
+        self.context = {"recovery_steps": recovery_steps, "seed": seed, "weights": weights}
+
+    def _tables(self, choices: tuple[str, ...]) -> dict[str, str] | None:
+        names = self.lib.names
+        if not all(isinstance(n, str) and n in names for n in choices):
+            return None
+        return {n: sha256_bytes(self.lib.tables[names.index(n)].tobytes()) for n in choices}
+
+    def load(self) -> dict[tuple[str, ...], dict[str, Any]]:
+        try:
+            lines = self.path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise RunError(f"{self.path}: cannot be read ({exc.strerror})") from None
+        found = {}
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                choices, result = tuple(entry["choices"]), entry["result"]
+                usable = (
+                    entry["context"] == self.context
+                    and entry["tables"] == self._tables(choices)
+                    and _RESULT_KEYS.issubset(result)
+                    and isinstance(result["doc"], dict)
+                )
+            except (ValueError, KeyError, TypeError):  # cut by a kill, or not ours
+                continue
+            if usable:
+                found[choices] = result
+        return found
+
+    def add(self, choices: tuple[str, ...], result: dict[str, Any]) -> None:
+        entry = {"context": self.context, "choices": list(choices)}
+        entry |= {"tables": self._tables(choices), "result": result}
+        line = (json.dumps(entry) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
 
 def _with_corrections(doc: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:

@@ -364,7 +364,7 @@ def assign_run(
     doc, pred = at(scale)
     if max_loss is not None:
         log(f"searching the cheapest assignment within {max_loss:g} pp (validation) ...")
-        evaluate = budget_mod.Evaluator(run, lib, seed=seed, recovery_steps=recovery_steps)
+        evaluate = budget_mod.Evaluator(run, lib, seed, recovery_steps, keep=True)
         doc = budget_mod.search(lambda s: at(s)[0], evaluate, max_loss, log)
     elif correct:
         add_corrections(doc, run, lib, seed=seed)

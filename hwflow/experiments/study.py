@@ -145,7 +145,7 @@ def _budget_points(
             continue
         hist = hist or energy_mod.HistogramEnergy(lib.library)
         if "val" not in evaluators:
-            evaluators["val"] = budget.Evaluator(run, lib, recovery_steps=recovery_steps)
+            evaluators["val"] = budget.Evaluator(run, lib, recovery_steps=recovery_steps, keep=True)
         log(f"{name}: searching")
         docs[name] = budget.search(at, evaluators["val"], max_loss, log)
     return docs

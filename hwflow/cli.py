@@ -600,7 +600,8 @@ def _print_assignment(doc: dict) -> None:
     type=NON_NEGATIVE,
     default=None,
     help="Instead of --scale: the cheapest assignment within this top-1 loss (percentage "
-    "points below the run's int8 accuracy, measured on the validation split).",
+    "points below the run's int8 accuracy, measured on the validation split). Measured "
+    "candidates are kept in RUN/budget_candidates.jsonl: an interrupted search resumes.",
 )
 @_RECOVERY_OPTION
 @click.option("--no-correct", is_flag=True, help="Record no free corrections (bias, BN).")

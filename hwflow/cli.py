@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import click
 
 from hwflow import executor as executor_mod
-from hwflow.errors import HwflowError, Terminated, listing
+from hwflow.errors import ConfigError, HwflowError, Terminated, listing
 from hwflow.progress import progress
 
 # click >= 8.2 signals "no arguments: show the help" as a usage error; that one stays
@@ -119,6 +119,22 @@ class _List(click.ParamType):
         if not items:
             self.fail("give at least one value", param, ctx)
         return [self.item.convert(v, param, ctx) for v in items]
+
+
+class _Generator(click.ParamType):
+    """A built-in generator's design by name (`u_vct_k13_n3`), as its MultiplierSpec."""
+
+    name = "generator"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        from hwflow.multipliers.generators import MultiplierSpec
+
+        if isinstance(value, MultiplierSpec):
+            return value
+        try:
+            return MultiplierSpec.from_name(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 COUNT = click.IntRange(min=1)  # jobs, lanes, images, steps
@@ -230,6 +246,9 @@ def _published_text(cost: dict) -> str:
 @cli.command()
 @click.argument("netlists", nargs=-1, type=click.Path())
 @click.option("--builtin", is_flag=True, help="Characterize the built-in generator library.")
+@click.option("--generator", "generators", type=_List(_Generator()), multiple=True,
+              help="Generator designs by name, any parameters in the family's range "
+              "(u_vct_k13_n3,u_optrunc_a5_b4; `s_`: signed).")  # fmt: skip
 @click.option("--top", default=None, help="Top module (files with several modules).")
 @click.option("--ports", default=None, help="Port names A,B,O (default: auto-detect).")
 @click.option(
@@ -252,8 +271,9 @@ def _published_text(cost: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @executor_options()
 def characterize(
-    netlists, builtin, top, ports, signed, cells, library, jobs, timeout, as_json, costs, quiet
-):
+    netlists, builtin, generators, top, ports, signed, cells, library, jobs, timeout, as_json,
+    costs, quiet,
+):  # fmt: skip
     """Exhaustively simulate 8x8 multipliers (files or folders of .v files); store
     tables, metrics, gates, energy."""
     from hwflow.characterize.pipeline import (
@@ -261,14 +281,19 @@ def characterize(
         characterize_builtin,
         characterize_netlists,
     )
+    from hwflow.multipliers.generators import builtin_specs
     from hwflow.multipliers.library import Library
 
-    if builtin == bool(netlists):
-        raise HwflowError("give netlist files or --builtin (not both, not neither)")
-    if builtin and (top or ports or signed is not None or costs or cells):
+    specs = [s for group in generators for s in group]  # each --generator gives a list
+    generated = builtin or bool(specs)
+    if generated == bool(netlists):
+        raise HwflowError("give netlist files, or --builtin and/or --generator (not both)")
+    if generated and (top or ports or signed is not None or costs or cells):
         raise HwflowError(
             "--top, --ports, --signed/--unsigned, --cells and --costs apply to netlists"
         )
+    if builtin:
+        specs = builtin_specs() + [s for s in specs if s not in builtin_specs()]
     port_names = None
     if ports is not None:
         port_names = [p.strip() for p in ports.split(",")]
@@ -277,9 +302,9 @@ def characterize(
     bar = progress(desc="characterize", unit="design", quiet=quiet or as_json, leave=True)
     failed = None
     try:
-        if builtin:
+        if generated:
             outcomes = characterize_builtin(
-                library, jobs=jobs, timeout=timeout, progress=bar.update
+                library, jobs=jobs, specs=specs, timeout=timeout, progress=bar.update
             )
         else:
             outcomes = characterize_netlists(

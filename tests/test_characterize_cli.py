@@ -170,9 +170,13 @@ def test_failure_does_not_create_a_library(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "give netlist files or --builtin"),
-        (["--builtin", "x.v"], "give netlist files or --builtin"),
+        ([], "give netlist files, or --builtin and/or --generator"),
+        (["--builtin", "x.v"], "give netlist files, or --builtin and/or --generator"),
+        (["--generator", "u_trunc_k6", "x.v"], "--builtin and/or --generator (not both)"),
         (["--builtin", "--top", "t"], "apply to netlists"),
+        (["--generator", "u_trunc_k99"], "generator 'u_trunc_k99': multiplier spec trunc"),
+        (["--generator", "u_vct_k13"], "write it as 'u_vct_k13_n8'"),
+        (["--generator", "u_trunc_k6,q_exact"], "expected u_ or s_, a family"),
         (["x.v", "--ports", "A,B"], "--ports needs three names"),
         (["x.v", "--jobs", "0"], "0 is not in the range x>=1"),
         (["x.v", "--timeout", "nan"], "'nan' is not a finite number"),
@@ -238,3 +242,26 @@ def test_export_takes_the_stored_simulation_view_of_a_netlist_entry(evo_lib, tmp
     design = SimDesign("wrapped", path, rtl.module, ("a", "b", "o"))
     raw = plain_testbench_table(design, tmp_path / "sim")
     assert np.array_equal(output_to_int(raw, False), lib.table("evo_style_u"))
+
+
+@pytest.mark.slow
+def test_generator_designs_by_name_outside_the_builtin_list(tmp_path):
+    """--generator characterizes any design of a family's range (here past the built-in
+    list's cheapest vct), with both exact multipliers, its table the reference model's."""
+    from hwflow.multipliers.generators import MultiplierSpec, builtin_specs, reference_table
+
+    names = ["u_vct_k13_n3", "s_trunc_k12_c"]
+    assert not set(names) & {s.name for s in builtin_specs()}
+    lib = tmp_path / "lib"
+    args = ["characterize", "--generator", names[0], "--generator", names[1], "--library", str(lib)]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    entries = {e["name"]: e for e in json.loads(result.output)}
+    assert set(entries) == {*names, "u_exact", "s_exact"}
+    library = Library.open(lib)
+    for name in names:
+        spec = MultiplierSpec.from_name(name)
+        assert library.get(name).source["params"] == spec.params
+        assert entries[name]["signed"] == spec.signed
+        assert np.array_equal(library.table(name), reference_table(spec))
+    assert entries["u_vct_k13_n3"]["cost"]["energy_rel"] < 0.1

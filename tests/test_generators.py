@@ -4,6 +4,7 @@ set spans the error/cost range a researcher needs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -455,3 +456,23 @@ def test_circuits_equal_reference_on_sampled_pairs(tmp_path: Path) -> None:
     """Every family and signedness plus edge parameters, on every 7th operand pair
     (all a and b values occur); the slow test below is exhaustive over the built-ins."""
     assert_circuits_equal_reference(_representative() + EDGE_SPECS, tmp_path, step=7)
+
+
+def test_a_spec_is_named_back_from_its_name():
+    """`MultiplierSpec.from_name` inverts `name` over every built-in design and across a
+    family's range, and refuses what `name` would not write, in one line."""
+    for spec in builtin_specs():
+        assert MultiplierSpec.from_name(spec.name) == spec
+    assert MultiplierSpec.from_name("u_vct_k13_n3").params == {"k": 13, "n": 3, "pair": False}
+    assert MultiplierSpec.from_name("s_optrunc_a5_b4").signed
+    for bad, message in [
+        ("vct", "expected u_ or s_"),
+        ("u_nope_k1", "expected u_ or s_"),
+        ("u_vct_k13_n3_z", "'z' is not a parameter of vct (its parameters: kN, nN, p)"),
+        ("u_trunc_k6_c1", "'c1' is not a parameter of trunc"),
+        ("u_vct_k13_n3_n4", "'n' given twice"),
+        ("u_vct_n3_k13", "write it as 'u_vct_k13_n3'"),
+        ("u_trunc_k16", "params.k must be in 1..15, got 16"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            MultiplierSpec.from_name(bad)

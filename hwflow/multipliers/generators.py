@@ -142,6 +142,38 @@ class MultiplierSpec:
                 parts.append(f"{p.tag}{value}")
         return "_".join(parts)
 
+    @classmethod
+    def from_name(cls, name: str) -> MultiplierSpec:
+        """The spec called `name` (`u_vct_k13_n3`: unsigned, vct, k=13, n=3); the inverse
+        of `name`, so any design of a family's parameter range can be named."""
+        sign, family, *tags = str(name).split("_") + ([""] if "_" not in str(name) else [])
+        if sign not in ("u", "s") or family not in _FAMILIES:
+            raise ConfigError(
+                f"generator {name!r}: expected u_ or s_, a family ({', '.join(_FAMILIES)}) "
+                "and its parameters, e.g. u_vct_k13_n3"
+            )
+        by_tag = {p.tag: p for p in _FAMILIES[family].params}
+        params: dict[str, int | bool] = {}
+        for tag in tags:
+            key, digits = tag.rstrip("0123456789"), tag[len(tag.rstrip("0123456789")) :]
+            p = by_tag.get(key)
+            if p is not None and p.name in params:
+                raise ConfigError(f"generator {name!r}: {key!r} given twice")
+            if p is None or (p.kind is bool) == bool(digits):
+                known = ", ".join(f"{t}N" if q.kind is int else t for t, q in by_tag.items())
+                raise ConfigError(
+                    f"generator {name!r}: {tag!r} is not a parameter of {family} "
+                    f"(its parameters: {known or 'none'})"
+                )
+            params[p.name] = True if p.kind is bool else int(digits)
+        try:
+            spec = cls(family, sign == "s", params)
+        except ConfigError as exc:  # a value out of range
+            raise ConfigError(f"generator {name!r}: {exc}") from None
+        if spec.name != name:  # defaults left out, or parameters out of order
+            raise ConfigError(f"generator {name!r}: write it as {spec.name!r}")
+        return spec
+
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "signed": self.signed, "params": dict(self.params)}
 

@@ -284,7 +284,8 @@ def characterize(
     from hwflow.multipliers.generators import builtin_specs
     from hwflow.multipliers.library import Library
 
-    specs = [s for group in generators for s in group]  # each --generator gives a list
+    # each --generator gives a list; a design named twice is characterized once
+    specs = list(dict.fromkeys(s for group in generators for s in group))
     generated = builtin or bool(specs)
     if generated == bool(netlists):
         raise HwflowError("give netlist files, or --builtin and/or --generator (not both)")
@@ -293,7 +294,7 @@ def characterize(
             "--top, --ports, --signed/--unsigned, --cells and --costs apply to netlists"
         )
     if builtin:
-        specs = builtin_specs() + [s for s in specs if s not in builtin_specs()]
+        specs = list(dict.fromkeys(builtin_specs() + specs))
     port_names = None
     if ports is not None:
         port_names = [p.strip() for p in ports.split(",")]

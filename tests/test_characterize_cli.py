@@ -253,10 +253,13 @@ def test_generator_designs_by_name_outside_the_builtin_list(tmp_path):
     names = ["u_vct_k13_n3", "s_trunc_k12_c"]
     assert not set(names) & {s.name for s in builtin_specs()}
     lib = tmp_path / "lib"
-    args = ["characterize", "--generator", names[0], "--generator", names[1], "--library", str(lib)]
+    twice = f"{names[0]},{names[1]}"  # a design named twice is characterized once
+    args = ["characterize", "--generator", names[0], "--generator", twice, "--library", str(lib)]
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    entries = {e["name"]: e for e in json.loads(result.output)}
+    listed = json.loads(result.output)
+    entries = {e["name"]: e for e in listed}
+    assert len(listed) == len(entries) == 4
     assert set(entries) == {*names, "u_exact", "s_exact"}
     library = Library.open(lib)
     for name in names:

@@ -131,6 +131,7 @@ class _Kept:
     def __init__(self, run: Any, lib: Any, seed: int, recovery_steps: int) -> None:
         self.path = Path(run.path) / CANDIDATES_FILE
         self.lib = lib
+        self._sha: dict[str, str] = {}  # per multiplier: every line names every layer's
         weights = sha256_file(Path(run.path) / "checkpoints" / "agn.pt")
         self.context = {"recovery_steps": recovery_steps, "seed": seed, "weights": weights}
 
@@ -138,7 +139,9 @@ class _Kept:
         names = self.lib.names
         if not all(isinstance(n, str) and n in names for n in choices):
             return None
-        return {n: sha256_bytes(self.lib.tables[names.index(n)].tobytes()) for n in choices}
+        for n in set(choices) - self._sha.keys():
+            self._sha[n] = sha256_bytes(self.lib.tables[names.index(n)].tobytes())
+        return {n: self._sha[n] for n in choices}
 
     def load(self) -> dict[tuple[str, ...], dict[str, Any]]:
         try:

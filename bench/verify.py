@@ -102,7 +102,9 @@ def _part_accumulations(report: dict, name: str) -> int:
 def run_simulator(export_dir: Path, simulator: str, keep: Path) -> dict:
     """One `verify` on `simulator`, parts one after the other; per part: accumulations,
     build/run wall and CPU seconds."""
-    report = verify(export_dir, simulator=simulator, jobs=1, keep_dir=keep, record=False)
+    report = verify(
+        export_dir, simulator=simulator, jobs=1, keep_dir=keep, record=False, rebuild=True
+    )  # (a cold compile: what a new design costs)
     parts = {}
     for s in report["simulations"]:
         accs = _part_accumulations(report, s["name"])

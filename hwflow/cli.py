@@ -1065,7 +1065,14 @@ def export_cmd(
     "--library", type=click.Path(file_okay=False, path_type=str), default=None,
     help="Library to check the export's multipliers against [default: the manifest's].",
 )  # fmt: skip
-def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, library) -> None:
+@click.option(
+    "--rebuild", is_flag=True,
+    help="Compile the simulations afresh instead of reusing a Verilator build of the same "
+    "files (kept in $HWFLOW_CACHE_DIR, else ~/.cache/hwflow).",
+)  # fmt: skip
+def verify_cmd(
+    export_dir, as_json, quiet, jobs, simulator, allow_changed, library, rebuild
+) -> None:
     """Simulate an exported design and compare every accumulator with the emulation.
 
     Uses hwflow's own testbench and checker, never the Python inside the export; every
@@ -1092,6 +1099,7 @@ def verify_cmd(export_dir, as_json, quiet, jobs, simulator, allow_changed, libra
         allow_changed=allow_changed,
         library=library,
         on_simulate=announce,
+        rebuild=rebuild,
     )
     if as_json:
         echo_json(report)

@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwflow import sim_cache
 from hwflow.errors import SimulationError
 
 ARGS_ENV = "HWFLOW_SIM_ARGS"
@@ -73,6 +74,7 @@ def run_cocotb(
     timeout: float | None = None,
     simulator: str = "icarus",
     timings: dict[str, float] | None = None,
+    keep_build: bool = False,
 ) -> Path:
     """Compile `sources` with `top` in `build_dir` and run the cocotb `test_module`.
 
@@ -89,7 +91,11 @@ def run_cocotb(
 
     `simulator` is "icarus" or "verilator" (see `verilator_problem`). `timings`, when
     given, receives `build_seconds` and `test_seconds` (wall) and `build_cpu_seconds`
-    and `test_cpu_seconds` (CPU of the compiler's and simulator's processes).
+    and `test_cpu_seconds` (CPU of the compiler's and simulator's processes), and
+    `build_cached` (1.0 when the compile was skipped).
+
+    `keep_build` (Verilator): take the compiled simulation from `hwflow.sim_cache` when
+    one was built from the same inputs, else build and keep it there.
     """
     build_dir = Path(build_dir).absolute()
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +107,18 @@ def run_cocotb(
     env = {**(extra_env or {}), **_args_env(build_dir, args)}
     runner, srcs, build_args, build_env = _runner(simulator, srcs, top, build_dir, timeout)
     started = time.perf_counter(), _children_cpu()
-    with _environ(build_env), tools_die_with_the_call():
-        _build(
-            runner, top, timeout, sources=srcs, parameters=dict(parameters or {}),
-            build_dir=build_dir, build_args=build_args, always=always, timescale=timescale,
-            log_file=build_dir / "build.log",
-        )  # fmt: skip
+    cache = sim_cache.cache_root() if keep_build and simulator == "verilator" else None
+    key = sim_cache.build_key(srcs, top, build_args, parameters or {}, timescale) if cache else ""
+    cached = cache is not None and sim_cache.fetch(cache, key, build_dir, top)
+    if not cached:
+        with _environ(build_env), tools_die_with_the_call():
+            _build(
+                runner, top, timeout, sources=srcs, parameters=dict(parameters or {}),
+                build_dir=build_dir, build_args=build_args, always=always,
+                timescale=timescale, log_file=build_dir / "build.log",
+            )  # fmt: skip
+        if cache:
+            sim_cache.store(cache, key, build_dir, top)
     built = time.perf_counter(), _children_cpu()
     results = build_dir / "results.xml"
     # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
@@ -117,9 +129,10 @@ def run_cocotb(
             runner, top, timeout, test_module=module_name, build_dir=build_dir,
             results_xml=str(results), testcase=testcase, timescale=timescale,
             log_file=build_dir / "test.log",
+            hdl_toplevel_lang="verilog",  # (what the runner infers from a build's sources)
         )  # fmt: skip
     if timings is not None:
-        timings.update(_timings(started, built))
+        timings.update(_timings(started, built), build_cached=float(cached))
     _check_results(results, build_dir / "test.log", top)
     return results
 

@@ -99,7 +99,7 @@ def make_args(root: Path) -> tuple[str, ...]:
         # its PYTHON3 is `python`, which a bare Debian lacks; ccache when there is one
         args.append(f"PYTHON3={sys.executable}")
     if shutil.which("ccache") and not values.get("OBJCACHE", "").strip():
-        args.append("OBJCACHE=ccache")  # reruns of a design recompile nothing
+        args.append("OBJCACHE=ccache")  # reruns recompile no unchanged C++ object
     return tuple(args)
 
 

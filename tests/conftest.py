@@ -11,6 +11,19 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_sim_cache(tmp_path_factory):
+    """Compiled simulations (`hwflow.sim_cache`) kept for this test session only: tests
+    reuse each other's builds but never read or fill the user's cache."""
+    saved = os.environ.get("HWFLOW_CACHE_DIR")
+    os.environ["HWFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("sim-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("HWFLOW_CACHE_DIR", None)
+    else:
+        os.environ["HWFLOW_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def make_without_hwflow(tmp_path_factory) -> Callable[[Path], subprocess.CompletedProcess]:
     """Run plain `make` (with optional arguments such as `SIM=verilator`) in an exported

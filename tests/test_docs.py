@@ -137,3 +137,21 @@ def test_a_renamed_module_or_file_is_a_stale_reference():
         "hwflow.nosuch.thing",
         "hwflow.io.nope",
     ]
+
+
+def test_the_layer_check_sees_every_spelling_of_an_import(tmp_path):
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        from hwflow_docs import import_graph
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "_ext"))
+    package = tmp_path / "hwflow"
+    (package / "nn").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "nn" / "__init__.py").write_text("import hwflow.io\n")
+    (package / "low.py").write_text("from hwflow import io, nn\n")
+    (package / "mid.py").write_text("def f():\n    from hwflow.nn.train import x\n")
+    (package / "io.py").write_text("import os\n")
+    assert import_graph(package) == {
+        "nn/": {"io"}, "low": {"io", "nn/"}, "mid": {"nn/"}, "io": set(),
+    }  # fmt: skip

@@ -128,6 +128,8 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
     assert [(s["name"], s["harness"], s["ok"]) for s in report["simulations"]] == [
         ("layers", "hwflow_harness", True), ("net", "hwflow_net_harness", True),
     ]  # fmt: skip
+    # both compiled by the Verilator verify above: this one compiled nothing
+    assert [s["build_cached"] for s in report["simulations"]] == [True, True]
     # the integer-only output stage of every layer but the last, checked code by code
     assert [lay["requant"] is not None for lay in manifest["layers"]] == [True] * 3 + [False]
     assert report["codes_checked"] == sum(lay["jobs"] for lay in manifest["layers"][:3])
@@ -199,6 +201,9 @@ def test_export_then_verify_heterogeneous_digits(run_and_library, make_without_h
         bad = json.loads(result.output[: result.output.rindex("}") + 1])
         assert bad["mismatches"] == bad["code_mismatches"] == 0
         assert bad["net"]["first_mismatch"]["tensor"] == f"{names[0]}.acc"
+        # the changed network was compiled again; the unchanged engines' build was reused
+        cached = [s["build_cached"] for s in bad["simulations"]]
+        assert cached == ([True, False] if simulator == "verilator" else [False, False])
 
 
 def test_export_errors_leave_no_directory(run_and_library, tmp_path):

@@ -95,6 +95,8 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "hwflow":
+                targets = [f"hwflow.{a.name}" for a in node.names]  # `from hwflow import io`
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 targets = [node.module]
             else:

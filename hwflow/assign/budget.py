@@ -193,17 +193,25 @@ def _with_corrections(doc: dict[str, Any], measured: dict[str, Any]) -> dict[str
     return out
 
 
+# energy model -> (the network's figure in a doc's `energy`, a layer's figure in its item);
+# the uniform figures (`relative`, `energy_rel`) for any other model or a missing field
+_ENERGY_FIELDS = {
+    "histogram": ("relative_histogram", "energy_rel_hist"),
+    "published": ("relative_published", "energy_rel_published"),
+}
+
+
 def cost(doc: dict[str, Any]) -> float:
     """The energy the selection minimised (relative to exact)."""
     e = doc["energy"]
-    field = {"histogram": "relative_histogram", "published": "relative_published"}
-    return float(e.get(field.get(e.get("model", ""), "relative"), e["relative"]))
+    field = _ENERGY_FIELDS.get(e.get("model", ""), ("relative",))[0]
+    return float(e.get(field, e["relative"]))
 
 
 def _layer_cost(item: dict[str, Any], model: str) -> float:
     """One layer's choice's energy under the selection's energy `model`."""
-    field = {"histogram": "energy_rel_hist", "published": "energy_rel_published"}
-    return float(item.get(field.get(model, "energy_rel"), item["energy_rel"]))
+    field = _ENERGY_FIELDS.get(model, ("", "energy_rel"))[1]
+    return float(item.get(field, item["energy_rel"]))
 
 
 def mixed_doc(

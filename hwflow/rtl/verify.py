@@ -265,12 +265,12 @@ def stale_results(manifest: dict, part: str) -> list[str]:
     return [f"{lay['port']}_{kind}.hex" for lay in manifest["layers"] for kind in ("acc", "code")]
 
 
-def _simulate(job: tuple[Path, dict, dict, Path, str]) -> dict:
+def _simulate(job: tuple[Path, dict, dict, Path, str, bool]) -> dict:
     """One simulation of an export in its own build directory (a worker process: the
     cocotb runner sets process-wide environment variables)."""
     from hwflow.simulator import run_cocotb
 
-    export_dir, manifest, sim, build, simulator = job
+    export_dir, manifest, sim, build, simulator, keep_build = job
     started = time.perf_counter()
     failure = None
     timings: dict[str, float] = {}
@@ -303,6 +303,7 @@ def _simulate(job: tuple[Path, dict, dict, Path, str]) -> dict:
                 args=args,
                 simulator=simulator,
                 timings=timings,
+                keep_build=keep_build,
             )
         except SimulationError as exc:
             failure = str(exc)
@@ -319,6 +320,7 @@ def _simulate(job: tuple[Path, dict, dict, Path, str]) -> dict:
         "failure": failure,
         "seconds": time.perf_counter() - started,
         **{k: timings.get(k) for k in TIMINGS},
+        "build_cached": bool(timings.get("build_cached")),
     }
 
 
@@ -346,6 +348,7 @@ def verify(
     keep_dir: str | os.PathLike[str] | None = None,
     library: str | os.PathLike[str] | None = None,
     on_simulate: Callable[[str, str, Manifest], None] | None = None,
+    rebuild: bool = False,
 ) -> dict:
     """Check, simulate and compare every accumulator with hwflow's own code (see the
     module's docstring). Returns the report (`ok`, `checked`, `mismatches`, `layers`,
@@ -360,7 +363,8 @@ def verify(
     `choose_simulator`). `keep_dir`: build each simulation in `keep_dir/<name>` and keep
     it (its outputs beside the build); default a temporary directory under `build_dir`.
     `on_simulate(simulator, why, manifest)` is called once the checks before the
-    simulations have passed."""
+    simulations have passed. A Verilator simulation built before from the same files is
+    taken from `hwflow.sim_cache` (each simulation's `build_cached`) unless `rebuild`."""
     export_dir = Path(export_dir).resolve()
     manifest = load_manifest(export_dir)
     changed = check_unchanged(export_dir, manifest, allow_changed)
@@ -385,7 +389,7 @@ def verify(
         else:
             root = Path(keep_dir).resolve()
         started = time.perf_counter()
-        work = [(export_dir, doc, sim, root / sim["name"], simulator) for sim in sims]
+        work = [(export_dir, doc, sim, root / sim["name"], simulator, not rebuild) for sim in sims]
         runs = list(run_parallel(_simulate, work, jobs))
         seconds = time.perf_counter() - started
     missing = [r for r in runs if r["report"] is None]
@@ -404,6 +408,7 @@ def verify(
             "sim_seconds": r["report"]["sim_seconds"],
             "seconds": r["seconds"],
             **{k: r[k] for k in TIMINGS},
+            "build_cached": r["build_cached"],
         }
         for r in runs
     ]
@@ -483,7 +488,8 @@ def format_report(report: dict) -> list[str]:
             + ", ".join(
                 f"{s['name']} {s['cycles']:,} cycles in {s['seconds']:.1f} s"
                 + (
-                    f" (compile {s['build_seconds']:.1f} s, run {s['test_seconds']:.1f} s)"
+                    f" ({'compiled before' if s.get('build_cached') else 'compile'}"
+                    f" {s['build_seconds']:.1f} s, run {s['test_seconds']:.1f} s)"
                     if s.get("build_seconds") is not None and s.get("test_seconds") is not None
                     else ""
                 )

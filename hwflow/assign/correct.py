@@ -49,7 +49,7 @@ def measure_offsets(model: Any, batches: Sequence[Any], names: Iterable[str]) ->
             continue
         total, rows = None, 0
         for x in batches:
-            tr = trace(model, x, only=[name])[name]
+            tr = trace(model, x, only=[name], stop_early=True)[name]  # (nothing after it)
             err = (tr.acc - tr.acc_exact).to(torch.float64).sum(dim=1)  # (G, Ng)
             total = err if total is None else total + err
             rows += tr.acc.shape[1]

@@ -34,9 +34,11 @@ within the group, kernel row, kernel column), the F.unfold order.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -533,6 +535,11 @@ def apply_tables(model: nn.Module, tables: Mapping[str, tuple[np.ndarray | Tenso
             raise AssignmentError(f"layer {name}: {exc}") from None
 
 
+def _stop_when_full(sinks: dict[str, list[LayerTrace]], *_hook_args: Any) -> None:
+    if all(sinks.values()):
+        raise _TraceComplete
+
+
 def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor | None]) -> None:
     """Set the named layers' accumulator offsets (see `set_acc_offset`)."""
     for name, offset in offsets.items():
@@ -542,10 +549,17 @@ def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor 
             raise AssignmentError(f"layer {name}: {exc}") from None
 
 
+class _TraceComplete(Exception):
+    """Raised from a forward hook: every layer a trace wants has run."""
+
+
 @torch.no_grad()
-def trace(model: nn.Module, x: Tensor, only: Iterable[str] | None = None) -> dict[str, LayerTrace]:
+def trace(
+    model: nn.Module, x: Tensor, only: Iterable[str] | None = None, *, stop_early: bool = False
+) -> dict[str, LayerTrace]:
     """One eval-mode forward of `x`, capturing every approximate layer's integer operands
-    (with `only`: just those layers').
+    (with `only`: just those layers'; with `stop_early` too, the forward ends once they
+    have run, so the layers after them cost nothing and a second run is not seen).
 
     Per layer: `x_int (G, M, K)`, `w_int (G, K, Ng)`, `acc (G, M, Ng)` (sum of multiplier
     outputs, sign-magnitude applied, before zero-point correction, scales and bias, using
@@ -562,11 +576,18 @@ def trace(model: nn.Module, x: Tensor, only: Iterable[str] | None = None) -> dic
     sinks: dict[str, list[LayerTrace]] = {
         name: [] for name, _ in layers if wanted is None or name in wanted
     }
+    hooks = []
     for name, layer in layers:
         layer._trace_sink = sinks.get(name)
+        if stop_early and wanted is not None and name in wanted:
+            hooks.append(layer.register_forward_hook(functools.partial(_stop_when_full, sinks)))
     try:
         model(x)
+    except _TraceComplete:
+        pass
     finally:
+        for hook in hooks:
+            hook.remove()
         for _, layer in layers:
             layer._trace_sink = None
         model.train(was_training)

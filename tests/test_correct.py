@@ -77,3 +77,69 @@ def test_batchnorm_reestimated_under_the_network_as_it_is():
     # a cumulative average over the batches, not a momentum-weighted one
     assert torch.allclose(bn.running_var, (x[:32].var(0) + x[32:].var(0)) / 2, rtol=1e-5)
     assert bn.momentum == 0.1 and not bn.training
+
+
+def _sequential_offsets(model: torch.nn.Module, batches: list, names: list[str]) -> dict:
+    """The reference the one-forward measurement must equal: each layer traced in turn
+    over every batch, its offset set before the next layer is traced."""
+    from hwflow.nn import approx_layers, trace
+
+    out = {}
+    for name, layer in approx_layers(model):
+        if name in names:
+            traces = [trace(model, x, only=[name])[name] for x in batches]
+            total = sum((t.acc - t.acc_exact).double().sum(dim=1) for t in traces)
+            rows = sum(t.acc.shape[1] for t in traces)
+            out[name] = (-torch.round(total / rows)).to(torch.int64).reshape(-1)
+            layer.set_acc_offset(out[name])
+    return out
+
+
+@pytest.mark.parametrize("slice_rows", [1 << 16, 5])
+def test_one_forward_finds_the_offsets_of_tracing_layer_by_layer(slice_rows, monkeypatch):
+    """Grouped and plain convs, a signed first layer, pooling, a linear layer, biased
+    tables: the histogram measurement in one forward equals the sequential trace, offset
+    for offset (also when the operand rows are converted in slices of 5)."""
+    import copy
+
+    import hwflow.nn.layers as layers
+    from hwflow.nn import apply_tables, approximate, calibrate
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 6, 3, groups=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(6 * 2 * 2, 5),
+    )  # fmt: skip
+    x = torch.randn(12, 2, 6, 6)  # signed input: layer 0 is signed, the others unsigned
+    approximate(model, x[:4])
+    calibrate(model, [x])
+    bias = (np.arange(256)[:, None] % 5) * (np.arange(256)[None, :] % 3)
+    tables = {"0": (exact_table(True) + bias, True)}
+    tables |= {n: (exact_table(False) - 2 * bias, False) for n in ("2", "6")}
+    apply_tables(model, tables)
+    reference = copy.deepcopy(model)
+    batches = [x[:5], x[5:]]
+    want = _sequential_offsets(reference, batches, ["0", "2", "6"])
+    monkeypatch.setattr(layers, "_PROBE_ROWS", slice_rows)
+    model.train()
+    got = measure_offsets(model, batches, ["0", "2", "6"])
+    assert model.training  # its mode restored
+    model.eval()
+    assert set(got) == set(want) and all(want[n].any() for n in want)
+    for name, off in got.items():
+        assert np.array_equal(off, want[name].numpy()), name
+        assert np.array_equal(model.get_submodule(name).acc_offset.numpy(), off)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))  # the corrected networks are one
+    assert all(model.get_submodule(n)._offset_probe is None for n in got)
+
+
+def test_a_layer_left_in_float_mode_is_named():
+    from hwflow.errors import HwflowError
+    from hwflow.nn import measure_acc_offsets, set_mode
+
+    model, x = _approx_net(exact_table(False))
+    set_mode(model, "float")
+    with pytest.raises(HwflowError, match="0, 2 did not run quantized"):
+        measure_acc_offsets(model, x, ["0", "2"])

@@ -157,6 +157,42 @@ def test_matches_numpy_reference(seed, m, k, n, kind, sign_magnitude, unsigned_x
     )
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(0, 40),
+    k=st.integers(1, 12),
+    n=st.integers(1, 7),
+    kind=st.sampled_from(TABLE_KINDS),
+    sign_magnitude=st.booleans(),
+    unsigned_x=st.booleans(),
+)
+def test_table_sum_of_the_code_histogram_is_the_sum_of_the_rows(
+    seed, m, k, n, kind, sign_magnitude, unsigned_x
+):
+    """What the free corrections sum, from histograms alone, against the scalar loop."""
+    x, w, table = case(seed, max(m, 1), k, n, kind, unsigned_x)
+    x = x[:m]
+    hist = kernels.code_histogram(torch.from_numpy(x))
+    assert hist.shape == (k, 256) and hist.sum(dim=1).tolist() == [m] * k
+    got = kernels.table_sum(hist, torch.from_numpy(w), table, sign_magnitude=sign_magnitude)
+    assert got.dtype == torch.int64 and got.shape == (n,)
+    want = naive_loop(x, w, table, sign_magnitude).sum(axis=0) if m else np.zeros(n)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_table_sum_refuses_what_table_matmul_refuses():
+    w = torch.zeros(3, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"hist is \(2, 256\), expected \(3, 256\)"):
+        kernels.table_sum(torch.zeros(2, 256, dtype=torch.int64), w, exact_table(False))
+    with pytest.raises(ValueError, match="must lie in"):
+        kernels.code_histogram(torch.tensor([[256, 0]]))
+    with pytest.raises(ValueError, match="must lie in"):
+        kernels.table_sum(torch.zeros(3, 256), w - 129, exact_table(True))
+    with pytest.raises(ValueError, match="integer tensor"):
+        kernels.code_histogram(torch.zeros(2, 2, dtype=torch.bool))
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_exact_table_equals_integer_matmul(signed):
     rng = np.random.default_rng(1)

@@ -6,7 +6,7 @@ channel's accumulator is off by a nearly constant amount: `sum_k E_k[w_kn]`, wit
 `E_k[w] = sum_x p_k(x) E[x, w]` the table error E = table - exact averaged over the
 activation codes recorded at input position k (sign-magnitude layers: sign(w) E[x, |w|]).
 That is exactly the mean, over the recorded rows, of the accumulator error itself, so it
-is measured as such on traced train-split batches. Layer by layer in network order, with
+is measured as such on train-split batches. Layer by layer in network order, with
 the upstream layers already approximate and corrected: operand histograms recorded under
 exact arithmetic (`stats.npz`) mispredict deeper layers' offsets by 30-50 % on the
 digits CNN, because the upstream multipliers shift those layers' activations. The
@@ -37,27 +37,14 @@ BN_BATCHES = 16  # train-split batches for the batch-norm re-estimation
 
 def measure_offsets(model: Any, batches: Sequence[Any], names: Iterable[str]) -> dict:
     """{layer: (out_channels,) int64 offsets} for the named layers of `model` (tables
-    applied), set on the model as they are found, layer by layer in network order."""
+    applied), set on the model as they are found, layer by layer in network order (one
+    forward of the batches together: `hwflow.nn.measure_acc_offsets`)."""
     import torch
 
-    from hwflow.nn import approx_layers, trace
+    from hwflow.nn import measure_acc_offsets
 
-    wanted = set(names)
-    out: dict[str, np.ndarray] = {}
-    for name, layer in approx_layers(model):
-        if name not in wanted:
-            continue
-        total, rows = None, 0
-        for x in batches:
-            tr = trace(model, x, only=[name], stop_early=True)[name]  # (nothing after it)
-            err = (tr.acc - tr.acc_exact).to(torch.float64).sum(dim=1)  # (G, Ng)
-            total = err if total is None else total + err
-            rows += tr.acc.shape[1]
-        assert total is not None
-        off = (-torch.round(total / max(rows, 1))).to(torch.int64).reshape(-1)
-        layer.set_acc_offset(off)
-        out[name] = off.numpy()
-    return out
+    found = measure_acc_offsets(model, torch.cat(list(batches)), names)
+    return {name: off.numpy() for name, off in found.items()}
 
 
 def has_batchnorm(model: Any) -> bool:

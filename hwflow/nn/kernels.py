@@ -643,6 +643,45 @@ def table_matmul(
     return prepare(w, table, sign_magnitude, backend=backend).matmul(x)
 
 
+def code_histogram(x: torch.Tensor) -> torch.Tensor:
+    """(K, 256) int64: how often each code (`x & 0xFF`) occurs in each column of x (M, K),
+    integer values in [-128, 255] as `table_matmul` reads them (float operands are
+    rounded half to even, as `approx_matmul` rounds them)."""
+    _check_tensor("x", x, "(M, K)", allow_float=True)
+    xi = x.detach()
+    xi = xi.round().to(torch.int32) if xi.is_floating_point() else xi.to(torch.int32)
+    k = xi.shape[1]
+    where = xi + 256 * torch.arange(k, dtype=torch.int32, device=xi.device)
+    if xi.numel():
+        lo, hi = (int(v) for v in torch.aminmax(xi))
+        _check_range("x", lo, hi, -128, 255)
+        if lo < 0:  # x & 0xFF
+            where += 256 * (xi < 0)
+    return torch.bincount(where.reshape(-1), minlength=256 * k).reshape(k, 256)
+
+
+def table_sum(
+    hist: torch.Tensor,
+    w: torch.Tensor,
+    table: np.ndarray | torch.Tensor,
+    *,
+    sign_magnitude: bool = False,
+) -> torch.Tensor:
+    """`table_matmul(x, w, table, ...).sum(dim=0)` as int64 (N,), from x's
+    `code_histogram` alone: the sum over k and codes v of hist[k, v] times the product
+    the table gives v and w[k, n]. K * 256 * N lookups instead of M * K * N: what a
+    layer's summed accumulator error per output channel needs (the free corrections)."""
+    _check_tensor("w", w, "(K, N)")
+    if tuple(hist.shape) != (w.shape[0], 256):
+        raise ValueError(f"hist is {tuple(hist.shape)}, expected ({w.shape[0]}, 256)")
+    codes, signs = _weight_codes_torch(w, sign_magnitude)
+    products = _as_table(table).to(w.device, torch.int64)[:, codes]  # (256 codes v, K, N)
+    if signs is not None:
+        products = products * signs
+    # (v-major on both sides: entry v * K + k)
+    return hist.to(torch.int64).t().reshape(-1) @ products.reshape(-1, codes.shape[1])
+
+
 # -- convolutions --------------------------------------------------------------------------
 def _pair(v: int | tuple[int, ...], name: str) -> tuple[int, int]:
     p = (v, v) if isinstance(v, int) else tuple(int(i) for i in v)

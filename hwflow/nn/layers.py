@@ -34,11 +34,9 @@ within the group, kernel row, kernel column), the F.unfold order.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +118,7 @@ class _ApproxMixin:
         self.table_signed: bool | None = None
         self._ops: int | None = None
         self._trace_sink: list[LayerTrace] | None = None
+        self._offset_probe: list[Tensor] | None = None  # see measure_acc_offsets
         self._cache: kernels.PreparedCache | None = None
         self._train_tables: kernels.TrainingTables | None = None
         # per output channel, added to the approx accumulator (bias correction); the
@@ -230,6 +229,8 @@ class _ApproxMixin:
         wq, sw = quant.quantize_weight(self.weight, self.per_channel)
         approx = self.mode == "approx"
         y = self._table_op(xc, zp, wq, signed) if approx else self._float_op(xc, wq)
+        if self._offset_probe is not None:
+            self._measure_offset(xc, zp, wq, signed)
         if approx and self.acc_offset is not None:  # the bias correction, integer
             y = y + self._channel_view(self.acc_offset.to(y.device, y.dtype), y)
         y = y * self._out_scale(sx, sw, y.dim())
@@ -292,6 +293,30 @@ class _ApproxMixin:
     def _record_ops(self, y: Tensor) -> None:
         per_sample = y[0].numel() if y.dim() > 1 else y.numel()
         self._ops = int(per_sample * self.fan_in)
+
+    @torch.no_grad()
+    def _measure_offset(self, xc: Tensor, zp: int, wq: Tensor, signed: bool) -> None:
+        """Set (and record in the probe) the offset that cancels each output channel's
+        mean accumulator error, table against exact, over this forward's rows."""
+        if self._offset_probe:
+            raise HwflowError("measure_acc_offsets: a layer ran twice in one forward")
+        rows, _ = self._operand_rows(xc.detach())
+        w_int = self._grouped_weight(wq.detach()).round().to(torch.int64)
+        table = exact_table(signed) if self.table is None else self.table
+        # each code's operand value: the exact products' sum is the histogram's too
+        values = torch.arange(256, dtype=torch.int64)
+        if signed:
+            values = torch.where(values >= 128, values - 256, values)
+        errors = []
+        for g in range(rows.shape[0]):
+            # in slices of rows: the integer codes of a whole batch at once would be GBs
+            hist = sum(kernels.code_histogram(part + zp) for part in rows[g].split(_PROBE_ROWS))
+            approx = kernels.table_sum(hist, w_int[g], table, sign_magnitude=not signed)
+            errors.append(approx - (hist @ values) @ w_int[g])
+        total = torch.stack(errors).to(torch.float64)  # (G, Ng), integers: exact
+        offset = (-torch.round(total / max(rows.shape[1], 1))).to(torch.int64).reshape(-1)
+        self.acc_offset = offset
+        self._offset_probe.append(offset)
 
     @torch.no_grad()
     def _make_trace(self, xc, zp, wq, sx, sw, signed, y) -> LayerTrace:
@@ -535,9 +560,37 @@ def apply_tables(model: nn.Module, tables: Mapping[str, tuple[np.ndarray | Tenso
             raise AssignmentError(f"layer {name}: {exc}") from None
 
 
-def _stop_when_full(sinks: dict[str, list[LayerTrace]], *_hook_args: Any) -> None:
-    if all(sinks.values()):
-        raise _TraceComplete
+@torch.no_grad()
+def measure_acc_offsets(model: nn.Module, x: Tensor, names: Iterable[str]) -> dict[str, Tensor]:
+    """{layer: (out_channels,) int64 offsets} cancelling each named layer's mean
+    accumulator error (its table against exact) over the rows of `x`, each set on its
+    layer (`set_acc_offset`) as one eval-mode forward reaches it: every later layer
+    sees the earlier ones corrected, as the RTL computes. The same offsets as tracing
+    each layer in turn (`hwflow.assign.correct`), in one forward: the error's sum over
+    the rows needs only each operand column's code histogram (`kernels.table_sum`)."""
+    wanted = set(names)
+    probes: dict[str, list[Tensor]] = {n: [] for n, _ in approx_layers(model) if n in wanted}
+    _forward_into(model, x, "_offset_probe", probes)
+    missing = sorted(name for name, found in probes.items() if not found)
+    if missing:
+        raise HwflowError(f"measure_acc_offsets: {', '.join(missing)} did not run quantized")
+    return {name: found[0] for name, found in probes.items()}
+
+
+def _forward_into(model: nn.Module, x: Tensor, attr: str, sinks: Mapping[str, list]) -> None:
+    """One eval-mode forward of `x` with each approximate layer's `attr` set to its list
+    in `sinks` (None for the others), unset after; the model's mode is restored."""
+    layers = approx_layers(model)
+    was_training = model.training
+    model.eval()
+    for name, layer in layers:
+        setattr(layer, attr, sinks.get(name))
+    try:
+        model(x)
+    finally:
+        for _, layer in layers:
+            setattr(layer, attr, None)
+        model.train(was_training)
 
 
 def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor | None]) -> None:
@@ -549,17 +602,13 @@ def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor 
             raise AssignmentError(f"layer {name}: {exc}") from None
 
 
-class _TraceComplete(Exception):
-    """Raised from a forward hook: every layer a trace wants has run."""
+_PROBE_ROWS = 1 << 16  # operand rows converted to int64 codes at a time
 
 
 @torch.no_grad()
-def trace(
-    model: nn.Module, x: Tensor, only: Iterable[str] | None = None, *, stop_early: bool = False
-) -> dict[str, LayerTrace]:
+def trace(model: nn.Module, x: Tensor, only: Iterable[str] | None = None) -> dict[str, LayerTrace]:
     """One eval-mode forward of `x`, capturing every approximate layer's integer operands
-    (with `only`: just those layers'; with `stop_early` too, the forward ends once they
-    have run, so the layers after them cost nothing and a second run is not seen).
+    (with `only`: just those layers').
 
     Per layer: `x_int (G, M, K)`, `w_int (G, K, Ng)`, `acc (G, M, Ng)` (sum of multiplier
     outputs, sign-magnitude applied, before zero-point correction, scales and bias, using
@@ -570,27 +619,11 @@ def trace(
     for name, layer in layers:
         if layer.mode == "float":
             raise HwflowError(f"trace: layer {name} is in float mode; use quant or approx")
-    was_training = model.training
-    model.eval()
     wanted = None if only is None else set(only)
     sinks: dict[str, list[LayerTrace]] = {
         name: [] for name, _ in layers if wanted is None or name in wanted
     }
-    hooks = []
-    for name, layer in layers:
-        layer._trace_sink = sinks.get(name)
-        if stop_early and wanted is not None and name in wanted:
-            hooks.append(layer.register_forward_hook(functools.partial(_stop_when_full, sinks)))
-    try:
-        model(x)
-    except _TraceComplete:
-        pass
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for _, layer in layers:
-            layer._trace_sink = None
-        model.train(was_training)
+    _forward_into(model, x, "_trace_sink", sinks)
     out = {}
     for name, captured in sinks.items():
         if len(captured) != 1:

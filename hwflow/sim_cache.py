@@ -12,7 +12,8 @@ tools (Verilator, its make overrides, cocotb's Verilator main and libraries), th
 arguments, the top, parameters and timescale, and each source's file name and text. A
 source that `include`s another file would be keyed by its own text only; the designs and
 harnesses hwflow simulates include none. Only hwflow writes entries (after a build of
-its own); the folder is the user's (`HWFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/hwflow`, else
+its own), and an entry whose executable does not start is removed and built again; the
+folder is the user's (`HWFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/hwflow`, else
 `~/.cache/hwflow`), and the least recently used entries past `MAX_ENTRIES` are removed.
 """
 
@@ -108,6 +109,11 @@ def store(root: Path, key: str, build_dir: Path, executable: str) -> None:
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
         _prune(root)
+
+
+def discard(root: Path, key: str) -> None:
+    """Remove an entry (one whose executable did not run)."""
+    shutil.rmtree(root / key, ignore_errors=True)
 
 
 def _prune(root: Path) -> None:

@@ -109,32 +109,72 @@ def run_cocotb(
     started = time.perf_counter(), _children_cpu()
     cache = sim_cache.cache_root() if keep_build and simulator == "verilator" else None
     key = sim_cache.build_key(srcs, top, build_args, parameters or {}, timescale) if cache else ""
-    cached = cache is not None and sim_cache.fetch(cache, key, build_dir, top)
-    if not cached:
-        with _environ(build_env), tools_die_with_the_call():
-            _build(
-                runner, top, timeout, sources=srcs, parameters=dict(parameters or {}),
-                build_dir=build_dir, build_args=build_args, always=always,
-                timescale=timescale, log_file=build_dir / "build.log",
-            )  # fmt: skip
-        if cache:
-            sim_cache.store(cache, key, build_dir, top)
+    build = {
+        "sources": srcs, "parameters": dict(parameters or {}), "build_dir": build_dir,
+        "build_args": build_args, "always": always, "timescale": timescale,
+        "log_file": build_dir / "build.log",
+    }  # fmt: skip
+    cached = _compiled(runner, top, timeout, build_env, cache, key, **build)
     built = time.perf_counter(), _children_cpu()
     results = build_dir / "results.xml"
-    # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
-    # because the simulator runs inside the build directory (gotcha 3). os.environ
-    # overrides extra_env inside the runner, so set our variables there for the call.
-    with _absolute_sys_path(module_dir), _environ(env), tools_die_with_the_call():
-        _test(
-            runner, top, timeout, test_module=module_name, build_dir=build_dir,
-            results_xml=str(results), testcase=testcase, timescale=timescale,
-            log_file=build_dir / "test.log",
-            hdl_toplevel_lang="verilog",  # (what the runner infers from a build's sources)
-        )  # fmt: skip
+    test = {
+        "test_module": module_name, "build_dir": build_dir, "results_xml": str(results),
+        "testcase": testcase, "timescale": timescale, "log_file": build_dir / "test.log",
+        "hdl_toplevel_lang": "verilog",  # (what the runner infers from a build's sources)
+    }  # fmt: skip
+    try:
+        _simulate(runner, top, timeout, module_dir, env, **test)
+    except SimulationTimeout:
+        raise
+    except (SimulationError, OSError):  # (OSError: an executable that cannot start)
+        if not cached or results.is_file():
+            raise
+    if cached and not results.is_file():  # a kept executable that does not run: damaged
+        assert cache is not None
+        sim_cache.discard(cache, key)
+        cached = _compiled(runner, top, timeout, build_env, cache, key, **build)
+        built = time.perf_counter(), _children_cpu()
+        _simulate(runner, top, timeout, module_dir, env, **test)
     if timings is not None:
         timings.update(_timings(started, built), build_cached=float(cached))
     _check_results(results, build_dir / "test.log", top)
     return results
+
+
+def _compiled(
+    runner: Any,
+    top: str,
+    timeout: float | None,
+    build_env: Mapping[str, str],
+    cache: Path | None,
+    key: str,
+    **build: Any,
+) -> bool:
+    """Build `top` in its build directory, or (True) take the executable `cache` keeps
+    under `key`; a fresh build is kept there."""
+    if cache is not None and sim_cache.fetch(cache, key, build["build_dir"], top):
+        return True
+    with _environ(build_env), tools_die_with_the_call():
+        _build(runner, top, timeout, **build)
+    if cache is not None:
+        sim_cache.store(cache, key, build["build_dir"], top)
+    return False
+
+
+def _simulate(
+    runner: Any,
+    top: str,
+    timeout: float | None,
+    module_dir: Path | None,
+    env: Mapping[str, str],
+    **test: Any,
+) -> None:
+    """Run the test module on the built `top`."""
+    # The runner hands the simulator PYTHONPATH = sys.path; make every entry absolute
+    # because the simulator runs inside the build directory (gotcha 3). os.environ
+    # overrides extra_env inside the runner, so set our variables there for the call.
+    with _absolute_sys_path(module_dir), _environ(env), tools_die_with_the_call():
+        _test(runner, top, timeout, **test)
 
 
 def _runner(

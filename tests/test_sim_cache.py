@@ -107,3 +107,15 @@ def test_least_recently_used_entries_and_dead_staging_folders_are_pruned(
     sim_cache.store(cache, "d", build, "top")
     assert _entries(cache) == [".new-writing", "a", "d"]
     assert not sim_cache.fetch(cache, "b", tmp_path, "top")
+
+
+def test_a_damaged_entry_is_built_again_and_replaced(cache, tmp_path):
+    _run(FIX / "and_gate.v", tmp_path / "b1", tmp_path / "o1")
+    (entry,) = [cache / name for name in _entries(cache)]
+    (entry / "and_gate").write_bytes(b"\x7fELF not really")
+    again = _run(FIX / "and_gate.v", tmp_path / "b2", tmp_path / "o2")
+    assert again["build_cached"] == 0.0 and (tmp_path / "o2").read_text() == "ok"
+    assert (tmp_path / "b2" / "build.log").is_file() and _entries(cache) == [entry.name]
+    assert (entry / "and_gate").read_bytes()[:4] == b"\x7fELF"
+    assert len((entry / "and_gate").read_bytes()) > 1000  # the fresh executable, kept
+    assert _run(FIX / "and_gate.v", tmp_path / "b3", tmp_path / "o3")["build_cached"] == 1.0

@@ -7,8 +7,9 @@ own messages (one line per epoch or per design) are the progress.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -38,3 +39,13 @@ def silent(_message: str) -> None:
 def to_stderr(message: str) -> None:
     """A `log=` callback: one line on stderr, flushed (workers share the parent's log)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """`log` with `prefix` before every message (picklable when `log` is): whose line it
+    is, where several workers share one log."""
+    return functools.partial(_prefixed_line, log, prefix)
+
+
+def _prefixed_line(log: Callable[[str], None], prefix: str, message: str) -> None:
+    log(prefix + message)

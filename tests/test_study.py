@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,11 @@ def test_study_on_tiny_digits(tmp_path):
         assert f"seed {s}: agn epoch 1/1" in res.stderr
         assert f"seed {s}: budget-uniform-5pp: searching" in progress
         assert any(line.startswith(f"seed {s}: budget: scale ") for line in progress)
+        # and every retraining's epochs, named by seed and point
+        assert any(
+            line.startswith(f"seed {s}, hetero-uniform-x8: retrain epoch 1/1: loss ")
+            for line in progress
+        )
     result = json.loads((out / "study.json").read_text())
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv_lines = (out / "study.csv").read_text().splitlines()
@@ -246,3 +252,9 @@ def test_study_log_reaches_pooled_seed_workers():
             stderr_log(quiet),
         )  # fmt: skip
         assert pickle.loads(pickle.dumps(task)) == task
+        # and each retraining job, with the study's log prefixed by seed and point
+        st = study._Study({1: Path("run")}, None, "sampled", 0.0, 1, 1e-3, None, 2)
+        st.log, st.docs = stderr_log(quiet), {1: {"budget-uniform-1pp": {}}}
+        (job,) = st.jobs_for(["budget-uniform-1pp"], "ste")
+        copy = pickle.loads(pickle.dumps(job))
+        assert copy.log.args == job.log.args == (stderr_log(quiet), "seed 1, budget-uniform-1pp: ")

@@ -24,7 +24,6 @@ atomically; a rerun skips finished trainings and retrainings.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -62,7 +61,7 @@ from hwflow.io import (
     write_text,
 )
 from hwflow.pareto import pareto_front
-from hwflow.progress import silent
+from hwflow.progress import prefixed, silent
 
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
 STUDY_KIND = "study"  # OUT's marker (hwflow.io.claim_dir): reruns write only into their own
@@ -189,7 +188,7 @@ def _seed_task(task: _SeedTask) -> dict[str, dict]:
 
     run_dir = Path(task.run_dir)
     # seeds share one log, so each line says whose it is
-    log = functools.partial(_prefixed, task.log, f"seed {task.seed}: ")
+    log = prefixed(task.log, f"seed {task.seed}: ")
     if not (run_dir / SUMMARY_FILE).is_file():
         cfg = replace(load_train_config(task.config), seed=task.seed)
         if task.data_dir is not None:
@@ -201,10 +200,6 @@ def _seed_task(task: _SeedTask) -> dict[str, dict]:
             task.error_model, task.homog_min_saved, task.max_losses, task.recovery_steps,
             log,
         )  # fmt: skip
-
-
-def _prefixed(log: Callable[[str], None], prefix: str, message: str) -> None:
-    log(prefix + message)
 
 
 def seed_points(
@@ -472,7 +467,7 @@ def study_run(
             for s in seeds
         ]
         st = _Study(run_dirs, lib, error_model, homog_min_saved, epochs, lr, max_steps, jobs)
-        st.schedule = schedule
+        st.schedule, st.log = schedule, log
         st.docs = dict(zip(seeds, run_parallel(_seed_task, tasks, jobs), strict=True))
         names = list(st.docs[seeds[0]])
         log(f"study: retraining {len(names)} points x {len(seeds)} seeds "
@@ -560,6 +555,7 @@ class _Study:
     max_steps: int | None
     jobs: int
     schedule: Schedule = DEFAULT_SCHEDULE
+    log: Callable[[str], None] = silent  # picklable: the retraining workers log through it
     docs: dict[int, dict[str, dict]] = field(default_factory=dict)
     test_labels: np.ndarray | None = None
     per_point: dict[str, dict[int, dict]] = field(default_factory=dict)
@@ -591,6 +587,7 @@ class _Study:
                 gradient,
                 predictions=True,
                 schedule=self.schedule,
+                log=prefixed(self.log, f"seed {s}, {p}: "),
             )  # fmt: skip
             for p in points
             for s in self.seeds

@@ -34,6 +34,7 @@ from hwflow.io import (
     write_bytes,
     write_text,
 )
+from hwflow.progress import silent
 
 SWEEP_KIND = "sweep"  # the sweep directory's marker: reruns write only into their own
 CSV_FIELDS = (
@@ -117,6 +118,7 @@ class RetrainJob:
     gradient: str = "ste"
     predictions: bool = False  # also keep the test set's predicted classes (paired tests)
     schedule: Schedule = Schedule()  # optimizer and lr schedule
+    log: Callable[[str], None] = silent  # each epoch's line (picklable: module-level)
 
     @property
     def stem(self) -> str:
@@ -153,6 +155,7 @@ def retrain_point(job: RetrainJob) -> dict:
         gradient=job.gradient,
         schedule=job.schedule,
         predictions_out=pred_path if job.predictions else None,
+        log=job.log,
     )
 
 

@@ -147,7 +147,9 @@ NEVER_SETTLES = MUL.format(
 def test_a_simulation_that_would_never_settle_is_refused_at_once(tmp_path):
     # the bit-parallel view is evaluated in topological order: a loop has none
     loop = write(tmp_path / "loop.v", NEVER_SETTLES)
-    result = run(str(loop), "--library", str(tmp_path / "lib"), "--timeout", "4")
+    # (the bound is wall time for yosys too, whose start alone took over 4 s on a loaded
+    # CI machine; a simulation that hung would still end in the timeout's message)
+    result = run(str(loop), "--library", str(tmp_path / "lib"), "--timeout", "60")
     assert result.exit_code == 2, result.output
     assert re.fullmatch(
         r"error: \S*loop\.v: mul_loop has a combinational loop in simulation: net x feeds "

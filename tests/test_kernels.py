@@ -123,16 +123,21 @@ def run_all(x, w, table, sign_magnitude) -> np.ndarray:
     return results[0]
 
 
+def kernel_cases(m: tuple[int, int], k: tuple[int, int], n: tuple[int, int]):
+    """@given over seeded operand shapes (ranges of M, K, N), table kinds and sign modes."""
+    return given(
+        seed=st.integers(0, 2**32 - 1),
+        m=st.integers(*m),
+        k=st.integers(*k),
+        n=st.integers(*n),
+        kind=st.sampled_from(TABLE_KINDS),
+        sign_magnitude=st.booleans(),
+        unsigned_x=st.booleans(),
+    )
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    m=st.integers(1, 9),
-    k=st.integers(1, 12),
-    n=st.integers(1, 7),
-    kind=st.sampled_from(TABLE_KINDS),
-    sign_magnitude=st.booleans(),
-    unsigned_x=st.booleans(),
-)
+@kernel_cases(m=(1, 9), k=(1, 12), n=(1, 7))
 def test_matches_scalar_loop(seed, m, k, n, kind, sign_magnitude, unsigned_x):
     x, w, table = case(seed, m, k, n, kind, unsigned_x)
     np.testing.assert_array_equal(
@@ -141,15 +146,7 @@ def test_matches_scalar_loop(seed, m, k, n, kind, sign_magnitude, unsigned_x):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    m=st.integers(1, 70),
-    k=st.integers(1, 4608),
-    n=st.integers(1, 40),
-    kind=st.sampled_from(TABLE_KINDS),
-    sign_magnitude=st.booleans(),
-    unsigned_x=st.booleans(),
-)
+@kernel_cases(m=(1, 70), k=(1, 4608), n=(1, 40))
 def test_matches_numpy_reference(seed, m, k, n, kind, sign_magnitude, unsigned_x):
     x, w, table = case(seed, m, k, n, kind, unsigned_x)
     np.testing.assert_array_equal(
@@ -158,15 +155,7 @@ def test_matches_numpy_reference(seed, m, k, n, kind, sign_magnitude, unsigned_x
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    m=st.integers(0, 40),
-    k=st.integers(1, 12),
-    n=st.integers(1, 7),
-    kind=st.sampled_from(TABLE_KINDS),
-    sign_magnitude=st.booleans(),
-    unsigned_x=st.booleans(),
-)
+@kernel_cases(m=(0, 40), k=(1, 12), n=(1, 7))
 def test_table_sum_of_the_code_histogram_is_the_sum_of_the_rows(
     seed, m, k, n, kind, sign_magnitude, unsigned_x
 ):

@@ -602,7 +602,7 @@ def set_acc_offsets(model: nn.Module, offsets: Mapping[str, np.ndarray | Tensor 
             raise AssignmentError(f"layer {name}: {exc}") from None
 
 
-_PROBE_ROWS = 1 << 16  # operand rows converted to int64 codes at a time
+_PROBE_ROWS = 1 << 16  # operand rows turned into integer codes at a time (offsets)
 
 
 @torch.no_grad()

@@ -892,7 +892,10 @@ def sweep(
 def study(config, library, seeds, out, scales, energy_models, epochs, max_steps, lr,
           gradient_scale, no_gradient_compare, homog_min_saved, data_dir, jobs, as_json,
           max_losses, recovery_steps, optimizer, step_every, quiet) -> None:  # fmt: skip
-    """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests."""
+    """Heterogeneous vs homogeneous over training seeds: CSV, plot, tables, paired tests.
+
+    Progress goes to stderr, one line per training epoch, budget candidate and
+    retraining epoch, each prefixed with its seed (and point); --quiet silences it."""
     from hwflow.assign.retrain import Schedule
     from hwflow.experiments.study import DEFAULT_SCALES, study_run
 

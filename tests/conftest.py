@@ -15,13 +15,11 @@ import pytest
 def _session_sim_cache(tmp_path_factory):
     """Compiled simulations (`hwflow.sim_cache`) kept for this test session only: tests
     reuse each other's builds but never read or fill the user's cache."""
-    saved = os.environ.get("HWFLOW_CACHE_DIR")
-    os.environ["HWFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("sim-cache"))
-    yield
-    if saved is None:
-        os.environ.pop("HWFLOW_CACHE_DIR", None)
-    else:
-        os.environ["HWFLOW_CACHE_DIR"] = saved
+    from hwflow.sim_cache import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("sim-cache")))
+        yield
 
 
 @pytest.fixture

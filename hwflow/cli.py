@@ -1035,6 +1035,8 @@ def export_cmd(
             f"{acc['fake_quant']:.2%} / {top5['fake_quant']:.2%}, integer-only pipeline "
             f"{acc['integer_only']:.2%} / {top5['integer_only']:.2%}"
         )
+    if manifest.get("integer_skipped"):
+        click.echo(f"no integer-only accuracy: {manifest['integer_skipped']}")
     if manifest.get("net_skipped"):
         click.echo(manifest["net_skipped"])
     if manifest.get("net"):

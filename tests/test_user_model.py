@@ -205,6 +205,11 @@ def test_user_model_through_the_whole_flow(tmp_path):
     assert "not a plain nn.Sequential" in res.output  # says why there is no hwflow_net
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["net"] is None and "net_skipped" in manifest
+    # no network RTL, but the integer-only pipeline (batch norm, the addition, average
+    # pooling) runs and is reported beside the emulation
+    accuracy = manifest["accuracy"]
+    assert abs(accuracy["integer_only"] - accuracy["fake_quant"]) < 0.05
+    assert "integer-only pipeline" in res.output
     assert [lay["layer"] for lay in manifest["layers"]] == list(layers)
     res = runner.invoke(cli, ["verify", str(out), "--json"])
     assert res.exit_code == 0, res.output

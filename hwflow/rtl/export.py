@@ -336,20 +336,24 @@ NOT_A_PLAIN_STACK = (
 )
 
 
-def split_accuracy(run: Any, data: Any) -> dict[str, dict[str, float | None]]:
+def split_accuracy(run: Any, data: Any) -> dict[str, Any]:
     """The manifest's `accuracy` (top-1) and `accuracy_top5` on the whole split with the
     exported tables: the fake-quant emulation and the integer-only pipeline
-    (`hwflow.rtl.intinfer`; None where the network has no integer form, e.g. not a plain
-    conv/ReLU/pool/linear stack)."""
+    (`hwflow.rtl.intinfer`; None where the network has no integer form, and then
+    `integer_skipped` says why)."""
     from hwflow.nn.run import accuracies
     from hwflow.rtl.intinfer import integer_accuracies
 
     fake = accuracies(run.model, data, run.config.data.eval_batch_size)
+    why = None
     try:
         integer: dict[int, float] | None = integer_accuracies(run.model, data.x, data.y)
-    except HwflowError:
-        integer = None
-    return {
+    except HwflowError as e:
+        integer, why = None, str(e)
+    out: dict[str, Any] = {
         key: {"fake_quant": fake[k], "integer_only": None if integer is None else integer[k]}
         for key, k in (("accuracy", 1), ("accuracy_top5", 5))
     }
+    if why is not None:
+        out["integer_skipped"] = why
+    return out

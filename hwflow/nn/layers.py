@@ -302,7 +302,7 @@ class _ApproxMixin:
             raise HwflowError("measure_acc_offsets: a layer ran twice in one forward")
         rows, _ = self._operand_rows(xc.detach())
         w_int = self._grouped_weight(wq.detach()).round().to(torch.int64)
-        table = exact_table(signed) if self.table is None else self.table
+        table = self.product_table()
         # each code's operand value: the exact products' sum is the histogram's too
         values = torch.arange(256, dtype=torch.int64)
         if signed:
@@ -319,12 +319,16 @@ class _ApproxMixin:
         self._offset_probe.append(offset)
 
     @torch.no_grad()
-    def _make_trace(self, xc, zp, wq, sx, sw, signed, y) -> LayerTrace:
-        rows, _ = self._operand_rows(xc.detach())
+    def integer_sums(self, xc: Tensor, zp: int, wq: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple]:
+        """(x_int (G, M, K) input codes, w_int (G, K, Ng), acc (G, M, Ng) int64, the rows'
+        layout for `_rows_to_output`): the operand rows of centered codes `xc` and the
+        sums through the layer's table (the exact products without one), as the MAC
+        engines compute them."""
+        signed = bool(self.signed)
+        rows, meta = self._operand_rows(xc.detach())
         x_int = (rows.round().to(torch.int64) + zp).contiguous()
         w_int = self._grouped_weight(wq.detach()).round().to(torch.int64)
-        acc_exact = torch.matmul(x_int, w_int)
-        table = exact_table(signed) if self.table is None else self.table
+        table = self.product_table()
         acc = torch.stack(
             [
                 kernels.table_matmul(x_int[g], w_int[g], table, sign_magnitude=not signed).to(
@@ -333,6 +337,16 @@ class _ApproxMixin:
                 for g in range(x_int.shape[0])
             ]
         )
+        return x_int, w_int, acc, meta
+
+    def product_table(self) -> Tensor:
+        """The table the products come from: the assigned one, else the exact one."""
+        return exact_table(bool(self.signed)) if self.table is None else self.table
+
+    @torch.no_grad()
+    def _make_trace(self, xc, zp, wq, sx, sw, signed, y) -> LayerTrace:
+        x_int, w_int, acc, _ = self.integer_sums(xc, zp, wq)
+        acc_exact = torch.matmul(x_int, w_int)
         # traces feed numpy (statistics, export): they live on the CPU whatever the device
         return LayerTrace(
             x_int=x_int.cpu(),

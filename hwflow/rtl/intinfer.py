@@ -347,25 +347,13 @@ def _flatten(node: fx.Node, value: _Value, start: int, end: int) -> _Value:
 
 def _layer_sums(mod: nn.Module, codes: Tensor, layer: IntLayer) -> tuple[Tensor, Tensor]:
     """The engines' sums of a layer on its input codes, and t without the bias."""
-    from hwflow.multipliers.table import exact_table
-    from hwflow.nn import kernels
     from hwflow.nn import quant as Q
 
-    table = mod.table if mod.table is not None else exact_table(layer.signed)
-    rows, meta = mod._operand_rows((codes - layer.zero_point).double())
-    x_int = rows.round().to(torch.int64) + layer.zero_point
     wq, _ = Q.quantize_weight(mod.weight.detach(), mod.per_channel)
-    w_int = mod._grouped_weight(wq).round().to(torch.int64)
-    acc = torch.stack(
-        [
-            kernels.table_matmul(x_int[g], w_int[g], table, sign_magnitude=not layer.signed).to(
-                torch.int64
-            )
-            for g in range(x_int.shape[0])
-        ]
-    )
+    centered = (codes - layer.zero_point).double()
+    _, w_int, acc, layout = mod.integer_sums(centered, layer.zero_point, wq)
     t = acc - layer.zero_point * w_int.sum(dim=1, keepdim=True)
-    return acc, mod._rows_to_output(t, meta)
+    return acc, mod._rows_to_output(t, layout)
 
 
 @torch.no_grad()

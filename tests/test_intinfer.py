@@ -59,7 +59,7 @@ def _resnet8(per_channel: bool = False) -> nn.Module:
 def test_rescale_is_round_half_up_within_its_fixed_point_precision(v, m, bias):
     """Per channel: |result - (v*m + bias)| is the half of round-half-up plus M0's
     relative error (2^-15) and the bias's 2^-shift, whatever the sign or size of m."""
-    out = intinfer._rescale(
+    out = intinfer.rescale(
         torch.tensor(v).reshape(1, 3), torch.tensor(m, dtype=torch.float64), torch.tensor(bias)
     )
     for vc, mc, bc, got in zip(v, m, bias, out[0].tolist(), strict=True):
@@ -74,7 +74,7 @@ def test_rescale_equals_the_rtl_requantization_for_one_scale():
     t = torch.arange(-70000, 70000, 7, dtype=torch.int64).reshape(1, 1, -1)
     for m in (0.0123, 0.5, 1.0, 3.7e-4, 17.25):
         m0, shift = intinfer.fixed_point(m)
-        per_channel = intinfer._rescale(t, torch.tensor([m], dtype=torch.float64)) + 3
+        per_channel = intinfer.rescale(t, torch.tensor([m], dtype=torch.float64)) + 3
         assert torch.equal(requantize(t, m0, shift, 3, False), per_channel.clamp(0, 255))
 
 
@@ -90,11 +90,13 @@ def test_resnet_integer_inference_follows_the_emulation(per_channel):
     traced = hn.trace(model, x)
     assert torch.equal(result.tensors["conv1.acc"], traced["conv1"].acc)
     assert torch.equal(result.tensors["input"], result.tensors["conv1.input"])
-    # every intermediate is an integer, named by the module that made it
-    for key in ("layers.0.bn1.bn", "layers.0.bn2.bn", "layers.1.shortcut.1.bn", "pool.pool"):
-        assert result.tensors[key].dtype == torch.int64
-    adds = [k for k in result.tensors if k.endswith(".add")]
-    assert len(adds) == 3  # one per block
+    # every integer tensor is named by the module that made it; batch norm has none (the
+    # next rescaling applies it), nor a ReLU after it (the clamp at the zero point)
+    keys = set(result.tensors)
+    assert {"layers.1.shortcut.0.t", "layers.2.conv2.input", "pool.pool", "fc.t"} <= keys
+    assert len([k for k in keys if k.endswith(".add")]) == 3  # one per block
+    assert not [k for k in keys if k.endswith(".bn")]
+    assert all(v.dtype == torch.int64 for v in result.tensors.values())
     with torch.no_grad():
         fake = model(x)
     logits = result.logits.double() * result.logit_scale
@@ -194,3 +196,31 @@ def test_export_accuracy_says_why_there_is_no_integer_pipeline():
     assert sigmoid["accuracy"]["integer_only"] is None
     assert sigmoid["accuracy_top5"]["integer_only"] is None
     assert "unsupported operation sigmoid" in sigmoid["integer_skipped"]
+
+
+def test_batchnorm_and_relu_fold_into_the_next_layers_codes():
+    """conv -> batch norm -> ReLU -> conv: the second layer's codes come from the first's
+    sums in one rescaling (batch norm's scale and bias in it, ReLU as the clamp at the
+    zero point, which is above the code range's floor here), and equal the codes the
+    emulation feeds that layer but for rare rounding ties."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.copy_(torch.randn(4) * 0.3)
+    bn.running_var.copy_(torch.rand(4) + 0.5)
+    bn.weight.data.copy_(torch.tensor([1.0, -0.7, 0.4, 1.3]))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), bn, nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 10)
+    )
+    x = _images()
+    _quantized(model, x)
+    obs = model[3].act_obs
+    obs.lo.fill_(-0.5 * float(obs.hi))  # a range below 0: the zero point is above 0
+    zp = model[3]._act_qparams()[1]
+    assert zp > 0
+    result = integer_inference(model, x)
+    codes = result.tensors["3.input"]
+    assert int(codes.min()) == zp  # the ReLU: nothing below the code of 0
+    emulated = hn.trace(model, x)["3"].x_int
+    rows, _ = model[3]._operand_rows((codes - zp).double())
+    assert (rows.round().long() + zp == emulated).float().mean() >= 0.99
+    assert not [k for k in result.tensors if k.startswith(("1.", "2."))]  # folded

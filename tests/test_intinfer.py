@@ -152,10 +152,16 @@ class _NormFirst(_Sigmoid):
         return self.fc(self.conv(self.bn(x)).flatten(1))
 
 
+class _PlusOne(_Sigmoid):
+    def forward(self, x):
+        return self.fc((self.conv(x) + 1.0).flatten(1))
+
+
 @pytest.mark.parametrize(
     "net, expect",
     [
         (_Sigmoid, "unsupported operation sigmoid"),
+        (_PlusOne, r"add: an operand that is not a tensor \(1.0\)"),
         (_Branchy, "torch.fx cannot trace the network"),
         (_NormFirst, "must go straight into an approximate layer"),
     ],

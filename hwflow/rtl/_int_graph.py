@@ -153,10 +153,14 @@ class Interpreter:
         raise HwflowError(f"integer inference: unsupported operation {name} ({node.name})")
 
     def _integer(self, node: fx.Node, value: object) -> _Value:
-        if not isinstance(value, _Value):
+        if isinstance(value, Tensor):
             raise HwflowError(
                 f"integer inference: {node.name} works on the image itself; the image "
                 "must go straight into an approximate layer"
+            )
+        if not isinstance(value, _Value):
+            raise HwflowError(
+                f"integer inference: {node.name}: an operand that is not a tensor ({value!r})"
             )
         return value
 

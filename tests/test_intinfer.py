@@ -125,6 +125,34 @@ def test_sequential_network_keeps_its_tensor_names():
     assert torch.equal(result.logits, result.tensors["4.t"])
 
 
+class _FlattenFirst(nn.Module):
+    """An MLP on the image: the image is flattened before its codes exist."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.flat = nn.Flatten()
+        self.fc1, self.fc2 = nn.Linear(64, 12), nn.Linear(12, 10)
+
+    def forward(self, x):
+        if self.how == "module":
+            x = self.flat(x)
+        elif self.how == "function":
+            x = torch.flatten(x, 1)
+        else:
+            x = x.view(x.size(0), -1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("how", ["module", "function", "view"])
+def test_the_image_may_be_flattened_before_the_first_layer(how):
+    model = _quantized(_FlattenFirst(how), _images())
+    x = _images(16)
+    result = integer_inference(model, x)
+    assert result.tensors["input"].shape == (16, 64)
+    assert torch.equal(result.tensors["fc1.acc"][0], hn.trace(model, x)["fc1"].acc[0])
+
+
 class _Sigmoid(nn.Module):
     def __init__(self) -> None:
         super().__init__()

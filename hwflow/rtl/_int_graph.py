@@ -107,6 +107,8 @@ class Interpreter:
             return self._approx(key, mod, args[0])
         if isinstance(mod, nn.Identity | nn.Dropout):
             return args[0]
+        if isinstance(mod, nn.Flatten) and isinstance(args[0], Tensor):
+            return args[0].flatten(mod.start_dim, mod.end_dim)  # the image, before its codes
         value = self._integer(node, args[0])
         if isinstance(mod, nn.ReLU):
             return self._relu(node, key, value)
@@ -134,6 +136,10 @@ class Interpreter:
             return self._keep(f"{node.name}.add", self._add(node, args))
         if fn in _RELU:
             return self._relu(node, node.name, self._integer(node, args[0]))
+        if isinstance(args[0], Tensor) and fn in (*_FLATTEN, "view", "reshape"):
+            # the image, before its codes: only its layout changes
+            call = getattr(Tensor, fn) if isinstance(fn, str) else fn
+            return call(*args, **node.kwargs)
         if fn in _FLATTEN:
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)

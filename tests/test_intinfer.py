@@ -149,7 +149,9 @@ def test_the_image_may_be_flattened_before_the_first_layer(how):
     model = _quantized(_FlattenFirst(how), _images())
     x = _images(16)
     result = integer_inference(model, x)
-    assert result.tensors["input"].shape == (16, 64)
+    # the image's codes keep its layout (what hwflow_net's input buffer holds)
+    assert result.tensors["input"].shape == (16, 1, 8, 8)
+    assert torch.equal(result.tensors["input"].flatten(1), result.tensors["fc1.input"])
     assert torch.equal(result.tensors["fc1.acc"][0], hn.trace(model, x)["fc1"].acc[0])
 
 

@@ -69,6 +69,7 @@ class Interpreter:
         self.graph = graph
         self.calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
         self.tensors: dict[str, Tensor] = {}
+        self.image_shape: torch.Size | None = None
 
     def run(self, x: Tensor) -> IntResult:
         env: dict[fx.Node, object] = {}
@@ -77,6 +78,7 @@ class Interpreter:
             args = fx.node.map_arg(node.args, lambda n: env[n])
             if node.op == "placeholder":
                 env[node] = x
+                self.image_shape = x.shape
             elif node.op == "output":
                 out, out_node = args[0], node
             elif node.op == "call_module":
@@ -195,7 +197,8 @@ class Interpreter:
             sx, _, _ = mod._act_qparams()
             codes = Q.quantize_centered(src, sx, layer.zero_point, layer.signed)
             codes = codes.to(torch.int64) + layer.zero_point
-            self.tensors.setdefault("input", codes)
+            # the image's codes in its own layout (a flatten before the layer keeps the order)
+            self.tensors.setdefault("input", codes.reshape(self.image_shape))
         self.tensors[f"{key}.input"] = codes
         acc, t = _layer_sums(mod, codes, layer)
         self.tensors[f"{key}.acc"] = acc

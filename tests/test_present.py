@@ -80,3 +80,9 @@ def test_study_points_are_tagged_by_budget_or_scale():
     assert _point_tag(budget | {"recovery_steps": 0}) == "3pp"
     assert _point_tag(budget | {"recovery_steps": 200}) == "3pp r200"
     assert _point_tag({"point": "hetero-histogram-x2", "scale": 2.0, "max_loss_pp": ""}) == "x2"
+
+
+def test_p_values_print_readably_down_to_an_underflowed_zero():
+    from hwflow.present.experiments import _p
+
+    assert [_p(v) for v in (0.5, 0.0123, 3.7e-140, 0.0)] == ["0.5", "0.012", "3.7e-140", "< 1e-300"]

@@ -38,6 +38,8 @@ def _pct(v: float | None) -> str:
 
 
 def _p(p: float) -> str:
+    if p == 0:  # the binomial tail underflowed a double: say so rather than print 0
+        return "< 1e-300"
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
